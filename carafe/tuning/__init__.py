@@ -1,0 +1,1 @@
+"""carafe.tuning"""
