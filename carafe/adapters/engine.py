@@ -78,6 +78,11 @@ class Engine(Protocol):
         ...
 
     @property
+    def model_digest(self) -> str:
+        """``sha256:<hex>`` of the base model's weights, as adapter manifests record it."""
+        ...
+
+    @property
     def max_model_len(self) -> int:
         """Prompt + completion token limit."""
         ...

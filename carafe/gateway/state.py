@@ -1,0 +1,28 @@
+"""What one gateway process holds: built once at start-up, shared by requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from carafe.adapters.engine import Engine
+from carafe.gateway.auth import KeyStore
+from carafe.gateway.config import CarafeConfig
+from carafe.gateway.ratelimit import RateLimiter
+
+
+@dataclass
+class AppState:
+    config: CarafeConfig
+    engine: Engine
+    keys: KeyStore
+    limiter: RateLimiter
+    embedder: Any = None  # carafe.indexer.embedding.Embedder, loaded at start
+    # Optional capabilities, plugged in when configured/built:
+    registry: Any = None  # carafe.adapters.registry.Registry
+    adapter_manager: Any = None  # resident-set manager / reconciler (adapters)
+    router: Any = None  # carafe.gateway.routing.Router
+    retriever: Any = None  # permission-filtered search (indexer)
+    guards: Any = None  # carafe.gateway.guards pipeline
+    telemetry: Any = None  # carafe.gateway.telemetry handle
+    extras: dict[str, Any] = field(default_factory=dict)
