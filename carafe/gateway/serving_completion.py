@@ -1,0 +1,108 @@
+"""``POST /v1/completions``: raw-text continuation, streaming and not."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from carafe.gateway.auth import Principal
+from carafe.gateway.deps import get_principal, get_state
+from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
+from carafe.gateway.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage
+from carafe.gateway.sampling import sampling_params
+from carafe.gateway.serving_chat import _replay
+from carafe.gateway.serving_common import GenerationMeter, first_chunks, response_headers, start_streams
+from carafe.gateway.streams import SSE_DONE, sse
+
+router = APIRouter()
+
+
+@router.post("/v1/completions", response_model=CompletionResponse)
+async def create_completion(
+    body: CompletionRequest, request: Request, principal: Principal = Depends(get_principal)
+) -> Any:
+    state = get_state(request)
+    t0 = request.scope.get("carafe.t0", time.perf_counter())
+    prompts = body.prompts()
+    decision = await resolve_route(state, body.model, principal, prompts[0])
+    guarded_prompts = []
+    for p in prompts:
+        text, _ = await guard_input(state, p, decision, principal)
+        guarded_prompts.append(text)
+    prep = Prepared(decision, [])
+    jobs = [(p, sampling_params(body, state.config.server, choice=i)) for p in guarded_prompts for i in range(body.n)]
+    meter = GenerationMeter(t0)
+    streams = []
+    for prompt, params in jobs:
+        streams += start_streams(
+            state, prep, [params],
+            lambda sp, prompt=prompt: state.engine.complete(prompt, sp, adapter=decision.adapter),
+        )
+    firsts = await first_chunks(streams, meter)
+    n_choices = len(jobs)
+    echo = [jobs[i][0] if body.echo else "" for i in range(n_choices)]
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def gen():
+            rid = CompletionResponse.model_fields["id"].default_factory()  # type: ignore[misc]
+            created = int(time.time())
+            usage_p = [0] * len(prompts)
+            usage_c = 0
+            reasons: list[str | None] = [None] * n_choices
+            sent_echo = [False] * n_choices
+            try:
+                async for i, c in _replay(streams, firsts):
+                    text = c.text
+                    if echo[i] and not sent_echo[i]:
+                        text, sent_echo[i] = echo[i] + text, True
+                    if c.finish_reason is not None:
+                        reasons[i] = c.finish_reason
+                        usage_p[i // body.n] = c.prompt_tokens
+                        usage_c += c.completion_tokens
+                    if not text and c.finish_reason is None:
+                        continue
+                    data = {"id": rid, "object": "text_completion", "created": created,
+                            "model": decision.served_model,
+                            "choices": [{"index": i, "text": text, "finish_reason": c.finish_reason, "logprobs": None}]}
+                    if include_usage:
+                        data["usage"] = None
+                    yield sse(data)
+                meter.done()
+                if include_usage:
+                    pt = sum(usage_p)
+                    yield sse({"id": rid, "object": "text_completion", "created": created,
+                               "model": decision.served_model, "choices": [],
+                               "usage": {"prompt_tokens": pt, "completion_tokens": usage_c, "total_tokens": pt + usage_c}})
+                yield SSE_DONE
+            finally:
+                for s in streams:
+                    await s.aclose()
+                meter.record(state, prep, sum(usage_p), usage_c, reasons, "")
+
+        return StreamingResponse(gen(), media_type="text/event-stream",
+                                 headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}))
+
+    texts = list(echo)
+    reasons = [None] * n_choices
+    usage_p = [0] * len(prompts)
+    usage_c = 0
+    async for i, c in _replay(streams, firsts):
+        texts[i] += c.text
+        if c.finish_reason is not None:
+            reasons[i] = c.finish_reason
+            usage_p[i // body.n] = c.prompt_tokens
+            usage_c += c.completion_tokens
+    meter.done()
+    pt = sum(usage_p)
+    resp = CompletionResponse(
+        model=decision.served_model,
+        choices=[CompletionChoice(index=i, text=texts[i], finish_reason=reasons[i]) for i in range(n_choices)],
+        usage=Usage(prompt_tokens=pt, completion_tokens=usage_c, total_tokens=pt + usage_c),
+        adapter=decision.served_model,
+    )
+    meter.record(state, prep, pt, usage_c, reasons, "".join(texts))
+    return JSONResponse(resp.model_dump(), headers=response_headers(prep, meter.overhead_ms()))
