@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from carafe import __version__
 from carafe.adapters.engine import Engine
-from carafe.gateway import serving_chat, serving_completion, serving_embeddings, serving_models
+from carafe.gateway import admin_keys, serving_chat, serving_completion, serving_embeddings, serving_models
 from carafe.gateway.auth import KeyStore
 from carafe.gateway.config import CarafeConfig
 from carafe.gateway.errors import error_response, install_error_handlers
@@ -70,7 +70,7 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
     )
     app.state.carafe = state
     install_error_handlers(app)
-    for module in (serving_chat, serving_completion, serving_models, serving_embeddings):
+    for module in (serving_chat, serving_completion, serving_models, serving_embeddings, admin_keys):
         app.include_router(module.router)
     wiring.include_routers(app)
 

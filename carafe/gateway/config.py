@@ -55,6 +55,7 @@ class CarafeConfig(BaseSettings):
     )
 
     data_dir: Path = Field(Path(".carafe"), description="Where caches, keys, the registry and the index live")
+    models_cache: Path | None = Field(None, description="Where converted base models are cached; default <data_dir>/models")
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)
@@ -84,7 +85,7 @@ class CarafeConfig(BaseSettings):
     # Derived paths -------------------------------------------------------
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.models_cache or self.data_dir / "models"
 
     @property
     def keys_file(self) -> Path:

