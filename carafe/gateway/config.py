@@ -32,11 +32,9 @@ class ServerConfig(BaseModel):
     host: str = Field("127.0.0.1", description="Address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond)")
-    max_tokens_limit: int = Field(4096, ge=1, description="Largest accepted max_tokens (413 beyond... capped by the model length)")
+    max_tokens_limit: int = Field(4096, ge=1, description="Largest accepted max_tokens (400 naming max_tokens beyond); prompt + max_tokens must also fit the model length")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     max_n: int = Field(8, ge=1, description="Largest accepted `n` (choices per request)")
-    request_timeout_s: float = Field(300.0, gt=0, description="A generation running longer is aborted")
-    workers_note: str | None = Field(None, description="Free text shown by /readyz (e.g. deployment name)")
 
 
 class AuthConfig(BaseModel):

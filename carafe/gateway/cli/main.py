@@ -19,6 +19,7 @@ app = typer.Typer(
 _GROUPS: list[tuple[str, str | None, str]] = [
     ("serve", None, "Run the gateway"),
     ("chat", None, "Chat with a running gateway in the terminal"),
+    ("demo", None, "One-command demo"),
     ("keys", "keys", "Manage API keys"),
     ("config_cmd", "config", "Show the effective configuration"),
     ("adapters", "adapters", "Manage the adapter registry and hot-swap"),

@@ -1,0 +1,67 @@
+"""`carafe demo`: the one-command start — demo keys, example data indexed, gateway up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from carafe.gateway.auth import KeyStore
+from carafe.gateway.cli.common import ConfigOption, config_or_exit, console
+
+DEMO_USERS: list[tuple[str, list[str], bool]] = [
+    ("admin", [], True),
+    ("hana", ["hr"], False),
+    ("finn", ["finance"], False),
+    ("eli", ["engineering"], False),
+    ("lea", ["legal"], False),
+    ("guest", [], False),
+]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        config: Path | None = ConfigOption,
+        host: str | None = typer.Option(None, "--host"),
+        port: int | None = typer.Option(None, "--port", "-p"),
+        no_serve: bool = typer.Option(False, "--no-serve", help="Prepare keys and data, do not start the server"),
+    ) -> None:
+        """Create fresh demo keys, index the example documents, and start the gateway."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        cfg = config_or_exit(config)
+        store = KeyStore(cfg.keys_file)
+        demo_names = {u for u, _, _ in DEMO_USERS}
+        for rec in store.list():  # keys of an earlier demo run stop working
+            if rec.user in demo_names and not rec.revoked:
+                store.revoke(rec.key_id)
+        table = Table("user", "groups", "role", "API key (shown once)", title="Demo API keys")
+        for user, groups, admin in DEMO_USERS:
+            key, rec = store.create(user, groups=groups, admin=admin, rpm=cfg.auth.default_rpm)
+            table.add_row(user, ",".join(groups) or "-", "admin" if admin else "user", key)
+        console.print(table)
+        _prepare_data(cfg)
+        h, p = host or cfg.server.host, port or cfg.server.port
+        console.print(
+            "Try it:\n"
+            f"  curl http://{h}:{p}/v1/chat/completions -H 'Authorization: Bearer <key>' "
+            "-H 'Content-Type: application/json' \\\n"
+            "    -d '{\"model\": \"SmolLM2-135M-Instruct\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n"
+            f"  carafe chat --base-url http://{h}:{p}/v1 --api-key <key>",
+        )
+        if no_serve:
+            return
+        from carafe.gateway.cli.serve import run_server
+
+        run_server(cfg, host=h, port=p, log_level="info")
+
+
+def _prepare_data(cfg) -> None:
+    """Index the configured document sources (the example policies in the demo config)."""
+    try:
+        from carafe.gateway.cli.index import sync_for_demo
+    except ImportError:
+        return
+    sync_for_demo(cfg)
