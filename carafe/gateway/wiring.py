@@ -1,5 +1,10 @@
 """Plugging the optional capabilities (routing, retrieval, guards, telemetry and
-the admin APIs) into a gateway app when they are configured."""
+the admin APIs) into a gateway app.
+
+Each capability lives in its own module; a module that is not part of this build
+is skipped, but a module that is present and fails to build fails the start-up
+loudly — a gateway never starts silently without its guards or its ACL filter.
+"""
 
 from __future__ import annotations
 
@@ -25,22 +30,41 @@ def _optional(module: str) -> Any | None:
 
 
 def include_routers(app: FastAPI) -> None:
-    for name in ("carafe.gateway.admin_adapters", "carafe.gateway.admin_index"):
+    for name in ("carafe.gateway.admin_adapters", "carafe.gateway.admin_index", "carafe.gateway.telemetry.routes"):
         module = _optional(name)
         if module is not None:
             app.include_router(module.router)
 
 
 def add_middleware(app: FastAPI, state: AppState) -> None:
-    pass
+    module = _optional("carafe.gateway.telemetry.middleware")
+    if module is not None and hasattr(module, "TraceMiddleware"):
+        app.add_middleware(module.TraceMiddleware)
 
 
 async def attach(state: AppState) -> None:
     """Build router, retriever and guards from the config (at start-up)."""
+    routing = _optional("carafe.gateway.routing.router")
+    if routing is not None and hasattr(routing, "build_router"):
+        state.router = routing.build_router(state.config, state.engine, embedder=state.embedder)
+        await state.router.start()
+    retrieval = _optional("carafe.gateway.retrieval")
+    if retrieval is not None and state.retriever is None:
+        state.retriever = retrieval.Retriever(state.config, state.embedder)
+    guards = _optional("carafe.gateway.guards.pipeline")
+    if guards is not None and state.guards is None:
+        from carafe.gateway.guards import GuardPipeline
+
+        enabled = getattr(state.config.guards, "enabled", True)
+        if enabled:
+            leak = getattr(state.retriever, "leak_index", None) if state.retriever is not None else None
+            state.guards = GuardPipeline.from_config(state.config.guards, embedder=state.embedder, leak_index=leak)
 
 
 async def detach(state: AppState) -> None:
-    for part in (state.router,):
+    for part in (state.router, state.retriever):
         if part is not None and hasattr(part, "close"):
             with contextlib.suppress(Exception):
-                await part.close()
+                result = part.close()
+                if hasattr(result, "__await__"):
+                    await result
