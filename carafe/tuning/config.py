@@ -1,9 +1,105 @@
-"""Config of the tuning package."""
+"""Config of the tuning package: teacher, generation, filters, LoRA phases, eval gate."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class TeacherConfig(BaseModel):
+    """Which model writes the synthetic data."""
+
+    endpoint: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1; "
+        "None uses the embedded base model (slow, for local tries)")
+    model: str = Field("teacher", description="Model name sent to the endpoint")
+    api_key: str | None = Field(None, description="Bearer key for the endpoint (secret)")
+    concurrency: int = Field(4, ge=1, le=256, description="Most teacher requests in flight at once")
+    retries: int = Field(3, ge=0, le=20, description="Retries per request on errors or junk answers")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of generation calls")
+    max_tokens: int = Field(256, ge=16, description="Largest teacher answer")
+
+
+class GenerationConfig(BaseModel):
+    """How many samples to ask for."""
+
+    chunk_words: int = Field(120, ge=20, description="Knowledge documents are cut into chunks of about this many words")
+    qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
+    instructions_per_seed: int = Field(8, ge=1, description="New instructions asked per skill seed example")
+    raft_share: float = Field(0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)")
+    raft_distractors: int = Field(2, ge=0, le=8, description="Distractor passages beside the gold one")
+    raft_no_answer_share: float = Field(0.2, ge=0, le=1, description="Share of RAFT samples whose gold passage is removed (answer: not in context)")
+    holdout_seeds: int = Field(1, ge=0, description="Seed examples per recipe kept out of generation for evaluation")
+    seed: int = Field(7, description="Random seed of sampling choices")
+
+
+class FilterConfig(BaseModel):
+    """Thresholds of the sample filters."""
+
+    min_answer_chars: int = Field(8, ge=0, description="Shorter answers are dropped")
+    max_answer_chars: int = Field(1200, ge=16, description="Longer answers are dropped")
+    min_question_chars: int = Field(8, ge=0, description="Shorter questions are dropped")
+    near_duplicate: float = Field(0.95, gt=0, le=1, description="Cosine similarity (MiniLM) above which a question is a near-duplicate")
+    judge: bool = Field(True, description="Ask the teacher to score faithfulness, relevance and quality (1-5)")
+    min_judge_score: float = Field(3.0, ge=1, le=5, description="Samples whose lowest judge score is below this are dropped")
+
+
+class PhaseConfig(BaseModel):
+    """LoRA hyperparameters of one training phase."""
+
+    rank: int = Field(16, ge=1, le=256, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA alpha")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Modules that get LoRA weights")
+    epochs: float = Field(2.0, gt=0, le=20, description="Passes over the phase's data")
+    learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
+    batch_size: int = Field(8, ge=1, description="Samples per optimiser step")
+    max_seq_len: int = Field(384, ge=32, description="Longer samples are truncated")
+    replay_share: float = Field(0.0, ge=0, le=1, description="Share of earlier phases' data replayed, relative to this phase's size")
+    general_share: float = Field(0.2, ge=0, le=1, description="Share of general instruction data mixed in, relative to this phase's size")
+
+
+def _knowledge_phase() -> PhaseConfig:
+    return PhaseConfig(epochs=2.0, learning_rate=5e-4, general_share=0.2)
+
+
+def _skills_phase() -> PhaseConfig:
+    return PhaseConfig(epochs=2.0, learning_rate=3e-4, replay_share=0.3, general_share=0.2)
+
+
+class TrainingConfig(BaseModel):
+    knowledge: PhaseConfig = Field(default_factory=_knowledge_phase, description="Phase 1: knowledge data")
+    skills: PhaseConfig = Field(default_factory=_skills_phase, description="Phase 2: skills + style data, with replay")
+    seed: int = Field(42, description="Seed of torch, shuffling and LoRA init")
+    save_every_steps: int = Field(20, ge=1, description="Checkpoint interval (resumable)")
+    device: str = Field("auto", description="`auto` (cuda when present), `cpu`, `cuda`")
+    threads: int | None = Field(None, description="torch intra-op threads on CPU")
+
+
+class GateConfig(BaseModel):
+    """When an evaluated adapter may be published."""
+
+    min_rougel_gain: float = Field(0.0, description="Adapter ROUGE-L on held-out recipe questions minus base's must be at least this")
+    min_style_rate: float = Field(0.8, ge=0, le=1, description="Style recipes: share of answers carrying the sign-off")
+    max_perplexity_increase: float = Field(0.05, ge=0, description="General-text perplexity may grow by at most this share")
+    enforce: bool = Field(True, description="False: report the gate but publish anyway")
 
 
 class TuningConfig(BaseModel):
-    pass
+    """The `tuning:` section of carafe.yaml."""
+
+    taxonomy: Path = Field(Path("taxonomy"), description="Default taxonomy folder")
+    output_dir: Path | None = Field(None, description="Stage outputs (data, checkpoints, eval); default <data_dir>/tuning")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    eval_max_new_tokens: int = Field(64, ge=8, description="Answer length during evaluation")
+
+    def out_dir(self, data_dir: Path) -> Path:
+        return self.output_dir or data_dir / "tuning"

@@ -1,0 +1,35 @@
+"""Builders of small taxonomies for the tuning tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "taxonomy"
+EXAMPLE_DOCS = REPO / "examples" / "taxonomy_docs"
+
+
+def copy_example(dest: Path) -> Path:
+    """A copy of the example taxonomy and its documents (same relative layout)."""
+    shutil.copytree(EXAMPLE, dest / "taxonomy")
+    shutil.copytree(EXAMPLE_DOCS, dest / "taxonomy_docs")
+    return dest / "taxonomy"
+
+
+def skill_yaml(n: int = 5, version: int = 3) -> str:
+    seeds = "".join(f"  - question: Question number {i}?\n    answer: Answer number {i}.\n" for i in range(n))
+    return f"version: {version}\ncreated_by: tester\ntask_description: A test skill.\nseed_examples:\n{seeds}"
+
+
+def write_leaf(taxonomy: Path, leaf: str, text: str, name: str = "qna.yaml") -> Path:
+    path = taxonomy / leaf / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), "-c", "user.email=t@t", "-c", "user.name=t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
