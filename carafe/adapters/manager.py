@@ -1,0 +1,347 @@
+"""The resident set: which adapter versions an engine holds, kept in line with the
+registry.
+
+- At most ``max_resident`` registry versions are resident; a request for another
+  one loads it on demand and evicts the least recently used *idle* one. Loading
+  takes a lock per adapter name only, so other adapters keep serving meanwhile.
+- Load, unload, promote and rollback of one name are serialized and idempotent.
+- A version still generating is never unloaded: requests run through
+  :attr:`AdapterManager.engine` (an :class:`Engine` that counts requests in flight
+  per adapter); a retired version is unloaded once its last request finishes.
+- :meth:`AdapterManager.reconcile` makes the engine hold what the registry's
+  channels point at (desired state) and drops versions no channel needs (after an
+  engine restart, after another replica promoted, ...). :meth:`start` runs it
+  every ``reconcile_interval_s``.
+
+Engine adapter names are ``<name>@<version>``; adapters loaded under other names
+(e.g. through ``/v1/load_lora_adapter``) are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from carafe.adapters.engine import Engine, GenerationChunk
+from carafe.adapters.errors import EngineUnavailable
+from carafe.adapters.registry import STABLE, Channels, Registry
+from carafe.errors import CarafeError, NotFound
+
+log = logging.getLogger("carafe.adapters")
+_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)@(?P<version>\d+)$")
+
+
+def parse_ref(ref: str) -> tuple[str, int] | None:
+    """``("hr-style", 3)`` for ``"hr-style@3"``; None for other names."""
+    m = _REF.fullmatch(ref)
+    return (m["name"], int(m["version"])) if m else None
+
+
+@dataclass
+class ReconcileReport:
+    loaded: list[str] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    resident: list[str] = field(default_factory=list)
+
+
+class AdapterManager:
+    """Keeps an engine's resident adapters in line with the registry."""
+
+    def __init__(self, engine: Engine, registry: Registry, *, max_resident: int = 8,
+                 reconcile_interval_s: float = 10.0, retire_grace_s: float = 2.0,
+                 retry_failed_s: float = 30.0) -> None:
+        self.raw_engine = engine
+        self.engine: Engine = TrackedEngine(engine, self)
+        self.registry = registry
+        self.max_resident = max_resident
+        self.reconcile_interval_s = reconcile_interval_s
+        self.retire_grace_s = retire_grace_s
+        self.retry_failed_s = retry_failed_s
+        self.failed: dict[str, tuple[float, str]] = {}  # ref -> (when, why): not retried for a while
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._evict_lock = asyncio.Lock()
+        self._in_flight: Counter[str] = Counter()
+        self._last_used: dict[str, float] = {}
+        self._retiring: set[str] = set()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+
+    # bookkeeping -----------------------------------------------------------
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def resident(self) -> list[str]:
+        """Registry versions (``name@version``) the engine holds now."""
+        return [a.name for a in self.raw_engine.adapters() if parse_ref(a.name)]
+
+    def in_flight(self, ref: str) -> int:
+        return self._in_flight[ref]
+
+    def touch(self, ref: str) -> None:
+        self._last_used[ref] = time.monotonic()
+
+    def begin(self, ref: str | None) -> None:
+        if ref is not None:
+            self._in_flight[ref] += 1
+            self.touch(ref)
+
+    def end(self, ref: str | None) -> None:
+        if ref is None:
+            return
+        self._in_flight[ref] -= 1
+        if self._in_flight[ref] <= 0:
+            del self._in_flight[ref]
+            self._idle.set()
+            if ref in self._retiring:
+                self._spawn(self._unload_if_idle(ref))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # loading ---------------------------------------------------------------
+    async def ensure(self, name: str, version: int) -> str:
+        """Make ``name@version`` resident (loading it on demand); returns the engine name."""
+        ref = f"{name}@{version}"
+        if ref in self.resident():
+            self._retiring.discard(ref)
+            self.touch(ref)
+            return ref
+        async with self._lock(name):
+            if ref in self.resident():
+                self._retiring.discard(ref)
+                self.touch(ref)
+                return ref
+            failure = self.failed.get(ref)
+            if failure and time.monotonic() - failure[0] < self.retry_failed_s:
+                raise EngineUnavailable(f"{ref} failed to load recently: {failure[1]}", param="model")
+            av = await asyncio.to_thread(self.registry.verify, name, version)
+            await self._make_room()
+            try:
+                await self.raw_engine.load_adapter(ref, str(av.path))
+            except EngineUnavailable:
+                raise
+            except CarafeError as exc:
+                self.failed[ref] = (time.monotonic(), exc.message)
+                log.warning("loading %s failed: %s", ref, exc.message)
+                raise
+            self.failed.pop(ref, None)
+            self._retiring.discard(ref)
+            self.touch(ref)
+            return ref
+
+    async def _make_room(self, timeout: float = 30.0) -> None:
+        """Evict least-recently-used idle versions until one more fits."""
+        deadline = time.monotonic() + timeout
+        async with self._evict_lock:
+            while len(resident := self.resident()) >= self.max_resident:
+                idle = [r for r in resident if self._in_flight[r] == 0]
+                if idle:
+                    victim = min(idle, key=lambda r: self._last_used.get(r, 0.0))
+                    await self._unload(victim)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise EngineUnavailable(f"all {self.max_resident} adapter slots are busy; retry shortly "
+                                            "(or raise adapters.engine.max_loras)")
+                self._idle.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), remaining)
+
+    async def _unload(self, ref: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.raw_engine.unload_adapter(ref)
+        self._retiring.discard(ref)
+        self._last_used.pop(ref, None)
+        log.info("unloaded %s", ref)
+
+    async def _unload_if_idle(self, ref: str) -> None:
+        parsed = parse_ref(ref)
+        if parsed is None:
+            return
+        async with self._lock(parsed[0]):
+            if ref in self._retiring and self._in_flight[ref] == 0 and ref in self.resident():
+                await self._unload(ref)
+
+    def retire(self, ref: str, *, delay: float | None = None) -> None:
+        """Unload ``ref`` once no request uses it (after a grace delay, so a request
+        routed to it just before a promote still finds it)."""
+        self._retiring.add(ref)
+
+        async def later() -> None:
+            await asyncio.sleep(self.retire_grace_s if delay is None else delay)
+            await self._unload_if_idle(ref)
+
+        self._spawn(later())
+
+    # channel changes that go through the engine first ------------------------
+    async def promote(self, name: str, version: int, *, actor: str, channel: str = STABLE) -> Channels:
+        """Load ``version`` first (a broken one fails here and nothing changes), then
+        move the channel; the replaced version retires when idle."""
+        await self.ensure(name, version)
+        async with self._lock(name):
+            before = self.registry.channels(name)
+            after = await asyncio.to_thread(self.registry.promote, name, version, actor=actor, channel=channel)
+        self._retire_unreferenced(name, before, after)
+        return after
+
+    async def rollback(self, name: str, *, actor: str) -> Channels:
+        before = self.registry.channels(name)
+        if before.previous:
+            await self.ensure(name, before.previous[-1])
+        async with self._lock(name):
+            after = await asyncio.to_thread(self.registry.rollback, name, actor=actor)
+        self._retire_unreferenced(name, before, after)
+        return after
+
+    async def split(self, name: str, version: int, weight: int, *, actor: str) -> Channels:
+        if weight > 0:
+            await self.ensure(name, version)
+        async with self._lock(name):
+            before = self.registry.channels(name)
+            after = await asyncio.to_thread(self.registry.split, name, version, weight, actor=actor)
+        self._retire_unreferenced(name, before, after)
+        return after
+
+    def _retire_unreferenced(self, name: str, before: Channels, after: Channels) -> None:
+        for v in before.referenced() - after.referenced():
+            ref = f"{name}@{v}"
+            if ref in self.resident():
+                self.retire(ref)
+
+    # reconcile -------------------------------------------------------------
+    def desired(self) -> list[str]:
+        """What the registry's channels ask engines to hold, most important first."""
+        first, rest = [], []
+        for name in self.registry.names():
+            try:
+                ch = self.registry.channels(name)
+            except CarafeError:
+                continue
+            if ch.stable is not None:
+                first.append(f"{name}@{ch.stable}")
+            if ch.canary is not None and ch.canary_weight > 0:
+                rest.append(f"{name}@{ch.canary}")
+            rest.extend(f"{name}@{v}" for v in ch.named.values())
+        return list(dict.fromkeys(first + rest))[: self.max_resident]
+
+    async def reconcile(self) -> ReconcileReport:
+        """Bring the engine to the desired state; returns what changed."""
+        report = ReconcileReport()
+        desired = self.desired()
+        for ref in desired:
+            if ref in self.resident():
+                continue
+            name, version = parse_ref(ref)  # type: ignore[misc]
+            try:
+                await self.ensure(name, version)
+                report.loaded.append(ref)
+            except CarafeError as exc:
+                report.failed[ref] = exc.message
+        wanted = set(desired)
+        names = set(self.registry.names())
+        failed_names = {parse_ref(r)[0] for r in report.failed}  # type: ignore[index]
+        stale_before = time.monotonic() - max(self.reconcile_interval_s, self.retire_grace_s)
+        for ref in self.resident():
+            name, _ = parse_ref(ref)  # type: ignore[misc]
+            if ref in wanted or self._in_flight[ref]:
+                continue
+            if name in failed_names:
+                continue  # the desired version did not load: the old one keeps serving
+            if name in names and self._last_used.get(ref, 0.0) > stale_before:
+                continue  # pinned (name@version) recently: keep it a while
+            await self._unload_if_idle_now(ref)
+            report.unloaded.append(ref)
+        report.resident = self.resident()
+        return report
+
+    async def _unload_if_idle_now(self, ref: str) -> None:
+        self._retiring.add(ref)
+        await self._unload_if_idle(ref)
+
+    async def start(self) -> None:
+        """Reconcile once now, then every ``reconcile_interval_s`` (0: never again)."""
+        with contextlib.suppress(CarafeError):
+            await self.reconcile()
+        if self.reconcile_interval_s > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval_s)
+            try:
+                report = await self.reconcile()
+                if report.loaded or report.unloaded or report.failed:
+                    log.info("reconciled: loaded=%s unloaded=%s failed=%s", report.loaded, report.unloaded,
+                             report.failed)
+            except Exception:  # the loop must survive one bad pass
+                log.exception("reconcile failed")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+
+
+class TrackedEngine:
+    """An :class:`Engine` that tells the manager which adapter each request uses,
+    so a version is never unloaded under a running generation."""
+
+    def __init__(self, engine: Engine, manager: AdapterManager) -> None:
+        self._engine = engine
+        self._manager = manager
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._engine, item)
+
+    @property
+    def model_id(self) -> str:
+        return self._engine.model_id
+
+    @property
+    def model_digest(self) -> str:
+        return self._engine.model_digest
+
+    @property
+    def max_model_len(self) -> int:
+        return self._engine.max_model_len
+
+    @property
+    def ready(self) -> bool:
+        return self._engine.ready
+
+    async def _tracked(self, make: Callable[[], AsyncIterator[GenerationChunk]],
+                       adapter: str | None) -> AsyncIterator[GenerationChunk]:
+        self._manager.begin(adapter)
+        try:
+            stream = make()
+            try:
+                async for chunk in stream:
+                    yield chunk
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()  # type: ignore[attr-defined]
+        finally:
+            self._manager.end(adapter)
+
+    def chat(self, messages, params, *, adapter=None, request_id=None) -> AsyncIterator[GenerationChunk]:  # type: ignore[no-untyped-def]
+        return self._tracked(lambda: self._engine.chat(messages, params, adapter=adapter, request_id=request_id),
+                             adapter)
+
+    def complete(self, prompt, params, *, adapter=None, request_id=None) -> AsyncIterator[GenerationChunk]:  # type: ignore[no-untyped-def]
+        return self._tracked(lambda: self._engine.complete(prompt, params, adapter=adapter, request_id=request_id),
+                             adapter)

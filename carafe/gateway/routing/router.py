@@ -1,0 +1,250 @@
+"""From a request's ``model`` to an adapter version plus policies.
+
+``model`` may be the base model id, an adapter name (its stable version, or its
+canary for a sticky share of users), ``name@version`` (pinned), a route alias from
+the config, or ``auto`` (the adapter whose manifest description best matches the
+query, above a threshold; else the base model). The chosen version is made
+resident in the engine before :meth:`Router.resolve` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from carafe.adapters.engine import Engine
+from carafe.adapters.errors import AdapterNotFound, EngineUnavailable
+from carafe.adapters.manager import AdapterManager
+from carafe.adapters.manifest import BaseModelRef
+from carafe.adapters.registry import Registry
+from carafe.errors import CarafeError, Forbidden, NotFound
+from carafe.gateway.auth import Principal
+from carafe.gateway.routing.config import RetrievalPolicyConfig, RouteAlias, RoutingConfig
+
+log = logging.getLogger("carafe.gateway.routing")
+
+
+@dataclass(frozen=True)
+class RetrievalPolicy:
+    enabled: bool = False
+    top_k: int = 4
+
+    @classmethod
+    def of(cls, cfg: RetrievalPolicyConfig) -> RetrievalPolicy:
+        return cls(enabled=cfg.enabled, top_k=cfg.top_k)
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    requested: str  # the `model` field as sent
+    adapter: str | None  # the engine adapter name, e.g. "hr-style@3"; None = base model
+    served_model: str  # what the response reports, e.g. "hr-style@3" or the base id
+    route: str  # alias name, adapter name, "auto" or "base"
+    retrieval: RetrievalPolicy
+    guard_policy: str | None
+    record_content: bool = False
+
+
+def canary_bucket(user: str, name: str) -> int:
+    """0-99, stable for a (user, adapter) pair: the same user stays on the same side."""
+    digest = hashlib.sha256(f"{user}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
+def _not_found(model: str) -> NotFound:
+    return AdapterNotFound(f"the model {model!r} does not exist (see GET /v1/models)", param="model",
+                           code="model_not_found")
+
+
+def _forbidden(model: str) -> Forbidden:
+    return Forbidden(f"this key may not use model {model!r}", param="model", code="model_not_allowed")
+
+
+class Router:
+    """Resolves ``model`` names; owns the registry view and the resident-set manager."""
+
+    def __init__(self, config: RoutingConfig, engine: Engine, registry: Registry, manager: AdapterManager,
+                 *, embedder: Any = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.manager = manager
+        self.engine = manager.engine  # counts requests per adapter: generate through this one
+        self.embedder = embedder
+        self._base_engine = engine
+        self._description_vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    @property
+    def base_id(self) -> str:
+        return self._base_engine.model_id
+
+    async def start(self) -> None:
+        await self.manager.start()
+
+    async def close(self) -> None:
+        await self.manager.close()
+
+    # resolving -------------------------------------------------------------
+    async def resolve(self, model: str, principal: Principal, *, query: str = "") -> RouteDecision:
+        """The decision for ``model``: NotFound (404), Forbidden (403), EngineUnavailable (503)."""
+        cfg = self.config
+        if model == self.base_id:
+            if not principal.may_use(model):
+                raise _forbidden(model)
+            return self._base(model, "base", RetrievalPolicy.of(cfg.retrieval), None, cfg.record_content)
+        if model in cfg.aliases:
+            return await self._alias(model, cfg.aliases[model], principal)
+        if cfg.auto.enabled and model == cfg.auto.name:
+            return await self._auto(model, principal, query)
+        name, _, pinned = model.partition("@")
+        if not name or not self.registry.exists(name) or (pinned and not pinned.isdigit()):
+            raise _not_found(model)
+        if not principal.may_use(name):
+            raise _forbidden(model)
+        ref = await self._select(name, int(pinned) if pinned else None, principal)
+        return RouteDecision(model, ref, ref, name, RetrievalPolicy.of(cfg.retrieval), None, cfg.record_content)
+
+    def _base(self, model: str, route: str, retrieval: RetrievalPolicy, guard: str | None,
+              record: bool) -> RouteDecision:
+        return RouteDecision(model, None, self.base_id, route, retrieval, guard, record)
+
+    async def _alias(self, alias: str, spec: RouteAlias, principal: Principal) -> RouteDecision:
+        target = spec.adapter
+        target_name = target.partition("@")[0] if target else self.base_id
+        if not (principal.may_use(alias) or principal.may_use(target_name)):
+            raise _forbidden(alias)
+        retrieval = RetrievalPolicy.of(spec.retrieval)
+        if target is None or target == self.base_id:
+            return self._base(alias, alias, retrieval, spec.guard_policy, spec.record_content)
+        name, _, pinned = target.partition("@")
+        if not self.registry.exists(name):
+            raise AdapterNotFound(f"route {alias!r} points at adapter {name!r}, which is not in the registry",
+                                  param="model", code="model_not_found")
+        ref = await self._select(name, int(pinned) if pinned.isdigit() else None, principal)
+        return RouteDecision(alias, ref, ref, alias, retrieval, spec.guard_policy, spec.record_content)
+
+    async def _select(self, name: str, pinned: int | None, principal: Principal) -> str:
+        """The resident engine name of the version ``principal`` gets for ``name``."""
+        if pinned is not None:
+            self.registry.get(name, pinned)  # 404 for a missing version
+            return await self.manager.ensure(name, pinned)
+        ch = self.registry.channels(name)
+        if ch.stable is None:
+            raise AdapterNotFound(f"adapter {name!r} has no stable version yet", param="model",
+                                  code="model_not_found")
+        version = ch.stable
+        if ch.canary is not None and ch.canary_weight > 0:
+            bucket = canary_bucket(principal.user, name) if self.config.canary_sticky else random.randrange(100)
+            if bucket < ch.canary_weight:
+                version = ch.canary
+        fallbacks = [v for v in (ch.stable, *reversed(ch.previous)) if v != version]
+        return await self._ensure_or_fall_back(name, version, fallbacks)
+
+    async def _ensure_or_fall_back(self, name: str, version: int, fallbacks: list[int]) -> str:
+        """Load ``version``; if it cannot load (corrupted, refused), keep serving the
+        newest earlier version that can."""
+        try:
+            return await self.manager.ensure(name, version)
+        except (NotFound, EngineUnavailable) as exc:
+            error: CarafeError = exc
+            if isinstance(exc, EngineUnavailable) and f"{name}@{version}" not in self.manager.failed:
+                raise
+        except CarafeError as exc:
+            error = exc
+        resident = set(self.manager.resident())
+        ordered = sorted(fallbacks, key=lambda v: f"{name}@{v}" not in resident)
+        for v in ordered:
+            try:
+                ref = await self.manager.ensure(name, v)
+            except CarafeError:
+                continue
+            log.warning("%s@%s cannot be served (%s); serving %s instead", name, version, error.message, ref)
+            return ref
+        raise error
+
+    async def _auto(self, model: str, principal: Principal, query: str) -> RouteDecision:
+        cfg = self.config.auto
+        retrieval = RetrievalPolicy.of(cfg.retrieval)
+        best = await self._best_match(principal, query) if query.strip() and self.embedder is not None else None
+        if best is None or best[1] < cfg.threshold:
+            if not principal.may_use(self.base_id):
+                raise _forbidden(model)
+            return self._base(model, "auto", retrieval, None, self.config.record_content)
+        ref = await self._select(best[0], None, principal)
+        return RouteDecision(model, ref, ref, "auto", retrieval, None, self.config.record_content)
+
+    async def _best_match(self, principal: Principal, query: str) -> tuple[str, float] | None:
+        candidates: list[tuple[str, str]] = []
+        for name in self.registry.names():
+            if not principal.may_use(name):
+                continue
+            try:
+                description = self.registry.stable(name).manifest.description.strip()
+            except CarafeError:
+                continue
+            if description:
+                candidates.append((name, description))
+        if not candidates:
+            return None
+        missing = [d for n, d in candidates if (n, d) not in self._description_vectors]
+        texts = [query, *missing]
+        vectors = await asyncio.to_thread(self.embedder.encode, texts)
+        for (text, vec) in zip(missing, vectors[1:]):
+            for n, d in candidates:
+                if d == text:
+                    self._description_vectors[(n, d)] = np.asarray(vec)
+        q = np.asarray(vectors[0])
+        scores = [(n, float(np.dot(q, self._description_vectors[(n, d)]))) for n, d in candidates]
+        return max(scores, key=lambda s: s[1])
+
+    # listing ---------------------------------------------------------------
+    def list_models(self, principal: Principal) -> list[dict[str, Any]]:
+        """OpenAI/vLLM model cards of everything ``principal`` may use."""
+        engine, base = self._base_engine, self.base_id
+        common = {"object": "model", "owned_by": "carafe", "max_model_len": engine.max_model_len}
+        cards: list[dict[str, Any]] = []
+        if principal.may_use(base):
+            cards.append({"id": base, "created": 0, "parent": None, "root": base,
+                          "digest": engine.model_digest, **common})
+        for name in self.registry.names():
+            if not principal.may_use(name):
+                continue
+            try:
+                ch = self.registry.channels(name)
+                stable = self.registry.stable(name)
+            except CarafeError:
+                continue
+            canary = {"version": ch.canary, "weight": ch.canary_weight} if ch.canary is not None else None
+            cards.append({"id": name, "created": int(stable.manifest.created_at.timestamp()), "parent": base,
+                          "root": stable.ref, "version": stable.version, "canary": canary,
+                          "kind": stable.manifest.kind, "description": stable.manifest.description, **common})
+        for alias, spec in self.config.aliases.items():
+            target = spec.adapter or base
+            if principal.may_use(alias) or principal.may_use(target.partition("@")[0]):
+                cards.append({"id": alias, "created": 0, "parent": base, "root": target, "route": "alias",
+                              "description": spec.description, **common})
+        if self.config.auto.enabled:
+            cards.append({"id": self.config.auto.name, "created": 0, "parent": base, "root": None, "route": "auto",
+                          "description": "picks the adapter whose description best matches the question", **common})
+        return cards
+
+
+def build_router(config: Any, engine: Engine, *, embedder: Any = None) -> Router:
+    """Registry + resident-set manager + router from a :class:`CarafeConfig`.
+
+    Call after ``engine.start()`` (the registry checks adapters against the served
+    base model's digest). ``await router.start()`` begins reconciling.
+    """
+    adapters = config.adapters
+    registry = Registry(config.registry_dir, base=BaseModelRef(id=engine.model_id, digest=engine.model_digest),
+                        max_rank=adapters.engine.max_lora_rank)
+    manager = AdapterManager(engine, registry, max_resident=adapters.engine.max_loras,
+                             reconcile_interval_s=adapters.registry.reconcile_interval_s,
+                             retire_grace_s=adapters.registry.retire_grace_s,
+                             retry_failed_s=adapters.registry.retry_failed_s)
+    return Router(config.routing, engine, registry, manager, embedder=embedder)

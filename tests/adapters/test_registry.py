@@ -1,0 +1,209 @@
+"""The registry on a real folder with real PEFT adapters: versions, channels,
+history, and the refusals `carafe adapters add` promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from carafe.adapters.errors import AdapterConflict, AdapterNotFound, InvalidAdapter
+from carafe.adapters.manifest import BaseModelRef, Manifest, content_digest
+from carafe.adapters.registry import Registry
+from tests.lora import make_lora
+
+BASE = BaseModelRef(id="SmolLM2-135M-Instruct", digest="sha256:" + "a" * 64)
+
+
+@pytest.fixture(scope="module")
+def lora_src(tmp_path_factory) -> Path:
+    return make_lora(tmp_path_factory.mktemp("lora") / "hr-style", rank=8, seed=1)
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return Registry(tmp_path / "registry", base=BASE, max_rank=16)
+
+
+def copy_of(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_add_copies_in_with_manifest_and_first_version_is_stable(registry, lora_src):
+    av = registry.add(lora_src, actor="alice", description="HR tone")
+    assert (av.name, av.version, av.ref) == ("hr-style", 1, "hr-style@1")
+    assert av.path == registry.root / "hr-style" / "versions" / "1"
+    assert (av.path / "adapter_model.safetensors").is_file()
+    saved = Manifest.model_validate_json((av.path / "manifest.json").read_text())
+    assert saved.base_model == BASE and saved.rank == 8 and saved.description == "HR tone"
+    assert saved.adapter_digest == content_digest(lora_src)
+    assert registry.channels("hr-style").stable == 1
+    actions = [(e["actor"], e["action"]) for e in registry.history("hr-style")]
+    assert actions == [("alice", "add"), ("alice", "promote")]
+
+
+def test_versions_count_up_and_later_versions_wait_for_promote(registry, lora_src):
+    registry.add(lora_src, actor="a")
+    v2 = registry.add(lora_src, actor="a")
+    assert v2.version == 2 and registry.versions("hr-style") == [1, 2]
+    assert registry.channels("hr-style").stable == 1
+    with pytest.raises(AdapterConflict, match="immutable"):
+        registry.add(lora_src, actor="a", version=2)
+
+
+def test_promote_rollback_split_and_history(registry, lora_src):
+    for _ in range(3):
+        registry.add(lora_src, actor="a")
+    registry.promote("hr-style", 2, actor="bob")
+    registry.promote("hr-style", 3, actor="bob")
+    assert registry.channels("hr-style").stable == 3
+    ch = registry.rollback("hr-style", actor="carol")
+    assert ch.stable == 2 and ch.previous == [1]
+    ch = registry.split("hr-style", 3, 10, actor="dave")
+    assert (ch.canary, ch.canary_weight) == (3, 10)
+    registry.promote("hr-style", 3, actor="erin")  # promoting the canary ends the split
+    ch = registry.channels("hr-style")
+    assert (ch.stable, ch.canary, ch.canary_weight) == (3, None, 0)
+    last = registry.history("hr-style")[-1]
+    assert last["actor"] == "erin" and last["action"] == "promote" and last["version"] == 3 and last["at"]
+    registry.promote("hr-style", 1, actor="f", channel="beta")
+    assert registry.channels("hr-style").named == {"beta": 1}
+
+
+def test_promote_to_missing_version_is_404_and_changes_nothing(registry, lora_src):
+    registry.add(lora_src, actor="a")
+    before = (registry.root / "hr-style" / "channels.json").read_text()
+    n_history = len(registry.history("hr-style"))
+    with pytest.raises(AdapterNotFound, match="no version 7"):
+        registry.promote("hr-style", 7, actor="a")
+    with pytest.raises(AdapterNotFound):
+        registry.promote("nope", 1, actor="a")
+    assert (registry.root / "hr-style" / "channels.json").read_text() == before
+    assert len(registry.history("hr-style")) == n_history
+
+
+def test_rollback_without_previous_is_a_conflict(registry, lora_src):
+    registry.add(lora_src, actor="a")
+    with pytest.raises(AdapterConflict, match="no previous stable"):
+        registry.rollback("hr-style", actor="a")
+
+
+def test_remove_version_on_channel_is_refused_and_whole_adapter_keeps_history(registry, lora_src):
+    registry.add(lora_src, actor="a")
+    registry.add(lora_src, actor="a")
+    with pytest.raises(AdapterConflict, match="on a channel"):
+        registry.remove("hr-style", version=1, actor="a")
+    registry.remove("hr-style", version=2, actor="a")
+    assert registry.versions("hr-style") == [1]
+    registry.remove("hr-style", actor="zoe")
+    assert registry.names() == []
+    removed = next((registry.root / ".removed").iterdir())
+    assert json.loads((removed / "history.jsonl").read_text().splitlines()[-1])["actor"] == "zoe"
+
+
+def test_corrupted_version_is_detected_before_promote(registry, lora_src):
+    registry.add(lora_src, actor="a")
+    v2 = registry.add(lora_src, actor="a")
+    weights = v2.path / "adapter_model.safetensors"
+    os.chmod(weights, 0o644)
+    data = bytearray(weights.read_bytes())
+    data[-10:] = b"\x00" * 10
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InvalidAdapter, match="corrupted"):
+        registry.promote("hr-style", 2, actor="a")
+    assert registry.channels("hr-style").stable == 1
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no_config", "adapter_config.json is missing"),
+    ("not_lora", "not a LoRA adapter"),
+    ("truncated", "truncated or corrupted"),
+    ("bin_only", "adapter_model.safetensors is missing"),
+])
+def test_add_refuses_invalid_peft_dirs(registry, lora_src, tmp_path, breakage, message):
+    bad = copy_of(lora_src, tmp_path / "bad")
+    if breakage == "no_config":
+        (bad / "adapter_config.json").unlink()
+    elif breakage == "not_lora":
+        cfg = json.loads((bad / "adapter_config.json").read_text())
+        (bad / "adapter_config.json").write_text(json.dumps({**cfg, "peft_type": "PROMPT_TUNING"}))
+    elif breakage == "truncated":
+        w = bad / "adapter_model.safetensors"
+        w.write_bytes(w.read_bytes()[:-100])
+    else:
+        (bad / "adapter_model.safetensors").rename(bad / "adapter_model.bin")
+    with pytest.raises(InvalidAdapter, match=message):
+        registry.add(bad, actor="a", name="bad")
+    assert registry.names() == []
+
+
+def test_add_refuses_rank_over_limit(tmp_path, lora_src):
+    small = Registry(tmp_path / "r", base=BASE, max_rank=4)
+    with pytest.raises(InvalidAdapter, match="rank 8, over the engine's limit of 4"):
+        small.add(lora_src, actor="a")
+
+
+def test_add_refuses_symlinks_out_of_the_folder(registry, lora_src, tmp_path):
+    bad = copy_of(lora_src, tmp_path / "evil")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    (bad / "notes.txt").symlink_to(secret)
+    with pytest.raises(InvalidAdapter, match="points outside the adapter folder"):
+        registry.add(bad, actor="a")
+    dotdot = copy_of(lora_src, tmp_path / "dotdot")
+    (dotdot / "adapter_model.safetensors").unlink()
+    (dotdot / "adapter_model.safetensors").symlink_to(Path("..") / "evil" / "adapter_model.safetensors")
+    with pytest.raises(InvalidAdapter, match="points outside"):
+        registry.add(dotdot, actor="a")
+    assert registry.names() == []
+
+
+def test_add_refuses_names_that_escape(registry, lora_src):
+    for name in ("../up", "a/b", "x@1", ""):
+        with pytest.raises(InvalidAdapter, match="invalid adapter name"):
+            registry.add(lora_src, actor="a", name=name or "..")
+
+
+def test_add_refuses_a_different_base_model(registry, lora_src, tmp_path):
+    other = copy_of(lora_src, tmp_path / "other")
+    manifest = Manifest(name="other", base_model=BaseModelRef(id="Llama-3-8B", digest="sha256:" + "b" * 64),
+                        kind="skill", description="x")
+    (other / "manifest.json").write_text(manifest.model_dump_json())
+    with pytest.raises(InvalidAdapter, match="trained on base model 'Llama-3-8B'.*serves 'SmolLM2-135M-Instruct'"):
+        registry.add(other, actor="a")
+
+
+def test_manifest_from_tuning_is_kept(registry, lora_src, tmp_path):
+    src = copy_of(lora_src, tmp_path / "tuned")
+    manifest = Manifest(name="policies", base_model=BASE, kind="knowledge", description="company policies",
+                        teacher="smollm2", hyperparameters={"knowledge": {"lr": 1e-4}}, metrics={"mmlu": 0.3})
+    (src / "manifest.json").write_text(manifest.model_dump_json())
+    av = registry.add(src, actor="tuning")
+    assert av.ref == "policies@1"
+    assert av.manifest.kind == "knowledge" and av.manifest.hyperparameters == {"knowledge": {"lr": 1e-4}}
+
+
+def test_concurrent_writers_never_lose_a_version(tmp_path, lora_src):
+    root = tmp_path / "registry"
+    errors: list[Exception] = []
+
+    def writer() -> None:
+        try:
+            Registry(root, base=BASE, max_rank=16).add(lora_src, actor="w")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    reg = Registry(root, base=BASE)
+    assert reg.versions("hr-style") == [1, 2, 3, 4]
+    assert sorted(e["version"] for e in reg.history("hr-style") if e["action"] == "add") == [1, 2, 3, 4]
