@@ -6,6 +6,7 @@ Layout of a registry folder::
     <root>/<name>/channels.json         {"stable": 3, "previous": [1, 2], "canary": 4, ...}
     <root>/<name>/history.jsonl         who changed what, when (append-only)
     <root>/.removed/<name>-<time>/      removed adapters (their history is kept)
+    <root>/base.json                    the served base model (id, digest), written by the gateway
 
 Writers (CLI, admin HTTP, tuning's publish) take one file lock per registry and
 write with temp file + rename, so concurrent writers and readers never see half a
@@ -39,6 +40,7 @@ from carafe.adapters.manifest import (
 )
 from carafe.adapters.peft_check import check_peft_dir, copy_tree_inside
 
+BASE_FILE = "base.json"
 STABLE = "stable"
 CANARY = "canary"
 
@@ -98,11 +100,24 @@ class Registry:
 
     def __init__(self, root: Path, *, base: BaseModelRef | None = None, max_rank: int = 64) -> None:
         self.root = Path(root)
-        self.base = base
+        self.base = base or self._recorded_base()
         self.max_rank = max_rank
         self._lock = FileLock(str(self.root / ".lock"), timeout=60)
         self._channels_cache: dict[str, tuple[int, Channels]] = {}
         self._manifest_cache: dict[tuple[str, int], Manifest] = {}
+
+    # the served base model -------------------------------------------------
+    def _recorded_base(self) -> BaseModelRef | None:
+        path = self.root / BASE_FILE
+        return BaseModelRef.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def record_base(self, base: BaseModelRef) -> None:
+        """Remember the served base (the gateway does at start), so the CLI can check
+        ``add`` against it without loading the model."""
+        self.base = base
+        if self._recorded_base() != base:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_atomic(self.root / BASE_FILE, base.model_dump_json(indent=2))
 
     # reading ---------------------------------------------------------------
     def names(self) -> list[str]:

@@ -241,8 +241,8 @@ def build_router(config: Any, engine: Engine, *, embedder: Any = None) -> Router
     base model's digest). ``await router.start()`` begins reconciling.
     """
     adapters = config.adapters
-    registry = Registry(config.registry_dir, base=BaseModelRef(id=engine.model_id, digest=engine.model_digest),
-                        max_rank=adapters.engine.max_lora_rank)
+    registry = Registry(config.registry_dir, max_rank=adapters.engine.max_lora_rank)
+    registry.record_base(BaseModelRef(id=engine.model_id, digest=engine.model_digest))
     manager = AdapterManager(engine, registry, max_resident=adapters.engine.max_loras,
                              reconcile_interval_s=adapters.registry.reconcile_interval_s,
                              retire_grace_s=adapters.registry.retire_grace_s,
