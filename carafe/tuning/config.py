@@ -25,13 +25,13 @@ class TeacherConfig(BaseModel):
 class GenerationConfig(BaseModel):
     """How many samples to ask for."""
 
-    chunk_words: int = Field(120, ge=20, description="Knowledge documents are cut into chunks of about this many words")
+    chunk_words: int = Field(60, ge=20, description="Knowledge documents are cut into chunks of about this many words")
     qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
-    instructions_per_seed: int = Field(8, ge=1, description="New instructions asked per skill seed example")
+    instructions_per_seed: int = Field(10, ge=1, description="New instructions asked per skill seed example")
     raft_share: float = Field(0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)")
     raft_distractors: int = Field(2, ge=0, le=8, description="Distractor passages beside the gold one")
     raft_no_answer_share: float = Field(0.2, ge=0, le=1, description="Share of RAFT samples whose gold passage is removed (answer: not in context)")
-    holdout_seeds: int = Field(1, ge=0, description="Seed examples per recipe kept out of generation for evaluation")
+    holdout_seeds: int = Field(2, ge=0, description="Skill seed examples per recipe kept out of generation for evaluation (knowledge: the last Q&A of each context)")
     seed: int = Field(7, description="Random seed of sampling choices")
 
 

@@ -57,10 +57,17 @@ class Recipe:
         return self.document is not None
 
     def split_seeds(self, holdout: int) -> tuple[list[SeedExample], list[SeedExample]]:
-        """(generation seeds, held-out evaluation seeds): the last `holdout` seeds are held out."""
-        holdout = min(holdout, max(len(self.seeds) - 1, 0))
-        cut = len(self.seeds) - holdout
-        return self.seeds[:cut], self.seeds[cut:]
+        """(generation seeds, held-out evaluation seeds), never used for generation.
+
+        Knowledge: the last Q&A of every context (each fact stays taught, each is tested);
+        skills: the last `holdout` seeds.
+        """
+        if self.is_knowledge:
+            last = {s.context: s for s in self.seeds}
+            held = [s for s in self.seeds if last[s.context] is s and sum(x.context == s.context for x in self.seeds) > 1]
+        else:
+            held = self.seeds[len(self.seeds) - min(holdout, max(len(self.seeds) - 1, 0)):] if holdout else []
+        return [s for s in self.seeds if s not in held], held
 
 
 def file_sha256(path: Path) -> str:
