@@ -29,6 +29,11 @@ class EngineConfig(BaseModel):
     vllm_url: str = Field("http://127.0.0.1:8001", description="Base URL of the vLLM OpenAI server (backend: vllm)")
     vllm_api_key: str | None = Field(None, description="Bearer key for the vLLM server (secret)")
     vllm_timeout_s: float = Field(120.0, gt=0, description="Read timeout for vLLM calls")
+    vllm_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout for vLLM calls")
+    vllm_connect_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors only (a request that reached vLLM is never re-sent)")
+    vllm_max_connections: int = Field(64, ge=1, description="Pooled connections to vLLM")
+    vllm_model_digest: str | None = Field(None, description="sha256:<hex> of the weights vLLM serves (adapter manifests are checked against it); default: the `digest` vLLM's /v1/models reports, if any")
+    vllm_verify_load: bool = Field(True, description="After a LoRA load, send a 1-token probe (vLLM may accept a missing path and fail later)")
 
 
 class RegistryConfig(BaseModel):
