@@ -31,6 +31,7 @@ def vllm_like_app() -> FastAPI:
     app.state.calls = Counter()
     app.state.bodies = []
     app.state.fail_generation = False
+    app.state.token_delay = 0.0
 
     def error(status: int, message: str, kind: str) -> JSONResponse:
         return JSONResponse({"object": "error", "message": message, "type": kind, "code": status}, status)
@@ -74,7 +75,10 @@ def vllm_like_app() -> FastAPI:
         if model != BASE and not Path(app.state.loras[model]).exists():
             return error(400, f"Loading lora {model} failed: No adapter found for {app.state.loras[model]}",
                          "BadRequestError")
-        words = ["Hello", " from", f" {model}"][: body["max_tokens"]]
+        words = ["Hello", " from", f" {model}"]
+        if body.get("ignore_eos"):  # a long answer, for tests that need a request in flight
+            words += [" ."] * body["max_tokens"]
+        words = words[: body["max_tokens"]]
         finish = "length" if len(words) == body["max_tokens"] else "stop"
 
         def event(text: str, fin: str | None) -> str:
@@ -83,6 +87,7 @@ def vllm_like_app() -> FastAPI:
 
         async def stream():
             for i, w in enumerate(words):
+                await asyncio.sleep(app.state.token_delay)
                 yield event(w, finish if i == len(words) - 1 else None)
             yield "data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 5,
                                                                   "completion_tokens": len(words)}}) + "\n\n"
@@ -115,6 +120,7 @@ async def engine(fake_vllm):
     fake_vllm.app.state.loras.clear()
     fake_vllm.app.state.calls.clear()
     fake_vllm.app.state.fail_generation = False
+    fake_vllm.app.state.token_delay = 0.0
     eng = VLLMEngine(EngineConfig(backend="vllm", vllm_url=fake_vllm.url, vllm_model_digest="sha256:abc"))
     await eng.start()
     yield eng
