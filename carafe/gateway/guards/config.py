@@ -1,9 +1,144 @@
-"""Config of the guardrails (owned by the guards module)."""
+"""Config of the guardrails: named policies → checks, thresholds and actions.
+
+A policy lists, per stage (input / output), the checks it runs with an action
+(``block``, ``redact`` or ``log`` = record only) and a threshold on the check's
+score. Routes name a policy; routes that name none get ``default_policy``.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+PolicyAction = Literal["block", "redact", "log"]
+PiiMode = Literal["mask", "hash", "tag"]
+
+INPUT_CHECKS = ("injection", "pii", "toxicity", "topics", "guardian")
+OUTPUT_CHECKS = ("pii", "toxicity", "grounding", "leak", "guardian")
+
+
+class CheckSettings(BaseModel):
+    """How one check behaves inside a policy."""
+
+    action: PolicyAction = Field("block", description="What a hit does: block the request/answer, redact the span, or log only")
+    threshold: float = Field(0.5, description="Score at or above which the check fires (grounding: score BELOW which it fires)")
+    enabled: bool = Field(True, description="Turn the check off without deleting its settings")
+
+
+def _default_input() -> dict[str, CheckSettings]:
+    return {
+        "injection": CheckSettings(action="block", threshold=0.5),
+        "pii": CheckSettings(action="redact", threshold=0.5),
+        "toxicity": CheckSettings(action="block", threshold=0.8),
+        "topics": CheckSettings(action="block", threshold=0.55),
+    }
+
+
+def _default_output() -> dict[str, CheckSettings]:
+    return {
+        "pii": CheckSettings(action="redact", threshold=0.5),
+        "toxicity": CheckSettings(action="block", threshold=0.8),
+        "grounding": CheckSettings(action="log", threshold=0.35),
+        "leak": CheckSettings(action="redact", threshold=0.9),
+    }
+
+
+class PolicyConfig(BaseModel):
+    """One named policy."""
+
+    input: dict[str, CheckSettings] = Field(default_factory=_default_input, description=f"Input checks by name ({', '.join(INPUT_CHECKS)})")
+    output: dict[str, CheckSettings] = Field(default_factory=_default_output, description=f"Output checks by name ({', '.join(OUTPUT_CHECKS)})")
+    deny_topics: list[str] = Field(default_factory=list, description="Names of topics (from guards.topics) this policy refuses")
+    pii_mode: PiiMode | None = Field(None, description="Override of guards.pii_mode for this policy")
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> "PolicyConfig":
+        for stage, known, given in (("input", INPUT_CHECKS, self.input), ("output", OUTPUT_CHECKS, self.output)):
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise ValueError(f"unknown {stage} check(s) {unknown}; known: {', '.join(known)}")
+        return self
+
+
+class TopicConfig(BaseModel):
+    """A topic a policy can deny: keyword phrases plus descriptions for embedding similarity."""
+
+    phrases: list[str] = Field(default_factory=list, description="Words/phrases that mark the topic (case-insensitive, whole words)")
+    descriptions: list[str] = Field(default_factory=list, description="Sentences describing the topic; texts close to one (cosine) are on-topic")
+
+
+def _default_topics() -> dict[str, TopicConfig]:
+    return {
+        "medical_advice": TopicConfig(
+            phrases=["dosage", "diagnose me", "prescription"],
+            descriptions=["Asking which medication or dose to take for an illness or symptoms",
+                          "Asking for a medical diagnosis of symptoms"],
+        ),
+        "legal_advice": TopicConfig(
+            phrases=["sue my employer", "file a lawsuit"],
+            descriptions=["Asking for legal advice on suing someone or a court case"],
+        ),
+        "investment_advice": TopicConfig(
+            phrases=["which stocks should i buy", "crypto tips"],
+            descriptions=["Asking which stocks, shares or cryptocurrencies to buy or sell to make money"],
+        ),
+    }
+
+
+def _default_policies() -> dict[str, PolicyConfig]:
+    log_only = {k: CheckSettings(action="log", threshold=v.threshold) for k, v in _default_input().items()}
+    log_out = {k: CheckSettings(action="log", threshold=v.threshold) for k, v in _default_output().items()}
+    return {
+        "default": PolicyConfig(),
+        "strict": PolicyConfig(
+            deny_topics=["medical_advice", "legal_advice", "investment_advice"],
+            output={**_default_output(), "grounding": CheckSettings(action="block", threshold=0.35),
+                    "leak": CheckSettings(action="block", threshold=0.85)},
+        ),
+        "log_only": PolicyConfig(input=log_only, output=log_out),
+    }
+
+
+class GuardianConfig(BaseModel):
+    """A guardian model behind an OpenAI-compatible endpoint (off by default)."""
+
+    enabled: bool = Field(False, description="Call the guardian model (needs base_url and model)")
+    base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible base URL of the server hosting the guardian")
+    model: str = Field("ibm-granite/granite-guardian-3.2-3b-a800m", description="Model name on that server")
+    api_key: str = Field("none", description="Bearer token for the endpoint")
+    prompt_format: Literal["granite_guardian", "llama_guard"] = Field("granite_guardian", description="Prompt/answer format the model speaks")
+    risk: str = Field("harm", description="Granite Guardian risk name to ask about (harm, jailbreak, social_bias, groundedness...)")
+    timeout_s: float = Field(5.0, description="Per-call timeout; a timeout or error yields an unavailable verdict")
+    fail_closed: bool = Field(False, description="Block when the guardian cannot be reached (default: allow and record the error)")
 
 
 class GuardsConfig(BaseModel):
-    pass
+    """The ``guards`` section of carafe.yaml."""
+
+    enabled: bool = Field(True, description="Run the guardrails at all")
+    default_policy: str = Field("default", description="Policy for routes that name none")
+    policies: dict[str, PolicyConfig] = Field(default_factory=_default_policies, description="Named policies")
+    topics: dict[str, TopicConfig] = Field(default_factory=_default_topics, description="Topics that policies may deny by name")
+    pii_mode: PiiMode = Field("tag", description="PII redaction: mask (****), hash (<EMAIL:1a2b3c4d>), or tag (<EMAIL>)")
+    pii_entities: list[str] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "UK_NINO", "DE_TAX_ID", "ES_NIF", "FR_NIR", "IP_ADDRESS"],
+        description="PII types to detect",
+    )
+    pii_hash_salt: str = Field("carafe", description="Salt for the hash redaction mode (same value → same hash)")
+    max_check_chars: int = Field(8000, description="Longer texts are checked on their first and last max_check_chars/2 characters")
+    min_grounding_words: int = Field(4, description="Sentences shorter than this are not scored for grounding")
+    stream_max_pending_chars: int = Field(400, description="A streamed piece without sentence end is checked and released at this length")
+    injection_train_data: str | None = Field(None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on")
+    cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
+    guardian: GuardianConfig = Field(default_factory=GuardianConfig)
+
+    @model_validator(mode="after")
+    def _refs(self) -> "GuardsConfig":
+        if self.default_policy not in self.policies:
+            raise ValueError(f"guards.default_policy {self.default_policy!r} is not among guards.policies ({', '.join(self.policies)})")
+        for name, pol in self.policies.items():
+            missing = [t for t in pol.deny_topics if t not in self.topics]
+            if missing:
+                raise ValueError(f"policy {name!r} denies unknown topic(s) {missing}; define them under guards.topics")
+        return self

@@ -1,0 +1,53 @@
+"""Prompt injection / jailbreak check: rule families (also on decoded payloads)
+plus an embedding classifier trained on the shipped labelled set."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from carafe.gateway.guards.checks import Subject, decide
+from carafe.gateway.guards.checks.injection_rules import match_rules
+from carafe.gateway.guards.classifier import LinearClassifier, data_path, load_jsonl, load_or_fit
+from carafe.gateway.guards.config import CheckSettings
+from carafe.gateway.guards.verdict import GuardVerdict
+
+RULE_SCORE = 0.97
+
+
+class InjectionCheck:
+    """Score = max(rule hit, classifier probability); category names the family."""
+
+    name = "injection"
+    cost = 3
+
+    def __init__(self, embedder_model_id: str = "all-MiniLM-L6-v2", *, extra_train: str | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        self.rows = load_jsonl(data_path("injection_train.jsonl"))
+        if extra_train:
+            self.rows += load_jsonl(extra_train)
+        self.model_id = embedder_model_id
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._clf: LinearClassifier | None = None
+        self._lock = threading.Lock()
+
+    def classifier(self, embedder: Any) -> LinearClassifier:
+        with self._lock:
+            if self._clf is None:
+                self._clf = load_or_fit("injection", self.rows, embedder, self.model_id, self.cache_dir)
+            return self._clf
+
+    async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
+        hit = match_rules(subject.normalized)
+        if hit is not None:
+            via = "" if hit.via == "plain" else f" (in a {hit.via}-encoded payload)"
+            return decide(self.name, hit.family, RULE_SCORE, settings,
+                          f"the text matches the {hit.family.replace('_', ' ')} rules{via}", stage=subject.stage)
+        if subject.embedder is None:
+            return GuardVerdict(check=self.name, category="none", stage=subject.stage,
+                                reason="rules only: no embedder for the classifier")
+        emb = await subject.embedding()
+        score = float(self.classifier(subject.embedder).proba(emb).max())
+        return decide(self.name, "classifier", score, settings,
+                      f"the injection classifier scores the text {score:.2f}", stage=subject.stage)
