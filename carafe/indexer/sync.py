@@ -1,0 +1,189 @@
+"""Incremental, crash-safe sync of sources into the store.
+
+Write order per changed document: upsert its new chunks (deterministic ids, so a
+repeat overwrites), delete its stale chunk ids, then record its state in the
+manifest. Each sync starts from what the store really holds, so a kill -9 at any
+point is repaired by the next sync: no duplicates, no orphans, no stale ACLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from carafe.indexer.chunking import chunk_text
+from carafe.indexer.config import ChunkingConfig
+from carafe.indexer.manifest import DocState, Manifest, point_id, point_ids
+from carafe.indexer.sources import Document, Rejection, Source
+from carafe.indexer.sparse import Bm25
+from carafe.indexer.stores.base import Store, StoredChunk
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+CRASH_ENV = "CARAFE_INDEX_CRASH_AT"  # test hook: "<point>[:<nth>]" → SIGKILL this process there
+
+
+def _crash_point(name: str, counter: dict[str, int]) -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    counter[name] = counter.get(name, 0) + 1
+    if counter[name] >= int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class SyncReport:
+    """What a sync did, per document, with the reason for every failure."""
+
+    sources: list[str]
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    acl_updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[Rejection] = field(default_factory=list)
+    chunks_embedded: int = 0
+    started_at: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.acl_updated or self.deleted)
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("added", "updated", "acl_updated", "deleted", "unchanged", "failed")}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["counts"] = self.counts()
+        return out
+
+
+def meta_hash(doc: Document) -> str:
+    return hashlib.sha256(f"{doc.acl.digest()}|{doc.version}|{doc.path}".encode()).hexdigest()[:16]
+
+
+def meta_payload(doc: Document) -> dict[str, Any]:
+    return {**doc.acl.payload(), "version": doc.version, "path": doc.path}
+
+
+class Syncer:
+    """Brings the store in line with a set of sources."""
+
+    def __init__(
+        self, store: Store, embedder: Any, manifest: Manifest, *, chunking: ChunkingConfig,
+        bm25: Bm25 | None = None, batch_chunks: int = 256,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.manifest = manifest
+        self.chunking = chunking
+        self.bm25 = bm25 or Bm25()
+        self.batch_chunks = batch_chunks
+        self._crashes: dict[str, int] = {}
+
+    def sync(self, sources: Sequence[Source], *, complete: bool = True, progress: Progress | None = None) -> SyncReport:
+        """Sync ``sources``; ``complete`` means they are all the configured sources, so
+        documents of any other source are orphans and get deleted too."""
+        report = SyncReport(sources=[s.name for s in sources], started_at=time.time())
+        t0 = time.perf_counter()
+        prefixes = tuple(f"{s.name}:" for s in sources)
+
+        def in_scope(doc_id: str) -> bool:
+            return complete or doc_id.startswith(prefixes)
+
+        docs: list[Document] = []
+        for source in sources:
+            found, rejected = source.scan()
+            docs.extend(found)
+            report.failed.extend(rejected)
+        stored = {d: ids for d, ids in self.store.doc_points().items() if in_scope(d)}
+        live = {d.doc_id for d in docs}
+
+        # Gone, or now unreadable: remove before anything else (a revoked doc must vanish).
+        for doc_id in sorted(set(stored) - live):
+            self.store.delete(stored[doc_id])
+            _crash_point("after_delete_doc", self._crashes)
+            self.manifest.docs.pop(doc_id, None)
+            if doc_id not in {r.doc_id for r in report.failed}:
+                report.deleted.append(doc_id)
+        for doc_id in [d for d in self.manifest.docs if in_scope(d) and d not in live]:
+            self.manifest.docs.pop(doc_id)
+        self.manifest.save()
+
+        to_embed: list[Document] = []
+        for doc in docs:
+            state = self.manifest.docs.get(doc.doc_id)
+            have = stored.get(doc.doc_id, set())
+            if state is None or state.content_hash != doc.content_hash or have != point_ids(doc.doc_id, state.chunks):
+                to_embed.append(doc)
+            elif state.meta_hash != meta_hash(doc):
+                self.store.set_payload(sorted(have), meta_payload(doc))
+                _crash_point("after_set_payload", self._crashes)
+                state.meta_hash = meta_hash(doc)
+                report.acl_updated.append(doc.doc_id)
+            else:
+                report.unchanged.append(doc.doc_id)
+        if report.acl_updated:
+            self.manifest.save()
+        self._embed_all(to_embed, stored, report, progress)
+        self.store.flush()
+        report.duration_s = time.perf_counter() - t0
+        return report
+
+    def _embed_all(self, docs: list[Document], stored: dict[str, set[str]], report: SyncReport, progress: Progress | None) -> None:
+        chunked = [
+            (doc, chunk_text(doc.text, max_tokens=self.chunking.max_tokens, overlap_tokens=self.chunking.overlap_tokens, title=doc.title))
+            for doc in docs
+        ]
+        total = sum(len(c) for _, c in chunked)
+        done = 0
+        if progress:
+            progress("embed", 0, total)
+        batch: list[tuple[Document, list]] = []
+        size = 0
+        for item in chunked:
+            batch.append(item)
+            size += len(item[1])
+            if size >= self.batch_chunks:
+                done = self._write_batch(batch, stored, report, done, total, progress)
+                batch, size = [], 0
+        if batch:
+            self._write_batch(batch, stored, report, done, total, progress)
+
+    def _write_batch(self, batch, stored, report, done: int, total: int, progress: Progress | None) -> int:
+        texts = [f"{doc.title}\n{c.text}" for doc, chunks in batch for c in chunks]
+        dense = self.embedder.encode(texts)
+        points, row = [], 0
+        for doc, chunks in batch:
+            for c in chunks:
+                payload = {
+                    "doc_id": doc.doc_id, "chunk": c.number, "title": doc.title, "source": doc.source,
+                    "content_hash": doc.content_hash, "heading": c.heading, "text": c.text, **meta_payload(doc),
+                }
+                points.append(StoredChunk(point_id(doc.doc_id, c.number), dense[row], self.bm25.document(texts[row]), payload))
+                row += 1
+        self.store.upsert(points)
+        _crash_point("after_upsert", self._crashes)
+        for doc, chunks in batch:
+            stale = stored.get(doc.doc_id, set()) - point_ids(doc.doc_id, len(chunks))
+            self.store.delete(stale)
+            _crash_point("after_delete_stale", self._crashes)
+            (report.updated if doc.doc_id in stored or doc.doc_id in self.manifest.docs else report.added).append(doc.doc_id)
+            self.manifest.docs[doc.doc_id] = DocState(doc.content_hash, meta_hash(doc), len(chunks))
+        self.store.flush()
+        self.manifest.save()
+        _crash_point("after_manifest", self._crashes)
+        report.chunks_embedded += len(points)
+        done += len(points)
+        if progress:
+            progress("embed", done, total)
+        return done
