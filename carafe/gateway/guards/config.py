@@ -28,7 +28,7 @@ class CheckSettings(BaseModel):
 
 def _default_input() -> dict[str, CheckSettings]:
     return {
-        "injection": CheckSettings(action="block", threshold=0.5),
+        "injection": CheckSettings(action="block", threshold=0.7),  # chosen by 5-fold CV on the training set
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
         "topics": CheckSettings(action="block", threshold=0.55),

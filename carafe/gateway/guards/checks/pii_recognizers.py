@@ -20,9 +20,9 @@ from carafe.gateway.guards.verdict import Span
 PHONE_REGIONS = ("US", "GB", "DE")
 # Words right before a number that make it an identifier of a thing, not a person.
 _NOT_PERSONAL = re.compile(
-    r"(order|invoice|inv|ticket|tracking|ref(erence)?|po|sku|part|item|serial|build|version|release|case|"
-    r"account\s+no|transaction|batch|lot|model|id|no\.?|number|#)\W{0,4}$", re.IGNORECASE)
-_VERSION_BEFORE = re.compile(r"(\bv|version\s*|release\s*|build\s*|firmware\s*|python\s*|ver\.?\s*)$", re.IGNORECASE)
+    r"\b(order|invoice|inv|ticket|tracking|ref(erence)?|po|sku|part|item|serial|build|version|release|case|"
+    r"transaction|batch|lot|model|id|contract|booking|shipment)\s*(no\.?|nr\.?|number|#)?\W{0,4}$", re.IGNORECASE)
+_VERSION_BEFORE = re.compile(r"(\bv|version\s*|release\s*|build\s*|firmware\s*|python\s*|ver\.?\s*|mask\s*(to\s*|of\s*|is\s*|:\s*)?)$", re.IGNORECASE)
 
 
 def luhn_ok(digits: str) -> bool:

@@ -15,9 +15,13 @@ from carafe.gateway.guards.verdict import GuardVerdict
 
 # Threat phrasings: a linear model over single words misses them ("I will find you").
 _THREATS = re.compile(
-    r"\b(i\s*('?ll|will|am\s+going\s+to|'?m\s+gonna|gonna)\s+(kill|hurt|find|destroy|beat|end)\s+(you|u|your\s+family)|"
+    r"\b(i\s*('?ll|will|am\s+going\s+to|'?m\s+going\s+to|'?m\s+gonna|gonna)\s+(kill|hurt|find|destroy|beat|end)\s+(you|u|your\s+family)|"
     r"you\s+(should|deserve\s+to|ought\s+to)\s+(die|be\s+killed|suffer)|go\s+(kill|hang)\s+yourself|kys)\b",
     re.IGNORECASE)
+# Dehumanizing a group: each word alone is harmless ("trash the old drafts").
+_DEHUMANIZING = re.compile(
+    r"\b(people|they|them|those|these|you|all\s+of\s+them|immigrants|foreigners)\b[^.!?]{0,30}\b(are|is|were|as)\b[^.!?]{0,15}"
+    r"\b(subhuman|vermin|trash|animals|parasites|cockroaches|rats|filth)\b", re.IGNORECASE)
 
 
 def _fast_profanity_model() -> Callable[[list[str]], np.ndarray]:
@@ -61,6 +65,8 @@ class ToxicityCheck:
     def score(self, text: str) -> tuple[float, str]:
         if _THREATS.search(text):
             return 1.0, "threat"
+        if _DEHUMANIZING.search(text):
+            return 1.0, "hate"
         # Score sentence by sentence: one abusive sentence in a long polite
         # text must not be averaged away.
         pieces = [p for p in re.split(r"(?<=[.!?\n])\s+", text) if p.strip()][:64] or [text]
