@@ -20,7 +20,7 @@ import numpy as np
 
 from carafe.adapters.engine import Engine
 from carafe.adapters.errors import AdapterNotFound, EngineUnavailable
-from carafe.adapters.manager import AdapterManager
+from carafe.adapters.manager import AdapterManager, parse_ref
 from carafe.adapters.manifest import BaseModelRef
 from carafe.adapters.registry import Registry
 from carafe.errors import CarafeError, Forbidden, NotFound
@@ -103,11 +103,20 @@ class Router:
             return await self._auto(model, principal, query)
         name, _, pinned = model.partition("@")
         if not name or not self.registry.exists(name) or (pinned and not pinned.isdigit()):
+            if model and model in self._loaded_outside_registry():
+                if not principal.may_use(model):
+                    raise _forbidden(model)
+                return RouteDecision(model, model, model, model, RetrievalPolicy.of(cfg.retrieval), None,
+                                     cfg.record_content)
             raise _not_found(model)
         if not principal.may_use(name):
             raise _forbidden(model)
         ref = await self._select(name, int(pinned) if pinned else None, principal)
         return RouteDecision(model, ref, ref, name, RetrievalPolicy.of(cfg.retrieval), None, cfg.record_content)
+
+    def _loaded_outside_registry(self) -> dict[str, str]:
+        """Adapters loaded into the engine directly (``/v1/load_lora_adapter``): name -> path."""
+        return {a.name: a.path for a in self._base_engine.adapters() if parse_ref(a.name) is None}
 
     def _base(self, model: str, route: str, retrieval: RetrievalPolicy, guard: str | None,
               record: bool) -> RouteDecision:
@@ -223,6 +232,9 @@ class Router:
             cards.append({"id": name, "created": int(stable.manifest.created_at.timestamp()), "parent": base,
                           "root": stable.ref, "version": stable.version, "canary": canary,
                           "kind": stable.manifest.kind, "description": stable.manifest.description, **common})
+        for name, path in self._loaded_outside_registry().items():
+            if principal.may_use(name):  # as vLLM lists runtime-loaded LoRAs
+                cards.append({"id": name, "created": 0, "parent": base, "root": path, **common})
         for alias, spec in self.config.aliases.items():
             target = spec.adapter or base
             if principal.may_use(alias) or principal.may_use(target.partition("@")[0]):
