@@ -103,8 +103,8 @@ class Registry:
         self.base = base or self._recorded_base()
         self.max_rank = max_rank
         self._lock = FileLock(str(self.root / ".lock"), timeout=60)
-        self._channels_cache: dict[str, tuple[int, Channels]] = {}
-        self._manifest_cache: dict[tuple[str, int], Manifest] = {}
+        self._channels_cache: dict[str, tuple[tuple[int, int], Channels]] = {}
+        self._manifest_cache: dict[tuple[str, int], tuple[tuple[int, int], Manifest]] = {}
 
     # the served base model -------------------------------------------------
     def _recorded_base(self) -> BaseModelRef | None:
@@ -147,25 +147,28 @@ class Registry:
             raise AdapterNotFound(f"adapter {name!r} has no version {version} (versions: "
                                   f"{', '.join(map(str, self.versions(name))) or 'none'})",
                                   param="model", code="model_not_found")
-        key = (name, version)
-        manifest = self._manifest_cache.get(key)
-        if manifest is None:
-            manifest = read_manifest(path) or Manifest(name=name, version=version, base_model=BaseModelRef(id="?", digest="?"))
-            self._manifest_cache[key] = manifest
-        return AdapterVersion(name, version, path, manifest)
+        st = path.stat()  # a removed and re-added version is a new folder: new inode
+        key, stamp = (name, version), (st.st_ino, st.st_mtime_ns)
+        cached = self._manifest_cache.get(key)
+        if cached is None or cached[0] != stamp:
+            manifest = read_manifest(path) or Manifest(name=name, version=version,
+                                                       base_model=BaseModelRef(id="?", digest="?"))
+            cached = self._manifest_cache[key] = (stamp, manifest)
+        return AdapterVersion(name, version, path, cached[1])
 
     def channels(self, name: str) -> Channels:
         """The channels of ``name`` (cached until channels.json changes)."""
         path = self._require(name) / "channels.json"
         try:
-            mtime = path.stat().st_mtime_ns
+            st = path.stat()
         except FileNotFoundError:
             return Channels()
+        stamp = (st.st_ino, st.st_mtime_ns)  # every write is a rename: a new inode
         cached = self._channels_cache.get(name)
-        if cached is not None and cached[0] == mtime:
+        if cached is not None and cached[0] == stamp:
             return cached[1]
         channels = Channels.model_validate_json(path.read_text())
-        self._channels_cache[name] = (mtime, channels)
+        self._channels_cache[name] = (stamp, channels)
         return channels
 
     def stable(self, name: str) -> AdapterVersion:
