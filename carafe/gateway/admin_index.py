@@ -1,0 +1,55 @@
+"""Admin index API (``/admin/index``): trigger a sync, read the last report, stats."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from carafe.errors import Conflict, NotFound, Unavailable
+from carafe.gateway.deps import get_state, require_admin
+from carafe.gateway.retrieval import Retriever
+
+router = APIRouter(prefix="/admin/index", tags=["admin"], dependencies=[Depends(require_admin)])
+_RUNNING = "index_sync_running"
+
+
+class SyncRequest(BaseModel):
+    source: str | None = Field(None, description="Sync only this source (default: all configured sources)")
+
+
+def _retriever(request: Request) -> Retriever:
+    retriever = get_state(request).retriever
+    if retriever is None:
+        raise Unavailable("retrieval is not part of this gateway", code="retrieval_unavailable")
+    return retriever
+
+
+@router.post("/sync")
+async def sync(request: Request, body: SyncRequest | None = None) -> dict[str, Any]:
+    """Run a sync now and return its report (one sync at a time: 409 while one runs)."""
+    retriever = _retriever(request)
+    extras = get_state(request).extras
+    lock: asyncio.Lock = extras.setdefault(_RUNNING, asyncio.Lock())
+    if lock.locked():
+        raise Conflict("an index sync is already running; try again when it has finished", code="sync_running")
+    async with lock:
+        report = await retriever.sync(body.source if body else None)
+    return report.to_dict()
+
+
+@router.get("/report")
+async def report(request: Request) -> dict[str, Any]:
+    """The last sync's report (from this gateway or the CLI)."""
+    last = await asyncio.to_thread(_retriever(request).index.last_report)
+    if last is None:
+        raise NotFound("no sync has run yet: POST /admin/index/sync or run `carafe index sync`")
+    return last
+
+
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    """Documents and chunks in the index, per source, and the last sync's counts."""
+    return await _retriever(request).stats()

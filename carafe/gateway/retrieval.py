@@ -1,0 +1,57 @@
+"""The gateway side of retrieval: a Principal becomes the indexer's AccessScope,
+searches run off the event loop, passages become citations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from carafe.gateway.auth import Principal
+from carafe.gateway.config import CarafeConfig
+from carafe.indexer.acl import AccessScope
+from carafe.indexer.index import Index
+from carafe.indexer.prompt import Passage
+from carafe.indexer.sync import Progress, SyncReport
+
+
+def scope_of(principal: Principal) -> AccessScope:
+    """What ``principal`` may read: its groups or its own user name; everything if admin."""
+    return AccessScope.of(principal.user, principal.groups, admin=principal.is_admin)
+
+
+def citations(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    """The ``citations`` extension field: one entry per passage, numbered as in the prompt."""
+    return [
+        {"index": n, "doc_id": p.doc_id, "title": p.title, "version": p.version, "chunk": p.chunk}
+        for n, p in enumerate(passages, start=1)
+    ]
+
+
+class Retriever:
+    """Permission-filtered hybrid search for the gateway, over one :class:`Index`."""
+
+    def __init__(self, config: CarafeConfig, embedder: Any, *, index: Index | None = None) -> None:
+        self.config = config
+        self.index = index or Index(config.indexer, embedder, data_dir=config.data_dir)
+
+    @property
+    def configured(self) -> bool:
+        """Whether there is anything to search (sources, a server, or an index on disk)."""
+        ix = self.config.indexer
+        return bool(ix.sources) or bool(ix.qdrant.url) or self.index.store_path.exists()
+
+    async def retrieve(self, query: str, principal: Principal, *, top_k: int | None = None) -> list[Passage]:
+        """The passages ``principal`` may read that best answer ``query`` (ACL filter inside the query)."""
+        if not query.strip() or not self.configured:
+            return []
+        return await asyncio.to_thread(self.index.search, query, scope_of(principal), top_k=top_k)
+
+    async def sync(self, source: str | None = None, progress: Progress | None = None) -> SyncReport:
+        return await asyncio.to_thread(self.index.sync, source, progress=progress)
+
+    async def stats(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.index.stats)
+
+    def close(self) -> None:
+        self.index.close()
