@@ -238,6 +238,9 @@ class AdapterManager:
     async def reconcile(self) -> ReconcileReport:
         """Bring the engine to the desired state; returns what changed."""
         report = ReconcileReport()
+        refresh = getattr(self.raw_engine, "refresh", None)
+        if refresh is not None:  # a remote engine (vLLM) may have restarted since we last looked
+            await refresh()
         desired = self.desired()
         for ref in desired:
             if ref in self.resident():

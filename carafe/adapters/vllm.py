@@ -164,8 +164,6 @@ class VLLMEngine:
         except EngineUnavailable as exc:
             log.warning("%s", exc.message)
             self._ready = False
-            return
-        self._ready = True
 
     async def refresh(self) -> list[AdapterInfo]:
         """Re-read ``/v1/models``: the base card and the adapters resident in vLLM."""
@@ -178,6 +176,7 @@ class VLLMEngine:
             self._digest = self.config.vllm_model_digest or base.get("digest") or self._digest
         self._adapters = {c["id"]: AdapterInfo(c["id"], str(c.get("root") or ""), c.get("rank"))
                           for c in cards if c.get("parent")}
+        self._ready = True  # vLLM answered: also recovers an engine that started while vLLM was down
         return list(self._adapters.values())
 
     async def close(self) -> None:

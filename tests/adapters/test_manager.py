@@ -127,7 +127,6 @@ async def test_reconcile_restores_the_desired_set_after_an_engine_restart(manage
     report = await manager.reconcile()
     assert sorted(report.loaded) == ["a@1", "b@1", "c@1"]
     fake_vllm.app.state.loras.clear()  # vLLM restarted: nothing resident any more
-    await engine.refresh()
     report = await manager.reconcile()
     assert sorted(report.resident) == ["a@1", "b@1", "c@1"]
 

@@ -187,7 +187,8 @@ async def test_server_errors_are_503_and_never_retried(engine, fake_vllm):
 
 
 async def test_vllm_down_is_a_clear_503_and_start_does_not_crash():
-    eng = VLLMEngine(EngineConfig(backend="vllm", vllm_url=f"http://127.0.0.1:{free_port()}",
+    port = free_port()
+    eng = VLLMEngine(EngineConfig(backend="vllm", vllm_url=f"http://127.0.0.1:{port}",
                                   vllm_connect_retries=1, vllm_connect_timeout_s=1))
     await eng.start()
     assert not eng.ready
@@ -197,4 +198,10 @@ async def test_vllm_down_is_a_clear_503_and_start_does_not_crash():
     with pytest.raises(EngineUnavailable):
         await eng.load_adapter("a@1", "/tmp")
     assert time.monotonic() - t0 < 30  # refused connections fail fast, not after the read timeout
-    await eng.close()
+    late = serve_in_thread(vllm_like_app(), port=port, timeout=30)  # vLLM comes up after the gateway
+    try:
+        await eng.refresh()  # what the reconcile loop does
+        assert eng.ready and eng.model_id == BASE
+    finally:
+        late.stop()
+        await eng.close()
