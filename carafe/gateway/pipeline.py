@@ -77,6 +77,7 @@ class Prepared:
     passages: list[Any] = field(default_factory=list)
     citations: list[Citation] | None = None
     input_verdicts: list[Any] = field(default_factory=list)
+    principal: Principal | None = None
 
 
 async def guard_input(state: AppState, text: str, decision: Any, principal: Principal) -> tuple[str, list[Any]]:
@@ -134,4 +135,4 @@ async def prepare_chat(state: AppState, principal: Principal, model: str, messag
             Citation(index=i + 1, doc_id=p.doc_id, title=p.title, version=str(p.version), chunk=p.chunk)
             for i, p in enumerate(passages)
         ]
-    return Prepared(decision, messages, passages, citations, verdicts)
+    return Prepared(decision, messages, passages, citations, verdicts, principal)

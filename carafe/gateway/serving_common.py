@@ -78,7 +78,7 @@ def start_streams(
         guard = None
         if state.guards is not None:
             guard = state.guards.output_stream(
-                policy=prep.decision.guard_policy, principal=None, passages=prep.passages
+                policy=prep.decision.guard_policy, principal=prep.principal, passages=prep.passages
             )
         out.append(guarded(call(p), guard))
     return out
