@@ -287,6 +287,8 @@ class AdapterManager:
                 if report.loaded or report.unloaded or report.failed:
                     log.info("reconciled: loaded=%s unloaded=%s failed=%s", report.loaded, report.unloaded,
                              report.failed)
+            except CarafeError as exc:  # e.g. vLLM down: try again next time
+                log.warning("reconcile failed: %s", exc.message)
             except Exception:  # the loop must survive one bad pass
                 log.exception("reconcile failed")
 
