@@ -29,9 +29,9 @@ class GenerationConfig(BaseModel):
     qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
     instructions_per_seed: int = Field(10, ge=1, description="New instructions asked per skill seed example")
     raft_share: float = Field(0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)")
-    raft_distractors: int = Field(2, ge=0, le=8, description="Distractor passages beside the gold one")
+    raft_distractors: int = Field(1, ge=0, le=8, description="Distractor passages beside the gold one")
     raft_no_answer_share: float = Field(0.2, ge=0, le=1, description="Share of RAFT samples whose gold passage is removed (answer: not in context)")
-    holdout_seeds: int = Field(2, ge=0, description="Skill seed examples per recipe kept out of generation for evaluation (knowledge: the last Q&A of each context)")
+    holdout_seeds: int = Field(3, ge=0, description="Skill seed examples per recipe kept out of generation for evaluation (knowledge: the last Q&A of each context)")
     seed: int = Field(7, description="Random seed of sampling choices")
 
 
@@ -57,7 +57,7 @@ class PhaseConfig(BaseModel):
         description="Modules that get LoRA weights")
     epochs: float = Field(2.0, gt=0, le=20, description="Passes over the phase's data")
     learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
-    batch_size: int = Field(8, ge=1, description="Samples per optimiser step")
+    batch_size: int = Field(4, ge=1, description="Samples per optimiser step")
     max_seq_len: int = Field(384, ge=32, description="Longer samples are truncated")
     replay_share: float = Field(0.0, ge=0, le=1, description="Share of earlier phases' data replayed, relative to this phase's size")
     general_share: float = Field(0.2, ge=0, le=1, description="Share of general instruction data mixed in, relative to this phase's size")

@@ -1,0 +1,196 @@
+"""Evaluation before publishing: held-out recipe questions, forgetting, and the gate.
+
+Base and adapter answer the same held-out seed questions (never used for generation), with
+greedy decoding; scores are exact match, ROUGE-L (token LCS), sign-off adherence for style
+recipes and key-fact recall for knowledge recipes. Forgetting is measured as perplexity on
+a small general text and ROUGE-L on general questions, base vs adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from carafe.tuning.config import GateConfig
+from carafe.tuning.recipe import Recipe, SeedExample
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:[.:-][a-z0-9]+)*")
+_STOP = set("the a an of to in on and or is are be for with by at it this that what how who when where do does can i my "
+            "your you we our yes no per every each from".split())
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def rouge_l(reference: str, candidate: str) -> float:
+    """ROUGE-L F1 over lowercase word tokens."""
+    ref, cand = tokens(reference), tokens(candidate)
+    if not ref or not cand:
+        return 0.0
+    prev = [0] * (len(cand) + 1)
+    for r in ref:
+        cur = [0]
+        for j, c in enumerate(cand):
+            cur.append(prev[j] + 1 if r == c else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, rec = lcs / len(cand), lcs / len(ref)
+    return 2 * p * rec / (p + rec)
+
+
+def key_facts(answer: str, question: str) -> set[str]:
+    """The answer's content words that the question does not give away (numbers, names, terms)."""
+    q = set(tokens(question))
+    return {t for t in tokens(answer) if t not in _STOP and t not in q and (any(ch.isdigit() for ch in t) or len(t) > 3)}
+
+
+def fact_recall(reference: str, question: str, candidate: str) -> float:
+    facts = key_facts(reference, question)
+    if not facts:
+        return 1.0
+    got = set(tokens(candidate))
+    return len(facts & got) / len(facts)
+
+
+def _norm(text: str) -> str:
+    return " ".join(tokens(text))
+
+
+@dataclass
+class EvalItem:
+    leaf: str
+    kind: str
+    question: str
+    reference: str
+    base: str
+    adapter: str
+
+
+@dataclass
+class EvalReport:
+    items: list[EvalItem]
+    metrics: dict[str, dict[str, float]]  # {"base": {...}, "adapter": {...}}
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "gate": self.gate, "items": [asdict(i) for i in self.items]}
+
+
+def general_questions() -> list[dict[str, str]]:
+    text = resources.files("carafe.tuning").joinpath("data/general_eval.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def general_text() -> list[str]:
+    text = resources.files("carafe.tuning").joinpath("data/general_text.txt").read_text(encoding="utf-8")
+    return [p.strip() for p in text.split("\n\n") if p.strip()]
+
+
+def score(items: list[EvalItem], signoffs: dict[str, str], which: str) -> dict[str, float]:
+    """Aggregate metrics of one side (`base` or `adapter`)."""
+    out: dict[str, float] = {}
+    recipe = [i for i in items if i.kind != "general"]
+    if recipe:
+        out["rougeL"] = sum(rouge_l(i.reference, getattr(i, which)) for i in recipe) / len(recipe)
+        out["exact"] = sum(_norm(i.reference) == _norm(getattr(i, which)) for i in recipe) / len(recipe)
+    style = [i for i in items if i.kind == "style" and i.leaf in signoffs]
+    if style:
+        out["style_adherence"] = sum(_norm(signoffs[i.leaf]) in _norm(getattr(i, which)) for i in style) / len(style)
+    know = [i for i in items if i.kind == "knowledge"]
+    if know:
+        out["fact_recall"] = sum(fact_recall(i.reference, i.question, getattr(i, which)) for i in know) / len(know)
+    general = [i for i in items if i.kind == "general"]
+    if general:
+        out["general_rougeL"] = sum(rouge_l(i.reference, getattr(i, which)) for i in general) / len(general)
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def apply_gate(metrics: dict[str, dict[str, float]], gate: GateConfig) -> dict[str, Any]:
+    """Decide whether the adapter may be published; every failed check is listed."""
+    base, ad = metrics["base"], metrics["adapter"]
+    failed: list[str] = []
+    if "rougeL" in ad and ad["rougeL"] - base.get("rougeL", 0.0) < gate.min_rougel_gain:
+        failed.append(f"ROUGE-L gain {ad['rougeL'] - base.get('rougeL', 0.0):+.3f} < {gate.min_rougel_gain:+.3f} on held-out recipe questions")
+    if "style_adherence" in ad and ad["style_adherence"] < gate.min_style_rate:
+        failed.append(f"style adherence {ad['style_adherence']:.0%} < {gate.min_style_rate:.0%}")
+    if "perplexity" in ad and base.get("perplexity"):
+        increase = ad["perplexity"] / base["perplexity"] - 1
+        if increase > gate.max_perplexity_increase:
+            failed.append(f"general-text perplexity +{increase:.1%} > +{gate.max_perplexity_increase:.0%} (forgetting)")
+    return {"passed": not failed, "failed": failed, "enforced": gate.enforce}
+
+
+class Evaluator:
+    """Runs base and adapter on the same prompts; the adapter is switched off for the base."""
+
+    def __init__(self, models_dir: Path, adapter_dir: Path, device: str = "cpu") -> None:
+        from peft import PeftModel
+
+        from carafe.tuning.base_model import load_base
+
+        base, self.tok, _ = load_base(models_dir, device)
+        self.model = PeftModel.from_pretrained(base, str(adapter_dir))
+        self.model.eval()
+        self.device = device
+
+    def answers(self, questions: list[str], max_new_tokens: int, *, adapter: bool, batch: int = 8) -> list[str]:
+        import torch
+
+        self.tok.padding_side = "left"
+        out: list[str] = []
+        for i in range(0, len(questions), batch):
+            prompts = [self.tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+                       for q in questions[i:i + batch]]
+            enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.no_grad():
+                if adapter:
+                    gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id)
+                else:
+                    with self.model.disable_adapter():
+                        gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id)
+            out += self.tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [o.strip() for o in out]
+
+    def perplexity(self, texts: list[str], *, adapter: bool) -> float:
+        import torch
+
+        nll, count = 0.0, 0
+        for text in texts:
+            ids = self.tok(text, return_tensors="pt").input_ids.to(self.device)
+            with torch.no_grad():
+                if adapter:
+                    loss = self.model(input_ids=ids, labels=ids).loss
+                else:
+                    with self.model.disable_adapter():
+                        loss = self.model(input_ids=ids, labels=ids).loss
+            n = ids.shape[1] - 1
+            nll += float(loss) * n
+            count += n
+        return math.exp(nll / max(count, 1))
+
+
+def evaluate(recipes: list[Recipe], heldout: list[tuple[Recipe, SeedExample]], models_dir: Path, adapter_dir: Path,
+             gate: GateConfig, *, max_new_tokens: int = 64, device: str = "cpu") -> EvalReport:
+    """Score base vs adapter and apply the gate."""
+    ev = Evaluator(models_dir, adapter_dir, device)
+    qs = [(r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
+          for r, s in heldout]
+    qs += [("general", "general", g["question"], g["answer"]) for g in general_questions()]
+    prompts = [q for _, _, q, _ in qs]
+    base = ev.answers(prompts, max_new_tokens, adapter=False)
+    tuned = ev.answers(prompts, max_new_tokens, adapter=True)
+    items = [EvalItem(leaf, kind, q, ref, b, a) for (leaf, kind, q, ref), b, a in zip(qs, base, tuned)]
+    signoffs = {r.leaf: r.sidecar.signoff for r in recipes if r.kind == "style" and r.sidecar.signoff}
+    metrics = {"base": score(items, signoffs, "base"), "adapter": score(items, signoffs, "adapter")}
+    texts = general_text()
+    metrics["base"]["perplexity"] = round(ev.perplexity(texts, adapter=False), 4)
+    metrics["adapter"]["perplexity"] = round(ev.perplexity(texts, adapter=True), 4)
+    return EvalReport(items, metrics, apply_gate(metrics, gate))
