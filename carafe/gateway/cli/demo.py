@@ -60,8 +60,12 @@ def register(app: typer.Typer) -> None:
 
 def _prepare_data(cfg) -> None:
     """Index the configured document sources (the example policies in the demo config)."""
-    try:
-        from carafe.gateway.cli.index import sync_for_demo
-    except ImportError:
+    if not cfg.indexer.sources:
         return
-    sync_for_demo(cfg)
+    from carafe.gateway.cli.index import _open, _run_sync
+
+    index = _open(cfg)
+    try:
+        _run_sync(index, None, as_json=False)
+    finally:
+        index.close()
