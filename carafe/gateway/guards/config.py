@@ -31,7 +31,7 @@ def _default_input() -> dict[str, CheckSettings]:
         "injection": CheckSettings(action="block", threshold=0.7),  # chosen by 5-fold CV on the training set
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
-        "topics": CheckSettings(action="block", threshold=0.55),
+        "topics": CheckSettings(action="block", threshold=0.45),
     }
 
 
@@ -69,19 +69,22 @@ class TopicConfig(BaseModel):
 
 
 def _default_topics() -> dict[str, TopicConfig]:
+    # Short questions as descriptions: MiniLM matches question to question best.
     return {
         "medical_advice": TopicConfig(
-            phrases=["dosage", "diagnose me", "prescription"],
-            descriptions=["Asking which medication or dose to take for an illness or symptoms",
-                          "Asking for a medical diagnosis of symptoms"],
+            phrases=["dosage", "diagnose me", "prescription", "dose of"],
+            descriptions=["what medication should I take", "how much of this medicine should I take for my pain",
+                          "diagnose my symptoms", "is this symptom serious, do I need treatment"],
         ),
         "legal_advice": TopicConfig(
             phrases=["sue my employer", "file a lawsuit"],
-            descriptions=["Asking for legal advice on suing someone or a court case"],
+            descriptions=["can I sue someone", "should I take legal action against my employer or landlord",
+                          "legal advice about a lawsuit or court case"],
         ),
         "investment_advice": TopicConfig(
             phrases=["which stocks should i buy", "crypto tips"],
-            descriptions=["Asking which stocks, shares or cryptocurrencies to buy or sell to make money"],
+            descriptions=["should I invest my money in stocks or crypto", "which shares or cryptocurrency should I buy",
+                          "investment advice for my savings", "is it a good time to buy bitcoin"],
         ),
     }
 

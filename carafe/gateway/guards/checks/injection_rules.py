@@ -29,8 +29,8 @@ FAMILIES: dict[str, list[re.Pattern[str]]] = {
         re.compile(r"\b(safety|content)\s+(rules|policy|policies)\b[^.!?\n]{0,30}\b(don'?t|do\s+not|no\s+longer)\s+apply\b", _F),
     ],
     "roleplay_jailbreak": [
-        re.compile(r"\b(you\s+are|you'?re|act\s+as|enable|enter|switch\s+to|activate|respond\s+as|answer\s+as|now\s+in|be)\s+(now\s+)?(in\s+)?(DAN|STAN|AIM|do\s+anything\s+now|developer\s+mode|god\s+mode|maintenance\s+mode|unrestricted\s+mode|jailbroken|a\s+jailbroken)\b", re.DOTALL),
-        re.compile(r"\b(DAN|STAN)\b[^.!?\n]{0,40}\b(no\s+rules|never\s+refuses|anything)\b|\bjailbroken\s+(version|ai|model|assistant)\b|\blet'?s\s+do\s+a\s+jailbreak\b", re.DOTALL),
+        re.compile(r"\b(?i:you\s+are|you'?re|act\s+as|enable|enter|switch\s+to|activate|respond\s+as|answer\s+as|now\s+in|be)\s+(?i:now\s+)?(?i:in\s+)?(DAN|STAN|AIM|(?i:do\s+anything\s+now|developer\s+mode|god\s+mode|maintenance\s+mode|unrestricted\s+mode|a\s+jailbroken|jailbroken))\b", re.DOTALL),
+        re.compile(r"\b(DAN|STAN)\b[^.!?\n]{0,40}\b(?i:no\s+rules|never\s+refuses?|anything)\b|\b(?i:jailbroken\s+(version|ai|model|assistant)|let'?s\s+do\s+a\s+jailbreak)\b", re.DOTALL),
         re.compile(r"\b(simulate|pretend\s+to\s+be|act\s+as)\s+(a\s+)?(linux\s+)?(terminal|shell|linux\s+machine|database)\b", _F),
         re.compile(r"\b(no|without|zero|free\s+of|unbound\s+by|not\s+bound\s+by|broken\s+free\s+of)\s+(any\s+|all\s+)?(ethical\s+)?(restrictions?|limits|rules|filters?|censorship|guidelines|polic(y|ies)|constraints|ethics|safety\s+filters?)\b", _F),
         re.compile(r"\b(unfiltered|uncensored|unrestricted)\s+(ai|assistant|model|llm|mode|chatbot)\b", _F),
