@@ -88,8 +88,9 @@ def chunk_documents(docs: list[Document], words: int) -> list[Chunk]:
         for para in paragraphs:
             size = len(para.split())
             if current and count + size > words:
+                carry = [current.pop()] if current[-1].startswith("#") and len(current) > 1 else []  # keep a heading with its text
                 chunks.append(Chunk(f"{doc.name}#{n}", "\n\n".join(current)))
-                current, count, n = [], 0, n + 1
+                current, count, n = carry, sum(len(c.split()) for c in carry), n + 1
             current.append(para)
             count += size
         if current:

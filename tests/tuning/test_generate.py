@@ -127,3 +127,23 @@ def test_near_duplicates_by_embedding():
     kept = near_dedup(cands, cfg, report, Embedder().encode)
     assert [c.question for c in kept] == ["How many vacation days do I get?", "Where is the HR desk?"]
     assert report.dropped["near_duplicate"] == 1
+
+
+async def test_raft_samples_use_the_gateways_numbered_context_prompt(recipes, tmp_path):
+    from carafe.indexer.prompt import Passage, rag_system_prompt
+    from carafe.tuning.raft import NO_ANSWER
+
+    cfg = _cfg("template")
+    cfg.generation.raft_share, cfg.generation.raft_no_answer_share = 1.0, 0.3
+    knowledge = [r for r in recipes if r.is_knowledge]
+    [result] = await generate_leaves(knowledge, cfg, TemplateTeacher(), tmp_path)
+    raft = [s for s in result.samples if s["provenance"]["stage"] == "raft"]
+    no_answer = [s for s in result.samples if s["provenance"]["stage"] == "raft_no_answer"]
+    assert raft and no_answer
+    system, user, assistant = (m["content"] for m in raft[0]["messages"])
+    # The same function the gateway uses renders the passages; the header comes out identical.
+    header = rag_system_prompt([Passage(doc_id="d", title="t", version="1", chunk=0, text="PASSAGE")], None).split("PASSAGE")[0][:40]
+    assert system.startswith(header)
+    cited = int(assistant.rsplit("[", 1)[1].rstrip("]"))
+    assert f"[{cited}]" in system and 1 <= cited <= cfg.generation.raft_distractors + 1
+    assert all(s["messages"][-1]["content"] == NO_ANSWER for s in no_answer)
