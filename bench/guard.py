@@ -1,0 +1,185 @@
+"""Guardrail benchmark: recall, false-positive rate and latency per check on
+the labelled evaluation sets shipped in ``carafe/gateway/guards/data``, the
+whole input pipeline's latency, and the streaming guard's added delay.
+
+    python bench/guard.py [--quick] [--threads N]
+
+Baselines measured in the same run: one bare MiniLM encode (the floor of any
+embedding check) and the pipeline with guards disabled. Numbers are noisy when
+other work shares the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from carafe.gateway.guards import GuardPipeline, GuardsConfig  # noqa: E402
+from carafe.gateway.guards.classifier import data_path, load_jsonl  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def row(name: str, recall: float | None, fpr: float | None, lat: list[float], n: int) -> str:
+    r = "   -  " if recall is None else f"{recall:6.3f}"
+    f = "   -  " if fpr is None else f"{fpr:6.3f}"
+    return f"{name:<34} {n:>5} {r} {f} {pct(lat, 50):8.2f} {pct(lat, 99):8.2f}"
+
+
+async def eval_check(guards: GuardPipeline, check: str, rows: list[dict], fired_if=None) -> tuple[float, float, list[float]]:
+    """Run one check (default policy settings) on labelled rows."""
+    settings = guards.policy(None).input[check]
+    tp = fp = pos = neg = 0
+    lat: list[float] = []
+    for r in rows:
+        subject = guards.subject(r["text"], "input", guards.policy(None))
+        start = time.perf_counter()
+        verdict = await guards.checks[check].check(subject, settings)
+        lat.append((time.perf_counter() - start) * 1000)
+        hit = fired_if(verdict, r) if fired_if else verdict.flagged
+        if r["label"]:
+            pos += 1
+            tp += hit
+        else:
+            neg += 1
+            fp += bool(verdict.flagged)
+    return tp / max(pos, 1), fp / max(neg, 1), lat
+
+
+async def input_pipeline(guards: GuardPipeline, texts: list[str]) -> list[float]:
+    lat = []
+    for t in texts:
+        start = time.perf_counter()
+        await guards.check_input(t)
+        lat.append((time.perf_counter() - start) * 1000)
+    return lat
+
+
+ANSWERS = [
+    ("Employees receive 30 days of paid vacation per year. Requests go through the HR portal at least two weeks ahead. "
+     "Unused days can be carried over until March. Contact hr@example.com if the portal is down. Have a nice day!",
+     ["Employees receive 30 days of paid vacation per year. Vacation requests are filed in the HR portal two weeks ahead. "
+      "Up to five unused days carry over until the end of March."]),
+    ("The VPN client is installed from the software center. After installing, sign in with your company account. "
+     "If the connection fails, restart the client and check your token. The help desk can reset tokens on request.",
+     ["Install the VPN client from the software center and sign in with your company account. Help desk resets tokens."]),
+    ("Expense reports are due by the fifth working day of the month. Receipts must be attached as PDF or photos. "
+     "Meals with clients are reimbursed up to 60 euros per person. Late reports are paid in the next cycle.",
+     ["Expense reports are due on the fifth working day. Attach receipts. Client meals: up to 60 euros per person."]),
+]
+
+
+async def streaming(guards: GuardPipeline, rounds: int, delta_chars: int = 4) -> dict[str, float]:
+    """Feed answers in small deltas (like tokens); measure how far release lags generation.
+
+    A sentence is *complete* once its stop and the following space were
+    generated; its delay is the time from the feed that completed it to the
+    feed that released it, and the lag counts complete-but-unreleased sentences.
+    """
+    from carafe.gateway.guards.stream import _BOUNDARY
+
+    feed_ms: list[float] = []
+    sentence_ms: list[float] = []
+    lag_sentences: list[int] = []
+    finish_ms: list[float] = []
+    for _ in range(rounds):
+        for answer, passages in ANSWERS:
+            stream = guards.output_stream(passages=passages)
+            released_text = ""
+            completed_at: list[float] = []
+            released_n = 0
+            for i in range(0, len(answer), delta_chars):
+                generated = answer[:i + delta_chars]
+                start = time.perf_counter()
+                for _ in range(len(_BOUNDARY.findall(generated)) - len(completed_at)):
+                    completed_at.append(start)
+                rel = await stream.feed(answer[i:i + delta_chars])
+                end = time.perf_counter()
+                feed_ms.append((end - start) * 1000)
+                released_text += rel.text
+                now_released = len(_BOUNDARY.findall(released_text))
+                sentence_ms += [(end - t) * 1000 for t in completed_at[released_n:now_released]]
+                released_n = now_released
+                lag_sentences.append(len(completed_at) - released_n)
+            start = time.perf_counter()
+            await stream.finish()
+            finish_ms.append((time.perf_counter() - start) * 1000)
+    return {"feed_p50": pct(feed_ms, 50), "feed_p99": pct(feed_ms, 99), "finish_p50": pct(finish_ms, 50),
+            "sentence_p50": pct(sentence_ms, 50), "sentence_p99": pct(sentence_ms, 99),
+            "max_lag_sentences": max(lag_sentences), "feeds": len(feed_ms), "sentences": len(sentence_ms)}
+
+
+async def main(quick: bool) -> None:
+    from carafe.indexer.embedding import Embedder
+
+    t0 = time.perf_counter()
+    embedder = Embedder()
+    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
+    off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
+    print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
+
+    inj = load_jsonl(data_path("injection_eval.jsonl"))
+    pii = load_jsonl(data_path("pii_eval.jsonl"))
+    tox = load_jsonl(data_path("toxicity_eval.jsonl"))
+    if quick:
+        inj, pii, tox = inj[::3], pii[::3], tox[::3]
+    embedder.encode(["warm up"])
+    await guards.check_input("warm up the pipeline")
+
+    # Baseline: one bare encode per text, and the pipeline with guards disabled.
+    bare = []
+    for r in inj:
+        start = time.perf_counter()
+        embedder.encode([r["text"]])
+        bare.append((time.perf_counter() - start) * 1000)
+
+    def pii_hit(verdict, r):
+        found = set(verdict.category.split(","))
+        return set(r["types"]) <= found
+
+    print(f"\n{'check (eval set)':<34} {'n':>5} {'recall':>6} {'FPR':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    print("-" * 72)
+    rec, fpr, lat = await eval_check(guards, "injection", inj)
+    print(row("injection (rules + classifier)", rec, fpr, lat, len(inj)))
+    rec, fpr, lat = await eval_check(guards, "pii", pii, pii_hit)
+    print(row("pii (structured types)", rec, fpr, lat, len(pii)))
+    rec, fpr, lat = await eval_check(guards, "toxicity", tox)
+    print(row("toxicity", rec, fpr, lat, len(tox)))
+    texts = [r["text"] for r in inj + pii + tox]
+    print(row("ALL input checks (pipeline)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("baseline: guards disabled", None, None, await input_pipeline(off, texts), len(texts)))
+    print(row("baseline: one bare MiniLM encode", None, None, bare, len(bare)))
+
+    s = await streaming(guards, 1 if quick else 3)
+    print("\nstreaming output guard (answers fed in 4-char deltas, default policy, with passages)")
+    print(f"  feed() p50 {s['feed_p50']:.2f} ms   p99 {s['feed_p99']:.2f} ms   over {s['feeds']} feeds")
+    print(f"  finish() p50 {s['finish_p50']:.2f} ms (remainder + whole-answer grounding)")
+    print(f"  added delay per completed sentence: p50 {s['sentence_p50']:.2f} ms  p99 {s['sentence_p99']:.2f} ms "
+          f"over {s['sentences']} sentences (checks run on the sentence, then it is released)")
+    print(f"  completed sentences held back after a feed returns: max {s['max_lag_sentences']} "
+          f"(text is held only while its sentence is in progress: at most 1 sentence of delay)")
+    print("  baseline without guard: every delta passes at once (0 ms, 0 sentences)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a third of the items, one streaming round")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    asyncio.run(main(args.quick))
