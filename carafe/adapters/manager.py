@@ -144,14 +144,15 @@ class AdapterManager:
         """Evict least-recently-used idle versions until one more fits."""
         deadline = time.monotonic() + timeout
         async with self._evict_lock:
-            while len(resident := self.resident()) >= self.max_resident:
-                idle = [r for r in resident if self._in_flight[r] == 0]
+            # Every adapter counts against the engine's slots; only registry versions are evicted.
+            while len(self.raw_engine.adapters()) >= self.max_resident:
+                idle = [r for r in self.resident() if self._in_flight[r] == 0]
                 if idle:
                     victim = min(idle, key=lambda r: self._last_used.get(r, 0.0))
                     await self._unload(victim)
                     continue
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or not self.resident():
                     raise EngineUnavailable(f"all {self.max_resident} adapter slots are busy; retry shortly "
                                             "(or raise adapters.engine.max_loras)")
                 self._idle.clear()
