@@ -46,6 +46,21 @@ def _show_summary(summary: dict[str, Any], as_json: bool, verb: str) -> None:
     console.print(f"{verb} [bold]{summary['name']}[/]: stable {summary['stable']}{canary}")
 
 
+def _learn_base(reg: Registry, cfg: CarafeConfig) -> None:
+    """The embedded engine can name its base model's digest without loading it."""
+    if cfg.adapters.engine.backend != "local":
+        return
+    try:
+        from carafe.adapters.local import LocalEngine
+    except ImportError:
+        return
+    from carafe.adapters.manifest import BaseModelRef
+
+    with console.status("Reading the base model's digest (converting it once if needed)..."):
+        engine = LocalEngine(cfg.adapters.engine, models_dir=cfg.models_dir)
+        reg.record_base(BaseModelRef(id=engine.model_id, digest=engine.model_digest))
+
+
 @app.command("list")
 def list_adapters(config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """List adapters with their channels and versions."""
@@ -91,6 +106,8 @@ def add(path: Path = typer.Argument(..., help="A PEFT LoRA folder (adapter_confi
         config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Copy an adapter into the registry as a new immutable version."""
     def action(reg: Registry) -> Any:
+        if reg.base is None:
+            _learn_base(reg, config_or_exit(config))
         if reg.base is None:
             fail("the registry does not know the served base model yet: start the gateway once "
                  "(`carafe serve`) so it records it, then add again")
