@@ -75,8 +75,9 @@ def test_failures_name_the_problem(cfg_file, lora_src, tmp_path):
 
 
 def test_add_needs_a_known_base(tmp_path, lora_src):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data_dir: {tmp_path / 'fresh'}\n")
+    cfg = tmp_path / "c.yaml"  # a vLLM backend: only a running gateway can tell the base's digest
+    cfg.write_text(f"data_dir: {tmp_path / 'fresh'}\nadapters: {{engine: {{backend: vllm}}}}\n")
     code, out = cli(cfg, "add", str(lora_src))
     out = flat(out)
     assert code == 1 and "start the gateway once" in out
+
