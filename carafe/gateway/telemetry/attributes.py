@@ -1,0 +1,59 @@
+"""Span attribute names: OpenTelemetry GenAI semantic conventions plus Carafe's own.
+
+GenAI names follow the conventions now kept in open-telemetry/semantic-conventions-genai
+(`gen_ai.provider.name` replaced the older `gen_ai.system`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# OpenTelemetry GenAI semantic conventions
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"  # chat | text_completion | embeddings | retrieval
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"
+
+# HTTP semantic conventions (root SERVER span)
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+URL_PATH = "url.path"
+
+# Carafe's own
+CARAFE_PRINCIPAL = "carafe.principal"
+CARAFE_ROUTE = "carafe.route"
+CARAFE_ADAPTER_VERSION = "carafe.adapter.version"
+CARAFE_GUARD_PREFIX = "carafe.guard."
+CARAFE_GUARD_BLOCKED = "carafe.guard.blocked"
+CARAFE_RETRIEVAL_DOC_IDS = "carafe.retrieval.doc_ids"  # ["doc_id@version", ...]
+CARAFE_RETRIEVAL_HITS = "carafe.retrieval.hits"
+CARAFE_PROMPT_SHA256 = "carafe.prompt.sha256"
+CARAFE_PROMPT_CONTENT = "carafe.prompt.content"
+CARAFE_COMPLETION_SHA256 = "carafe.completion.sha256"
+CARAFE_COMPLETION_CONTENT = "carafe.completion.content"
+
+PROVIDER = "carafe"
+
+# Header names never copied into spans, whatever a caller or a library does.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"})
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def content_attributes(text: str, record_content: bool, *, kind: str = "prompt") -> dict[str, str]:
+    """Attributes describing a prompt or completion: always its sha256, the text only when opted in.
+
+    ``kind`` is ``prompt`` or ``completion``.
+    """
+    if kind not in ("prompt", "completion"):
+        raise ValueError(f"kind must be 'prompt' or 'completion', not {kind!r}")
+    attrs = {f"carafe.{kind}.sha256": sha256_hex(text)}
+    if record_content:
+        attrs[f"carafe.{kind}.content"] = text
+    return attrs
