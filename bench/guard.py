@@ -129,6 +129,7 @@ async def main(quick: bool) -> None:
     embedder = Embedder()
     guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
     off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
+    fast = GuardPipeline.from_config(GuardsConfig(injection_classifier="ngram", cache_dir=""), embedder=embedder)
     print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
 
     inj = load_jsonl(data_path("injection_eval.jsonl"))
@@ -138,6 +139,7 @@ async def main(quick: bool) -> None:
         inj, pii, tox = inj[::3], pii[::3], tox[::3]
     embedder.encode(["warm up"])
     await guards.check_input("warm up the pipeline")
+    await fast.check_input("warm up the pipeline")
 
     # Baseline: one bare encode per text, and the pipeline with guards disabled.
     bare = []
@@ -153,13 +155,16 @@ async def main(quick: bool) -> None:
     print(f"\n{'check (eval set)':<34} {'n':>5} {'recall':>6} {'FPR':>6} {'p50 ms':>8} {'p99 ms':>8}")
     print("-" * 72)
     rec, fpr, lat = await eval_check(guards, "injection", inj)
-    print(row("injection (rules + classifier)", rec, fpr, lat, len(inj)))
+    print(row("injection (rules + MiniLM classif.)", rec, fpr, lat, len(inj)))
+    rec, fpr, lat = await eval_check(fast, "injection", inj)
+    print(row("injection (rules + n-gram classif.)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(guards, "pii", pii, pii_hit)
     print(row("pii (structured types)", rec, fpr, lat, len(pii)))
     rec, fpr, lat = await eval_check(guards, "toxicity", tox)
     print(row("toxicity", rec, fpr, lat, len(tox)))
     texts = [r["text"] for r in inj + pii + tox]
-    print(row("ALL input checks (pipeline)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (MiniLM injection)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (n-gram injection)", None, None, await input_pipeline(fast, texts), len(texts)))
     print(row("baseline: guards disabled", None, None, await input_pipeline(off, texts), len(texts)))
     print(row("baseline: one bare MiniLM encode", None, None, bare, len(bare)))
 

@@ -132,6 +132,8 @@ class GuardsConfig(BaseModel):
     max_check_chars: int = Field(8000, description="Longer texts are checked on their first and last max_check_chars/2 characters")
     min_grounding_words: int = Field(4, description="Sentences shorter than this are not scored for grounding")
     stream_max_pending_chars: int = Field(400, description="A streamed piece without sentence end is checked and released at this length")
+    injection_classifier: Literal["embedding", "ngram"] = Field(
+        "embedding", description="Injection classifier: MiniLM embeddings (default) or word/char n-grams (no model call, faster)")
     injection_train_data: str | None = Field(None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on")
     cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)

@@ -76,8 +76,10 @@ class GuardPipeline:
         emb = embedder if embedder is not None else LazyEmbedder()
         injection = InjectionCheck(getattr(emb, "model_id", LazyEmbedder.model_id),
                                    extra_train=config.injection_train_data,
-                                   cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None)
-        injection.classifier(emb)  # shipped/cached weights load at once; a refit happens here, not on a request
+                                   cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,
+                                   kind=config.injection_classifier)
+        if config.injection_classifier == "embedding":
+            injection.classifier(emb)  # shipped/cached weights load at once; a refit happens here, not on a request
         checks: dict[str, Check] = {
             "injection": injection,
             "pii": PiiCheck(config.pii_entities, config.pii_mode, config.pii_hash_salt, config.max_check_chars),
