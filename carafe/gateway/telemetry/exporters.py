@@ -108,12 +108,17 @@ class JsonLinesSpanExporter(SpanExporter):
         if self._closed:
             return SpanExportResult.FAILURE
         try:
-            data = "".join(json.dumps(span_to_dict(s), default=str, ensure_ascii=False) + "\n" for s in spans)
+            lines = [(json.dumps(span_to_dict(s), default=str, ensure_ascii=False) + "\n").encode() for s in spans]
             with self._lock:
                 handle = self._open()
-                if handle.tell() and handle.tell() + len(data) > self.max_bytes:
-                    handle = self._rotate()
-                handle.write(data)
+                size = handle.tell()
+                for line in lines:
+                    if size and size + len(line) > self.max_bytes:
+                        handle.flush()
+                        handle = self._rotate()
+                        size = 0
+                    handle.write(line)
+                    size += len(line)
                 handle.flush()
             return SpanExportResult.SUCCESS
         except (OSError, ValueError) as exc:
@@ -125,7 +130,7 @@ class JsonLinesSpanExporter(SpanExporter):
     def _open(self) -> Any:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
+            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
         return self._file
 
     def _rotate(self) -> Any:
