@@ -12,7 +12,7 @@ import unicodedata
 
 # Format characters used to split words invisibly (zero-width space/joiners,
 # word joiner, BOM, soft hyphen, bidi controls).
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 # Letters from other scripts that look like Latin ones (Cyrillic, Greek, a few
 # symbols). NFKC already folds fullwidth and mathematical alphanumerics.
@@ -59,7 +59,7 @@ def normalize(text: str, *, max_chars: int = 0) -> str:
     """Normalized copy of ``text`` for checking (never shown to anyone)."""
     text = truncate_for_checks(text, max_chars)
     text = unicodedata.normalize("NFKC", text)
-    text = _INVISIBLE.sub("", text)
+    text = INVISIBLE.sub("", text)
     if any(ch in _HOMOGLYPH_KEYS for ch in text) and _is_latin_context(text):
         # Fold word by word: only words that mix Latin with look-alikes.
         text = re.sub(r"\w+", _fold_word, text)

@@ -16,10 +16,10 @@ from carafe.gateway.guards.verdict import GuardVerdict
 if TYPE_CHECKING:
     from carafe.gateway.guards.pipeline import GuardPipeline
 
-# A sentence ends at . ! ? … (and CJK stops), possibly followed by closing
-# quotes/brackets, then whitespace; or at a line break. The whitespace must
-# have arrived: "3." may still become "3.14".
-_BOUNDARY = re.compile(r"[.!?…。！？]+[\"'”’)\]]*\s+|\n+")
+# A sentence ends at . ! ? … possibly followed by closing quotes/brackets,
+# then whitespace (which must have arrived: "3." may still become "3.14"); at a
+# CJK full stop (no space follows those); or at a line break.
+_BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？]+[」』”’）]*|\n+")
 
 
 @dataclass

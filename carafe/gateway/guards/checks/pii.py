@@ -8,7 +8,7 @@ import unicodedata
 from carafe.gateway.guards.checks import Subject, decide
 from carafe.gateway.guards.config import CheckSettings, PiiMode
 from carafe.gateway.guards.checks.pii_recognizers import find_pii
-from carafe.gateway.guards.normalize import _INVISIBLE
+from carafe.gateway.guards.normalize import INVISIBLE
 from carafe.gateway.guards.verdict import GuardVerdict, Span
 
 
@@ -19,7 +19,7 @@ def _cleaned_with_map(text: str) -> tuple[str, list[int]]:
     out: list[str] = []
     where: list[int] = []
     for i, ch in enumerate(text):
-        if _INVISIBLE.match(ch):
+        if INVISIBLE.match(ch):
             continue
         folded = unicodedata.normalize("NFKC", ch) if not ch.isascii() else ch
         out.append(folded if len(folded) == 1 else ch)
