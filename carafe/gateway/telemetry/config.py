@@ -22,6 +22,9 @@ class TelemetryConfig(BaseModel):
         "http://127.0.0.1:4317",
         description="OTLP endpoint of the collector (gRPC: host:4317; HTTP: http://host:4318/v1/traces)",
     )
+    audit_file: bool = Field(
+        False, description="With exporter `otlp`: also write the JSON-lines file that `carafe audit` reads (one file per replica)"
+    )
     otlp_protocol: Literal["grpc", "http"] = Field("grpc", description="OTLP transport")
     otlp_headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent to the collector (e.g. auth)")
     otlp_timeout_s: float = Field(5.0, gt=0, description="Timeout of one OTLP export")

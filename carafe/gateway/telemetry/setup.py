@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
@@ -164,13 +164,23 @@ def setup_telemetry(
         label = type(exporter).__name__
     elif config.exporter != "none":
         exporter, trace_file = _build_exporter(config, Path(data_dir))
-    processor: SpanProcessor | None = None
-    if exporter is not None:
-        processor = CountingBatchSpanProcessor(
-            CountingExporter(exporter, label), name=label, max_queue_size=config.max_queue_size,
+    exporters: list[tuple[SpanExporter, str]] = [(exporter, label)] if exporter is not None else []
+    if config.exporter == "otlp" and config.audit_file and not in_memory:
+        file_exporter, trace_file = _build_exporter(config.model_copy(update={"exporter": "file"}), Path(data_dir))
+        exporters.append((file_exporter, "file"))
+    processors = [
+        CountingBatchSpanProcessor(
+            CountingExporter(exp, name), name=name, max_queue_size=config.max_queue_size,
             max_export_batch_size=min(config.export_batch_size, config.max_queue_size),
             schedule_delay_millis=config.schedule_delay_ms,
         )
+        for exp, name in exporters
+    ]
+    processor: SpanProcessor | None = processors[0] if len(processors) == 1 else None
+    if len(processors) > 1:
+        processor = SynchronousMultiSpanProcessor()
+        for p in processors:
+            processor.add_span_processor(p)
     with _LOCK:
         provider = _provider(name)
         previous = _PROCESSOR.current
@@ -178,5 +188,5 @@ def setup_telemetry(
         _SAMPLER.current = ParentBased(TraceIdRatioBased(config.sampling_ratio))
     if previous is not None and previous is not processor:
         previous.shutdown()
-    log.info("traces: %s%s", label, f" -> {trace_file}" if trace_file else "")
+    log.info("traces: %s%s", "+".join(n for _, n in exporters) or "none", f" (file {trace_file})" if trace_file else "")
     return Telemetry(config=config, provider=provider, processor=processor, trace_file=trace_file, memory=memory)

@@ -15,6 +15,7 @@ from carafe.gateway.telemetry import audit, metrics
 from carafe.gateway.telemetry.config import TelemetryConfig
 from carafe.gateway.telemetry.setup import setup_telemetry
 from tests.gateway.telemetry.conftest import build_app, read_trace_file
+from tests.servers import free_port
 
 tracer = trace.get_tracer("tests.telemetry")
 
@@ -148,3 +149,21 @@ class _Broken(SpanExporter):
 
 def _asgi_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://test")
+
+
+async def test_real_otlp_exporter_with_collector_down_keeps_serving_and_audit_file_still_written(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    cfg = TelemetryConfig(exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{port}", otlp_timeout_s=0.5,
+                          audit_file=True, schedule_delay_ms=10)
+    tel = setup_telemetry(cfg, data_dir=tmp_path)
+    before = metrics.spans_dropped()
+    try:
+        async with _asgi_client() as client:
+            r = await client.post("/v1/chat/completions", json={"user": "erin"})
+            assert r.status_code == 200
+        tel.force_flush(5000)
+    finally:
+        tel.shutdown()
+    assert metrics.spans_dropped() - before >= 4
+    assert tel.trace_file is not None
+    assert [r.user for r in audit.query(tel.trace_file)] == ["erin"]
