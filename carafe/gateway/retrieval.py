@@ -38,7 +38,7 @@ class Retriever:
     @property
     def configured(self) -> bool:
         """Whether there is anything to search (sources, a server, or an index on disk)."""
-        ix = self.config.indexer
+        ix = self.index.config
         return bool(ix.sources) or bool(ix.qdrant.url) or self.index.store_path.exists()
 
     async def retrieve(self, query: str, principal: Principal, *, top_k: int | None = None) -> list[Passage]:

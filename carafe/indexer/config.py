@@ -64,4 +64,5 @@ class IndexerConfig(BaseModel):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     qdrant: QdrantConfig = Field(default_factory=QdrantConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    sync_batch_chunks: int = Field(256, ge=1, description="Chunks embedded and written per step of a sync")
     watch_interval_s: float = Field(2.0, gt=0, description="Polling interval of `carafe index sync --watch`")

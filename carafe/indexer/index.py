@@ -68,7 +68,8 @@ class Index:
         """Bring the index in line with the sources (or the one named); save the report."""
         with self._sync_lock:
             manifest = Manifest(self.state_dir / "manifest.json")
-            syncer = Syncer(self.store, self.embedder, manifest, chunking=self.config.chunking, bm25=self.bm25)
+            syncer = Syncer(self.store, self.embedder, manifest, chunking=self.config.chunking, bm25=self.bm25,
+                            batch_chunks=self.config.sync_batch_chunks)
             report = syncer.sync(self.sources(source), complete=source is None, progress=progress)
             write_json_atomic(self.state_dir / "last_sync.json", report.to_dict())
             return report

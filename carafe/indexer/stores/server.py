@@ -5,6 +5,7 @@ is how it is tested where no server can run."""
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,8 +36,10 @@ class ServerStore:
                     vectors_config={DENSE: qm.VectorParams(size=dim, distance=qm.Distance.COSINE)},
                     sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
                 )
-                for name in KEYWORD_FIELDS:
-                    client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
+                with warnings.catch_warnings():  # local mode warns that it ignores payload indexes
+                    warnings.simplefilter("ignore", UserWarning)
+                    for name in KEYWORD_FIELDS:
+                        client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
         except Exception as exc:
             raise StoreUnavailable(f"cannot reach or prepare the Qdrant collection {collection!r}: {exc}") from exc
 
