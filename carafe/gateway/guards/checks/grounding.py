@@ -35,6 +35,7 @@ class PassageIndex:
             text = passage_text(p)
             self.units += [text[:2000]] + [s for s in sentences(text) if len(s.split()) >= 3]
         self.embedder = embedder
+        self.support: dict[str, float] = {}  # sentence -> best similarity, so finish() re-embeds nothing
         self._emb: np.ndarray | None = None
         self._lock = asyncio.Lock()
 
@@ -59,8 +60,12 @@ class GroundingCheck:
         sents = [s for s in sentences(text) if len(s.split()) >= self.min_words]
         if not sents or not index.units:
             return 1.0, 0, 0
-        emb = await asyncio.to_thread(index.embedder.encode, sents)
-        sims = (emb @ (await index.embeddings()).T).max(axis=1)
+        todo = [s for s in dict.fromkeys(sents) if s not in index.support]
+        if todo:
+            emb = await asyncio.to_thread(index.embedder.encode, todo)
+            for sent, sim in zip(todo, (emb @ (await index.embeddings()).T).max(axis=1)):
+                index.support[sent] = float(sim)
+        sims = np.array([index.support[s] for s in sents])
         return float(sims.min()), len(sents), int((sims < threshold).sum())
 
     async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
