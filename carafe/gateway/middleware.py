@@ -12,10 +12,6 @@ from carafe.gateway.errors import error_body
 Scope = dict[str, Any]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class RequestLimits:
     """Stamps ``scope['carafe.t0']`` and refuses bodies over ``max_body_bytes`` with 413."""
 
@@ -38,29 +34,33 @@ class RequestLimits:
                 if declared > limit:
                     await self._reject(send, declared)
                     return
+        # Read the body here (bounded), so that an oversized chunked upload is refused
+        # with 413 before any handler runs, whatever the handler does with errors.
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge()
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > limit:
                 await self._reject(send, seen)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        buffered = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return buffered
+            return await receive()  # afterwards: disconnect detection while streaming
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Any, size: int) -> None:
         body = json.dumps(error_body(

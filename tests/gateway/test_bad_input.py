@@ -14,7 +14,7 @@ MSG = [{"role": "user", "content": "hi"}]
 def post(gw: Gateway, body, *, path: str = "/v1/chat/completions", key: str | None = None, **kw) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or gw.user_key}"}
     headers.update(kw.pop("headers", {}))
-    if isinstance(body, (bytes, str)):
+    if not isinstance(body, (dict, list)):
         headers.setdefault("Content-Type", "application/json")
         return httpx.post(f"{gw.url}{path}", content=body, headers=headers, timeout=60, **kw)
     return httpx.post(f"{gw.url}{path}", json=body, headers=headers, timeout=60, **kw)
@@ -128,7 +128,7 @@ def test_missing_key_is_401(gateway: Gateway) -> None:
     assert err["type"] == "authentication_error"
 
 
-@pytest.mark.parametrize("key", ["crf_nope_nope", "sk-123", "crf_" + "a" * 12 + "_" + "b" * 43, ""])
+@pytest.mark.parametrize("key", ["crf_nope_nope", "sk-123", "crf_" + "a" * 12 + "_" + "b" * 43, "Bearer"])
 def test_wrong_key_is_401(gateway: Gateway, key: str) -> None:
     r = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
     assert_openai_error(r, 401)

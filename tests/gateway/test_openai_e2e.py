@@ -163,8 +163,12 @@ def test_embeddings_with_minilm(gateway: Gateway) -> None:
     sims = vecs @ vecs.T
     assert sims[0, 1] > sims[0, 2]
     assert resp.usage.prompt_tokens > 0
-    b64 = client.embeddings.create(model="all-MiniLM-L6-v2", input="hello", encoding_format="base64")
-    assert len(b64.data[0].embedding) == 384  # the SDK decodes base64 to floats
+    import base64
+
+    b64 = client.embeddings.create(model="all-MiniLM-L6-v2", input=["How many vacation days do I get?"],
+                                   encoding_format="base64")
+    decoded = np.frombuffer(base64.b64decode(b64.data[0].embedding), dtype="<f4")
+    assert np.allclose(decoded, vecs[0], atol=1e-5)
 
 
 def test_overhead_header_on_every_response(gateway: Gateway) -> None:
@@ -199,3 +203,26 @@ def test_unknown_model_is_404_not_found(gateway: Gateway) -> None:
         gateway.client().chat.completions.create(model="no-such-model", messages=HELLO)
     assert exc.value.body["code"] == "model_not_found"
     assert exc.value.body["param"] == "model"
+
+
+def test_client_disconnect_mid_stream_frees_the_slot(gateway: Gateway) -> None:
+    import time
+
+    engine = gateway.state.engine
+    before = engine.stats()["requests_cancelled"]
+    body = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "Tell a very long story."}],
+            "max_tokens": 2000, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {gateway.user_key}"}, timeout=120) as r:
+        for n, _ in enumerate(r.iter_lines()):
+            if n >= 3:
+                break  # hang up after a few tokens
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = engine.stats()
+        if stats["active_rows"] == 0 and stats["requests_cancelled"] > before:
+            break
+        time.sleep(0.1)
+    stats = engine.stats()
+    assert stats["requests_cancelled"] > before, stats
+    assert stats["active_rows"] == 0, stats
