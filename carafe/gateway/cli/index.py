@@ -23,7 +23,11 @@ app = typer.Typer(no_args_is_help=True)
 
 def _open(cfg: CarafeConfig) -> Index:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
     from carafe.indexer.embedding import Embedder
+
+    hf_logging.disable_progress_bar()  # keep --json output and the sync progress bar clean
 
     emb = cfg.indexer.embedding
     return Index(cfg.indexer, Embedder(emb.model, device=emb.device, batch_size=emb.batch_size), data_dir=cfg.data_dir)
