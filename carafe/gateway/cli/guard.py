@@ -47,7 +47,14 @@ def test(
     cfg = config_or_exit(config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        pipeline = GuardPipeline.from_config(cfg.guards)
+        with console.status("Loading the guard models…", spinner="dots"):
+            # Loaded up front so the latency column shows check time, not model loading.
+            from carafe.indexer.embedding import Embedder
+
+            embedder = Embedder()
+            pipeline = GuardPipeline.from_config(cfg.guards, embedder=embedder)
+            embedder.encode(["warm up"])  # first forward pass and phone metadata are one-off costs
+            pipeline.checks["pii"].scan("warm up +1 415 555 0132")  # type: ignore[attr-defined]
         final, verdicts, blocked = asyncio.run(_run(pipeline, text, output=output, policy=policy, passages=passage))
     except CarafeError as exc:
         fail(exc.message)
