@@ -53,6 +53,17 @@ def embedding_windows(text: str, size: int = 1000, limit: int = 3) -> list[str]:
     return [text[s:s + size] for s in dict.fromkeys(starts)]
 
 
+INLINE_CHARS = 2000
+
+
+async def off_loop(size: int, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` inline for short texts (~1 ms or less), in a worker thread
+    for long ones so the event loop keeps serving other requests."""
+    if size <= INLINE_CHARS:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
 @runtime_checkable
 class Check(Protocol):
     """One guard check. ``cost`` orders checks: cheap ones start first."""

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from carafe.gateway.guards.checks import Subject, decide
+from carafe.gateway.guards.checks import Subject, decide, off_loop
 from carafe.gateway.guards.checks.injection_rules import match_rules
 from carafe.gateway.guards.classifier import LinearClassifier, NgramClassifier, data_path, load_jsonl, load_or_fit
 from carafe.gateway.guards.config import CheckSettings
@@ -45,13 +45,13 @@ class InjectionCheck:
             return self._clf
 
     async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
-        hit = match_rules(subject.normalized)
+        hit = await off_loop(len(subject.normalized), match_rules, subject.normalized)
         if hit is not None:
             via = "" if hit.via == "plain" else f" (in a {hit.via}-encoded payload)"
             return decide(self.name, hit.family, RULE_SCORE, settings,
                           f"the text matches the {hit.family.replace('_', ' ')} rules{via}", stage=subject.stage)
         if self._ngram is not None:
-            score = float(self._ngram.proba([subject.normalized])[0])
+            score = float((await off_loop(len(subject.normalized), self._ngram.proba, [subject.normalized]))[0])
             return decide(self.name, "classifier", score, settings,
                           f"the injection classifier (n-grams) scores the text {score:.2f}", stage=subject.stage)
         if subject.embedder is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 
-from carafe.gateway.guards.checks import Subject, decide
+from carafe.gateway.guards.checks import Subject, decide, off_loop
 from carafe.gateway.guards.config import CheckSettings, PiiMode
 from carafe.gateway.guards.checks.pii_recognizers import find_pii
 from carafe.gateway.guards.normalize import INVISIBLE
@@ -83,7 +83,7 @@ class PiiCheck:
 
     async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
         mode = subject.policy.pii_mode if subject.policy is not None else None
-        spans = self.scan(subject.text)
+        spans = await off_loop(len(subject.text), self.scan, subject.text)
         if not spans:
             return GuardVerdict(check=self.name, category="none", stage=subject.stage)
         kinds = sorted({s.kind for s in spans})

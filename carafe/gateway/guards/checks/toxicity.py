@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from carafe.gateway.guards.checks import Subject, decide
+from carafe.gateway.guards.checks import Subject, decide, off_loop
 from carafe.gateway.guards.config import CheckSettings
 from carafe.gateway.guards.verdict import GuardVerdict
 
@@ -74,6 +74,6 @@ class ToxicityCheck:
         return float(max(probs)), "abuse"
 
     async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
-        score, category = self.score(subject.normalized)
+        score, category = await off_loop(len(subject.normalized), self.score, subject.normalized)
         return decide(self.name, category, score, settings,
                       f"offensive language ({category}) scored {score:.2f}", stage=subject.stage)
