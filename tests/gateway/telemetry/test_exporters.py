@@ -167,3 +167,23 @@ async def test_real_otlp_exporter_with_collector_down_keeps_serving_and_audit_fi
     assert metrics.spans_dropped() - before >= 4
     assert tel.trace_file is not None
     assert [r.user for r in audit.query(tel.trace_file)] == ["erin"]
+
+
+async def test_in_memory_and_none_exporters(tmp_path: Path) -> None:
+    tel = setup_telemetry(TelemetryConfig(), data_dir=tmp_path, in_memory=True)
+    try:
+        async with _asgi_client() as client:
+            await client.post("/v1/chat/completions", json={"user": "frank"})
+        tel.force_flush()
+        assert tel.memory is not None and tel.trace_file is None
+        assert any(s.attributes.get("carafe.principal") == "frank" for s in tel.memory.get_finished_spans())
+    finally:
+        tel.shutdown()
+    tel = setup_telemetry(TelemetryConfig(exporter="none"), data_dir=tmp_path)
+    try:
+        async with _asgi_client() as client:
+            r = await client.post("/v1/chat/completions", json={})
+        assert len(r.headers["x-carafe-trace-id"]) == 32  # ids for correlation, nothing exported
+    finally:
+        tel.shutdown()
+    assert not (tmp_path / "traces").exists()
