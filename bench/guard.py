@@ -68,6 +68,26 @@ async def input_pipeline(guards: GuardPipeline, texts: list[str]) -> list[float]
     return lat
 
 
+async def grounding(guards: GuardPipeline, rows: list[dict]) -> tuple[float, float, list[float]]:
+    """Unsupported sentences flagged (recall) and supported ones flagged (FPR), default policy."""
+    from carafe.gateway.guards.checks.grounding import PassageIndex
+
+    settings = guards.policy(None).output["grounding"]
+    tp = fp = 0
+    lat: list[float] = []
+    for r in rows:
+        index = PassageIndex([r["passage"]], guards.embedder)
+        await index.embeddings()  # passages are embedded once per answer, not per sentence
+        subject = guards.subject(r["text"], "output", guards.policy(None), passage_index=index)
+        start = time.perf_counter()
+        verdict = await guards.checks["grounding"].check(subject, settings)
+        lat.append((time.perf_counter() - start) * 1000)
+        tp += r["label"] and verdict.flagged
+        fp += (not r["label"]) and verdict.flagged
+    pos = sum(r["label"] for r in rows)
+    return tp / pos, fp / (len(rows) - pos), lat
+
+
 ANSWERS = [
     ("Employees receive 30 days of paid vacation per year. Requests go through the HR portal at least two weeks ahead. "
      "Unused days can be carried over until March. Contact hr@example.com if the portal is down. Have a nice day!",
@@ -162,6 +182,9 @@ async def main(quick: bool) -> None:
     print(row("pii (structured types)", rec, fpr, lat, len(pii)))
     rec, fpr, lat = await eval_check(guards, "toxicity", tox)
     print(row("toxicity", rec, fpr, lat, len(tox)))
+    ground = load_jsonl(data_path("grounding_eval.jsonl"))
+    rec, fpr, lat = await grounding(guards, ground[::3] if quick else ground)
+    print(row("grounding (output, per sentence)", rec, fpr, lat, len(ground[::3] if quick else ground)))
     texts = [r["text"] for r in inj + pii + tox]
     print(row("ALL input checks (MiniLM injection)", None, None, await input_pipeline(guards, texts), len(texts)))
     print(row("ALL input checks (n-gram injection)", None, None, await input_pipeline(fast, texts), len(texts)))

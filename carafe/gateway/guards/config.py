@@ -39,7 +39,7 @@ def _default_output() -> dict[str, CheckSettings]:
     return {
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
-        "grounding": CheckSettings(action="log", threshold=0.35),
+        "grounding": CheckSettings(action="log", threshold=0.5),
         "leak": CheckSettings(action="redact", threshold=0.9),
     }
 
@@ -96,7 +96,7 @@ def _default_policies() -> dict[str, PolicyConfig]:
         "default": PolicyConfig(),
         "strict": PolicyConfig(
             deny_topics=["medical_advice", "legal_advice", "investment_advice"],
-            output={**_default_output(), "grounding": CheckSettings(action="block", threshold=0.35),
+            output={**_default_output(), "grounding": CheckSettings(action="block", threshold=0.5),
                     "leak": CheckSettings(action="block", threshold=0.85)},
         ),
         "log_only": PolicyConfig(input=log_only, output=log_out),

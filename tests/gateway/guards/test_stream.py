@@ -100,3 +100,17 @@ async def test_non_streaming_use_is_feed_then_finish(pipeline):
     stream = pipeline.output_stream()
     text = (await stream.feed("All good here. No issues")).text + (await stream.finish()).text
     assert text == "All good here. No issues"
+
+
+async def test_paraphrases_of_the_passages_count_as_grounded(embedder):
+    """Supported sentences (paraphrases) must not be flagged; clear fabrications mostly are."""
+    from carafe.gateway.guards.checks.grounding import GroundingCheck, PassageIndex
+    from tests.gateway.guards.conftest import load_rows
+
+    check, flagged = GroundingCheck(), {0: 0, 1: 0}
+    rows = load_rows("grounding_eval.jsonl")
+    for r in rows:
+        low, scored, _ = await check.support(r["text"], PassageIndex([r["passage"]], embedder))
+        flagged[r["label"]] += scored > 0 and low < 0.5
+    assert flagged[0] == 0
+    assert flagged[1] >= 0.3 * sum(r["label"] for r in rows)
