@@ -1,0 +1,317 @@
+"""The in-process engine: transformers + PEFT, continuous batching, LoRA per row.
+
+Model code runs only on the scheduler's worker thread (:mod:`carafe.adapters.scheduler`);
+the async API tokenizes, validates, hands the request over and awaits chunks. A batch
+may mix the base model and any resident adapters: PEFT applies each row's adapter in
+the same forward pass (``adapter_names=[...]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from carafe.adapters.base_model import BaseModelFiles, prepare_base_model, resolve_source
+from carafe.adapters.config import EngineConfig
+from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
+from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
+from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
+from carafe.adapters.sampling import RowSampler
+from carafe.adapters.scheduler import Request, Scheduler
+from carafe.adapters.textstream import TextStream
+from carafe.errors import InvalidInput, TooLarge
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+log = logging.getLogger("carafe.adapters.local")
+
+
+@dataclass(slots=True)
+class _Resident:
+    info: AdapterInfo
+    internal: str  # PEFT adapter name (PEFT names may not contain dots)
+    resolved: Path
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+class LocalEngine:
+    """Serves the base model and LoRA adapters in this process (see :class:`Engine`)."""
+
+    def __init__(self, config: EngineConfig | None = None, models_dir: Path | str = Path(".carafe/models")) -> None:
+        self.config = config or EngineConfig()
+        self.models_dir = Path(models_dir)
+        self.device = pick_device(self.config.device)
+        self._files: BaseModelFiles | None = None
+        self._tokenizer: Any = None
+        self._base: Any = None
+        self._peft: Any = None
+        self._scheduler: Scheduler | None = None
+        self._eos: frozenset[int] = frozenset()
+        self._max_len = self.config.max_model_len
+        self._adapters: dict[str, _Resident] = {}
+        self._linears: dict[str, tuple[int, int]] = {}
+        self._retiring: dict[str, asyncio.Future] = {}
+        self._serial = 0
+        self._start_lock = asyncio.Lock()
+        self._adapter_lock = asyncio.Lock()
+
+    # ---- identity ----------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        if self._files is not None:
+            return self._files.model_id
+        return self.config.model_id or resolve_source(self.config.model)[1]
+
+    @property
+    def model_digest(self) -> str:
+        if self._files is None:  # converts the model if needed (once per machine)
+            self._files = prepare_base_model(self.config.model, self.models_dir, self.config.model_id)
+        return self._files.digest
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_len
+
+    @property
+    def ready(self) -> bool:
+        return self._scheduler is not None
+
+    @property
+    def files(self) -> BaseModelFiles | None:
+        """Where the loaded base model lives (after :meth:`start`)."""
+        return self._files
+
+    # ---- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._scheduler is None:
+                await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        files = prepare_base_model(self.config.model, self.models_dir, self.config.model_id)
+        dtype = {"auto": torch.float32 if self.device.type == "cpu" else torch.bfloat16, "float32": torch.float32,
+                 "bfloat16": torch.bfloat16, "float16": torch.float16}[self.config.dtype]
+        tokenizer = AutoTokenizer.from_pretrained(files.folder)
+        model = AutoModelForCausalLM.from_pretrained(files.folder, dtype=dtype).to(self.device).eval()
+        eos = {tokenizer.eos_token_id}
+        try:
+            gen_eos = GenerationConfig.from_pretrained(files.folder).eos_token_id
+            eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        except OSError:
+            pass
+        self._eos = frozenset(e for e in eos if e is not None)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
+        limit = getattr(model.config, "max_position_embeddings", None) or self.config.max_model_len
+        self._max_len = min(self.config.max_model_len, int(limit))
+        self._files, self._tokenizer, self._base = files, tokenizer, model
+        # shapes of the plain model's Linear layers, for checking adapters (taken before PEFT wraps them)
+        self._linears = {n: (m.in_features, m.out_features) for n, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear)}
+        scheduler = Scheduler(model, model.config, device=self.device, pad_id=pad,
+                              max_batch_size=self.config.max_batch_size,
+                              batch_wait_s=self.config.batch_wait_ms / 1000)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("serving %s (%s) on %s", files.model_id, files.digest, self.device)
+
+    async def close(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: queue_depth, active_rows, steps, prefills, tokens_generated..."""
+        base = {"queue_depth": 0, "active_rows": 0, "steps": 0, "prefills": 0, "tokens_generated": 0,
+                "requests_finished": 0, "requests_cancelled": 0}
+        if self._scheduler is not None:
+            base.update(self._scheduler.stats())
+        return {**base, "adapters": len(self._adapters)}
+
+    # ---- text --------------------------------------------------------------
+    def _require_ready(self) -> Scheduler:
+        if self._scheduler is None:
+            raise EngineUnavailable("the model is not loaded yet; retry shortly")
+        return self._scheduler
+
+    def count_tokens(self, text: str) -> int:
+        self._require_ready()
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def chat_prompt(self, messages: list[ChatMessage]) -> str:
+        self._require_ready()
+        return self._tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
+                                                   tokenize=False, add_generation_prompt=True)
+
+    def chat(self, messages: list[ChatMessage], params: SamplingParams, *, adapter: str | None = None,
+             request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+        return self._generate(lambda: self._tokenizer.encode(self.chat_prompt(messages), add_special_tokens=False),
+                              params, adapter)
+
+    def complete(self, prompt: str, params: SamplingParams, *, adapter: str | None = None,
+                 request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+        return self._generate(lambda: self._tokenizer.encode(prompt, add_special_tokens=True), params, adapter)
+
+    def _check_params(self, params: SamplingParams, prompt_len: int) -> None:
+        if params.max_tokens < 1:
+            raise InvalidInput("max_tokens must be at least 1", param="max_tokens")
+        if params.temperature < 0 or not 0 < params.top_p <= 1 or not 0 <= params.min_p <= 1:
+            raise InvalidInput("temperature must be >= 0, top_p in (0, 1] and min_p in [0, 1]", param="temperature")
+        if params.repetition_penalty <= 0:
+            raise InvalidInput("repetition_penalty must be > 0", param="repetition_penalty")
+        vocab = len(self._tokenizer)
+        if any(not 0 <= t < vocab for t in params.stop_token_ids):
+            raise InvalidInput(f"stop_token_ids must be token ids below {vocab}", param="stop_token_ids")
+        if prompt_len + params.max_tokens > self._max_len:
+            raise TooLarge(f"the prompt has {prompt_len} tokens and max_tokens is {params.max_tokens}: together "
+                           f"{prompt_len + params.max_tokens}, over the model's limit of {self._max_len} tokens; "
+                           "shorten the prompt or lower max_tokens", param="max_tokens", code="context_length_exceeded")
+
+    async def _generate(self, encode: Any, params: SamplingParams, adapter: str | None) -> AsyncIterator[GenerationChunk]:
+        scheduler = self._require_ready()
+        internal = None
+        if adapter is not None and adapter != self.model_id:
+            resident = self._adapters.get(adapter)
+            if resident is None:
+                raise AdapterNotFound(f"adapter {adapter!r} is not loaded", param="model")
+            internal = resident.internal
+        prompt_ids = encode()
+        self._check_params(params, len(prompt_ids))
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+
+        def emit(item: GenerationChunk | BaseException) -> None:
+            try:
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody listens anymore
+                request.cancelled = True
+
+        request = Request(prompt_ids=prompt_ids, params=params, emit=emit, adapter=internal, max_len=self._max_len,
+                          sampler=RowSampler(params, prompt_ids, self._eos, device=self.device),
+                          stream=TextStream(self._tokenizer, params.stop))
+        scheduler.submit(request)
+        try:
+            while True:
+                item = await chunks.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            request.cancelled = True  # the worker drops the row at its next step
+
+    # ---- adapters ----------------------------------------------------------
+    def adapters(self) -> list[AdapterInfo]:
+        return [r.info for r in self._adapters.values()]
+
+    def _check_fits(self, folder: Path) -> int:
+        """PEFT checks plus: every LoRA weight targets a base module of matching shape."""
+        rank = check_peft_dir(folder, max_rank=self.config.max_lora_rank)
+        modules = self._linears
+        for key, meta in read_safetensors_header(folder / WEIGHTS_FILE).items():
+            for part, dim in (("lora_A", 1), ("lora_B", 0)):
+                if f".{part}." not in key:
+                    continue
+                name = key.split(f".{part}.")[0].removeprefix("base_model.model.")
+                module = modules.get(name)
+                if module is None:
+                    raise InvalidAdapter(f"{folder} targets {name!r}, which the base model {self.model_id} does not "
+                                         "have: the adapter was trained for another model", param="path")
+                want = module[0] if part == "lora_A" else module[1]
+                if int(meta["shape"][dim]) != want:
+                    raise InvalidAdapter(f"{folder}: {key} has shape {meta['shape']}, which does not fit {name} of "
+                                         f"{self.model_id}; the adapter was trained for another model", param="path")
+        return rank
+
+    def _attach(self, internal: str, folder: Path) -> None:
+        """Worker thread: add the adapter to the model (wrapping it on first use)."""
+        from peft import PeftModel
+
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(self._base, str(folder), adapter_name=internal, is_trainable=False)
+        else:
+            self._peft.load_adapter(str(folder), adapter_name=internal, is_trainable=False)
+        self._peft.eval()
+        assert self._scheduler is not None
+        self._scheduler.model, self._scheduler.peft = self._peft, True
+
+    def _detach(self, internal: str) -> None:
+        """Worker thread: delete the adapter's weights (unwrapping after the last one)."""
+        assert self._scheduler is not None
+        if list(self._peft.peft_config) == [internal]:
+            self._base = self._peft.base_model.unload()
+            self._peft = None
+            self._scheduler.model, self._scheduler.peft = self._base, False
+        else:
+            self._peft.delete_adapter(internal)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    async def load_adapter(self, name: str, path: str) -> AdapterInfo:
+        scheduler = self._require_ready()
+        folder = Path(path).expanduser()
+        async with self._adapter_lock:
+            if name in self._retiring:  # an unload of the same name is draining: let it finish
+                await asyncio.shield(self._retiring[name])
+            current = self._adapters.get(name)
+            if current is not None:
+                if current.resolved == folder.resolve():
+                    return current.info
+                raise AdapterConflict(f"adapter {name!r} is already loaded from {current.info.path}; unload it "
+                                      "first or pick another name", param="lora_name")
+            if name == self.model_id:
+                raise AdapterConflict(f"{name!r} is the base model's name", param="lora_name")
+            if len(self._adapters) >= self.config.max_loras:
+                raise AdapterConflict(f"{len(self._adapters)} adapters are loaded, the limit "
+                                      f"(adapters.engine.max_loras); unload one first", param="lora_name")
+            if not folder.is_dir():
+                raise InvalidAdapter(f"{folder} is not a folder", param="path")
+            rank = await asyncio.to_thread(self._check_fits, folder)
+            self._serial += 1
+            internal = f"carafe_{self._serial}"
+            await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder)))
+            info = AdapterInfo(name=name, path=str(path), rank=rank)
+            self._adapters[name] = _Resident(info, internal, folder.resolve())
+            log.info("loaded adapter %s from %s (rank %s)", name, path, rank)
+            return info
+
+    async def unload_adapter(self, name: str) -> None:
+        """New requests for ``name`` fail at once; running ones finish, then its weights go."""
+        scheduler = self._require_ready()
+        resident = self._adapters.pop(name, None)
+        if resident is None:
+            raise AdapterNotFound(f"adapter {name!r} is not loaded", param="lora_name")
+        done = asyncio.wrap_future(scheduler.retire(resident.internal, lambda: self._detach(resident.internal)))
+        self._retiring[name] = done
+        try:
+            await asyncio.shield(done)
+        finally:
+            if self._retiring.get(name) is done:
+                del self._retiring[name]
+        log.info("unloaded adapter %s", name)
+
+
+def create_engine(config: EngineConfig, models_dir: Path) -> Any:
+    """The engine ``config.backend`` names (not started)."""
+    if config.backend == "vllm":
+        from carafe.adapters.vllm import VLLMEngine
+
+        return VLLMEngine(config)
+    return LocalEngine(config, models_dir=models_dir)

@@ -1,0 +1,103 @@
+"""Choosing the next token for every row of a batch from one logits tensor.
+
+Logits processing is vectorised across rows (temperature, top-k, top-p, min-p);
+penalties touch only the rows that ask for them. The final draw uses each request's
+own ``torch.Generator``, so a seeded request samples the same tokens whether it runs
+alone or shares the batch with others.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import torch
+
+from carafe.adapters.engine import SamplingParams
+
+_NEG_INF = float("-inf")
+
+
+@dataclass(slots=True)
+class RowSampler:
+    """One request's sampling state: its params, generator and token history."""
+
+    params: SamplingParams
+    prompt_ids: list[int]
+    eos_ids: frozenset[int]
+    device: torch.device | str = "cpu"
+    output_ids: list[int] = field(default_factory=list)
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator(device=self.device)
+        seed = self.params.seed if self.params.seed is not None else secrets.randbits(63)
+        self.generator.manual_seed(int(seed) & ((1 << 63) - 1))
+
+    @property
+    def banned_now(self) -> list[int]:
+        """Tokens that may not end the output yet (EOS and stop tokens before ``min_tokens``)."""
+        if len(self.output_ids) >= self.params.min_tokens:
+            return []
+        return list(self.params.stop_token_ids) + ([] if self.params.ignore_eos else list(self.eos_ids))
+
+    def is_stop_token(self, token: int) -> bool:
+        return (token in self.eos_ids and not self.params.ignore_eos) or token in self.params.stop_token_ids
+
+
+def _apply_penalties(row: torch.Tensor, s: RowSampler) -> None:
+    p = s.params
+    if p.repetition_penalty != 1.0:  # vLLM: over prompt and output tokens
+        seen = torch.tensor(sorted(set(s.prompt_ids) | set(s.output_ids)), dtype=torch.long, device=row.device)
+        vals = row[seen]
+        row[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    if (p.presence_penalty or p.frequency_penalty) and s.output_ids:  # over output tokens only
+        out = torch.tensor(s.output_ids, dtype=torch.long, device=row.device)
+        counts = torch.bincount(out, minlength=row.shape[-1]).to(row.dtype)
+        row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
+
+
+def _filter(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
+    """Top-k / top-p / min-p masks, vectorised over the rows (logits already tempered)."""
+    dev = logits.device
+    top_k = [s.params.top_k for s in samplers]
+    top_p = [s.params.top_p for s in samplers]
+    min_p = [s.params.min_p for s in samplers]
+    vocab = logits.shape[-1]
+    if any(0 < k < vocab for k in top_k) or any(p < 1.0 for p in top_p):
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        ks = torch.tensor([k if 0 < k < vocab else vocab for k in top_k], device=dev).unsqueeze(1)
+        ranks = torch.arange(vocab, device=dev).unsqueeze(0)
+        sorted_logits = sorted_logits.masked_fill(ranks >= ks, _NEG_INF)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass strictly before each token: the first always stays
+        ps = torch.tensor(top_p, device=dev, dtype=probs.dtype).unsqueeze(1)
+        sorted_logits = sorted_logits.masked_fill(before >= ps, _NEG_INF)
+        logits = torch.full_like(logits, _NEG_INF).scatter(-1, order, sorted_logits)
+    if any(m > 0 for m in min_p):
+        probs = logits.softmax(dim=-1)
+        floor = torch.tensor(min_p, device=dev, dtype=probs.dtype).unsqueeze(1) * probs.max(dim=-1, keepdim=True).values
+        logits = logits.masked_fill(probs < floor, _NEG_INF)
+    return logits
+
+
+def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
+    """The next token of each row; ``logits`` is ``(rows, vocab)``."""
+    logits = logits.float()
+    for i, s in enumerate(samplers):
+        p = s.params
+        if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+            _apply_penalties(logits[i], s)
+        banned = s.banned_now
+        if banned:
+            logits[i, banned] = _NEG_INF
+    temps = [s.params.temperature for s in samplers]
+    choice = logits.argmax(dim=-1)
+    hot = [i for i, t in enumerate(temps) if t > 0]
+    if hot:
+        idx = torch.tensor(hot, device=logits.device)
+        t = torch.tensor([temps[i] for i in hot], device=logits.device, dtype=logits.dtype).unsqueeze(1)
+        probs = _filter(logits[idx] / t, [samplers[i] for i in hot]).softmax(dim=-1)
+        for j, i in enumerate(hot):
+            choice[i] = torch.multinomial(probs[j], 1, generator=samplers[i].generator)[0]
+    return choice.tolist()
