@@ -47,6 +47,17 @@ class Retriever:
             return []
         return await asyncio.to_thread(self.index.search, query, scope_of(principal), top_k=top_k)
 
+    @property
+    def leak_index(self) -> Retriever:
+        """What the output leak guard queries (:meth:`restricted_matches`)."""
+        return self
+
+    async def restricted_matches(self, text: str, principal: Principal) -> list[tuple[str, float, str]]:
+        """Indexed chunks closest to ``text`` that ``principal`` may NOT read."""
+        if not text.strip() or not self.configured:
+            return []
+        return await asyncio.to_thread(self.index.restricted_matches, text, scope_of(principal))
+
     async def sync(self, source: str | None = None, progress: Progress | None = None) -> SyncReport:
         return await asyncio.to_thread(self.index.sync, source, progress=progress)
 

@@ -27,16 +27,31 @@ def resolve_embedding_model(spec: str) -> Path:
     return path
 
 
+def _int8(model):
+    """Dynamic int8 quantization of the Linear layers (CPU): about 2x faster, slightly
+    different vectors, so an index must be built and queried with the same setting."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class Embedder:
     """Thread-safe wrapper around a local SentenceTransformer."""
 
-    def __init__(self, model: str = MINILM, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, model: str = MINILM, *, device: str = "cpu", batch_size: int = 64, quantize: bool = False) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.path = resolve_embedding_model(model)
         self.model_id = "all-MiniLM-L6-v2" if model.lower() == MINILM else self.path.name
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
+        if quantize:
+            self._model = _int8(self._model)
+            self.model_id += "-int8"
         self._lock = threading.Lock()
         self.dim: int = int(getattr(self._model, "get_embedding_dimension", None) and self._model.get_embedding_dimension() or self._model.get_sentence_embedding_dimension() or 384)
         self.max_seq_length: int = int(self._model.max_seq_length)

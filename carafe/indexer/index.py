@@ -99,6 +99,18 @@ class Index:
         dense = self.embedder.encode([query])[0]
         return self.search_vectors(dense, query, scope, top_k=top_k, mode=mode)
 
+    def restricted_matches(self, text: str, scope: AccessScope, *, limit: int = 3) -> list[tuple[str, float, str]]:
+        """(doc_id, cosine similarity, chunk text) of the closest chunks ``scope`` may NOT read.
+
+        For the output guard that catches an adapter repeating documents the caller
+        may not see; empty for an unrestricted scope."""
+        if scope.unrestricted or not text.strip():
+            return []
+        dense = self.embedder.encode([text])[0]
+        hits = self.store.search(HybridQuery(dense=dense, sparse=self.bm25.query(""), scope=scope, limit=limit,
+                                             use_sparse=False, complement=True))
+        return [(str(h.payload.get("doc_id", "")), h.score, str(h.payload.get("text", ""))) for h in hits]
+
     def stats(self) -> dict[str, Any]:
         docs = self.store.doc_points()
         per_source: dict[str, int] = {}

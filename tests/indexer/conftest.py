@@ -50,6 +50,22 @@ def policies(tmp_path: Path) -> Path:
     return target
 
 
+SMALL = ["hr/_acl.yaml", "hr/salary-bands-2026.md", "hr/annual-leave.md", "finance/_acl.yaml",
+         "finance/price-list-2026.md", "finance/travel-expenses.md", "legal/_acl.yaml", "legal/litigation-hold.md",
+         "public/_acl.yaml", "public/company-overview.md", "engineering/_acl.yaml", "engineering/on-call.md",
+         "engineering/architecture-overview.html"]
+
+
+@pytest.fixture
+def small_policies(tmp_path: Path) -> Path:
+    """A dozen documents of examples/policies (every department), for tests where size does not matter."""
+    target = tmp_path / "small-policies"
+    for rel in SMALL:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(POLICIES / rel, target / rel)
+    return target
+
+
 def write(root: Path, rel: str, text: str) -> Path:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -95,3 +95,18 @@ def test_filter_is_inside_the_query_not_after_it(make_index, tmp_path, store_kin
     [hit] = index.search("tulip tulip bulbs", AccessScope.of("me", ["mine"]), top_k=1)
     assert hit.doc_id == "c:allowed.md"
     assert index.search("tulip", AccessScope.of("", [])) == []  # no identity: nothing, never everything
+
+
+async def test_leak_guard_index_finds_only_what_the_caller_may_not_read(
+    make_index, real_embedder, secret_corpus, store_kind, tmp_path,
+):
+    index = make_index(SourceConfig(name="sec", path=secret_corpus), kind=store_kind)
+    index.sync()
+    leak_index = Retriever(CarafeConfig(data_dir=tmp_path / "unused"), real_embedder, index=index).leak_index
+    answer = "The secret code for this document is HR-SECRET-7731. Keep it confidential."
+    matches = await leak_index.restricted_matches(answer, USERS["fred"])
+    assert matches[0][0] == "sec:hr/raises.md" and matches[0][1] > 0.8
+    assert all(doc != "sec:finance/deal.md" for doc, _, _ in matches)  # fred may read it: not restricted
+    assert await leak_index.restricted_matches(answer, USERS["root"]) == []
+    nobody = {doc for doc, _, _ in await leak_index.restricted_matches(answer, USERS["nobody"])}
+    assert "sec:hr/raises.md" in nobody

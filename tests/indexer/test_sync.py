@@ -100,8 +100,9 @@ def test_sync_of_one_source_leaves_the_others_alone(make_index, tmp_path):
     assert set(index.store.doc_points()) == {"b:two.md"}
 
 
-def test_last_report_and_stats_survive_a_reopen(make_index, tmp_path, policies):
+def test_last_report_and_stats_survive_a_reopen(make_index, tmp_path, small_policies):
     data = tmp_path / "d"
+    policies = small_policies
     index = make_index(SourceConfig(name="policies", path=policies), data_dir=data)
     report = index.sync()
     index.close()

@@ -30,7 +30,8 @@ def _open(cfg: CarafeConfig) -> Index:
     hf_logging.disable_progress_bar()  # keep --json output and the sync progress bar clean
 
     emb = cfg.indexer.embedding
-    return Index(cfg.indexer, Embedder(emb.model, device=emb.device, batch_size=emb.batch_size), data_dir=cfg.data_dir)
+    embedder = Embedder(emb.model, device=emb.device, batch_size=emb.batch_size, quantize=emb.quantize)
+    return Index(cfg.indexer, embedder, data_dir=cfg.data_dir)
 
 
 def _summary(report: SyncReport) -> None:

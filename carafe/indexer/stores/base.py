@@ -44,6 +44,7 @@ class HybridQuery:
     weights: tuple[float, float] = (1.0, 1.0)
     use_dense: bool = True
     use_sparse: bool = True
+    complement: bool = False  # search what ``scope`` may NOT read (the leak guard); scores are raw then
 
 
 def acl_terms(scope: AccessScope) -> tuple[list[str], list[str]] | None:

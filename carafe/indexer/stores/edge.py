@@ -73,12 +73,18 @@ class EdgeStore:
             should.append(qe.FieldCondition(key="acl_groups", match=qe.MatchAny(groups)))
         if users:
             should.append(qe.FieldCondition(key="acl_users", match=qe.MatchAny(users)))
-        return qe.Filter(should=should)
+        return qe.Filter(must_not=should) if query.complement else qe.Filter(should=should)
 
     def search(self, query: HybridQuery) -> list[Hit]:
+        if query.complement and query.scope.unrestricted:
+            return []  # nothing is hidden from an admin
         flt = self._filter(query)
-        if flt is not None and not flt.should:
+        if flt is not None and not query.complement and not flt.should:
             return []  # nobody to match: never widen to match-all
+        if query.complement:  # one dense ranking, raw cosine scores
+            request = qe.QueryRequest(limit=query.limit, query=qe.Query.Nearest([float(x) for x in query.dense], using=DENSE),
+                                      filter=flt, with_payload=True)
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
         prefetches = []
         weights = []
         if query.use_dense:
@@ -115,6 +121,10 @@ class EdgeStore:
 
     def flush(self) -> None:
         self._shard.flush()
+
+    def optimize(self) -> bool:
+        """Merge segments and build the HNSW / sparse indexes now (blocking)."""
+        return bool(self._shard.optimize())
 
     def close(self) -> None:
         if self._shard is not None:

@@ -77,12 +77,18 @@ class ServerStore:
             should.append(qm.FieldCondition(key="acl_groups", match=qm.MatchAny(any=groups)))
         if users:
             should.append(qm.FieldCondition(key="acl_users", match=qm.MatchAny(any=users)))
-        return qm.Filter(should=should)
+        return qm.Filter(must_not=should) if query.complement else qm.Filter(should=should)
 
     def search(self, query: HybridQuery) -> list[Hit]:
+        if query.complement and query.scope.unrestricted:
+            return []  # nothing is hidden from an admin
         flt = self._filter(query)
-        if flt is not None and not flt.should:
+        if flt is not None and not query.complement and not flt.should:
             return []  # nobody to match: never widen to match-all
+        if query.complement:  # one dense ranking, raw cosine scores
+            result = self.client.query_points(self.collection, query=[float(x) for x in query.dense], using=DENSE,
+                                              query_filter=flt, limit=query.limit, with_payload=True)
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
         prefetch, weights = [], []
         if query.use_dense:
             prefetch.append(qm.Prefetch(query=[float(x) for x in query.dense], using=DENSE, limit=query.candidates, filter=flt))
