@@ -10,6 +10,7 @@ from typing import Any
 from carafe.gateway.errors import error_body
 
 Scope = dict[str, Any]
+OVERHEAD = b"x-carafe-overhead-duration-ms"
 
 
 class RequestLimits:
@@ -60,7 +61,20 @@ class RequestLimits:
                 return buffered
             return await receive()  # afterwards: disconnect detection while streaming
 
-        await self.app(scope, replay, send)
+        t0 = scope["carafe.t0"]
+
+        async def send_with_overhead(message: dict[str, Any]) -> None:
+            # Generation endpoints set the header themselves (engine time excluded);
+            # for everything else the whole request is gateway time.
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k == OVERHEAD for k, _ in headers):
+                    elapsed = (time.perf_counter() - t0) * 1000.0
+                    headers.append((OVERHEAD, f"{elapsed:.3f}".encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, replay, send_with_overhead)
 
     async def _reject(self, send: Any, size: int) -> None:
         body = json.dumps(error_body(

@@ -176,6 +176,10 @@ def test_overhead_header_on_every_response(gateway: Gateway) -> None:
         model=BASE_MODEL, messages=HELLO, max_tokens=2)
     assert float(raw.headers["x-carafe-overhead-duration-ms"]) >= 0
     assert raw.headers["x-carafe-adapter"] == BASE_MODEL
+    for r in (httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {gateway.user_key}"}),
+              httpx.get(f"{gateway.url}/v1/models"),  # an error response too
+              httpx.get(f"{gateway.url}/healthz")):
+        assert float(r.headers["x-carafe-overhead-duration-ms"]) >= 0
 
 
 def test_concurrent_async_clients(gateway: Gateway) -> None:
