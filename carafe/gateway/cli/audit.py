@@ -14,23 +14,24 @@ from carafe.gateway.telemetry import audit as trail
 
 app = typer.Typer(invoke_without_command=True)
 
-FileOption = typer.Option(None, "--file", "-f", help="Trace file (default: telemetry.file_path or <data_dir>/traces/traces.jsonl)")
+FileOption = typer.Option(None, "--file", "-f", help="Trace file, repeatable: one per replica (default: telemetry.file_path or <data_dir>/traces/traces.jsonl)")
 SinceOption = typer.Option(None, "--since", help="From this long ago (7d, 12h, 30m, 2w) or an ISO date")
 UntilOption = typer.Option(None, "--until", help="Up to this long ago or an ISO date")
 
 
-def _trace_file(config: Path | None, file: Path | None) -> Path:
-    if file is not None:
-        path = file
+def _trace_files(config: Path | None, files: list[Path] | None) -> list[Path]:
+    if files:
+        paths = list(files)
     else:
         cfg = config_or_exit(config)
         if cfg.telemetry.exporter != "file" and cfg.telemetry.file_path is None:
             console.print(f"[yellow]note:[/] telemetry.exporter is {cfg.telemetry.exporter!r}; "
                           "this process writes no trace file — query your collector's backend (Jaeger/Tempo) instead")
-        path = cfg.telemetry.file_path or cfg.data_dir / "traces" / "traces.jsonl"
-    if not trail.trace_files(path):
-        fail(f"no trace file at {path}: start the gateway with telemetry.exporter: file, or pass --file")
-    return path
+        paths = [cfg.telemetry.file_path or cfg.data_dir / "traces" / "traces.jsonl"]
+    for path in paths:
+        if not trail.trace_files(path):
+            fail(f"no trace file at {path}: start the gateway with telemetry.exporter: file, or pass --file")
+    return paths
 
 
 def _when(text: str | None, param: str) -> datetime | None:
@@ -52,21 +53,21 @@ def search(
     until: str | None = UntilOption,
     guard_action: str | None = typer.Option(None, "--guard-action", "-g", help="Only requests where a guard took this action (block, redact, flag...)"),
     limit: int = typer.Option(200, "--limit", "-n", min=1, help="Show at most this many (newest)"),
-    file: Path | None = FileOption,
+    file: list[Path] | None = FileOption,
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
     """List audited requests: who asked, route, adapter@version, documents shown, guard decisions."""
     if ctx.invoked_subcommand is not None:
         return
-    path = _trace_file(config, file)
-    found = trail.query(path, user=user, adapter=adapter, doc=doc, since=_when(since, "since"),
+    paths = _trace_files(config, file)
+    found = trail.query(paths, user=user, adapter=adapter, doc=doc, since=_when(since, "since"),
                         until=_when(until, "until"), guard_action=guard_action)[-limit:]
     if as_json:
         print_json([r.to_dict() for r in found])
         return
     table = Table("time (UTC)", "user", "request", "status", "adapter", "documents", "guards", "tokens in/out", "trace id",
-                  title=f"{len(found)} audited request(s) in {path}")
+                  title=f"{len(found)} audited request(s) in {', '.join(map(str, paths))}")
     for r in found:
         guards = ", ".join(f"{c}:{a}" for c, a in r.guard_actions if a not in ("allow", "pass", "skip"))
         tokens = f"{r.input_tokens}/{r.output_tokens}" if r.input_tokens is not None else ""
@@ -80,13 +81,13 @@ def doc_exposure(
     doc_id: str = typer.Argument(..., help="Document id (e.g. policies:hr/leave.md), optionally @version"),
     since: str | None = SinceOption,
     until: str | None = UntilOption,
-    file: Path | None = FileOption,
+    file: list[Path] | None = FileOption,
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Who was shown a document: users whose requests retrieved it, how often, which versions."""
-    path = _trace_file(config, file)
-    exposures = trail.who_was_shown(path, doc_id, since=_when(since, "since"), until=_when(until, "until"))
+    paths = _trace_files(config, file)
+    exposures = trail.who_was_shown(paths, doc_id, since=_when(since, "since"), until=_when(until, "until"))
     if as_json:
         print_json([e.__dict__ for e in exposures])
         return
@@ -97,4 +98,4 @@ def doc_exposure(
                       (e.last or "")[:19].replace("T", " "), ", ".join(e.versions))
     console.print(table)
     if not exposures:
-        console.print(f"nobody was shown {doc_id}{span} (according to {path})")
+        console.print(f"nobody was shown {doc_id}{span} (according to {', '.join(map(str, paths))})")

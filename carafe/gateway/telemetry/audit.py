@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -53,9 +53,17 @@ def trace_files(path: Path) -> list[Path]:
     return files
 
 
-def read_spans(path: Path) -> Iterator[dict[str, Any]]:
-    """Every span in the trace files; a torn or foreign line is skipped."""
-    for file in trace_files(path):
+TracePaths = Path | Sequence[Path]
+
+
+def _all_files(paths: TracePaths) -> list[Path]:
+    bases = [paths] if isinstance(paths, str | Path) else list(paths)
+    return [f for base in bases for f in trace_files(Path(base))]
+
+
+def read_spans(paths: TracePaths) -> Iterator[dict[str, Any]]:
+    """Every span in the trace files (several bases: one per gateway replica); a torn or foreign line is skipped."""
+    for file in _all_files(paths):
         with open(file, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
@@ -154,7 +162,7 @@ def _adapter_matches(rec: AuditRecord, adapter: str) -> bool:
 
 
 def query(
-    path: Path,
+    path: TracePaths,
     *,
     user: str | None = None,
     adapter: str | None = None,
@@ -195,7 +203,7 @@ class Exposure:
     trace_ids: list[str]
 
 
-def who_was_shown(path: Path, doc: str, *, since: datetime | None = None, until: datetime | None = None) -> list[Exposure]:
+def who_was_shown(path: TracePaths, doc: str, *, since: datetime | None = None, until: datetime | None = None) -> list[Exposure]:
     """Who was shown ``doc`` (retrieved into their prompt) in the time range, most exposures first."""
     by_user: dict[str, Exposure] = {}
     for rec in query(path, doc=doc, since=since, until=until):

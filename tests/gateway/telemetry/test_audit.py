@@ -3,6 +3,7 @@ documents were shown, what the guards decided — and `carafe audit`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ def _old_trace(when: datetime, user: str, doc: str) -> str:
     """A span line as the exporter wrote it weeks ago (rotated file)."""
     stamp = when.isoformat(timespec="microseconds").replace("+00:00", "Z")
     return json.dumps({
-        "trace_id": "a" * 32, "span_id": "b" * 16, "parent_id": None, "name": "POST /v1/chat/completions",
+        "trace_id": hashlib.md5(user.encode()).hexdigest(), "span_id": "b" * 16, "parent_id": None, "name": "POST /v1/chat/completions",
         "kind": "SERVER", "start": stamp, "end": stamp, "duration_ms": 1.0, "status": {"code": "UNSET"},
         "attributes": {"carafe.principal": user, "carafe.retrieval.doc_ids": [f"{doc}@1"],
                        "http.response.status_code": 200}, "events": [], "resource": {},
@@ -116,3 +117,12 @@ def test_cli_explains_bad_input(tmp_path: Path) -> None:
     (tmp_path / "t.jsonl").write_text("")
     res = runner.invoke(cli, ["audit", "--file", str(tmp_path / "t.jsonl"), "--since", "someday"])
     assert res.exit_code == 2 and "--since" in res.output
+
+
+async def test_cli_reads_one_file_per_replica(trail: Path, tmp_path: Path) -> None:
+    replica = tmp_path / "gateway-2.jsonl"
+    replica.write_text(_old_trace(datetime.now(timezone.utc) - timedelta(hours=1), "zoe", LEAVE))
+    res = CliRunner().invoke(cli, ["audit", "doc", LEAVE, "--since", "7d", "--file", str(trail), "--file", str(replica),
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert {e["user"] for e in json.loads(res.stdout)} == {"alice", "bob", "zoe"}
