@@ -13,6 +13,7 @@ Exports run on the batch processor's worker thread, never on a request's path.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ _SECRET_QUERY_KEYS = frozenset({"key", "token", "access_token", "auth", "sig", "
 _SECRET_KEY_PARTS = ("authorization", "api_key", "apikey", "api-key", "password", "secret", "bearer")
 
 
+@functools.lru_cache(maxsize=4096)  # attribute names repeat from span to span
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     return lowered.rsplit(".", 1)[-1] in SECRET_HEADERS or any(p in lowered for p in _SECRET_KEY_PARTS)
