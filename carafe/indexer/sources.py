@@ -18,7 +18,7 @@ import yaml
 from carafe.indexer.acl import ADMINS_ONLY, Acl, check_known_groups, parse_acl
 from carafe.indexer.config import SourceConfig
 from carafe.indexer.errors import DocumentRejected, SourceNotFound
-from carafe.indexer.extract import SUFFIXES, extract
+from carafe.indexer.extract import SAFE_LOADER, SUFFIXES, extract
 
 FOLDER_ACL = "_acl.yaml"
 SIDECAR = ".acl.yaml"
@@ -53,7 +53,7 @@ def doc_id_for(source: str, rel: str) -> str:
 
 def _load_yaml_acl(path: Path, origin: str) -> Acl | None:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except (OSError, UnicodeDecodeError) as exc:
         raise DocumentRejected(f"{origin}: cannot read ({exc})") from exc
     except yaml.YAMLError as exc:
