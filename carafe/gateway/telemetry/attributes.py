@@ -16,7 +16,7 @@ GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"
+GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"  # the store searched (e.g. the Qdrant collection)
 
 # HTTP semantic conventions (root SERVER span)
 HTTP_REQUEST_METHOD = "http.request.method"

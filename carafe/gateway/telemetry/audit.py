@@ -123,11 +123,11 @@ def _absorb(rec: AuditRecord, span: dict[str, Any]) -> None:
     adapter = attrs.get("carafe.adapter.version") or attrs.get("gen_ai.response.model")
     if adapter:
         rec.adapter = adapter
-    for key in ("carafe.retrieval.doc_ids", "gen_ai.data_source.id"):
-        value = attrs.get(key)
-        for doc in value if isinstance(value, list) else [value] if value else []:
-            if doc not in rec.doc_ids:
-                rec.doc_ids.append(str(doc))
+    # gen_ai.data_source.id names the store (collection), not a document: only carafe.retrieval.doc_ids counts
+    value = attrs.get("carafe.retrieval.doc_ids")
+    for doc in value if isinstance(value, list) else [value] if value else []:
+        if doc not in rec.doc_ids:
+            rec.doc_ids.append(str(doc))
     rec.input_tokens = attrs.get("gen_ai.usage.input_tokens", rec.input_tokens)
     rec.output_tokens = attrs.get("gen_ai.usage.output_tokens", rec.output_tokens)
     rec.prompt_sha256 = attrs.get("carafe.prompt.sha256", rec.prompt_sha256)
