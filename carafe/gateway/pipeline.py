@@ -5,6 +5,7 @@ route → input guards → retrieval → prompt assembly. Every step is a span.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +79,7 @@ class Prepared:
     citations: list[Citation] | None = None
     input_verdicts: list[Any] = field(default_factory=list)
     principal: Principal | None = None
+    output_guards: list[Any] = field(default_factory=list)
 
 
 async def guard_input(state: AppState, text: str, decision: Any, principal: Principal) -> tuple[str, list[Any]]:
@@ -86,9 +88,12 @@ async def guard_input(state: AppState, text: str, decision: Any, principal: Prin
         return text, []
     with tracer.start_as_current_span("carafe.guard.input") as span:
         result = await state.guards.check_input(text, policy=decision.guard_policy, principal=principal)
+        metrics = state.extras.get("metrics")
         for v in result.verdicts:
             for k, val in v.to_attributes().items():
                 span.set_attribute(k, val)
+            if metrics is not None:
+                metrics.record_guard(v.check, v.action)
         if result.blocked is not None:
             b = result.blocked
             span.set_attribute("carafe.guard.blocked", b.check)
@@ -104,7 +109,12 @@ async def retrieve(state: AppState, query: str, decision: Any, principal: Princi
     if state.retriever is None or not policy.enabled or not query.strip():
         return []
     with tracer.start_as_current_span("carafe.retrieve") as span:
+        t0 = time.perf_counter()
         passages = await state.retriever.retrieve(query, principal, top_k=policy.top_k)
+        metrics = state.extras.get("metrics")
+        if metrics is not None:
+            metrics.record_retrieval(time.perf_counter() - t0, len(passages))
+        span.set_attribute("gen_ai.data_source.id", state.config.indexer.qdrant.collection)
         span.set_attribute("gen_ai.operation.name", "retrieval")
         span.set_attribute("carafe.retrieval.doc_ids", [f"{p.doc_id}@{p.version}" for p in passages])
         span.set_attribute("carafe.retrieval.hits", len(passages))

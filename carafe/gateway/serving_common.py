@@ -60,6 +60,13 @@ class GenerationMeter:
             span.set_attribute("carafe.completion.content", text)
         if self.first_token is not None and self.engine_start is not None:
             span.set_attribute("carafe.ttft_ms", (self.first_token - self.engine_start) * 1000.0)
+        metrics = state.extras.get("metrics")
+        for guard in getattr(prep, "output_guards", []):
+            for v in guard.verdicts:
+                for k, val in v.to_attributes().items():
+                    span.set_attribute(k, val)
+                if metrics is not None:
+                    metrics.record_guard(v.check, v.action)
         hook = state.extras.get("on_generation")
         if hook is not None:
             with contextlib.suppress(Exception):
@@ -80,6 +87,7 @@ def start_streams(
             guard = state.guards.output_stream(
                 policy=prep.decision.guard_policy, principal=prep.principal, passages=prep.passages
             )
+            prep.output_guards.append(guard)
         out.append(guarded(call(p), guard))
     return out
 

@@ -44,6 +44,11 @@ def add_middleware(app: FastAPI, state: AppState) -> None:
 
 async def attach(state: AppState) -> None:
     """Build router, retriever and guards from the config (at start-up)."""
+    metrics = _optional("carafe.gateway.telemetry.metrics")
+    if metrics is not None:
+        state.extras["on_generation"] = metrics.on_generation
+        state.extras["metrics"] = metrics
+        metrics.watch_engine(state.engine)
     routing = _optional("carafe.gateway.routing.router")
     if routing is not None and hasattr(routing, "build_router"):
         state.router = routing.build_router(state.config, state.engine, embedder=state.embedder)
@@ -62,9 +67,9 @@ async def attach(state: AppState) -> None:
 
 
 async def detach(state: AppState) -> None:
-    for part in (state.router, state.retriever):
-        if part is not None and hasattr(part, "close"):
+    for part, method in ((state.router, "close"), (state.retriever, "close"), (state.guards, "aclose")):
+        if part is not None and hasattr(part, method):
             with contextlib.suppress(Exception):
-                result = part.close()
+                result = getattr(part, method)()
                 if hasattr(result, "__await__"):
                     await result
