@@ -21,7 +21,7 @@ import torch
 
 from carafe.adapters.base_model import BaseModelFiles, prepare_base_model, resolve_source
 from carafe.adapters.config import EngineConfig
-from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
+from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
 from carafe.adapters.sampling import RowSampler
@@ -308,7 +308,7 @@ class LocalEngine:
         log.info("unloaded adapter %s", name)
 
 
-def create_engine(config: EngineConfig, models_dir: Path) -> Any:
+def create_engine(config: EngineConfig, models_dir: Path) -> Engine:
     """The engine ``config.backend`` names (not started)."""
     if config.backend == "vllm":
         from carafe.adapters.vllm import VLLMEngine

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,10 +24,9 @@ from carafe.adapters.config import EngineConfig
 from carafe.adapters.engine import ChatMessage, GenerationChunk, SamplingParams
 from carafe.adapters.local import LocalEngine
 from tests.conftest import MODELS_CACHE
-from tests.lora import make_lora as _make_lora
 
-# Large enough that a greedy answer of the base model changes (0.05 often does not).
-LORA_SCALE = 0.5
+# Large enough that a greedy answer of the base model changes.
+LORA_SCALE = 0.05
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +44,43 @@ def engine(base_model_dir: Path) -> Iterator[LocalEngine]:
         asyncio.run(eng.close())
 
 
+def write_lora(out: Path, base_dir: Path, *, rank: int = 8, seed: int = 0, scale: float = LORA_SCALE,
+               targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+    """A PEFT LoRA folder for the model in ``base_dir``, written in PEFT's own format
+    (``LoraConfig.save_pretrained`` + ``adapter_model.safetensors`` keyed as PEFT keys
+    them) with random non-zero A and B: as real as a trained one, without building a
+    135M-parameter model first."""
+    import torch
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    cfg = json.loads((base_dir / "config.json").read_text())
+    head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head
+    shapes = {"q_proj": (cfg["hidden_size"], cfg["num_attention_heads"] * head), "k_proj": (cfg["hidden_size"], kv),
+              "v_proj": (cfg["hidden_size"], kv), "o_proj": (cfg["num_attention_heads"] * head, cfg["hidden_size"])}
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(cfg["num_hidden_layers"]):
+        for t in targets:
+            fan_in, fan_out = shapes[t]
+            key = f"base_model.model.model.layers.{layer}.self_attn.{t}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * scale
+            tensors[f"{key}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * scale
+    out.mkdir(parents=True, exist_ok=True)
+    LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), task_type="CAUSAL_LM").save_pretrained(out)
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    return out
+
+
 @pytest.fixture(scope="session")
-def make_lora() -> Callable[..., Path]:
+def make_lora(base_model_dir: Path) -> Callable[..., Path]:
     """``make_lora(tmp_path, rank=8, seed=0) -> Path`` (the folder ``tmp_path/lora-r<rank>-s<seed>``)."""
 
     def build(folder: Path, rank: int = 8, seed: int = 0) -> Path:
         out = Path(folder) / f"lora-r{rank}-s{seed}"
         if not (out / "adapter_config.json").exists():
-            _make_lora(out, rank=rank, seed=seed, scale=LORA_SCALE)
+            write_lora(out, base_model_dir, rank=rank, seed=seed)
         return out
 
     return build
