@@ -67,6 +67,9 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
         version=__version__,
         description="OpenAI-compatible gateway: LoRA adapters, permission-aware retrieval, guardrails, audit traces.",
         lifespan=lifespan,
+        # the request's root span comes from TraceMiddleware/FastAPI; per-dependency
+        # operation spans would only cost time (see bench/overhead.py)
+        telemetry={"operation_spans": False},
     )
     app.state.carafe = state
     install_error_handlers(app)

@@ -50,7 +50,10 @@ async def create_chat_completion(
     span = trace.get_current_span()
     span.set_attribute("gen_ai.operation.name", "chat")
     span.set_attribute("carafe.principal", principal.user)
-    span.set_attribute("carafe.prompt.sha256", sha256_text("\n".join(m.content for m in messages)))
+    prompt_text = "\n".join(m.content for m in messages)
+    span.set_attribute("carafe.prompt.sha256", sha256_text(prompt_text))
+    if prep.decision.record_content or state.config.telemetry.record_content:
+        span.set_attribute("carafe.prompt.content", prompt_text)
 
     meter = GenerationMeter(t0)
     streams = start_streams(

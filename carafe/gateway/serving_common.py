@@ -56,8 +56,9 @@ class GenerationMeter:
         span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
         span.set_attribute("gen_ai.response.finish_reasons", [r or "abort" for r in reasons])
         span.set_attribute("carafe.completion.sha256", sha256_text(text))
-        if decision.record_content:
+        if decision.record_content or state.config.telemetry.record_content:
             span.set_attribute("carafe.completion.content", text)
+        span.set_attribute("gen_ai.provider.name", provider_name(state))
         if self.first_token is not None and self.engine_start is not None:
             span.set_attribute("carafe.ttft_ms", (self.first_token - self.engine_start) * 1000.0)
         metrics = state.extras.get("metrics")
@@ -73,6 +74,11 @@ class GenerationMeter:
                 hook(decision=decision, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                      ttft_s=(self.first_token - self.engine_start) if self.first_token and self.engine_start else None,
                      reasons=reasons)
+
+
+def provider_name(state: AppState) -> str:
+    """``gen_ai.provider.name``: who actually generated (the in-process engine or vLLM)."""
+    return "vllm" if state.config.adapters.engine.backend == "vllm" else "carafe"
 
 
 def start_streams(
