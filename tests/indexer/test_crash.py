@@ -49,9 +49,12 @@ def mutate(root: Path) -> None:
 
 
 @pytest.mark.slow
-# One kill per phase: deleting gone documents, re-permissioning, and mid-way through
-# re-embedding (new chunks written, stale ones and the manifest not yet).
-@pytest.mark.parametrize("crash_at", ["after_delete_doc", "after_set_payload", "after_upsert:2"])
+# Kills in the two phases that can leave something wrong behind: re-permissioning (after
+# the deletions of gone documents: a stale ACL) and mid-way through re-embedding (new
+# chunks written, stale ones and the manifest not yet). Each kill costs a fresh
+# interpreter loading the model, so the other points ("after_delete_doc",
+# "after_delete_stale", "after_manifest") are left to `CARAFE_INDEX_CRASH_AT` by hand.
+@pytest.mark.parametrize("crash_at", ["after_set_payload", "after_upsert:2"])
 def test_kill_9_mid_sync_then_resync_equals_a_fresh_index(crash_at, tmp_path, real_embedder):
     policies = tmp_path / "policies"
     for rel in SUBSET:
