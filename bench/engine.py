@@ -1,0 +1,97 @@
+"""LocalEngine throughput: one stream vs 8 concurrent (one adapter) vs 8 concurrent over 8 adapters.
+
+    python bench/engine.py [--quick] [--tokens N] [--threads T]
+
+Prints tokens/s, time to first token (p50/p99) and peak RSS, and compares the
+concurrent runs with the single stream measured in the same run (goals: 8 concurrent
+>= 3x single-stream throughput; mixed adapters >= 80% of one adapter). CPU numbers
+are noisy when other processes share the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from carafe.adapters import ChatMessage, EngineConfig, LocalEngine, SamplingParams  # noqa: E402
+from tests.adapters.conftest import write_lora  # noqa: E402
+
+PROMPTS = ["Explain how a bicycle works.", "Write a short poem about rain.", "List some uses of copper.",
+           "Describe a busy market.", "Why is the sky blue?", "Give tips for learning to cook.",
+           "What do bees do in winter?", "Summarise the water cycle."]
+
+
+async def one(engine: LocalEngine, prompt: str, tokens: int, adapter: str | None) -> tuple[float, int]:
+    """(time to first token, tokens generated)."""
+    t0 = time.perf_counter()
+    ttft, n = 0.0, 0
+    params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
+    async for chunk in engine.chat([ChatMessage("user", prompt)], params, adapter=adapter):
+        if not ttft and (chunk.text or chunk.token_ids):
+            ttft = time.perf_counter() - t0
+        n = chunk.completion_tokens or n
+    return ttft, n
+
+
+async def scenario(engine: LocalEngine, adapters: list[str | None], tokens: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    steps0 = engine.stats()["steps"]
+    results = await asyncio.gather(*[one(engine, PROMPTS[i % len(PROMPTS)], tokens, a) for i, a in enumerate(adapters)])
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r[0] for r in results)
+    total = sum(r[1] for r in results)
+    return {"streams": len(adapters), "tokens": total, "wall_s": wall, "tok_s": total / wall,
+            "ttft_p50": statistics.median(ttfts), "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+            "steps": engine.stats()["steps"] - steps0}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer tokens per request")
+    ap.add_argument("--tokens", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = ap.parse_args()
+    tokens = args.tokens or (12 if args.quick else 48)
+    engine = LocalEngine(EngineConfig(device="cpu", max_batch_size=16, threads=args.threads),
+                         models_dir=REPO / ".carafe" / "models")
+    t0 = time.perf_counter()
+    await engine.start()
+    print(f"model loaded in {time.perf_counter() - t0:.1f}s; {tokens} tokens per request")
+    with tempfile.TemporaryDirectory() as tmp:
+        names = [f"bench-{i}" for i in range(8)]
+        for i, name in enumerate(names):
+            path = write_lora(Path(tmp) / name, engine.files.folder, rank=8, seed=i)
+            await engine.load_adapter(name, str(path))
+        await one(engine, PROMPTS[0], 2, names[0])  # warm-up
+        rows = [
+            ("1 stream, base", await scenario(engine, [None], tokens)),
+            ("1 stream, adapter", await scenario(engine, [names[0]], tokens)),
+            ("8 streams, base", await scenario(engine, [None] * 8, tokens)),
+            ("8 streams, 1 adapter", await scenario(engine, [names[0]] * 8, tokens)),
+            ("8 streams, 8 adapters", await scenario(engine, names, tokens)),
+        ]
+    await engine.close()
+    print(f"{'scenario':<24}{'tokens':>8}{'wall s':>9}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p99':>10}{'steps':>7}")
+    for label, r in rows:
+        print(f"{label:<24}{r['tokens']:>8}{r['wall_s']:>9.2f}{r['tok_s']:>9.1f}{r['ttft_p50']:>10.3f}"
+              f"{r['ttft_p99']:>10.3f}{r['steps']:>7}")
+    single, same, mixed = rows[1][1]["tok_s"], rows[3][1]["tok_s"], rows[4][1]["tok_s"]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"8 streams / 1 stream (same adapter): {same / single:.2f}x (goal >= 3x)")
+    print(f"8 adapters / 1 adapter at 8 streams: {mixed / same:.0%} (goal >= 80%)")
+    print(f"peak RSS: {peak_mb:.0f} MB (goal <= 1536 MB)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
