@@ -35,8 +35,8 @@ def _open(cfg: CarafeConfig) -> Index:
 
 
 def _summary(report: SyncReport) -> None:
-    table = Table("result", "documents", title=f"Sync of {', '.join(report.sources) or 'no sources'} "
-                  f"({report.chunks_embedded} chunks embedded, {report.duration_s:.1f} s)")
+    table = Table("result", "documents", title=f"Sync of {', '.join(report.sources) or 'no sources'}",
+                  caption=f"{report.chunks_embedded} chunks embedded in {report.duration_s:.1f} s")
     for name, n in report.counts().items():
         style = "red" if name == "failed" and n else ""
         table.add_row(name.replace("_", " "), f"[{style}]{n}[/]" if style else str(n))
