@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from carafe.adapters.manifest import BaseModelRef
 from carafe.adapters.registry import Registry
 from carafe.gateway.cli.main import app
+from tests.conftest import MODELS_CACHE
 from tests.lora import make_lora
 
 runner = CliRunner()
@@ -81,3 +82,10 @@ def test_add_needs_a_known_base(tmp_path, lora_src):
     out = flat(out)
     assert code == 1 and "start the gateway once" in out
 
+
+def test_add_learns_the_embedded_base_without_a_gateway(tmp_path, lora_src):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'fresh'}\nmodels_cache: {MODELS_CACHE}\n")
+    code, out = cli(cfg, "add", str(lora_src), "--json")
+    assert code == 0, out
+    assert json.loads(out)["manifest"]["base_model"]["id"] == "SmolLM2-135M-Instruct"
