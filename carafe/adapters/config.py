@@ -41,7 +41,7 @@ class RegistryConfig(BaseModel):
 
     path: Path | None = Field(None, description="Registry folder; default <data_dir>/registry")
     reconcile_interval_s: float = Field(10.0, ge=0, description="How often the engine is reconciled with the registry's channels (0: off)")
-    retire_grace_s: float = Field(2.0, ge=0, description="How long a replaced version stays loaded for requests routed to it just before a promote")
+    retire_grace_s: float = Field(5.0, ge=0, description="A replaced version stays loaded until no request was routed to it for this long (requests routed just before a promote still find it)")
     retry_failed_s: float = Field(30.0, ge=0, description="A version that failed to load is not retried on demand for this long")
 
 

@@ -56,7 +56,7 @@ class AdapterManager:
     """Keeps an engine's resident adapters in line with the registry."""
 
     def __init__(self, engine: Engine, registry: Registry, *, max_resident: int = 8,
-                 reconcile_interval_s: float = 10.0, retire_grace_s: float = 2.0,
+                 reconcile_interval_s: float = 10.0, retire_grace_s: float = 5.0,
                  retry_failed_s: float = 30.0) -> None:
         self.raw_engine = engine
         self.engine: Engine = TrackedEngine(engine, self)
@@ -171,19 +171,25 @@ class AdapterManager:
         if parsed is None:
             return
         async with self._lock(parsed[0]):
-            if ref in self._retiring and self._in_flight[ref] == 0 and ref in self.resident():
-                await self._unload(ref)
+            if ref not in self._retiring or self._in_flight[ref] or ref not in self.resident():
+                return
+            # A request routed here moments ago may not have reached the engine yet
+            # (input guards, retrieval run in between): wait until it has had its chance.
+            wait = self.retire_grace_s - (time.monotonic() - self._last_used.get(ref, 0.0))
+            if wait > 0:
+                self._spawn(self._unload_later(ref, wait))
+                return
+            await self._unload(ref)
+
+    async def _unload_later(self, ref: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._unload_if_idle(ref)
 
     def retire(self, ref: str, *, delay: float | None = None) -> None:
-        """Unload ``ref`` once no request uses it (after a grace delay, so a request
-        routed to it just before a promote still finds it)."""
+        """Unload ``ref`` once no request uses it and none was routed to it for
+        ``retire_grace_s`` (so a request routed just before a promote still finds it)."""
         self._retiring.add(ref)
-
-        async def later() -> None:
-            await asyncio.sleep(self.retire_grace_s if delay is None else delay)
-            await self._unload_if_idle(ref)
-
-        self._spawn(later())
+        self._spawn(self._unload_later(ref, self.retire_grace_s if delay is None else delay))
 
     # channel changes that go through the engine first ------------------------
     async def promote(self, name: str, version: int, *, actor: str, channel: str = STABLE) -> Channels:

@@ -155,3 +155,13 @@ async def test_foreign_adapters_take_slots_but_are_never_evicted(manager, engine
     await manager.ensure("a", 1)
     await manager.ensure("b", 1)  # 2 slots: a@1 goes, handmade stays
     assert sorted(a.name for a in engine.adapters()) == ["b@1", "handmade"]
+
+
+async def test_a_version_routed_to_moments_ago_outlives_its_retirement_by_the_grace(manager):
+    manager.retire_grace_s = 0.3
+    await manager.ensure("a", 1)  # a request was just routed here; it has not reached the engine yet
+    manager.retire("a@1", delay=0)
+    await asyncio.sleep(0.1)
+    assert "a@1" in manager.resident()
+    await asyncio.sleep(0.5)
+    assert "a@1" not in manager.resident()
