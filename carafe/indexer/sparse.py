@@ -24,10 +24,11 @@ STOPWORDS = frozenset(
 
 def _stem(word: str) -> str:
     """A light English suffix stripper: enough to match 'policies' to 'policy'."""
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
-            return word[: -len(suffix)] + repl
-    return word
+            word = word[: -len(suffix)] + repl
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word  # approve/approved, employee/employees
 
 
 def terms(text: str) -> list[str]:
