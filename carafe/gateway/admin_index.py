@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from carafe.errors import Conflict, NotFound, Unavailable
 from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.retrieval import Retriever
+from carafe.gateway.telemetry import metrics
 
 router = APIRouter(prefix="/admin/index", tags=["admin"], dependencies=[Depends(require_admin)])
 _RUNNING = "index_sync_running"
@@ -36,7 +37,12 @@ async def sync(request: Request, body: SyncRequest | None = None) -> dict[str, A
     if lock.locked():
         raise Conflict("an index sync is already running; try again when it has finished", code="sync_running")
     async with lock:
-        report = await retriever.sync(body.source if body else None)
+        try:
+            report = await retriever.sync(body.source if body else None)
+        except Exception:
+            metrics.record_index_sync("failed")
+            raise
+    metrics.record_index_sync("partial" if report.failed else "ok")
     return report.to_dict()
 
 
