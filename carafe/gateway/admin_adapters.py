@@ -14,12 +14,15 @@ unloading an unknown name. They act on the engine directly, outside the registry
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
+from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound
@@ -30,6 +33,20 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
 
 router = APIRouter(tags=["admin"])
+tracer = trace.get_tracer("carafe.gateway")
+
+
+@contextmanager
+def _admin_span(action: str, principal: Principal, name: str | None = None, **attrs: Any) -> Iterator[None]:
+    """One span per admin change (the audit trail of who changed what, and when)."""
+    with tracer.start_as_current_span(f"carafe.admin.adapters.{action}") as span:
+        span.set_attribute("carafe.principal", principal.user)
+        if name is not None:
+            span.set_attribute("carafe.adapter.name", name)
+        for key, value in attrs.items():
+            if value is not None:
+                span.set_attribute(f"carafe.adapter.{key}", value)
+        yield
 
 
 class AddAdapter(BaseModel):
@@ -107,8 +124,10 @@ async def show_adapter(name: str, request: Request, _: Principal = Depends(requi
 async def add_adapter(body: AddAdapter, request: Request,
                       principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     registry, manager = _parts(request)
-    av = await asyncio.to_thread(registry.add, Path(body.path), actor=principal.user, name=body.name,
-                                 version=body.version, kind=body.kind, description=body.description)  # type: ignore[arg-type]
+    with _admin_span("add", principal, body.name, version=body.version):
+        av = await asyncio.to_thread(registry.add, Path(body.path), actor=principal.user, name=body.name,
+                                     version=body.version, kind=body.kind, description=body.description)  # type: ignore[arg-type]
+        trace.get_current_span().set_attribute("carafe.adapter.version", av.ref)
     return {"name": av.name, "version": av.version, "ref": av.ref, "manifest": av.manifest.model_dump(mode="json"),
             **{k: v for k, v in adapter_summary(registry, manager, av.name).items() if k != "name"}}
 
@@ -117,14 +136,16 @@ async def add_adapter(body: AddAdapter, request: Request,
 async def promote_adapter(name: str, body: Promote, request: Request,
                           principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     registry, manager = _parts(request)
-    await manager.promote(name, body.version, actor=principal.user, channel=body.channel)
+    with _admin_span("promote", principal, name, version=body.version, channel=body.channel):
+        await manager.promote(name, body.version, actor=principal.user, channel=body.channel)
     return adapter_summary(registry, manager, name)
 
 
 @router.post("/admin/adapters/{name}/rollback")
 async def rollback_adapter(name: str, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     registry, manager = _parts(request)
-    await manager.rollback(name, actor=principal.user)
+    with _admin_span("rollback", principal, name):
+        await manager.rollback(name, actor=principal.user)
     return adapter_summary(registry, manager, name)
 
 
@@ -132,7 +153,8 @@ async def rollback_adapter(name: str, request: Request, principal: Principal = D
 async def split_adapter(name: str, body: Split, request: Request,
                         principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     registry, manager = _parts(request)
-    await manager.split(name, body.canary, body.weight, actor=principal.user)
+    with _admin_span("split", principal, name, version=body.canary, canary_weight=body.weight):
+        await manager.split(name, body.canary, body.weight, actor=principal.user)
     return adapter_summary(registry, manager, name)
 
 
@@ -140,22 +162,24 @@ async def split_adapter(name: str, body: Split, request: Request,
 async def remove_adapter(name: str, request: Request, version: int | None = None,
                          principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     registry, manager = _parts(request)
-    await asyncio.to_thread(registry.remove, name, actor=principal.user, version=version)
-    await manager.reconcile()
+    with _admin_span("remove", principal, name, version=version):
+        await asyncio.to_thread(registry.remove, name, actor=principal.user, version=version)
+        await manager.reconcile()
     return {"name": name, "version": version, "removed": True}
 
 
 @router.post("/admin/adapters/sync")
-async def sync_adapters(request: Request, _: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def sync_adapters(request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     """Reconcile the engine with the registry now (what the loop does periodically)."""
     _, manager = _parts(request)
-    return asdict(await manager.reconcile())
+    with _admin_span("sync", principal):
+        return asdict(await manager.reconcile())
 
 
 # vLLM-compatible runtime LoRA endpoints --------------------------------------
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
 async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request,
-                            _: Principal = Depends(require_admin)) -> str:
+                            principal: Principal = Depends(require_admin)) -> str:
     if not body.lora_name or not body.lora_path:
         raise InvalidInput("Both 'lora_name' and 'lora_path' must be provided.", code="InvalidUserInput")
     engine = get_state(request).engine
@@ -163,7 +187,8 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request,
         raise InvalidInput(f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name",
                            code="InvalidUserInput")
     try:
-        await engine.load_adapter(body.lora_name, body.lora_path)
+        with _admin_span("load", principal, body.lora_name):
+            await engine.load_adapter(body.lora_name, body.lora_path)
     except AdapterConflict as exc:  # a concurrent load of the same name won the race
         raise InvalidInput(f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name",
                            code="InvalidUserInput") from exc
@@ -172,12 +197,13 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request,
 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
 async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request,
-                              _: Principal = Depends(require_admin)) -> str:
+                              principal: Principal = Depends(require_admin)) -> str:
     if not body.lora_name and body.lora_int_id is None:
         raise InvalidInput("either 'lora_name' and 'lora_int_id' needs to be provided.", code="InvalidUserInput")
     engine = get_state(request).engine
     if not any(a.name == body.lora_name for a in engine.adapters()):
         raise AdapterNotFound(f"The lora adapter '{body.lora_name}' cannot be found.", param="lora_name",
                               code="NotFoundError")
-    await engine.unload_adapter(body.lora_name)
+    with _admin_span("unload", principal, body.lora_name):
+        await engine.unload_adapter(body.lora_name)
     return f"Success: LoRA adapter '{body.lora_name}' removed successfully."

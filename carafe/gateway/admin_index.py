@@ -6,13 +6,16 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 from carafe.errors import Conflict, NotFound, Unavailable
+from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.retrieval import Retriever
 from carafe.gateway.telemetry import metrics
 
+tracer = trace.get_tracer("carafe.gateway")
 router = APIRouter(prefix="/admin/index", tags=["admin"], dependencies=[Depends(require_admin)])
 _RUNNING = "index_sync_running"
 
@@ -29,7 +32,8 @@ def _retriever(request: Request) -> Retriever:
 
 
 @router.post("/sync")
-async def sync(request: Request, body: SyncRequest | None = None) -> dict[str, Any]:
+async def sync(request: Request, body: SyncRequest | None = None,
+               principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     """Run a sync now and return its report (one sync at a time: 409 while one runs)."""
     retriever = _retriever(request)
     extras = get_state(request).extras
@@ -38,7 +42,9 @@ async def sync(request: Request, body: SyncRequest | None = None) -> dict[str, A
         raise Conflict("an index sync is already running; try again when it has finished", code="sync_running")
     async with lock:
         try:
-            report = await retriever.sync(body.source if body else None)
+            with tracer.start_as_current_span("carafe.admin.index.sync") as span:
+                span.set_attribute("carafe.principal", principal.user)
+                report = await retriever.sync(body.source if body else None)
         except Exception:
             metrics.record_index_sync("failed")
             raise

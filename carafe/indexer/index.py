@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
 from carafe.indexer.acl import AccessScope
 from carafe.indexer.config import IndexerConfig
 from carafe.indexer.errors import SourceNotFound
@@ -19,6 +22,8 @@ from carafe.indexer.sparse import Bm25
 from carafe.indexer.stores import Store, open_store
 from carafe.indexer.stores.base import Hit, HybridQuery
 from carafe.indexer.sync import Progress, SyncReport, Syncer
+
+tracer = trace.get_tracer("carafe.indexer")
 
 
 def passage_of(hit: Hit) -> Passage:
@@ -66,12 +71,18 @@ class Index:
 
     def sync(self, source: str | None = None, *, progress: Progress | None = None) -> SyncReport:
         """Bring the index in line with the sources (or the one named); save the report."""
-        with self._sync_lock:
+        with self._sync_lock, tracer.start_as_current_span("carafe.index.sync") as span:
+            span.set_attribute("carafe.index.source", source or "*")
             manifest = Manifest(self.state_dir / "manifest.json")
             syncer = Syncer(self.store, self.embedder, manifest, chunking=self.config.chunking, bm25=self.bm25,
                             batch_chunks=self.config.sync_batch_chunks)
             report = syncer.sync(self.sources(source), complete=source is None, progress=progress)
             write_json_atomic(self.state_dir / "last_sync.json", report.to_dict())
+            for kind in ("added", "updated", "acl_updated", "deleted", "unchanged", "failed"):
+                span.set_attribute(f"carafe.index.{kind}", len(getattr(report, kind)))
+            span.set_attribute("carafe.index.chunks_embedded", report.chunks_embedded)
+            if report.failed:
+                span.set_status(Status(StatusCode.ERROR, f"{len(report.failed)} document(s) failed"))
             return report
 
     def last_report(self) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ and the `carafe index` CLI, over a real index of a dozen documents of examples/p
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -70,8 +71,20 @@ def test_admin_index_api_sync_report_stats(admin_client):
     client, admin, user = admin_client
     assert client.post("/admin/index/sync", headers=user).status_code == 403
     assert client.get("/admin/index/report", headers=admin).status_code == 404
-    synced = client.post("/admin/index/sync", headers=admin)
+    from carafe.gateway.telemetry.config import TelemetryConfig
+    from carafe.gateway.telemetry.setup import setup_telemetry
+
+    tel = setup_telemetry(TelemetryConfig(), data_dir=Path("unused"), in_memory=True)
+    try:
+        synced = client.post("/admin/index/sync", headers=admin)
+        tel.force_flush()
+        spans = {s.name: s for s in tel.memory.get_finished_spans()}
+    finally:
+        tel.shutdown()
     assert synced.status_code == 200, synced.text
+    # an admin action, traced with who did it, and the sync run inside it
+    assert spans["carafe.admin.index.sync"].attributes["carafe.principal"] == "root"
+    assert spans["carafe.index.sync"].parent.span_id == spans["carafe.admin.index.sync"].context.span_id
     added = synced.json()["counts"]["added"]
     assert added == 8
     report = client.get("/admin/index/report", headers=admin).json()
@@ -93,6 +106,10 @@ def test_cli_sync_search_as_user_and_stats(small_policies, tmp_path):
     synced = runner.invoke(app, ["sync", "--json", *cfg])
     assert synced.exit_code == 0, synced.output
     assert json.loads(synced.stdout)["counts"]["added"] == 8
+    # the sync run is traced for audit (embedded default: the JSON-lines trace file)
+    spans = [json.loads(line) for line in (tmp_path / "data" / "traces" / "traces.jsonl").read_text().splitlines()]
+    run = next(s for s in spans if s["name"] == "carafe.index.sync")
+    assert run["attributes"]["carafe.index.added"] == 8 and run["attributes"]["carafe.index.failed"] == 0
     unknown = runner.invoke(app, ["search", "price list", "--as", "mallory", *cfg])
     assert unknown.exit_code != 0 and "unknown user 'mallory'" in unknown.output
     found = runner.invoke(app, ["search", "Enterprise plan price per user", "--as", "fred", "--top-k", "3", "--json", *cfg])

@@ -77,6 +77,9 @@ def sync(
     cfg = config_or_exit(config)
     if not cfg.indexer.sources:
         fail("no sources configured: add `indexer.sources: [{name: policies, path: examples/policies}]` to carafe.yaml")
+    from carafe.gateway.telemetry.setup import setup_telemetry
+
+    telemetry = setup_telemetry(cfg.telemetry, data_dir=cfg.data_dir, service_name="carafe-indexer")  # sync runs are traced
     try:
         index = _open(cfg)
         try:
@@ -87,6 +90,8 @@ def sync(
             index.close()
     except CarafeError as exc:
         fail(exc.message)
+    finally:
+        telemetry.shutdown()
     if report.failed and not watch:
         raise typer.Exit(3)  # scripts can tell a partial sync apart
 

@@ -45,7 +45,27 @@ def client(gateway, key: str | None = None) -> httpx.Client:
 
 
 async def test_admin_adapter_lifecycle(gateway, tmp_path):
+    from carafe.gateway.telemetry.config import TelemetryConfig
+    from carafe.gateway.telemetry.setup import setup_telemetry
+
     _, _, user, src = gateway
+    tel = setup_telemetry(TelemetryConfig(), data_dir=tmp_path, in_memory=True)
+    try:
+        _lifecycle(gateway, user, src)
+        tel.force_flush()
+        spans = [s for s in tel.memory.get_finished_spans() if s.name.startswith("carafe.admin.adapters.")]
+    finally:
+        tel.shutdown()
+    # every change is an audited span: what, on which adapter, by whom
+    seen = {(s.name.rsplit(".", 1)[1], s.attributes.get("carafe.adapter.name"), s.attributes["carafe.principal"])
+            for s in spans}
+    assert {("add", "legal", "root"), ("promote", "legal", "root"), ("split", "legal", "root"),
+            ("rollback", "legal", "root"), ("remove", "legal", "root")} <= seen
+    promote = next(s for s in spans if s.name.endswith(".promote"))
+    assert promote.attributes["carafe.adapter.version"] == 2
+
+
+def _lifecycle(gateway, user, src):
     with client(gateway) as c:
         r = c.post("/admin/adapters", json={"path": str(src), "name": "legal", "description": "contracts"})
         assert r.status_code == 201, r.text
