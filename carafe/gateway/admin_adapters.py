@@ -36,16 +36,26 @@ router = APIRouter(tags=["admin"])
 tracer = trace.get_tracer("carafe.gateway")
 
 
+def adapter_attributes(name: str | None, **attrs: Any) -> dict[str, Any]:
+    """Span attributes of an adapter change; ``version`` becomes ``name@version``
+    as on request spans, so `carafe audit --adapter NAME` finds both."""
+    out: dict[str, Any] = {} if name is None else {"carafe.adapter.name": name}
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if key == "version" and name is not None:
+            value = f"{name}@{value}"
+        out[f"carafe.adapter.{key}"] = value
+    return out
+
+
 @contextmanager
 def _admin_span(action: str, principal: Principal, name: str | None = None, **attrs: Any) -> Iterator[None]:
     """One span per admin change (the audit trail of who changed what, and when)."""
     with tracer.start_as_current_span(f"carafe.admin.adapters.{action}") as span:
         span.set_attribute("carafe.principal", principal.user)
-        if name is not None:
-            span.set_attribute("carafe.adapter.name", name)
-        for key, value in attrs.items():
-            if value is not None:
-                span.set_attribute(f"carafe.adapter.{key}", value)
+        for key, value in adapter_attributes(name, **attrs).items():
+            span.set_attribute(key, value)
         yield
 
 

@@ -95,6 +95,17 @@ def test_cli_keys_create_prints_key_once_and_it_authenticates(tmp_path) -> None:
     assert p.user == "ann" and p.groups == ("a", "b") and p.is_admin
     listed = CliRunner().invoke(app, ["keys", "list", "--config", str(f), "--json"])
     assert made["key"] not in listed.output and "secret_sha256" not in listed.output
+    revoked = CliRunner().invoke(app, ["keys", "revoke", "--config", str(f), made["key_id"]])
+    assert revoked.exit_code == 0, revoked.output
+
+    # both changes are in the audit trail, with who made them, and the key is not
+    trail = (tmp_path / "data" / "traces" / "traces.jsonl").read_text()
+    assert made["key"] not in trail
+    spans = {s["name"]: s for s in map(json.loads, trail.splitlines())}
+    created = spans["carafe.admin.keys.create"]["attributes"]
+    assert created["carafe.key.user"] == "ann" and created["carafe.key.id"] == made["key_id"]
+    assert created["carafe.principal"] and created["carafe.admin.via"] == "cli"
+    assert spans["carafe.admin.keys.revoke"]["attributes"]["carafe.key.id"] == made["key_id"]
 
 
 def test_cli_reports_bad_config_cleanly(tmp_path) -> None:

@@ -19,8 +19,16 @@ from rich.table import Table
 
 from carafe.adapters.registry import STABLE, Registry
 from carafe.errors import CarafeError
-from carafe.gateway.admin_adapters import adapter_detail, adapter_summary
-from carafe.gateway.cli.common import ConfigOption, JsonOption, config_or_exit, console, fail, print_json
+from carafe.gateway.admin_adapters import adapter_attributes, adapter_detail, adapter_summary
+from carafe.gateway.cli.common import (
+    ConfigOption,
+    JsonOption,
+    admin_span,
+    config_or_exit,
+    console,
+    fail,
+    print_json,
+)
 from carafe.gateway.config import CarafeConfig
 
 app = typer.Typer(no_args_is_help=True)
@@ -30,8 +38,16 @@ def _registry(cfg: CarafeConfig) -> Registry:
     return Registry(cfg.registry_dir, max_rank=cfg.adapters.engine.max_lora_rank)
 
 
-def _run(config: Path | None, action: Any) -> Any:
+def _run(config: Path | None, action: Any, change: str | None = None, **attrs: Any) -> Any:
+    """Run ``action`` on the registry; a ``change`` (add, promote...) is traced as an admin action."""
     cfg = config_or_exit(config)
+    if change is None:
+        return _call(cfg, action)
+    with admin_span(cfg, f"carafe.admin.adapters.{change}", **adapter_attributes(attrs.pop("name"), **attrs)):
+        return _call(cfg, action)
+
+
+def _call(cfg: CarafeConfig, action: Any) -> Any:
     try:
         return action(_registry(cfg))
     except CarafeError as exc:
@@ -113,7 +129,7 @@ def add(path: Path = typer.Argument(..., help="A PEFT LoRA folder (adapter_confi
                  "(`carafe serve`) so it records it, then add again")
         return reg.add(path, actor=getpass.getuser(), name=name, version=version, kind=kind,  # type: ignore[arg-type]
                        description=description)
-    av = _run(config, action)
+    av = _run(config, action, "add", name=name, version=version, path=str(path))
     if as_json:
         print_json({"name": av.name, "version": av.version, "ref": av.ref, "path": str(av.path),
                     "manifest": av.manifest.model_dump(mode="json")})
@@ -129,7 +145,7 @@ def promote(name: str = typer.Argument(...), version: int = typer.Argument(...),
     def action(reg: Registry) -> dict[str, Any]:
         reg.promote(name, version, actor=getpass.getuser(), channel=channel)
         return adapter_summary(reg, None, name)
-    _show_summary(_run(config, action), as_json, f"Promoted {version} to {channel} of")
+    _show_summary(_run(config, action, "promote", name=name, version=version, channel=channel), as_json, f"Promoted {version} to {channel} of")
 
 
 @app.command("rollback")
@@ -138,7 +154,7 @@ def rollback(name: str = typer.Argument(...), config: Path | None = ConfigOption
     def action(reg: Registry) -> dict[str, Any]:
         reg.rollback(name, actor=getpass.getuser())
         return adapter_summary(reg, None, name)
-    _show_summary(_run(config, action), as_json, "Rolled back")
+    _show_summary(_run(config, action, "rollback", name=name), as_json, "Rolled back")
 
 
 @app.command("split")
@@ -150,7 +166,7 @@ def split(name: str = typer.Argument(...),
     def action(reg: Registry) -> dict[str, Any]:
         reg.split(name, canary, weight, actor=getpass.getuser())
         return adapter_summary(reg, None, name)
-    _show_summary(_run(config, action), as_json, "Split")
+    _show_summary(_run(config, action, "split", name=name, version=canary, canary_weight=weight), as_json, "Split")
 
 
 @app.command("remove")
@@ -162,7 +178,8 @@ def remove(name: str = typer.Argument(...),
     what = f"{name}@{version}" if version else f"adapter {name} and all its versions"
     if not yes and not as_json and not typer.confirm(f"Remove {what}?"):
         raise typer.Exit(1)
-    _run(config, lambda reg: reg.remove(name, actor=getpass.getuser(), version=version))
+    _run(config, lambda reg: reg.remove(name, actor=getpass.getuser(), version=version), "remove",
+         name=name, version=version)
     if as_json:
         print_json({"name": name, "version": version, "removed": True})
     else:

@@ -47,7 +47,7 @@ def _when(text: str | None, param: str) -> datetime | None:
 def search(
     ctx: typer.Context,
     user: str | None = typer.Option(None, "--user", "-u", help="Only requests by this user"),
-    adapter: str | None = typer.Option(None, "--adapter", "-a", help="Only requests served by this adapter (name or name@version)"),
+    adapter: str | None = typer.Option(None, "--adapter", "-a", help="Only requests served by, or admin changes to, this adapter (name or name@version)"),
     doc: str | None = typer.Option(None, "--doc", "-d", help="Only requests that retrieved this document (id or id@version)"),
     since: str | None = SinceOption,
     until: str | None = UntilOption,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,3 +39,33 @@ def config_or_exit(path: Path | None) -> CarafeConfig:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def admin_span(cfg: CarafeConfig, name: str, **attrs: Any) -> Iterator[Any]:
+    """Trace one admin change made from the terminal, like the admin API does.
+
+    The span goes to the configured exporter (the audit file by default) with
+    the OS user as ``carafe.principal``, so `carafe audit` and a collector see
+    CLI changes beside the HTTP ones. Tracing trouble never stops the change.
+    """
+    from opentelemetry import trace
+
+    from carafe.gateway.telemetry.setup import setup_telemetry
+
+    telemetry = None
+    try:
+        telemetry = setup_telemetry(cfg.telemetry, data_dir=cfg.data_dir, service_name="carafe-cli")
+    except Exception as exc:  # an unwritable trace folder must not block an admin
+        err_console.print(f"[yellow]warning:[/] tracing is off for this command: {exc}")
+    try:
+        with trace.get_tracer("carafe.cli").start_as_current_span(name) as span:
+            span.set_attribute("carafe.principal", getpass.getuser())
+            span.set_attribute("carafe.admin.via", "cli")
+            for key, value in attrs.items():
+                if value is not None:
+                    span.set_attribute(key, value)
+            yield span
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()

@@ -11,7 +11,15 @@ from rich.table import Table
 
 from carafe.errors import CarafeError
 from carafe.gateway.auth import KeyStore
-from carafe.gateway.cli.common import ConfigOption, JsonOption, config_or_exit, console, fail, print_json
+from carafe.gateway.cli.common import (
+    ConfigOption,
+    JsonOption,
+    admin_span,
+    config_or_exit,
+    console,
+    fail,
+    print_json,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -33,13 +41,15 @@ def create(
     """Create a key and print it ONCE (only its hash is stored)."""
     cfg = config_or_exit(config)
     store = KeyStore(cfg.keys_file)
-    try:
-        key, rec = store.create(
-            user, groups=_split(groups), admin=admin, models=_split(models) if models is not None else None,
-            rpm=rpm or cfg.auth.default_rpm,
-        )
-    except CarafeError as exc:
-        fail(exc.message)
+    with admin_span(cfg, "carafe.admin.keys.create", **{"carafe.key.user": user}) as span:
+        try:
+            key, rec = store.create(
+                user, groups=_split(groups), admin=admin, models=_split(models) if models is not None else None,
+                rpm=rpm or cfg.auth.default_rpm,
+            )
+        except CarafeError as exc:
+            fail(exc.message)
+        span.set_attribute("carafe.key.id", rec.key_id)
     if as_json:
         print_json({"key": key, "key_id": rec.key_id, "user": rec.user, "groups": rec.groups, "roles": rec.roles,
                     "models": rec.models, "rpm": rec.rpm})
@@ -72,8 +82,9 @@ def revoke(key_id: str = typer.Argument(..., help="The key id shown by `carafe k
            config: Path | None = ConfigOption) -> None:
     """Revoke a key: it stops working at once (the gateway re-reads the file)."""
     cfg = config_or_exit(config)
-    try:
-        KeyStore(cfg.keys_file).revoke(key_id)
-    except CarafeError as exc:
-        fail(exc.message)
+    with admin_span(cfg, "carafe.admin.keys.revoke", **{"carafe.key.id": key_id}):
+        try:
+            KeyStore(cfg.keys_file).revoke(key_id)
+        except CarafeError as exc:
+            fail(exc.message)
     console.print(f"Revoked key {key_id}")

@@ -120,9 +120,10 @@ def _absorb(rec: AuditRecord, span: dict[str, Any]) -> None:
     rec.user = attrs.get("carafe.principal", rec.user)
     rec.route = attrs.get("carafe.route", rec.route)
     rec.model = attrs.get("gen_ai.request.model", rec.model)
-    adapter = attrs.get("carafe.adapter.version") or attrs.get("gen_ai.response.model")
+    adapter = attrs.get("carafe.adapter.version") or attrs.get("gen_ai.response.model") \
+        or attrs.get("carafe.adapter.name")  # an admin change to a whole adapter (rollback, remove)
     if adapter:
-        rec.adapter = adapter
+        rec.adapter = str(adapter)
     # gen_ai.data_source.id names the store (collection), not a document: only carafe.retrieval.doc_ids counts
     value = attrs.get("carafe.retrieval.doc_ids")
     for doc in value if isinstance(value, list) else [value] if value else []:

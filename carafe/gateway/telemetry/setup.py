@@ -86,6 +86,11 @@ def _provider(service_name: str) -> TracerProvider:
         if trace.get_tracer_provider() is not provider:
             log.warning("a TracerProvider was already installed by someone else; Carafe's traces go nowhere")
         _PROVIDER = provider
+    elif _PROVIDER.resource.attributes.get("service.name") != service_name:
+        # a second entry point in one process (tests, `carafe demo`): name its spans after it
+        update = getattr(_PROVIDER, "_update_resource", None)
+        if update is not None:
+            update(Resource({"service.name": service_name}))
     return _PROVIDER
 
 

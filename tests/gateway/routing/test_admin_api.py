@@ -62,7 +62,7 @@ async def test_admin_adapter_lifecycle(gateway, tmp_path):
     assert {("add", "legal", "root"), ("promote", "legal", "root"), ("split", "legal", "root"),
             ("rollback", "legal", "root"), ("remove", "legal", "root")} <= seen
     promote = next(s for s in spans if s.name.endswith(".promote"))
-    assert promote.attributes["carafe.adapter.version"] == 2
+    assert promote.attributes["carafe.adapter.version"] == "legal@2"
 
 
 def _lifecycle(gateway, user, src):

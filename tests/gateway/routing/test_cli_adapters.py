@@ -57,6 +57,19 @@ def test_add_promote_split_rollback_show_list(cfg_file, lora_src):
     code, out = cli(cfg_file, "list")
     assert code == 0 and "support" in out and "1 (10%)" in out
 
+    # every change is also a span in the audit trail (reads are not)
+    trail = cfg_file.parent / "data" / "traces" / "traces.jsonl"
+    spans = [json.loads(line) for line in trail.read_text().splitlines()]
+    assert [s["name"].rsplit(".", 1)[1] for s in spans] == ["add", "add", "promote", "split", "rollback"]
+    assert {s["attributes"]["carafe.principal"] for s in spans} == {getpass.getuser()}
+    promote = spans[2]["attributes"]
+    assert (promote["carafe.adapter.name"], promote["carafe.adapter.version"]) == ("support", "support@2")
+    assert spans[3]["attributes"]["carafe.adapter.canary_weight"] == 10
+    audited = runner.invoke(app, ["audit", "--adapter", "support", "--json", "--config", str(cfg_file)])
+    assert audited.exit_code == 0, audited.output
+    assert [r["name"] for r in json.loads(audited.output)][-3:] == [
+        "carafe.admin.adapters.promote", "carafe.admin.adapters.split", "carafe.admin.adapters.rollback"]
+
 
 def flat(out: str) -> str:
     return " ".join(out.split())  # rich wraps long messages
@@ -70,6 +83,9 @@ def test_failures_name_the_problem(cfg_file, lora_src, tmp_path):
     code, out = cli(cfg_file, "promote", "support", "9")
     out = flat(out)
     assert code == 1 and "has no version 9" in out
+    trail = cfg_file.parent / "data" / "traces" / "traces.jsonl"
+    failed = [json.loads(line) for line in trail.read_text().splitlines()][-1]
+    assert failed["name"] == "carafe.admin.adapters.promote" and failed["status"]["code"] == "ERROR"
     code, out = cli(cfg_file, "show", "nope")
     out = flat(out)
     assert code == 1 and "no adapter named 'nope'" in out
