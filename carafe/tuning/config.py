@@ -86,6 +86,7 @@ class GateConfig(BaseModel):
     min_rougel_gain: float = Field(0.0, description="Adapter ROUGE-L on held-out recipe questions minus base's must be at least this")
     min_style_rate: float = Field(0.8, ge=0, le=1, description="Style recipes: share of answers carrying the sign-off")
     max_perplexity_increase: float = Field(0.05, ge=0, description="General-text perplexity may grow by at most this share")
+    min_judge_gain: float | None = Field(None, description="With eval_judge: adapter's mean judge score (1-5) minus base's must be at least this; None: reported only")
     enforce: bool = Field(True, description="False: report the gate but publish anyway")
 
 
@@ -100,6 +101,8 @@ class TuningConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     eval_max_new_tokens: int = Field(64, ge=8, description="Answer length during evaluation")
+    eval_judge: bool = Field(True, description="Let the teacher grade base and adapter answers on held-out questions "
+                             "(faithfulness to the reference, relevance, quality; 1-5); skipped when the teacher is the embedded model")
 
     def out_dir(self, data_dir: Path) -> Path:
         return self.output_dir or data_dir / "tuning"

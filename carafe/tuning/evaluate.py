@@ -2,22 +2,29 @@
 
 Base and adapter answer the same held-out seed questions (never used for generation), with
 greedy decoding; scores are exact match, ROUGE-L (token LCS), sign-off adherence for style
-recipes and key-fact recall for knowledge recipes. Forgetting is measured as perplexity on
-a small general text and ROUGE-L on general questions, base vs adapter.
+recipes and key-fact recall for knowledge recipes; with a teacher, teacher-as-judge
+scores too (faithfulness to the reference answer, relevance, quality; 1-5). Forgetting is
+measured as perplexity on a small general text and ROUGE-L on general questions, base vs
+adapter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from carafe.tuning import prompts
 from carafe.tuning.config import GateConfig
 from carafe.tuning.recipe import Recipe, SeedExample
+
+if TYPE_CHECKING:
+    from carafe.tuning.teacher import Teacher
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.:-][a-z0-9]+)*")
 _STOP = set("the a an of to in on and or is are be for with by at it this that what how who when where do does can i my "
@@ -113,6 +120,42 @@ def score(items: list[EvalItem], signoffs: dict[str, str], which: str) -> dict[s
     return {k: round(v, 4) for k, v in out.items()}
 
 
+async def _judge_all(teacher: Teacher, items: list[EvalItem], concurrency: int) -> dict[str, list[float | None]]:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(item: EvalItem, which: str) -> float | None:
+        messages = prompts.judge(item.question, getattr(item, which), item.reference)
+        async with sem:
+            for _ in range(2):  # one retry on a junk verdict
+                try:
+                    scores = prompts.parse_scores(await teacher.complete(messages))
+                except prompts.JunkAnswer:
+                    continue
+                return sum(scores.values()) / len(scores)
+        return None
+
+    sides = ("base", "adapter")
+    got = await asyncio.gather(*(one(i, which) for which in sides for i in items))
+    return {which: list(got[k * len(items):(k + 1) * len(items)]) for k, which in enumerate(sides)}
+
+
+def judge_scores(teacher: Teacher, items: list[EvalItem], *, concurrency: int = 4) -> dict[str, dict[str, float]]:
+    """Teacher-as-judge on the held-out recipe questions, the reference answer as the source.
+
+    Per side: ``judge`` (mean of the faithfulness/relevance/quality means, 1-5) over the
+    answers the judge scored, and ``judge_unscored`` (junk verdicts even after a retry).
+    A teacher that cannot be reached raises :class:`TeacherUnavailable`.
+    """
+    recipe = [i for i in items if i.kind != "general"]
+    out: dict[str, dict[str, float]] = {}
+    for which, got in asyncio.run(_judge_all(teacher, recipe, concurrency)).items():
+        scored = [g for g in got if g is not None]
+        out[which] = {"judge_unscored": float(len(got) - len(scored))}
+        if scored:
+            out[which]["judge"] = round(sum(scored) / len(scored), 4)
+    return out
+
+
 def apply_gate(metrics: dict[str, dict[str, float]], gate: GateConfig) -> dict[str, Any]:
     """Decide whether the adapter may be published; every failed check is listed."""
     base, ad = metrics["base"], metrics["adapter"]
@@ -121,6 +164,12 @@ def apply_gate(metrics: dict[str, dict[str, float]], gate: GateConfig) -> dict[s
         failed.append(f"ROUGE-L gain {ad['rougeL'] - base.get('rougeL', 0.0):+.3f} < {gate.min_rougel_gain:+.3f} on held-out recipe questions")
     if "style_adherence" in ad and ad["style_adherence"] < gate.min_style_rate:
         failed.append(f"style adherence {ad['style_adherence']:.0%} < {gate.min_style_rate:.0%}")
+    if gate.min_judge_gain is not None and "judge" not in ad:
+        failed.append("no judge score to gate on (eval_judge off, the teacher is the embedded model, or it was unreachable)")
+    elif gate.min_judge_gain is not None:
+        gain = ad["judge"] - base.get("judge", 0.0)
+        if gain < gate.min_judge_gain:
+            failed.append(f"judge score gain {gain:+.2f} < {gate.min_judge_gain:+.2f} on held-out recipe questions")
     if "perplexity" in ad and base.get("perplexity"):
         increase = ad["perplexity"] / base["perplexity"] - 1
         if increase > gate.max_perplexity_increase:
@@ -178,8 +227,9 @@ class Evaluator:
 
 
 def evaluate(recipes: list[Recipe], heldout: list[tuple[Recipe, SeedExample]], models_dir: Path, adapter_dir: Path,
-             gate: GateConfig, *, max_new_tokens: int = 64, device: str = "cpu") -> EvalReport:
-    """Score base vs adapter and apply the gate."""
+             gate: GateConfig, *, max_new_tokens: int = 64, device: str = "cpu",
+             judge: Teacher | None = None, judge_concurrency: int = 4) -> EvalReport:
+    """Score base vs adapter (and let ``judge`` grade both when given), then apply the gate."""
     ev = Evaluator(models_dir, adapter_dir, device)
     qs = [(r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
           for r, s in heldout]
@@ -193,4 +243,7 @@ def evaluate(recipes: list[Recipe], heldout: list[tuple[Recipe, SeedExample]], m
     texts = general_text()
     metrics["base"]["perplexity"] = round(ev.perplexity(texts, adapter=False), 4)
     metrics["adapter"]["perplexity"] = round(ev.perplexity(texts, adapter=True), 4)
+    if judge is not None:
+        for side, values in judge_scores(judge, items, concurrency=judge_concurrency).items():
+            metrics[side].update(values)
     return EvalReport(items, metrics, apply_gate(metrics, gate))

@@ -117,16 +117,19 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
     adapter = ws.out / folder / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise StageMissing(f"no trained adapter in {adapter}: run `carafe tune train` first")
+    judge = make_teacher(ws.cfg.teacher, ws.models_dir) if ws.cfg.eval_judge and ws.cfg.teacher.endpoint else None
     key = _hash([content_digest(adapter), [[r.leaf, r.sha256] for r in recipes], ws.cfg.eval_max_new_tokens,
-                 ws.cfg.generation.holdout_seeds])
+                 ws.cfg.generation.holdout_seeds, judge.name if judge else None])
     path = ws.out / "eval" / f"{folder}.json"
     if not force and path.is_file() and (old := json.loads(path.read_text())).get("input") == key:
         old["gate"] = apply_gate(old["metrics"], ws.cfg.gate)  # the gate may have been re-configured
         return {**old, "reused": True}
     t0 = time.perf_counter()
     report = evaluate(recipes, holdout(recipes, ws.cfg), ws.models_dir, adapter, ws.cfg.gate,
-                      max_new_tokens=ws.cfg.eval_max_new_tokens, device=pick_device(ws.cfg.training.device))
-    summary = {"input": key, "seconds": round(time.perf_counter() - t0, 1), **report.to_dict()}
+                      max_new_tokens=ws.cfg.eval_max_new_tokens, device=pick_device(ws.cfg.training.device),
+                      judge=judge, judge_concurrency=ws.cfg.teacher.concurrency)
+    summary = {"input": key, "seconds": round(time.perf_counter() - t0, 1),
+               "judge": judge.name if judge else None, **report.to_dict()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2))
     return {**summary, "reused": False}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from carafe.tuning.config import GateConfig
-from carafe.tuning.evaluate import EvalItem, apply_gate, fact_recall, rouge_l, score
+from carafe.tuning.evaluate import EvalItem, apply_gate, fact_recall, judge_scores, rouge_l, score
 
 
 def test_rouge_l():
@@ -44,3 +46,49 @@ def test_gate_passes_a_better_adapter_and_names_each_failure():
     assert not result["passed"] and len(result["failed"]) == 3
     assert any("perplexity +20.0%" in f for f in result["failed"]) and any("style adherence 50%" in f for f in result["failed"])
     assert apply_gate(bad, GateConfig(min_rougel_gain=-1, min_style_rate=0.4, max_perplexity_increase=0.25))["passed"]
+
+
+class _Judge:
+    """A judge over the OpenAI-style chat messages: faithful when the answer repeats the reference."""
+
+    name = "test-judge"
+
+    def __init__(self, junk_for: str | None = None) -> None:
+        self.junk_for = junk_for
+        self.calls = 0
+
+    async def complete(self, messages) -> str:
+        self.calls += 1
+        user = messages[-1]["content"]
+        answer = user.rsplit("Answer:", 1)[1].strip()
+        if self.junk_for and self.junk_for in answer:
+            return "I think it is fine"  # no JSON: a junk verdict
+        faithful = 5 if answer.lower().rstrip(".") in user.split("</source>")[0].lower() else 1
+        return json.dumps({"faithfulness": faithful, "relevance": 4, "quality": 3})
+
+
+def test_judge_grades_both_sides_on_recipe_questions_only():
+    judge = _Judge()
+    got = judge_scores(judge, _items("Dear colleague, yes.\nKind regards, the Acme HR Desk"))
+    # 2 recipe items x 2 sides; the general question is not judged
+    assert judge.calls == 4
+    assert got["adapter"]["judge"] == round((5 + 4 + 3) / 3, 4)
+    assert got["base"]["judge"] == round((1 + 4 + 3) / 3, 4)
+    assert got["base"]["judge_unscored"] == 0
+
+
+def test_junk_verdicts_are_retried_once_then_counted_unscored():
+    judge = _Judge(junk_for="Sure!")
+    got = judge_scores(judge, _items("x"))
+    assert judge.calls == 5  # the junk one was asked twice
+    assert got["base"]["judge_unscored"] == 1 and got["adapter"]["judge_unscored"] == 0
+
+
+def test_gate_on_judge_gain_when_configured():
+    metrics = {"base": {"judge": 2.5}, "adapter": {"judge": 3.0}}
+    assert apply_gate(metrics, GateConfig())["passed"]  # reported only by default
+    assert apply_gate(metrics, GateConfig(min_judge_gain=0.5))["passed"]
+    failed = apply_gate(metrics, GateConfig(min_judge_gain=1.0))
+    assert not failed["passed"] and "judge score gain +0.50 < +1.00" in failed["failed"][0]
+    missing = apply_gate({"base": {}, "adapter": {}}, GateConfig(min_judge_gain=0.1))
+    assert not missing["passed"] and "no judge score" in missing["failed"][0]
