@@ -6,8 +6,12 @@ printed number.
     python bench/serve.py --quick        # fewer requests
     python bench/serve.py --url http://127.0.0.1:8000 --key crf_...   # an already running gateway
 
-Prints, per concurrency: time to first token p50/p99, tokens/s per stream and in
-total, for the gateway and for the engine; the gateway overhead per request as
+The gateway it starts runs twice: with guards off (the serving path itself: auth,
+rate limit, routing, OpenAI shapes, SSE) and with the default guard policy (input
+checks before the engine; output released a sentence at a time, so its TTFT holds
+the first sentence and tokens arrive in bursts). Prints, per concurrency: time to
+first token p50/p99, tokens/s per stream and in total, for the gateway and for the
+engine; the gateway overhead per request as
 the gateway reports it (``x-carafe-overhead-duration-ms``) and as the TTFT
 difference; the batching speed-up (total throughput at 8 vs 1); and the peak RSS
 of the serving process with the base model loaded.
@@ -140,9 +144,9 @@ async def engine_load(engine, n: int, per_client: int, max_tokens: int) -> Resul
     return res
 
 
-def start_gateway(data_dir: Path, port: int) -> subprocess.Popen:
+def start_gateway(data_dir: Path, port: int, guards: bool) -> subprocess.Popen:
     env = dict(os.environ, CARAFE_DATA_DIR=str(data_dir), CARAFE_SERVER__PORT=str(port),
-               CARAFE_MODELS_CACHE=str(REPO / ".carafe" / "models"))
+               CARAFE_MODELS_CACHE=str(REPO / ".carafe" / "models"), CARAFE_GUARDS__ENABLED=str(guards).lower())
     env.setdefault("CARAFE_TELEMETRY__EXPORTER", "none")
     return subprocess.Popen([sys.executable, "-m", "carafe.gateway.cli.main", "serve", "--log-level", "warning"],
                             env=env, cwd=str(data_dir))
@@ -197,27 +201,37 @@ def main() -> None:
     levels = [int(x) for x in args.concurrency.split(",")]
     model = "SmolLM2-135M-Instruct"
 
-    proc = None
+    # The gateway twice: guards off (the serving path itself, the overhead goal) and the
+    # default policy (input checks before the engine, output released sentence by sentence).
+    runs: dict[str, dict[int, Result]] = {}
+    rss: dict[str, float] = {}
     tmp = tempfile.TemporaryDirectory(prefix="carafe-bench-")
-    if args.url:
-        url, key = args.url.rstrip("/"), args.key
-    else:
-        from carafe.gateway.auth import KeyStore
-        from tests.servers import free_port
+    for setup in ("no guards", "default guards"):
+        proc = None
+        if args.url:
+            url, key = args.url.rstrip("/"), args.key
+            setup = "running gateway"
+        else:
+            from carafe.gateway.auth import KeyStore
+            from tests.servers import free_port
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        key, _ = KeyStore(Path(tmp.name) / "keys.json").create("bench", rpm=1_000_000)
-        proc = start_gateway(Path(tmp.name), port)
-    try:
-        wait_ready(url, proc)
-        asyncio.run(gateway_load(url, key, model, 2, 1, 4))  # warm-up
-        gw = {n: asyncio.run(gateway_load(url, key, model, n, args.requests, args.max_tokens)) for n in levels}
-        rss = peak_rss_mb(proc.pid) if proc else float("nan")
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            data = Path(tmp.name) / setup.replace(" ", "-")
+            key, _ = KeyStore(data / "keys.json").create("bench", rpm=1_000_000)
+            proc = start_gateway(data, port, guards=setup == "default guards")
+        try:
+            wait_ready(url, proc)
+            asyncio.run(gateway_load(url, key, model, 2, 1, 4))  # warm-up
+            runs[setup] = {n: asyncio.run(gateway_load(url, key, model, n, args.requests, args.max_tokens))
+                           for n in levels}
+            rss[setup] = peak_rss_mb(proc.pid) if proc else float("nan")
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+        if args.url:
+            break
 
     from carafe.adapters import create_engine
     from carafe.adapters.config import EngineConfig
@@ -237,28 +251,26 @@ def main() -> None:
     header = ["path", "clients", "TTFT p50 ms", "TTFT p99 ms", "tok/s per stream", "tok/s total", "failed"]
     rows = []
     for n in levels:
-        rows.append(gw[n].row("gateway", n))
+        for setup, gw in runs.items():
+            rows.append(gw[n].row(f"gateway, {setup}", n))
         rows.append(eng[n].row("engine", n))
     print_table(f"Streaming load: {args.requests} requests per client, {args.max_tokens} tokens each", header, rows)
 
     orow = []
-    all_over = [v for n in levels for v in gw[n].overhead_ms]
-    for n in levels:
-        o = gw[n].overhead_ms
-        diff = [(pct(gw[n].ttft, 50) - pct(eng[n].ttft, 50)) * 1000]
-        orow.append([str(n), f"{pct(o, 50):.2f}", f"{pct(o, 99):.2f}", f"{diff[0]:.1f}"])
-    print_table("Gateway overhead per request", ["clients", "reported p50 ms", "reported p99 ms",
-                                                 "TTFT gateway-engine p50 ms"], orow)
-    single = gw[levels[0]].tokens / gw[levels[0]].wall
-    top = gw[levels[-1]].tokens / gw[levels[-1]].wall
+    for setup, gw in runs.items():
+        for n in levels:
+            o = gw[n].overhead_ms
+            diff = (pct(gw[n].ttft, 50) - pct(eng[n].ttft, 50)) * 1000
+            orow.append([setup, str(n), f"{pct(o, 50):.2f}", f"{pct(o, 99):.2f}", f"{diff:.1f}"])
+    print_table("Gateway overhead per request (x-carafe-overhead-duration-ms: gateway time, engine time excluded)",
+                ["gateway", "clients", "reported p50 ms", "reported p99 ms", "TTFT gateway-engine p50 ms"], orow)
+    for setup, gw in runs.items():
+        all_over = [v for n in levels for v in gw[n].overhead_ms]
+        single = gw[levels[0]].tokens / gw[levels[0]].wall
+        top = gw[levels[-1]].tokens / gw[levels[-1]].wall
+        print(f"{setup}: overhead p50 {pct(all_over, 50):.2f} ms, p99 {pct(all_over, 99):.2f} ms "
+              f"(goal: p50 <= 2 ms, p99 <= 10 ms); total tok/s at {levels[-1]} vs {levels[0]} clients "
+              f"{top / single:.2f}x (goal >= 3x); peak RSS {rss[setup]:.0f} MB (goal <= 1536 MB)")
     e_single = eng[levels[0]].tokens / eng[levels[0]].wall
     e_top = eng[levels[-1]].tokens / eng[levels[-1]].wall
-    print(f"overhead (all requests): p50 {pct(all_over, 50):.2f} ms, p99 {pct(all_over, 99):.2f} ms "
-          f"(goal: p50 <= 2 ms, p99 <= 10 ms)")
-    print(f"batching speed-up, total tok/s at {levels[-1]} vs {levels[0]} clients: gateway {top / single:.2f}x, "
-          f"engine {e_top / e_single:.2f}x (goal >= 3x)")
-    print(f"peak RSS of the serving process: {rss:.0f} MB (goal <= 1536 MB)")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"engine alone: total tok/s at {levels[-1]} vs {levels[0]} clients {e_top / e_single:.2f}x")
