@@ -150,6 +150,8 @@ async def main(quick: bool) -> None:
     guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
     off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
     fast = GuardPipeline.from_config(GuardsConfig(injection_classifier="ngram", cache_dir=""), embedder=embedder)
+    # indexer.embedding.quantize: true gives the gateway (guards included) an int8 MiniLM
+    int8 = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=Embedder(quantize=True))
     print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
 
     inj = load_jsonl(data_path("injection_eval.jsonl"))
@@ -160,6 +162,7 @@ async def main(quick: bool) -> None:
     embedder.encode(["warm up"])
     await guards.check_input("warm up the pipeline")
     await fast.check_input("warm up the pipeline")
+    await int8.check_input("warm up the pipeline")
 
     # Baseline: one bare encode per text, and the pipeline with guards disabled.
     bare = []
@@ -176,6 +179,8 @@ async def main(quick: bool) -> None:
     print("-" * 72)
     rec, fpr, lat = await eval_check(guards, "injection", inj)
     print(row("injection (rules + MiniLM classif.)", rec, fpr, lat, len(inj)))
+    rec, fpr, lat = await eval_check(int8, "injection", inj)
+    print(row("injection (rules + MiniLM int8)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(fast, "injection", inj)
     print(row("injection (rules + n-gram classif.)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(guards, "pii", pii, pii_hit)
@@ -187,6 +192,7 @@ async def main(quick: bool) -> None:
     print(row("grounding (output, per sentence)", rec, fpr, lat, len(ground[::3] if quick else ground)))
     texts = [r["text"] for r in inj + pii + tox]
     print(row("ALL input checks (MiniLM injection)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(int8, texts), len(texts)))
     print(row("ALL input checks (n-gram injection)", None, None, await input_pipeline(fast, texts), len(texts)))
     print(row("baseline: guards disabled", None, None, await input_pipeline(off, texts), len(texts)))
     print(row("baseline: one bare MiniLM encode", None, None, bare, len(bare)))

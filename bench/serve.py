@@ -274,3 +274,7 @@ def main() -> None:
     e_single = eng[levels[0]].tokens / eng[levels[0]].wall
     e_top = eng[levels[-1]].tokens / eng[levels[-1]].wall
     print(f"engine alone: total tok/s at {levels[-1]} vs {levels[0]} clients {e_top / e_single:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
