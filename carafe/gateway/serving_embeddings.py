@@ -22,7 +22,7 @@ async def create_embeddings(
     body: EmbeddingRequest, request: Request, principal: Principal = Depends(get_principal)
 ) -> EmbeddingResponse:
     state = get_state(request)
-    embedder = state.embedder
+    embedder = state.api_embedder or state.embedder
     if embedder is None:
         raise Unavailable("the embedding model is not loaded")
     if body.model.lower() not in ALIASES and body.model != embedder.model_id:

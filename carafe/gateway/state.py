@@ -17,7 +17,8 @@ class AppState:
     engine: Engine
     keys: KeyStore
     limiter: RateLimiter
-    embedder: Any = None  # carafe.indexer.embedding.Embedder, loaded at start
+    embedder: Any = None  # carafe.indexer.embedding.Embedder, loaded at start (retrieval, guards, routing)
+    api_embedder: Any = None  # what /v1/embeddings serves: full precision even when `embedder` is int8
     # Optional capabilities, plugged in when configured/built:
     registry: Any = None  # carafe.adapters.registry.Registry
     adapter_manager: Any = None  # resident-set manager / reconciler (adapters)

@@ -55,12 +55,26 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.docs: dict[str, DocState] = {}
+        self.embedding_model: str | None = None  # what made the stored vectors
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
             if raw.get("version") == self.VERSION:
                 self.docs = {k: DocState(**v) for k, v in raw.get("docs", {}).items()}
+                self.embedding_model = raw.get("embedding_model")
         except (OSError, ValueError, TypeError, AttributeError):
             self.docs = {}  # missing or unreadable: the next sync re-embeds, nothing worse
 
+    def use_embedding_model(self, model_id: str) -> bool:
+        """Record the model that embeds from now on; True when it differs from the one that
+        made the stored vectors, which then all count as stale (re-embedded by the sync)."""
+        if self.embedding_model == model_id:
+            return False
+        changed = bool(self.docs)
+        self.docs.clear()
+        self.embedding_model = model_id
+        self.save()
+        return changed
+
     def save(self) -> None:
-        write_json_atomic(self.path, {"version": self.VERSION, "docs": {k: asdict(v) for k, v in sorted(self.docs.items())}})
+        write_json_atomic(self.path, {"version": self.VERSION, "embedding_model": self.embedding_model,
+                                      "docs": {k: asdict(v) for k, v in sorted(self.docs.items())}})

@@ -51,6 +51,7 @@ class SyncReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[Rejection] = field(default_factory=list)
     chunks_embedded: int = 0
+    notes: list[str] = field(default_factory=list)
     started_at: float = 0.0
     duration_s: float = 0.0
 
@@ -107,6 +108,11 @@ class Syncer:
             report.failed.extend(rejected)
         stored = {d: ids for d, ids in self.store.doc_points().items() if in_scope(d)}
         live = {d.doc_id for d in docs}
+        model = getattr(self.embedder, "model_id", None)
+        if model and self.manifest.use_embedding_model(model):
+            # another model (or int8 on/off) made the stored vectors: re-embed every document,
+            # not only changed ones, so queries and passages share one vector space again
+            report.notes.append(f"embedding model is now {model}: every document is re-embedded")
 
         # Gone, or now unreadable: remove before anything else (a revoked doc must vanish).
         for doc_id in sorted(set(stored) - live):

@@ -160,6 +160,7 @@ def test_embeddings_with_minilm(gateway: Gateway) -> None:
     )
     vecs = np.array([d.embedding for d in resp.data])
     assert vecs.shape == (3, 384)
+    assert resp.model == "all-MiniLM-L6-v2"  # the model's own vectors, even where retrieval uses int8
     sims = vecs @ vecs.T
     assert sims[0, 1] > sims[0, 2]
     assert resp.usage.prompt_tokens > 0

@@ -25,6 +25,22 @@ def test_full_then_unchanged_sync_embeds_nothing(make_index, embedder, policies)
     assert index.store.count() == chunks
 
 
+def test_another_embedding_model_re_embeds_every_document(make_index, embedder, small_policies, tmp_path):
+    index = make_index(SourceConfig(name="policies", path=small_policies))
+    first = index.sync()
+    chunks = index.store.count()
+    index.close()
+
+    embedder.model_id += "-int8"  # e.g. indexer.embedding.quantize switched: other vectors
+    again = make_index(SourceConfig(name="policies", path=small_policies), data_dir=tmp_path / "data")
+    embedder.texts = 0
+    report = again.sync()
+    assert sorted(report.updated) == sorted(first.added) and not report.unchanged
+    assert embedder.texts == chunks and again.store.count() == chunks  # all re-embedded, no duplicates
+    assert any("re-embedded" in note for note in report.notes)
+    assert again.sync().counts()["unchanged"] == len(first.added)  # and only once
+
+
 def test_changed_doc_replaces_all_its_chunks(make_index, tmp_path):
     root = tmp_path / "src"
     long_text = "# Handbook\n\n" + "\n\n".join(f"## Part {i}\n" + "Alpha beta gamma. " * 60 for i in range(6))

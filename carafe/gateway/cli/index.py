@@ -41,6 +41,8 @@ def _summary(report: SyncReport) -> None:
         style = "red" if name == "failed" and n else ""
         table.add_row(name.replace("_", " "), f"[{style}]{n}[/]" if style else str(n))
     console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
     if report.failed:
         failures = Table("file", "reason", title="Failed (nothing of these files is in the index)", title_style="red")
         for f in report.failed:

@@ -107,7 +107,7 @@ def load_or_fit(name: str, rows: list[dict[str, Any]], embedder: Any, model_id: 
                 cache_dir: Path | None) -> LinearClassifier:
     """The fitted classifier for ``rows``: shipped weights, cached weights, or a fresh fit."""
     key = training_key(rows, model_id)
-    candidates = [data_path(f"{name}_classifier.json")]
+    candidates = [data_path(f"{name}_classifier.json"), data_path(f"{name}_classifier-int8.json")]  # shipped
     if cache_dir is not None:
         candidates.append(cache_dir / f"{name}_classifier_{key}.json")
     for path in candidates:
