@@ -5,7 +5,8 @@ whole input pipeline's latency, and the streaming guard's added delay.
     python bench/guard.py [--quick] [--threads N]
 
 Baselines measured in the same run: one bare MiniLM encode (the floor of any
-embedding check) and the pipeline with guards disabled. Numbers are noisy when
+embedding check), the pipeline with guards disabled, and the fp32 MiniLM beside the
+default int8 one. Numbers are noisy when
 other work shares the CPU.
 """
 
@@ -146,12 +147,11 @@ async def main(quick: bool) -> None:
     from carafe.indexer.embedding import Embedder
 
     t0 = time.perf_counter()
-    embedder = Embedder()
+    embedder = Embedder(quantize=True)  # the gateway's default (indexer.embedding.quantize: true)
     guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
     off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
     fast = GuardPipeline.from_config(GuardsConfig(injection_classifier="ngram", cache_dir=""), embedder=embedder)
-    # indexer.embedding.quantize: true gives the gateway (guards included) an int8 MiniLM
-    int8 = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=Embedder(quantize=True))
+    fp32 = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=Embedder())  # quantize: false
     print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
 
     inj = load_jsonl(data_path("injection_eval.jsonl"))
@@ -162,7 +162,7 @@ async def main(quick: bool) -> None:
     embedder.encode(["warm up"])
     await guards.check_input("warm up the pipeline")
     await fast.check_input("warm up the pipeline")
-    await int8.check_input("warm up the pipeline")
+    await fp32.check_input("warm up the pipeline")
 
     # Baseline: one bare encode per text, and the pipeline with guards disabled.
     bare = []
@@ -178,9 +178,9 @@ async def main(quick: bool) -> None:
     print(f"\n{'check (eval set)':<34} {'n':>5} {'recall':>6} {'FPR':>6} {'p50 ms':>8} {'p99 ms':>8}")
     print("-" * 72)
     rec, fpr, lat = await eval_check(guards, "injection", inj)
-    print(row("injection (rules + MiniLM classif.)", rec, fpr, lat, len(inj)))
-    rec, fpr, lat = await eval_check(int8, "injection", inj)
     print(row("injection (rules + MiniLM int8)", rec, fpr, lat, len(inj)))
+    rec, fpr, lat = await eval_check(fp32, "injection", inj)
+    print(row("injection (rules + MiniLM fp32)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(fast, "injection", inj)
     print(row("injection (rules + n-gram classif.)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(guards, "pii", pii, pii_hit)
@@ -191,11 +191,11 @@ async def main(quick: bool) -> None:
     rec, fpr, lat = await grounding(guards, ground[::3] if quick else ground)
     print(row("grounding (output, per sentence)", rec, fpr, lat, len(ground[::3] if quick else ground)))
     texts = [r["text"] for r in inj + pii + tox]
-    print(row("ALL input checks (MiniLM injection)", None, None, await input_pipeline(guards, texts), len(texts)))
-    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(int8, texts), len(texts)))
+    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (MiniLM fp32)", None, None, await input_pipeline(fp32, texts), len(texts)))
     print(row("ALL input checks (n-gram injection)", None, None, await input_pipeline(fast, texts), len(texts)))
     print(row("baseline: guards disabled", None, None, await input_pipeline(off, texts), len(texts)))
-    print(row("baseline: one bare MiniLM encode", None, None, bare, len(bare)))
+    print(row("baseline: one bare MiniLM int8 encode", None, None, bare, len(bare)))
 
     s = await streaming(guards, 1 if quick else 3)
     print("\nstreaming output guard (answers fed in 4-char deltas, default policy, with passages)")
