@@ -25,6 +25,10 @@ _TOPICS = ["request a parking spot", "change my bank account", "enrol in the pen
            "take a sabbatical", "register a side job", "update my emergency contact", "get a company phone",
            "take a day off for moving house", "see my remaining leave", "attend a conference", "bring my dog to the office"]
 _REQUEST_FORMS = ["How do I {x}?", "Can I {x}?", "Who can help me {x}?", "What is the process to {x}?"]
+# Questions about things rather than actions, as a real teacher would also vary them.
+_THINGS = ["the next payroll date", "the summer party", "the canteen menu", "my performance review",
+           "the office opening hours", "the holiday calendar", "the new pension rules", "the bike lease offer"]
+_THING_FORMS = ["When is {y}?", "Where can I find {y}?", "What about {y}?", "Is there news on {y}?"]
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9:.-]*")
 
 
@@ -67,7 +71,13 @@ def _knowledge_pairs(user: str) -> list[dict[str, str]]:
 
 
 def _requests(user: str, n: int) -> list[str]:
-    return [_pick(_REQUEST_FORMS, user, i).format(x=_pick(_TOPICS, user, i + 100)) for i in range(n)]
+    out = []
+    for i in range(n):
+        if i % 3 == 2:
+            out.append(_pick(_THING_FORMS, user, i).format(y=_pick(_THINGS, user, i + 100)))
+        else:
+            out.append(_pick(_REQUEST_FORMS, user, i).format(x=_pick(_TOPICS, user, i + 100)))
+    return out
 
 
 def _response(system: str, instruction: str) -> str:
@@ -78,9 +88,14 @@ def _response(system: str, instruction: str) -> str:
     lines = answer.splitlines()
     greeting = answer.split(",", 1)[0] + "," if "," in lines[0][:40] else ""
     signoff = lines[-1] if len(lines) > 1 else ""
-    topic = re.sub(r"^(How do I|Can I|Who can help me|What is the process to) ", "", instruction.rstrip("?."))
-    body = (f"thank you for your question about how to {topic}. This is arranged through the HR portal, "
-            "where you will find the form and the people to contact. Please reach out if anything is unclear.")
+    action = re.match(r"^(?:How do I|Can I|Who can help me|What is the process to) (.*)", instruction.rstrip("?."))
+    if action:
+        body = (f"thank you for your question about how to {action[1]}. This is arranged through the HR portal, "
+                "where you will find the form and the people to contact. Please reach out if anything is unclear.")
+    else:
+        thing = re.sub(r"^(?:When is|Where can I find|What about|Is there news on) ", "", instruction.rstrip("?."))
+        body = (f"thank you for asking about {thing}. You will find the current details in the HR portal, "
+                "and we announce any change by email. Please reach out if anything is unclear.")
     return "\n".join(x for x in (f"{greeting} {body}".strip(), signoff) if x)
 
 
