@@ -201,9 +201,14 @@ class Scheduler:
             mask[i, width - len(r.prompt_ids):] = 1
         ids, mask = ids.to(self._device), mask.to(self._device)
         cache = DynamicCache(config=self._config)
-        logits = self._forward(new, input_ids=ids, attention_mask=mask,
-                               position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                               use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        try:
+            logits = self._forward(new, input_ids=ids, attention_mask=mask,
+                                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                   use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        except Exception as exc:  # the new requests fail; the running batch goes on untouched
+            log.exception("prefill failed")
+            self._fail(new, EngineUnavailable(f"generation failed: {exc}"))
+            return
         self.counters["prefills"] += 1
         self._merge(new, cache, mask)
         self._accept(new, sample_next(logits[:, -1, :], [r.sampler for r in new]))

@@ -110,6 +110,26 @@ async def test_unknown_adapter_is_not_found(engine):
         await collect(ask(engine, QUESTION, adapter="nope", max_tokens=2))
 
 
+async def test_a_failed_prefill_fails_its_requests_and_the_engine_goes_on(engine, monkeypatch):
+    from carafe.adapters.errors import EngineUnavailable
+
+    scheduler = engine._scheduler
+    real = scheduler._forward
+    calls = {"n": 0}
+
+    def broken_once(rows, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("kernel exploded")
+        return real(rows, **kw)
+
+    monkeypatch.setattr(scheduler, "_forward", broken_once)
+    with pytest.raises(EngineUnavailable, match="kernel exploded"):
+        await asyncio.wait_for(collect(ask(engine, QUESTION, max_tokens=2)), 30)  # an error, never a hang
+    text, _ = await asyncio.wait_for(collect(ask(engine, QUESTION, max_tokens=2, temperature=0)), 30)
+    assert text
+
+
 # ---- LoRA adapters ------------------------------------------------------------
 async def test_adapter_changes_output_and_mixed_batch_matches_single_runs(engine, make_lora, tmp_path):
     await engine.load_adapter("style-a", str(make_lora(tmp_path, seed=1)))
