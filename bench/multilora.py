@@ -81,8 +81,21 @@ async def main() -> None:
             results[name] = statistics.median(rates)
             print(f"{name:<20} {results[name]:8.1f} tok/s  (median of {rounds}; rounds: "
                   f"{', '.join(f'{r:.1f}' for r in rates)})")
+        # Baseline in the same run: PEFT's own mixed-batch path (a loop over adapters in every layer)
+        from carafe.adapters import gathered
+
+        await asyncio.wrap_future(engine._scheduler.call(lambda: gathered.uninstall(engine._peft)))
+        rates = []
+        for _ in range(rounds):
+            n, dt = await round_trip(engine, refs, tokens)
+            rates.append(n / dt)
+        results["peft loop"] = statistics.median(rates)
+        print(f"{'8 over 8, PEFT loop':<20} {results['peft loop']:8.1f} tok/s  (median of {rounds}; baseline: "
+              "adapters.engine.gathered_lora: false)")
+        await asyncio.wrap_future(engine._scheduler.call(lambda: gathered.install(engine._peft)))
         ratio = results["8 over 8 adapters"] / results["8 on one adapter"]
-        print(f"mixed / single adapter: {ratio * 100:.0f}%  (goal >= 80%)")
+        print(f"mixed / single adapter: {ratio * 100:.0f}%  (goal >= 80%); with PEFT's loop: "
+              f"{results['peft loop'] / results['8 on one adapter'] * 100:.0f}%")
         print(f"single adapter / base:  {results['8 on one adapter'] / results['base model'] * 100:.0f}%")
         await router.close()
         await engine.close()

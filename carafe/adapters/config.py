@@ -23,6 +23,9 @@ class EngineConfig(BaseModel):
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="How long the scheduler waits for more requests before a prefill")
     max_model_len: int = Field(2048, ge=64, description="Prompt + completion token limit")
     max_loras: int = Field(8, ge=1, description="Most LoRA adapters resident at once (LRU beyond)")
+    gathered_lora: bool = Field(
+        True, description="Embedded engine: run batches that mix adapters with two gathered matmuls per LoRA layer "
+        "instead of PEFT's loop over adapters (bench/multilora.py); false = PEFT's own path")
     max_lora_rank: int = Field(64, ge=1, description="Adapters of a higher rank are refused")
     threads: int | None = Field(None, description="torch intra-op threads (default: torch's choice)")
     # vLLM backend

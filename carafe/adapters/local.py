@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from carafe.adapters import gathered
 from carafe.adapters.base_model import BaseModelFiles, prepare_base_model, resolve_source
 from carafe.adapters.config import EngineConfig
 from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams
@@ -248,6 +249,8 @@ class LocalEngine:
         else:
             self._peft.load_adapter(str(folder), adapter_name=internal, is_trainable=False)
         self._peft.eval()
+        if self.config.gathered_lora:
+            gathered.install(self._peft)  # mixed-adapter batches: two bmm per layer, not a loop per adapter
         assert self._scheduler is not None
         self._scheduler.model, self._scheduler.peft = self._peft, True
 
@@ -260,6 +263,7 @@ class LocalEngine:
             self._scheduler.model, self._scheduler.peft = self._base, False
         else:
             self._peft.delete_adapter(internal)
+            gathered.clear(self._peft)
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
