@@ -46,6 +46,7 @@ class RegistryConfig(BaseModel):
     reconcile_interval_s: float = Field(10.0, ge=0, description="How often the engine is reconciled with the registry's channels (0: off)")
     retire_grace_s: float = Field(5.0, ge=0, description="A replaced version stays loaded until no request was routed to it for this long (requests routed just before a promote still find it)")
     retry_failed_s: float = Field(30.0, ge=0, description="A version that failed to load is not retried on demand for this long")
+    warm_rollback: bool = Field(True, description="Keep each adapter's previous stable version resident while slots are free, so a rollback only moves the channel (no load)")
 
 
 class AdaptersConfig(BaseModel):

@@ -57,7 +57,7 @@ class AdapterManager:
 
     def __init__(self, engine: Engine, registry: Registry, *, max_resident: int = 8,
                  reconcile_interval_s: float = 10.0, retire_grace_s: float = 5.0,
-                 retry_failed_s: float = 30.0) -> None:
+                 retry_failed_s: float = 30.0, warm_rollback: bool = True) -> None:
         self.raw_engine = engine
         self.engine: Engine = TrackedEngine(engine, self)
         self.registry = registry
@@ -65,6 +65,7 @@ class AdapterManager:
         self.reconcile_interval_s = reconcile_interval_s
         self.retire_grace_s = retire_grace_s
         self.retry_failed_s = retry_failed_s
+        self.warm_rollback = warm_rollback
         self.failed: dict[str, tuple[float, str]] = {}  # ref -> (when, why): not retried for a while
         self._locks: dict[str, asyncio.Lock] = {}
         self._evict_lock = asyncio.Lock()
@@ -220,8 +221,15 @@ class AdapterManager:
         self._retire_unreferenced(name, before, after)
         return after
 
+    def _kept(self, ch: Channels) -> set[int]:
+        """Versions to keep resident: every channel's, plus the rollback target when warm_rollback."""
+        keep = ch.referenced()
+        if self.warm_rollback and ch.previous:
+            keep.add(ch.previous[-1])
+        return keep
+
     def _retire_unreferenced(self, name: str, before: Channels, after: Channels) -> None:
-        for v in before.referenced() - after.referenced():
+        for v in self._kept(before) - self._kept(after):
             ref = f"{name}@{v}"
             if ref in self.resident():
                 self.retire(ref)
@@ -229,7 +237,7 @@ class AdapterManager:
     # reconcile -------------------------------------------------------------
     def desired(self) -> list[str]:
         """What the registry's channels ask engines to hold, most important first."""
-        first, rest = [], []
+        first, rest, warm = [], [], []
         for name in self.registry.names():
             try:
                 ch = self.registry.channels(name)
@@ -240,7 +248,9 @@ class AdapterManager:
             if ch.canary is not None and ch.canary_weight > 0:
                 rest.append(f"{name}@{ch.canary}")
             rest.extend(f"{name}@{v}" for v in ch.named.values())
-        return list(dict.fromkeys(first + rest))[: self.max_resident]
+            if self.warm_rollback and ch.previous:  # last in line: only while slots are free
+                warm.append(f"{name}@{ch.previous[-1]}")
+        return list(dict.fromkeys(first + rest + warm))[: self.max_resident]
 
     async def reconcile(self) -> ReconcileReport:
         """Bring the engine to the desired state; returns what changed."""

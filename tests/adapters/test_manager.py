@@ -101,6 +101,7 @@ async def test_a_version_generating_is_not_unloaded_until_its_request_ends(manag
 
 
 async def test_promote_loads_first_then_swaps_and_retires_the_old_version(manager, registry):
+    manager.warm_rollback = False
     await manager.ensure("a", 1)
     ch = await manager.promote("a", 2, actor="ops")
     assert ch.stable == 2 and ch.previous == [1]
@@ -108,6 +109,27 @@ async def test_promote_loads_first_then_swaps_and_retires_the_old_version(manage
     await asyncio.sleep(0.1)
     assert "a@1" not in manager.resident()
     assert registry.history("a")[-1]["actor"] == "ops"
+
+
+async def test_the_rollback_target_stays_warm_so_a_rollback_loads_nothing(manager, engine, registry):
+    manager.max_resident = 8  # warm targets come last in the desired set: only while slots are free
+    await manager.ensure("a", 1)
+    await manager.promote("a", 2, actor="ops")
+    await asyncio.sleep(0.1)
+    assert sorted(manager.resident()) == ["a@1", "a@2"]  # a@1 is the rollback target
+    assert "a@1" in manager.desired()
+    loads = []
+    real = engine.load_adapter
+
+    async def counting(name, path):
+        loads.append(name)
+        return await real(name, path)
+
+    engine.load_adapter = counting
+    ch = await manager.rollback("a", actor="ops")
+    assert ch.stable == 1 and loads == []  # only the channel moved
+    await asyncio.sleep(0.1)
+    assert manager.resident() == ["a@1"]  # a@2 is neither on a channel nor the rollback target now
 
 
 async def test_promote_of_a_corrupted_version_fails_and_the_old_one_keeps_serving(manager, registry):
@@ -136,8 +158,10 @@ async def test_reconcile_follows_a_promote_made_elsewhere(manager, registry):
     await manager.reconcile()
     registry.promote("a", 2, actor="cli")  # another replica / the CLI changed the registry
     report = await manager.reconcile()
-    assert "a@2" in report.loaded and "a@1" in report.unloaded
-    assert "a@1" not in manager.resident()
+    assert "a@2" in report.loaded and "a@1" in manager.resident()  # a@1: the warm rollback target
+    manager.max_resident = 3  # no free slot for it any more
+    report = await manager.reconcile()
+    assert "a@1" in report.unloaded and "a@1" not in manager.resident()
 
 
 async def test_reconcile_drops_removed_adapters_but_leaves_foreign_names(manager, registry, engine, tmp_path):

@@ -32,7 +32,8 @@ def sources(tmp_path_factory) -> list[Path]:
 @pytest.fixture
 async def router(tmp_path, engine, sources):  # engine: the session LocalEngine of conftest.py
     cfg = load_config(None, data_dir=tmp_path, models_cache=MODELS_CACHE,
-                      adapters={"registry": {"reconcile_interval_s": 0, "retire_grace_s": 0}})
+                      adapters={"registry": {"reconcile_interval_s": 0, "retire_grace_s": 0,
+                                             "warm_rollback": False}})  # a replaced version must go
     r = build_router(cfg, engine)
     for src in sources:
         r.registry.add(src, actor="t", name="style")

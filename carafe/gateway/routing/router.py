@@ -258,5 +258,6 @@ def build_router(config: Any, engine: Engine, *, embedder: Any = None) -> Router
     manager = AdapterManager(engine, registry, max_resident=adapters.engine.max_loras,
                              reconcile_interval_s=adapters.registry.reconcile_interval_s,
                              retire_grace_s=adapters.registry.retire_grace_s,
-                             retry_failed_s=adapters.registry.retry_failed_s)
+                             retry_failed_s=adapters.registry.retry_failed_s,
+                             warm_rollback=adapters.registry.warm_rollback)
     return Router(config.routing, engine, registry, manager, embedder=embedder)
