@@ -6,18 +6,17 @@ import os
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from carafe.gateway.auth import KeyStore
 from carafe.gateway.cli.common import ConfigOption, config_or_exit, console
 
 DEMO_USERS: list[tuple[str, list[str], bool]] = [
     ("admin", [], True),
-    ("hana", ["hr"], False),
-    ("finn", ["finance"], False),
-    ("eli", ["engineering"], False),
-    ("lea", ["legal"], False),
-    ("guest", [], False),
+    ("hana", ["hr", "employees"], False),  # staff are all in `employees` (the handbook's ACL)
+    ("finn", ["finance", "employees"], False),
+    ("eli", ["engineering", "employees"], False),
+    ("lea", ["legal", "employees"], False),
+    ("guest", [], False),  # no groups: public documents only
 ]
 
 
@@ -37,11 +36,12 @@ def register(app: typer.Typer) -> None:
         for rec in store.list():  # keys of an earlier demo run stop working
             if rec.user in demo_names and not rec.revoked:
                 store.revoke(rec.key_id)
-        table = Table("user", "groups", "role", "API key (shown once)", title="Demo API keys")
+        # Plain lines, never wrapped or cut by the terminal's width: the keys are shown once and get copied.
+        console.print("[bold]Demo API keys[/] (shown once; older demo keys are revoked):")
         for user, groups, admin in DEMO_USERS:
             key, rec = store.create(user, groups=groups, admin=admin, rpm=cfg.auth.default_rpm)
-            table.add_row(user, ",".join(groups) or "-", "admin" if admin else "user", key)
-        console.print(table)
+            who = f"{user} ({'admin' if admin else ','.join(groups) or 'no groups'})"
+            typer.echo(f"  {who:<20} {key}")
         _prepare_data(cfg)
         h, p = host or cfg.server.host, port or cfg.server.port
         console.print(
