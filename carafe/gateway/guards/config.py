@@ -39,7 +39,8 @@ def _default_output() -> dict[str, CheckSettings]:
     return {
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
-        "grounding": CheckSettings(action="log", threshold=0.5),
+        # support below 0.6 is flagged: on the shipped eval set, 0.65 recall at 0 false positives (0.5: 0.40)
+        "grounding": CheckSettings(action="log", threshold=0.6),
         "leak": CheckSettings(action="redact", threshold=0.9),
     }
 
@@ -96,6 +97,7 @@ def _default_policies() -> dict[str, PolicyConfig]:
         "default": PolicyConfig(),
         "strict": PolicyConfig(
             deny_topics=["medical_advice", "legal_advice", "investment_advice"],
+            # blocking costs the user an answer: a lower bar than the default policy's logging
             output={**_default_output(), "grounding": CheckSettings(action="block", threshold=0.5),
                     "leak": CheckSettings(action="block", threshold=0.85)},
         ),
