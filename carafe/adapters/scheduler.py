@@ -175,8 +175,8 @@ class Scheduler:
         if not self.peft:
             return self.model(**kw).logits
         if names == {None}:
-            with self.model.disable_adapter():
-                return self.model(**kw).logits
+            # base rows through the mixed path: no toggling of every LoRA layer on and off per step
+            return self.model(**kw, adapter_names=[BASE] * len(rows)).logits
         if len(names) == 1:
             (name,) = names
             if self.model.active_adapter != name:

@@ -132,11 +132,13 @@ async def test_a_failed_prefill_fails_its_requests_and_the_engine_goes_on(engine
 
 # ---- LoRA adapters ------------------------------------------------------------
 async def test_adapter_changes_output_and_mixed_batch_matches_single_runs(engine, make_lora, tmp_path):
+    greedy = dict(temperature=0, max_tokens=6, ignore_eos=True)
+    plain_base = (await collect(ask(engine, QUESTION, **greedy)))[0]  # no adapter loaded yet
     await engine.load_adapter("style-a", str(make_lora(tmp_path, seed=1)))
     await engine.load_adapter("style-b", str(make_lora(tmp_path, rank=4, seed=2)))
     try:
-        greedy = dict(temperature=0, max_tokens=6, ignore_eos=True)
         singles = [(await collect(ask(engine, QUESTION, adapter=a, **greedy)))[0] for a in (None, "style-a", "style-b")]
+        assert singles[0] == plain_base  # loaded adapters leave base-model requests untouched
         assert singles[1] != singles[0] and singles[2] != singles[0]
         mixed = await asyncio.gather(*[collect(ask(engine, QUESTION, adapter=a, **greedy))
                                        for a in (None, "style-a", "style-b")])
