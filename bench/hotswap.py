@@ -116,13 +116,16 @@ async def main() -> None:
         stop.set()
         await asyncio.gather(*clients)
 
-        to_new, after_flip, promote_s = [], [], []
+        to_new, after_flip, promote_s, waits, ttfts = [], [], [], [], []
         for t0, t1, target in switches:
             promote_s.append(t1 - t0)
-            firsts = [first for start, first, ref in log if ref == target and start >= t0]
-            if firsts:
-                to_new.append(min(firsts) - t0)
-                after_flip.append(max(0.0, min(firsts) - t1))
+            new = sorted((first, start) for start, first, ref in log if ref == target and start >= t0)
+            if new:
+                first, start = new[0]
+                to_new.append(first - t0)
+                after_flip.append(max(0.0, first - t1))
+                waits.append(max(0.0, start - t1))  # until a client, done with its request, sends the next
+                ttfts.append(first - start)
         print(f"hot-swap: {args.clients} streaming clients ({tokens} tokens each), {len(switches)} promotes/rollbacks")
         print(f"  requests served       {len(log)}")
         print(f"  requests failed       {len(failures)}  (goal 0){'  e.g. ' + failures[0] if failures else ''}")
@@ -135,6 +138,9 @@ async def main() -> None:
               f"p99 {pct(after_flip, 99):.3f} s  (excludes the load done before the flip)")
         print(f"  promote/rollback call (load + channel move)  p50 {statistics.median(promote_s):.3f} s  "
               f"p99 {pct(promote_s, 99):.3f} s")
+        if waits:
+            print(f"    of which: flip -> next request sent  p50 {statistics.median(waits):.3f} s  p99 {pct(waits, 99):.3f} s; "
+                  f"that request's time to first token  p50 {statistics.median(ttfts):.3f} s  p99 {pct(ttfts, 99):.3f} s")
 
         await router.close()
         path = str(router.registry.get("swap", 1).path)
