@@ -53,12 +53,10 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
             from carafe.indexer.embedding import Embedder
 
             emb = config.indexer.embedding
-            state.embedder = await asyncio.to_thread(Embedder, emb.model, device=emb.device, batch_size=emb.batch_size,
-                                                     quantize=emb.quantize)
-            if state.embedder.model_id.endswith("-int8"):
+            state.embedder = await asyncio.to_thread(Embedder.from_config, emb)
+            if state.embedder.quantized:
                 # int8 serves retrieval and guards; /v1/embeddings returns the model's own vectors
-                state.api_embedder = await asyncio.to_thread(Embedder, emb.model, device=emb.device,
-                                                             batch_size=emb.batch_size)
+                state.api_embedder = await asyncio.to_thread(Embedder.from_config, emb, quantize=False)
         await wiring.attach(state)
         try:
             yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,8 @@ class Embedder:
         self.model_id = "all-MiniLM-L6-v2" if model.lower() == MINILM else self.path.name
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.path), device=device, local_files_only=True)
-        if quantize and device == "cpu":  # dynamic int8 kernels are CPU ones; a GPU is fast without
+        self.quantized = quantize and device == "cpu"  # dynamic int8 kernels are CPU ones; a GPU is fast without
+        if self.quantized:
             self._model = _int8(self._model)
             self.model_id += "-int8"
             # Dynamic quantization scales activations per forward pass: in a batch, a text's vector
@@ -60,6 +62,12 @@ class Embedder:
         self._lock = threading.Lock()
         self.dim: int = int(getattr(self._model, "get_embedding_dimension", None) and self._model.get_embedding_dimension() or self._model.get_sentence_embedding_dimension() or 384)
         self.max_seq_length: int = int(self._model.max_seq_length)
+
+    @classmethod
+    def from_config(cls, config: Any, *, quantize: bool | None = None) -> "Embedder":
+        """The embedder ``indexer.embedding`` describes (``quantize`` overrides its setting)."""
+        return cls(config.model, device=config.device, batch_size=config.batch_size,
+                   quantize=config.quantize if quantize is None else quantize)
 
     def encode(self, texts: list[str], *, normalize: bool = True) -> np.ndarray:
         """Float32 array of shape (len(texts), dim), L2-normalized by default."""

@@ -51,8 +51,7 @@ def test(
             # Loaded up front so the latency column shows check time, not model loading.
             from carafe.indexer.embedding import Embedder
 
-            emb = cfg.indexer.embedding  # the gateway's embedder, so verdicts match what it decides
-            embedder = Embedder(emb.model, device=emb.device, batch_size=emb.batch_size, quantize=emb.quantize)
+            embedder = Embedder.from_config(cfg.indexer.embedding)  # the gateway's, so verdicts match its decisions
             pipeline = GuardPipeline.from_config(cfg.guards, embedder=embedder)
             embedder.encode(["warm up"])  # first forward pass and phone metadata are one-off costs
             pipeline.checks["pii"].scan("warm up +1 415 555 0132")  # type: ignore[attr-defined]

@@ -29,9 +29,7 @@ def _open(cfg: CarafeConfig) -> Index:
 
     hf_logging.disable_progress_bar()  # keep --json output and the sync progress bar clean
 
-    emb = cfg.indexer.embedding
-    embedder = Embedder(emb.model, device=emb.device, batch_size=emb.batch_size, quantize=emb.quantize)
-    return Index(cfg.indexer, embedder, data_dir=cfg.data_dir)
+    return Index(cfg.indexer, Embedder.from_config(cfg.indexer.embedding), data_dir=cfg.data_dir)
 
 
 def _summary(report: SyncReport) -> None:
