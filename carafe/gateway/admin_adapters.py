@@ -14,8 +14,6 @@ unloading an unknown name. They act on the engine directly, outside the registry
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,9 +29,9 @@ from carafe.adapters.registry import STABLE, Registry
 from carafe.errors import InvalidInput, Unavailable
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
+from carafe.gateway.telemetry.attributes import admin_span
 
 router = APIRouter(tags=["admin"])
-tracer = trace.get_tracer("carafe.gateway")
 
 
 def adapter_attributes(name: str | None, **attrs: Any) -> dict[str, Any]:
@@ -49,14 +47,8 @@ def adapter_attributes(name: str | None, **attrs: Any) -> dict[str, Any]:
     return out
 
 
-@contextmanager
-def _admin_span(action: str, principal: Principal, name: str | None = None, **attrs: Any) -> Iterator[None]:
-    """One span per admin change (the audit trail of who changed what, and when)."""
-    with tracer.start_as_current_span(f"carafe.admin.adapters.{action}") as span:
-        span.set_attribute("carafe.principal", principal.user)
-        for key, value in adapter_attributes(name, **attrs).items():
-            span.set_attribute(key, value)
-        yield
+def _admin_span(action: str, principal: Principal, name: str | None = None, **attrs: Any) -> Any:
+    return admin_span(f"carafe.admin.adapters.{action}", principal.user, **adapter_attributes(name, **attrs))
 
 
 class AddAdapter(BaseModel):

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 from carafe.errors import Conflict, NotFound, Unavailable
@@ -14,8 +13,8 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.retrieval import Retriever
 from carafe.gateway.telemetry import metrics
+from carafe.gateway.telemetry.attributes import admin_span
 
-tracer = trace.get_tracer("carafe.gateway")
 router = APIRouter(prefix="/admin/index", tags=["admin"], dependencies=[Depends(require_admin)])
 _RUNNING = "index_sync_running"
 
@@ -42,8 +41,7 @@ async def sync(request: Request, body: SyncRequest | None = None,
         raise Conflict("an index sync is already running; try again when it has finished", code="sync_running")
     async with lock:
         try:
-            with tracer.start_as_current_span("carafe.admin.index.sync") as span:
-                span.set_attribute("carafe.principal", principal.user)
+            with admin_span("carafe.admin.index.sync", principal.user):
                 report = await retriever.sync(body.source if body else None)
         except Exception:
             metrics.record_index_sync("failed")

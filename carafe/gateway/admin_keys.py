@@ -6,14 +6,13 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
+from carafe.gateway.telemetry.attributes import admin_span
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
-tracer = trace.get_tracer("carafe.gateway")
 
 
 class KeyCreate(BaseModel):
@@ -34,14 +33,12 @@ def _public(rec: Any) -> dict[str, Any]:
 async def create_key(body: KeyCreate, request: Request, admin: Principal = Depends(require_admin)) -> dict[str, Any]:
     """Create a key; the response is the only place the clear key ever appears."""
     state = get_state(request)
-    with tracer.start_as_current_span("carafe.admin.keys.create") as span:
+    with admin_span("carafe.admin.keys.create", admin.user, **{"carafe.key.user": body.user}) as span:
         key, rec = state.keys.create(
             body.user, groups=body.groups, admin=body.admin, models=body.models,
             rpm=body.rpm or state.config.auth.default_rpm,
         )
-        span.set_attribute("carafe.principal", admin.user)
         span.set_attribute("carafe.key.id", rec.key_id)
-        span.set_attribute("carafe.key.user", rec.user)
     return {"key": key, **_public(rec)}
 
 
@@ -52,8 +49,6 @@ async def list_keys(request: Request, _: Principal = Depends(require_admin)) -> 
 
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, request: Request, admin: Principal = Depends(require_admin)) -> dict[str, Any]:
-    with tracer.start_as_current_span("carafe.admin.keys.revoke") as span:
-        span.set_attribute("carafe.principal", admin.user)
-        span.set_attribute("carafe.key.id", key_id)
+    with admin_span("carafe.admin.keys.revoke", admin.user, **{"carafe.key.id": key_id}):
         get_state(request).keys.revoke(key_id)
     return {"id": key_id, "revoked": True}

@@ -49,8 +49,7 @@ def admin_span(cfg: CarafeConfig, name: str, **attrs: Any) -> Iterator[Any]:
     the OS user as ``carafe.principal``, so `carafe audit` and a collector see
     CLI changes beside the HTTP ones. Tracing trouble never stops the change.
     """
-    from opentelemetry import trace
-
+    from carafe.gateway.telemetry.attributes import admin_span as span_of
     from carafe.gateway.telemetry.setup import setup_telemetry
 
     telemetry = None
@@ -59,12 +58,7 @@ def admin_span(cfg: CarafeConfig, name: str, **attrs: Any) -> Iterator[Any]:
     except Exception as exc:  # an unwritable trace folder must not block an admin
         err_console.print(f"[yellow]warning:[/] tracing is off for this command: {exc}")
     try:
-        with trace.get_tracer("carafe.cli").start_as_current_span(name) as span:
-            span.set_attribute("carafe.principal", getpass.getuser())
-            span.set_attribute("carafe.admin.via", "cli")
-            for key, value in attrs.items():
-                if value is not None:
-                    span.set_attribute(key, value)
+        with span_of(name, getpass.getuser(), **{"carafe.admin.via": "cli", **attrs}) as span:
             yield span
     finally:
         if telemetry is not None:

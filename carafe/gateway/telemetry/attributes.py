@@ -7,6 +7,12 @@ GenAI names follow the conventions now kept in open-telemetry/semantic-conventio
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 # OpenTelemetry GenAI semantic conventions
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"  # chat | text_completion | embeddings | retrieval
@@ -57,3 +63,15 @@ def content_attributes(text: str, record_content: bool, *, kind: str = "prompt")
     if record_content:
         attrs[f"carafe.{kind}.content"] = text
     return attrs
+
+
+@contextmanager
+def admin_span(name: str, principal: str, **attrs: Any) -> Iterator[Span]:
+    """One span per admin change, who made it and what (None-valued attributes are left out):
+    the audit trail of keys, adapters and index syncs, from the admin API and the CLI alike."""
+    with trace.get_tracer("carafe.admin").start_as_current_span(name) as span:
+        span.set_attribute(CARAFE_PRINCIPAL, principal)
+        for key, value in attrs.items():
+            if value is not None:
+                span.set_attribute(key, value)
+        yield span
