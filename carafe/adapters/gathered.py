@@ -84,6 +84,6 @@ def clear(model: Any) -> None:
 
 def uninstall(model: Any) -> None:
     """Back to PEFT's own per-adapter loop (benchmarks compare the two)."""
+    clear(model)
     for module in model.modules():
         module.__dict__.pop("_mixed_batch_forward", None)
-        module.__dict__.pop(_CACHE, None)

@@ -221,12 +221,14 @@ class AdapterManager:
         self._retire_unreferenced(name, before, after)
         return after
 
+    def _warm(self, ch: Channels) -> int | None:
+        """The rollback target kept resident (warm_rollback), if any."""
+        return ch.previous[-1] if self.warm_rollback and ch.previous else None
+
     def _kept(self, ch: Channels) -> set[int]:
-        """Versions to keep resident: every channel's, plus the rollback target when warm_rollback."""
-        keep = ch.referenced()
-        if self.warm_rollback and ch.previous:
-            keep.add(ch.previous[-1])
-        return keep
+        """Versions to keep resident: every channel's, plus the warm rollback target."""
+        warm = self._warm(ch)
+        return ch.referenced() | ({warm} if warm is not None else set())
 
     def _retire_unreferenced(self, name: str, before: Channels, after: Channels) -> None:
         for v in self._kept(before) - self._kept(after):
@@ -248,8 +250,8 @@ class AdapterManager:
             if ch.canary is not None and ch.canary_weight > 0:
                 rest.append(f"{name}@{ch.canary}")
             rest.extend(f"{name}@{v}" for v in ch.named.values())
-            if self.warm_rollback and ch.previous:  # last in line: only while slots are free
-                warm.append(f"{name}@{ch.previous[-1]}")
+            if (target := self._warm(ch)) is not None:  # last in line: only while slots are free
+                warm.append(f"{name}@{target}")
         return list(dict.fromkeys(first + rest + warm))[: self.max_resident]
 
     async def reconcile(self) -> ReconcileReport:

@@ -78,8 +78,8 @@ class Index:
                             batch_chunks=self.config.sync_batch_chunks)
             report = syncer.sync(self.sources(source), complete=source is None, progress=progress)
             write_json_atomic(self.state_dir / "last_sync.json", report.to_dict())
-            for kind in ("added", "updated", "acl_updated", "deleted", "unchanged", "failed"):
-                span.set_attribute(f"carafe.index.{kind}", len(getattr(report, kind)))
+            for kind, n in report.counts().items():
+                span.set_attribute(f"carafe.index.{kind}", n)
             span.set_attribute("carafe.index.chunks_embedded", report.chunks_embedded)
             if report.failed:
                 span.set_status(Status(StatusCode.ERROR, f"{len(report.failed)} document(s) failed"))
