@@ -1,5 +1,5 @@
 """Guardrail benchmark: recall, false-positive rate and latency per check on
-the labelled evaluation sets shipped in ``carafe/gateway/guards/data``, the
+the labelled evaluation sets shipped in ``carafe/guards/data``, the
 whole input pipeline's latency, and the streaming guard's added delay.
 
     python bench/guard.py [--quick] [--threads N]
@@ -23,8 +23,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from carafe.gateway.guards import GuardPipeline, GuardsConfig  # noqa: E402
-from carafe.gateway.guards.classifier import data_path, load_jsonl  # noqa: E402
+from carafe.guards import GuardPipeline, GuardsConfig  # noqa: E402
+from carafe.guards.classifier import data_path, load_jsonl  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,7 +71,7 @@ async def input_pipeline(guards: GuardPipeline, texts: list[str]) -> list[float]
 
 async def grounding(guards: GuardPipeline, rows: list[dict]) -> tuple[float, float, list[float]]:
     """Unsupported sentences flagged (recall) and supported ones flagged (FPR), default policy."""
-    from carafe.gateway.guards.checks.grounding import PassageIndex
+    from carafe.guards.checks.grounding import PassageIndex
 
     settings = guards.policy(None).output["grounding"]
     tp = fp = 0
@@ -110,7 +110,7 @@ async def streaming(guards: GuardPipeline, rounds: int, delta_chars: int = 4) ->
     generated; its delay is the time from the feed that completed it to the
     feed that released it, and the lag counts complete-but-unreleased sentences.
     """
-    from carafe.gateway.guards.stream import _BOUNDARY
+    from carafe.guards.stream import _BOUNDARY
 
     feed_ms: list[float] = []
     sentence_ms: list[float] = []

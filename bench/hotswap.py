@@ -45,7 +45,7 @@ def rss_mb() -> float:
 async def build(tmp: Path):
     from carafe.adapters.engine import SamplingParams  # noqa: F401
     from carafe.adapters.local import LocalEngine
-    from carafe.gateway.config import load_config
+    from carafe.config import load_config
     from carafe.gateway.routing import build_router
     from tests.lora import make_lora
 

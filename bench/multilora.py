@@ -55,7 +55,7 @@ async def main() -> None:
     rounds, tokens = (1, 16) if args.quick else (3, 32)
 
     from carafe.adapters.local import LocalEngine
-    from carafe.gateway.config import load_config
+    from carafe.config import load_config
     from carafe.gateway.routing import build_router
     from tests.lora import make_lora
 

@@ -148,7 +148,7 @@ def start_gateway(data_dir: Path, port: int, guards: bool) -> subprocess.Popen:
     env = dict(os.environ, CARAFE_DATA_DIR=str(data_dir), CARAFE_SERVER__PORT=str(port),
                CARAFE_MODELS_CACHE=str(REPO / ".carafe" / "models"), CARAFE_GUARDS__ENABLED=str(guards).lower())
     env.setdefault("CARAFE_TELEMETRY__EXPORTER", "none")
-    return subprocess.Popen([sys.executable, "-m", "carafe.gateway.cli.main", "serve", "--log-level", "warning"],
+    return subprocess.Popen([sys.executable, "-m", "carafe.cli.main", "serve", "--log-level", "warning"],
                             env=env, cwd=str(data_dir))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from carafe.gateway.auth import KeyStore
-from carafe.gateway.cli.main import app
+from carafe.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from carafe.gateway.config import CarafeConfig, load_config
+from carafe.config import CarafeConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yaml"

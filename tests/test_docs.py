@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from carafe.gateway.cli.config_cmd import reference_markdown
-from carafe.gateway.cli.main import app
+from carafe.cli.config_cmd import reference_markdown
+from carafe.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
 
 
 def test_example_config_loads() -> None:
-    from carafe.gateway.config import load_config
+    from carafe.config import load_config
 
     cfg = load_config(REPO / "examples" / "carafe.yaml")
     assert cfg.indexer.sources and (REPO / cfg.indexer.sources[0].path).is_dir()

@@ -15,7 +15,7 @@ from carafe import __version__
 from carafe.adapters.engine import Engine
 from carafe.gateway import admin_keys, serving_chat, serving_completion, serving_embeddings, serving_models
 from carafe.gateway.auth import KeyStore
-from carafe.gateway.config import CarafeConfig
+from carafe.config import CarafeConfig
 from carafe.gateway.errors import error_response, install_error_handlers
 from carafe.gateway.middleware import RequestLimits
 from carafe.gateway.ratelimit import RateLimiter

@@ -7,7 +7,7 @@ from typing import Any
 
 from carafe.adapters.engine import Engine
 from carafe.gateway.auth import KeyStore
-from carafe.gateway.config import CarafeConfig
+from carafe.config import CarafeConfig
 from carafe.gateway.ratelimit import RateLimiter
 
 
@@ -24,6 +24,6 @@ class AppState:
     adapter_manager: Any = None  # resident-set manager / reconciler (adapters)
     router: Any = None  # carafe.gateway.routing.Router
     retriever: Any = None  # permission-filtered search (indexer)
-    guards: Any = None  # carafe.gateway.guards pipeline
+    guards: Any = None  # carafe.guards pipeline
     telemetry: Any = None  # carafe.gateway.telemetry handle
     extras: dict[str, Any] = field(default_factory=dict)

@@ -56,9 +56,9 @@ async def attach(state: AppState) -> None:
     retrieval = _optional("carafe.gateway.retrieval")
     if retrieval is not None and state.retriever is None:
         state.retriever = retrieval.Retriever(state.config, state.embedder)
-    guards = _optional("carafe.gateway.guards.pipeline")
+    guards = _optional("carafe.guards.pipeline")
     if guards is not None and state.guards is None:
-        from carafe.gateway.guards import GuardPipeline
+        from carafe.guards import GuardPipeline
 
         enabled = getattr(state.config.guards, "enabled", True)
         if enabled:

@@ -12,7 +12,7 @@ import pytest
 
 from carafe.adapters.engine import ChatMessage, SamplingParams
 from carafe.gateway.auth import Principal
-from carafe.gateway.config import load_config
+from carafe.config import load_config
 from carafe.gateway.routing import build_router
 from tests.conftest import MODELS_CACHE
 from tests.lora import make_lora

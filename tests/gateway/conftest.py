@@ -10,10 +10,10 @@ import openai
 import pytest
 
 from carafe.gateway.app import create_app
-from carafe.gateway.config import load_config
+from carafe.config import load_config
 from tests.conftest import MODELS_CACHE
 from tests.servers import RunningServer, serve_in_thread
-from carafe.gateway.guards import CheckSettings, GuardsConfig, PolicyConfig
+from carafe.guards import CheckSettings, GuardsConfig, PolicyConfig
 from pathlib import Path
 
 BASE_MODEL = "SmolLM2-135M-Instruct"

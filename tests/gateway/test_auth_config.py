@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from carafe.errors import RateLimited
 from carafe.gateway.auth import KeyStore
-from carafe.gateway.cli.main import app
-from carafe.gateway.config import load_config
+from carafe.cli.main import app
+from carafe.config import load_config
 from carafe.gateway.ratelimit import RateLimiter
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from carafe.gateway.admin_index import router
 from carafe.gateway.auth import KeyStore, Principal
-from carafe.gateway.config import CarafeConfig
+from carafe.config import CarafeConfig
 from carafe.gateway.errors import install_error_handlers
 from carafe.gateway.ratelimit import RateLimiter
 from carafe.gateway.retrieval import Retriever, citations, scope_of
@@ -96,7 +96,7 @@ def test_admin_index_api_sync_report_stats(admin_client):
 
 
 def test_cli_sync_search_as_user_and_stats(small_policies, tmp_path):
-    from carafe.gateway.cli.index import app
+    from carafe.cli.index import app
 
     (tmp_path / "carafe.yaml").write_text(
         f"data_dir: {tmp_path / 'data'}\nindexer:\n  sources:\n    - name: policies\n      path: {small_policies}\n")

@@ -8,7 +8,7 @@ import pytest
 
 from carafe.gateway.auth import Principal
 from carafe.gateway.retrieval import Retriever, citations
-from carafe.gateway.config import CarafeConfig
+from carafe.config import CarafeConfig
 from carafe.indexer.acl import AccessScope
 from carafe.indexer.config import SourceConfig
 from carafe.indexer.prompt import rag_system_prompt

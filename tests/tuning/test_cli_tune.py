@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from carafe.gateway.cli.main import app
+from carafe.cli.main import app
 from tests.tuning.taxo import copy_example
 
 

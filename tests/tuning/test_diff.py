@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from carafe.gateway.cli.main import app
+from carafe.cli.main import app
 from carafe.tuning.diff import NotAGitTaxonomy, changed_leaves
 from tests.tuning.taxo import git, skill_yaml, write_leaf
 

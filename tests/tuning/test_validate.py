@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from carafe.gateway.cli.main import app
+from carafe.cli.main import app
 from carafe.tuning.validate import validate_taxonomy
 from tests.tuning.taxo import copy_example, git, skill_yaml, write_leaf
 

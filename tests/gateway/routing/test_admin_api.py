@@ -16,7 +16,7 @@ from carafe.adapters.engine import ChatMessage, SamplingParams
 from carafe.adapters.errors import AdapterConflict, InvalidAdapter
 from carafe.adapters.vllm import VLLMEngine
 from carafe.gateway.app import create_app
-from carafe.gateway.config import load_config
+from carafe.config import load_config
 from tests.gateway.routing.conftest import BASE_ID, DIGEST
 from tests.servers import serve_in_thread
 

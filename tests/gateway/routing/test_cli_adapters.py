@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from carafe.adapters.manifest import BaseModelRef
 from carafe.adapters.registry import Registry
-from carafe.gateway.cli.main import app
+from carafe.cli.main import app
 from tests.conftest import MODELS_CACHE
 from tests.lora import make_lora
 

@@ -10,7 +10,7 @@ import pytest
 from carafe.adapters.errors import AdapterNotFound
 from carafe.errors import Forbidden
 from carafe.gateway.auth import Principal
-from carafe.gateway.config import load_config
+from carafe.config import load_config
 from carafe.gateway.routing import RetrievalPolicy, build_router, canary_bucket
 from tests.gateway.routing.conftest import BASE_ID
 

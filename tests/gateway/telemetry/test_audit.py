@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from carafe.errors import InvalidInput
-from carafe.gateway.cli.main import app as cli
+from carafe.cli.main import app as cli
 from carafe.gateway.telemetry import audit
 from carafe.gateway.telemetry.setup import Telemetry
 from tests.gateway.telemetry.conftest import read_trace_file

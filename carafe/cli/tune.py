@@ -1,0 +1,183 @@
+"""`carafe tune generate|train|eval|publish|run`: from a taxonomy to a published LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from carafe.errors import CarafeError
+
+app = typer.Typer(no_args_is_help=True)
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="carafe.yaml")]
+TaxonomyOpt = Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy folder (default: tuning.taxonomy)")]
+TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="Teacher endpoint URL, `template` (rule-based stand-in) or `local`")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if its inputs are unchanged")]
+
+
+def _workspace(config: Path | None, taxonomy: Path | None, teacher: str | None):
+    from carafe.config import load_config
+    from carafe.tuning.pipeline import Workspace
+
+    cfg = load_config(config)
+    tuning = cfg.tuning.model_copy(deep=True)
+    if teacher is not None:
+        tuning.teacher.endpoint = None if teacher == "local" else teacher
+    return Workspace(tuning, taxonomy or tuning.taxonomy, tuning.out_dir(cfg.data_dir), cfg.models_dir, cfg.registry_dir)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except CarafeError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        for issue in getattr(exc, "issues", [])[:20]:
+            console.print(f"  {issue}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _generate(ws, force: bool, quiet: bool) -> dict:
+    from carafe.tuning.generate import estimate
+    from carafe.tuning.pipeline import generate_stage
+
+    recipes = ws.recipes()
+    rows = estimate(recipes, ws.cfg)
+    if not quiet:
+        table = Table("leaf", "kind", "teacher calls", "samples (est.)", "size (est.)", title="generation estimate")
+        for r in rows:
+            table.add_row(r["leaf"], r["kind"], str(r["teacher_calls"]), str(r["samples"]), f"{r['approx_bytes'] / 1024:.0f} KiB")
+        console.print(table)
+    with _progress() as progress:
+        task = progress.add_task("generating", total=sum(r["teacher_calls"] for r in rows), info="")
+
+        def advance(stage: str, n: int) -> None:
+            t = progress.tasks[task]
+            if t.total is not None and t.completed + n > t.total:
+                progress.update(task, total=t.completed + n)
+            progress.update(task, advance=n, info=stage)
+
+        summary = generate_stage(ws, recipes, force=force, advance=advance)
+    if not quiet:
+        table = Table("leaf", "generated", "format failures", "dropped", "kept", title="drop report")
+        for r in summary["reports"]:
+            table.add_row(r["leaf"], str(r["generated"]), str(r["format_failures"]),
+                          ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-", str(r["kept"]))
+        console.print(table)
+        console.print(f"{summary['samples']} samples → {ws.out / 'data' / 'train.jsonl'}" + (" (reused)" if summary["reused"] else ""))
+    return summary
+
+
+def _train(ws, force: bool, quiet: bool) -> dict:
+    from carafe.tuning.pipeline import train_stage
+
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def on_step(s) -> None:
+            if s.phase not in tasks:
+                tasks[s.phase] = progress.add_task(f"phase {s.phase}", total=s.total, info="")
+            progress.update(tasks[s.phase], completed=s.step, info=f"loss {s.loss:.3f}  {s.tokens_per_s:.0f} tok/s")
+
+        summary = train_stage(ws, force=force, on_step=on_step)
+    if not quiet:
+        table = Table("phase", "own", "replay", "general", "steps", "tokens/s", "final loss", title="training")
+        for p in summary["phases"]:
+            table.add_row(p["name"], str(p["samples"]["own"]), str(p["samples"]["replay"]), str(p["samples"]["general"]),
+                          str(p["steps"]), str(p["tokens_per_s"]), str(p["final_loss"]))
+        console.print(table)
+        console.print(f"adapter → {summary['adapter']}" + (" (reused)" if summary["reused"] else ""))
+    return summary
+
+
+def _eval(ws, force: bool, quiet: bool) -> dict:
+    from carafe.tuning.pipeline import eval_stage
+
+    with console.status("evaluating base vs adapter"):
+        summary = eval_stage(ws, ws.recipes(), force=force)
+    if not quiet:
+        base, ad = summary["metrics"]["base"], summary["metrics"]["adapter"]
+        table = Table("metric", "base", "adapter", title="evaluation (held-out recipe questions, forgetting)")
+        for k in base:
+            table.add_row(k, f"{base[k]:.4g}", f"{ad.get(k, float('nan')):.4g}")
+        console.print(table)
+        gate = summary["gate"]
+        console.print("[green]gate passed[/]" if gate["passed"] else "[red]gate failed:[/] " + "; ".join(gate["failed"]))
+    return summary
+
+
+def _publish(ws, name: str | None, force: bool, quiet: bool) -> dict:
+    from carafe.tuning.pipeline import publish_stage
+
+    summary = publish_stage(ws, ws.recipes(), name=name, force=force)
+    if not quiet:
+        console.print(f"published [bold]{summary['ref']}[/] into {summary['registry']} "
+                      "(promote it with `carafe adapters promote` when you are satisfied)")
+    return summary
+
+
+def _emit(as_json: bool, data: dict) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def generate(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, teacher: TeacherOpt = None, force: ForceOpt = False,
+             as_json: JsonOpt = False) -> None:
+    """Generate and filter synthetic training data from the recipes (resumable)."""
+    ws = _workspace(config, taxonomy, teacher)
+    _emit(as_json, _guard(lambda: _generate(ws, force, as_json)))
+
+
+@app.command()
+def train(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """Train the LoRA adapter in phases (knowledge, then skills with replay); resumes from checkpoints."""
+    ws = _workspace(config, taxonomy, None)
+    _emit(as_json, _guard(lambda: _train(ws, force, as_json)))
+
+
+@app.command("eval")
+def evaluate(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """Compare base and adapter on held-out questions and general text; exit 1 when the gate fails."""
+    ws = _workspace(config, taxonomy, None)
+    summary = _guard(lambda: _eval(ws, force, as_json))
+    _emit(as_json, summary)
+    raise typer.Exit(0 if summary["gate"]["passed"] else 1)
+
+
+@app.command()
+def publish(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None,
+            name: Annotated[Optional[str], typer.Option(help="Adapter name (default: the taxonomy's sidecar)")] = None,
+            force: Annotated[bool, typer.Option("--force", help="Publish even if the gate failed")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Publish the evaluated adapter into the registry as a new version (not promoted)."""
+    ws = _workspace(config, taxonomy, None)
+    _emit(as_json, _guard(lambda: _publish(ws, name, force, as_json)))
+
+
+@app.command()
+def run(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, teacher: TeacherOpt = None,
+        name: Annotated[Optional[str], typer.Option(help="Adapter name (default: the taxonomy's sidecar)")] = None,
+        force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """All stages; each reuses its output when its inputs are unchanged (by content hash)."""
+    ws = _workspace(config, taxonomy, teacher)
+
+    def stages() -> dict:
+        out = {"generate": _generate(ws, force, as_json), "train": _train(ws, force, as_json)}
+        out["eval"] = _eval(ws, force, as_json)
+        out["publish"] = _publish(ws, name, False, as_json)
+        return out
+
+    _emit(as_json, _guard(stages))

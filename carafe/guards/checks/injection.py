@@ -1,0 +1,63 @@
+"""Prompt injection / jailbreak check: rule families (also on decoded payloads)
+plus an embedding classifier trained on the shipped labelled set."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from carafe.guards.checks import Subject, decide, off_loop
+from carafe.guards.checks.injection_rules import match_rules
+from carafe.guards.classifier import LinearClassifier, NgramClassifier, data_path, load_jsonl, load_or_fit
+from carafe.guards.config import CheckSettings
+from carafe.guards.verdict import GuardVerdict
+
+RULE_SCORE = 0.97
+
+
+class InjectionCheck:
+    """Score = rule hit, else the classifier's probability; category names the family.
+
+    ``kind`` picks the classifier: ``embedding`` (MiniLM + logistic regression,
+    the default) or ``ngram`` (TF-IDF word/char n-grams: no model call, for
+    machines where an embedding per prompt is too slow)."""
+
+    name = "injection"
+    cost = 3
+
+    def __init__(self, embedder_model_id: str = "all-MiniLM-L6-v2", *, extra_train: str | None = None,
+                 cache_dir: str | Path | None = None, kind: str = "embedding") -> None:
+        self.rows = load_jsonl(data_path("injection_train.jsonl"))
+        if extra_train:
+            self.rows += load_jsonl(extra_train)
+        self.model_id = embedder_model_id
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._clf: LinearClassifier | None = None
+        self._lock = threading.Lock()
+        self.kind = kind
+        self._ngram = NgramClassifier(self.rows) if kind == "ngram" else None
+
+    def classifier(self, embedder: Any) -> LinearClassifier:
+        with self._lock:
+            if self._clf is None:
+                self._clf = load_or_fit("injection", self.rows, embedder, self.model_id, self.cache_dir)
+            return self._clf
+
+    async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
+        hit = await off_loop(len(subject.normalized), match_rules, subject.normalized)
+        if hit is not None:
+            via = "" if hit.via == "plain" else f" (in a {hit.via}-encoded payload)"
+            return decide(self.name, hit.family, RULE_SCORE, settings,
+                          f"the text matches the {hit.family.replace('_', ' ')} rules{via}", stage=subject.stage)
+        if self._ngram is not None:
+            score = float((await off_loop(len(subject.normalized), self._ngram.proba, [subject.normalized]))[0])
+            return decide(self.name, "classifier", score, settings,
+                          f"the injection classifier (n-grams) scores the text {score:.2f}", stage=subject.stage)
+        if subject.embedder is None:
+            return GuardVerdict(check=self.name, category="none", stage=subject.stage,
+                                reason="rules only: no embedder for the classifier")
+        emb = await subject.embedding()
+        score = float(self.classifier(subject.embedder).proba(emb).max())
+        return decide(self.name, "classifier", score, settings,
+                      f"the injection classifier scores the text {score:.2f}", stage=subject.stage)

@@ -1,0 +1,168 @@
+"""The guard pipeline: runs a policy's checks on input and, through
+:class:`~carafe.guards.stream.OutputStream`, on streamed output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from opentelemetry import trace
+
+from carafe.guards.checks import Check, Subject
+from carafe.guards.checks.grounding import GroundingCheck
+from carafe.guards.checks.guardian import GuardianCheck
+from carafe.guards.checks.injection import InjectionCheck
+from carafe.guards.checks.leak import LeakCheck, LeakIndex
+from carafe.guards.checks.pii import PiiCheck
+from carafe.guards.checks.topics import TopicsCheck
+from carafe.guards.checks.toxicity import ToxicityCheck
+from carafe.guards.config import GuardsConfig, PolicyConfig
+from carafe.guards.errors import UnknownPolicy
+from carafe.guards.normalize import normalize
+from carafe.guards.stream import OutputStream, apply_redactions
+from carafe.guards.verdict import GuardVerdict
+
+log = logging.getLogger(__name__)
+Stage = Literal["input", "output"]
+
+
+@dataclass
+class InputResult:
+    """The input guards' outcome: the text to use (possibly redacted)."""
+
+    text: str
+    verdicts: list[GuardVerdict] = field(default_factory=list)
+    blocked: GuardVerdict | None = None
+
+
+class LazyEmbedder:
+    """Loads the packaged MiniLM on first use (when no shared embedder is given)."""
+
+    model_id = "all-MiniLM-L6-v2"
+
+    def __init__(self) -> None:
+        self._embedder: Any = None
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str], *, normalize: bool = True) -> Any:
+        with self._lock:
+            if self._embedder is None:
+                from carafe.indexer.embedding import Embedder
+
+                self._embedder = Embedder()
+        return self._embedder.encode(texts, normalize=normalize)
+
+
+class GuardPipeline:
+    """Runs a policy's checks; cheap checks start first, a block cancels the rest."""
+
+    def __init__(self, config: GuardsConfig, checks: dict[str, Check], *, embedder: Any = None,
+                 leak_index: LeakIndex | None = None) -> None:
+        self.config = config
+        self.checks = checks
+        self.embedder = embedder
+        self.leak_index = leak_index
+        self._tracer = trace.get_tracer(__name__)
+
+    @classmethod
+    def from_config(cls, config: GuardsConfig, *, embedder: Any = None,
+                    leak_index: LeakIndex | None = None) -> "GuardPipeline":
+        """Build every check the config can use (the policy picks per request)."""
+        emb = embedder if embedder is not None else LazyEmbedder()
+        injection = InjectionCheck(getattr(emb, "model_id", LazyEmbedder.model_id),
+                                   extra_train=config.injection_train_data,
+                                   cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,
+                                   kind=config.injection_classifier)
+        if config.injection_classifier == "embedding":
+            injection.classifier(emb)  # shipped/cached weights load at once; a refit happens here, not on a request
+        checks: dict[str, Check] = {
+            "injection": injection,
+            "pii": PiiCheck(config.pii_entities, config.pii_mode, config.pii_hash_salt, config.max_check_chars),
+            "toxicity": ToxicityCheck(),
+            "topics": TopicsCheck(config.topics),
+            "grounding": GroundingCheck(config.min_grounding_words),
+            "leak": LeakCheck(leak_index),
+        }
+        if config.guardian.enabled:
+            checks["guardian"] = GuardianCheck(config.guardian)
+        return cls(config, checks, embedder=emb, leak_index=leak_index)
+
+    def policy(self, name: str | None) -> PolicyConfig:
+        key = name or self.config.default_policy
+        try:
+            return self.config.policies[key]
+        except KeyError:
+            raise UnknownPolicy(f"unknown guard policy {key!r}; defined policies: {', '.join(self.config.policies)} "
+                                f"(add it under guards.policies in carafe.yaml)", param="guard_policy") from None
+
+    def subject(self, text: str, stage: Stage, policy: PolicyConfig, *, principal: Any = None,
+                passage_index: Any = None) -> Subject:
+        return Subject(text=text, normalized=normalize(text, max_chars=self.config.max_check_chars), stage=stage,
+                       principal=principal, embedder=self.embedder, policy=policy, passage_index=passage_index)
+
+    async def run(self, subject: Subject, stage: Stage, policy: PolicyConfig) -> list[GuardVerdict]:
+        """Every enabled check of ``policy`` for ``stage`` on ``subject``, concurrently.
+
+        Checks are started cheapest first; the first block cancels the checks
+        still running (their verdicts are then not needed)."""
+        settings = policy.input if stage == "input" else policy.output
+        names = [n for n, s in settings.items() if s.enabled and n in self.checks]
+        missing = [n for n, s in settings.items() if s.enabled and n not in self.checks]
+        names.sort(key=lambda n: self.checks[n].cost)
+        verdicts: list[GuardVerdict] = [
+            GuardVerdict(check=n, category="skipped", skipped=True, stage=stage,
+                         reason=f"the {n} check is not configured (see guards.{n} in carafe.yaml)") for n in missing]
+        tasks = [asyncio.ensure_future(self._timed(self.checks[n], subject, settings[n])) for n in names]
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(t.result().action == "block" for t in done):
+                    break
+        finally:
+            for t in pending:
+                t.cancel()
+        verdicts += [t.result() for t in tasks if t.done() and not t.cancelled()]
+        span = trace.get_current_span()
+        for v in verdicts:
+            span.add_event(f"carafe.guard.{v.check}", attributes=v.to_attributes())
+        return verdicts
+
+    async def _timed(self, check: Check, subject: Subject, settings: Any) -> GuardVerdict:
+        start = time.perf_counter()
+        try:
+            verdict = await check.check(subject, settings)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken check is reported in the trace, not hidden
+            log.exception("guard check %s failed", check.name)
+            verdict = GuardVerdict(check=check.name, category="error", skipped=True, flagged=True,
+                                   reason=f"the check failed: {type(exc).__name__}: {exc}", stage=subject.stage)
+        verdict.latency_ms = (time.perf_counter() - start) * 1000
+        verdict.stage = subject.stage
+        return verdict
+
+    async def check_input(self, text: str, *, policy: str | None = None, principal: Any = None) -> InputResult:
+        """Run the policy's input checks on ``text``."""
+        pol = self.policy(policy)
+        if not self.config.enabled or not text:
+            return InputResult(text=text)
+        verdicts = await self.run(self.subject(text, "input", pol, principal=principal), "input", pol)
+        blocked = next((v for v in verdicts if v.action == "block"), None)
+        return InputResult(text=text if blocked else apply_redactions(text, verdicts), verdicts=verdicts, blocked=blocked)
+
+    def output_stream(self, *, policy: str | None = None, principal: Any = None,
+                      passages: list[Any] | None = None) -> OutputStream:
+        """A guard for one streamed (or whole) answer."""
+        return OutputStream(self, self.policy(policy), principal=principal, passages=list(passages or []))
+
+    async def aclose(self) -> None:
+        guardian = self.checks.get("guardian")
+        if isinstance(guardian, GuardianCheck):
+            await guardian.aclose()
+
