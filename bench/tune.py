@@ -60,6 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from carafe.tuning.config import TeacherConfig, TuningConfig
+    from carafe.cli.tune import near_dup_encoder
     from carafe.tuning.pipeline import Workspace, eval_stage, generate_stage, publish_stage, train_stage
 
     url, server = _serve_teacher()
@@ -75,7 +76,7 @@ def main() -> None:
           "(shared with other work: timings are noisy)\n\nstage wall times:")
     times: dict[str, float] = {}
     recipes = _timed("validate", times, ws.recipes)
-    gen = _timed("generate", times, lambda: generate_stage(ws, recipes, force=True))
+    gen = _timed("generate", times, lambda: generate_stage(ws, recipes, force=True, encode=near_dup_encoder(ws)))
     tr = _timed("train (replay)", times, lambda: train_stage(ws, force=True))
     ev = _timed("eval (replay)", times, lambda: eval_stage(ws, recipes, force=True))
     tr0 = _timed("train (no replay)", times, lambda: train_stage(ws, force=True, replay=False, folder="train-noreplay"))

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from carafe.adapters.config import EngineConfig
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -141,3 +145,23 @@ class Engine(Protocol):
     def adapters(self) -> list[AdapterInfo]:
         """The adapters resident now."""
         ...
+
+    async def refresh(self) -> list[AdapterInfo]:
+        """Re-read the resident adapters from the engine itself (a remote engine may
+        have restarted and lost them); returns :meth:`adapters`."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics (``queue_depth`` at least, where the engine knows it)."""
+        ...
+
+
+def create_engine(config: EngineConfig, models_dir: Path) -> Engine:
+    """The engine ``config.backend`` names, not started (``await engine.start()`` loads it)."""
+    if config.backend == "vllm":
+        from carafe.adapters.vllm import VLLMEngine
+
+        return VLLMEngine(config)
+    from carafe.adapters.local import LocalEngine
+
+    return LocalEngine(config, models_dir=models_dir)

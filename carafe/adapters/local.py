@@ -22,7 +22,7 @@ import torch
 from carafe.adapters import gathered
 from carafe.adapters.base_model import BaseModelFiles, prepare_base_model, resolve_source
 from carafe.adapters.config import EngineConfig
-from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams
+from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
 from carafe.adapters.sampling import RowSampler
@@ -143,6 +143,10 @@ class LocalEngine:
         if self._scheduler is not None:
             base.update(self._scheduler.stats())
         return {**base, "adapters": len(self._adapters)}
+
+    async def refresh(self) -> list[AdapterInfo]:
+        """In-process adapters cannot change behind Carafe's back: the same as :meth:`adapters`."""
+        return self.adapters()
 
     # ---- text --------------------------------------------------------------
     def _require_ready(self) -> Scheduler:
@@ -311,11 +315,3 @@ class LocalEngine:
                 del self._retiring[name]
         log.info("unloaded adapter %s", name)
 
-
-def create_engine(config: EngineConfig, models_dir: Path) -> Engine:
-    """The engine ``config.backend`` names (not started)."""
-    if config.backend == "vllm":
-        from carafe.adapters.vllm import VLLMEngine
-
-        return VLLMEngine(config)
-    return LocalEngine(config, models_dir=models_dir)

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from carafe.adapters.engine import Engine, GenerationChunk
+from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams
 from carafe.adapters.errors import EngineUnavailable
 from carafe.adapters.registry import STABLE, Channels, Registry
 from carafe.errors import CarafeError, NotFound
@@ -59,7 +59,7 @@ class AdapterManager:
                  reconcile_interval_s: float = 10.0, retire_grace_s: float = 5.0,
                  retry_failed_s: float = 30.0, warm_rollback: bool = True) -> None:
         self.raw_engine = engine
-        self.engine: Engine = TrackedEngine(engine, self)
+        self.engine = TrackedEngine(engine, self)
         self.registry = registry
         self.max_resident = max_resident
         self.reconcile_interval_s = reconcile_interval_s
@@ -257,9 +257,7 @@ class AdapterManager:
     async def reconcile(self) -> ReconcileReport:
         """Bring the engine to the desired state; returns what changed."""
         report = ReconcileReport()
-        refresh = getattr(self.raw_engine, "refresh", None)
-        if refresh is not None:  # a remote engine (vLLM) may have restarted since we last looked
-            await refresh()
+        await self.raw_engine.refresh()  # a remote engine (vLLM) may have restarted since we last looked
         desired = self.desired()
         for ref in desired:
             if ref in self.resident():
@@ -322,31 +320,56 @@ class AdapterManager:
 
 
 class TrackedEngine:
-    """An :class:`Engine` that tells the manager which adapter each request uses,
-    so a version is never unloaded under a running generation."""
+    """The :class:`Engine` requests generate through: it tells the manager which
+    adapter each request uses, so a version is never unloaded under a running
+    generation. Everything else passes straight to the engine it wraps."""
 
     def __init__(self, engine: Engine, manager: AdapterManager) -> None:
-        self._engine = engine
+        self.inner = engine
         self._manager = manager
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._engine, item)
 
     @property
     def model_id(self) -> str:
-        return self._engine.model_id
+        return self.inner.model_id
 
     @property
     def model_digest(self) -> str:
-        return self._engine.model_digest
+        return self.inner.model_digest
 
     @property
     def max_model_len(self) -> int:
-        return self._engine.max_model_len
+        return self.inner.max_model_len
 
     @property
     def ready(self) -> bool:
-        return self._engine.ready
+        return self.inner.ready
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def chat_prompt(self, messages: list[ChatMessage]) -> str:
+        return self.inner.chat_prompt(messages)
+
+    async def load_adapter(self, name: str, path: str) -> AdapterInfo:
+        return await self.inner.load_adapter(name, path)
+
+    async def unload_adapter(self, name: str) -> None:
+        await self.inner.unload_adapter(name)
+
+    def adapters(self) -> list[AdapterInfo]:
+        return self.inner.adapters()
+
+    async def refresh(self) -> list[AdapterInfo]:
+        return await self.inner.refresh()
+
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats()
 
     async def _tracked(self, make: Callable[[], AsyncIterator[GenerationChunk]],
                        adapter: str | None) -> AsyncIterator[GenerationChunk]:
@@ -362,10 +385,12 @@ class TrackedEngine:
         finally:
             self._manager.end(adapter)
 
-    def chat(self, messages, params, *, adapter=None, request_id=None) -> AsyncIterator[GenerationChunk]:  # type: ignore[no-untyped-def]
-        return self._tracked(lambda: self._engine.chat(messages, params, adapter=adapter, request_id=request_id),
+    def chat(self, messages: list[ChatMessage], params: SamplingParams, *, adapter: str | None = None,
+             request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+        return self._tracked(lambda: self.inner.chat(messages, params, adapter=adapter, request_id=request_id),
                              adapter)
 
-    def complete(self, prompt, params, *, adapter=None, request_id=None) -> AsyncIterator[GenerationChunk]:  # type: ignore[no-untyped-def]
-        return self._tracked(lambda: self._engine.complete(prompt, params, adapter=adapter, request_id=request_id),
+    def complete(self, prompt: str, params: SamplingParams, *, adapter: str | None = None,
+                 request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+        return self._tracked(lambda: self.inner.complete(prompt, params, adapter=adapter, request_id=request_id),
                              adapter)

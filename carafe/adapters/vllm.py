@@ -311,6 +311,10 @@ class VLLMEngine:
         """Adapters resident in vLLM as last seen (refreshed on every load and by :meth:`refresh`)."""
         return list(self._adapters.values())
 
+    def stats(self) -> dict[str, int]:
+        """vLLM keeps its own queue (its ``/metrics``); Carafe counts only the adapters."""
+        return {"adapters": len(self._adapters)}
+
 
 def _rank(path: str) -> int | None:
     try:

@@ -49,6 +49,7 @@ def admin_span(cfg: CarafeConfig, name: str, **attrs: Any) -> Iterator[Any]:
     the OS user as ``carafe.principal``, so `carafe audit` and a collector see
     CLI changes beside the HTTP ones. Tracing trouble never stops the change.
     """
+    from carafe.gateway.telemetry import attributes as attr
     from carafe.gateway.telemetry.attributes import admin_span as span_of
     from carafe.gateway.telemetry.setup import setup_telemetry
 
@@ -58,7 +59,7 @@ def admin_span(cfg: CarafeConfig, name: str, **attrs: Any) -> Iterator[Any]:
     except Exception as exc:  # an unwritable trace folder must not block an admin
         err_console.print(f"[yellow]warning:[/] tracing is off for this command: {exc}")
     try:
-        with span_of(name, getpass.getuser(), **{"carafe.admin.via": "cli", **attrs}) as span:
+        with span_of(name, getpass.getuser(), **{attr.CARAFE_ADMIN_VIA: "cli", **attrs}) as span:
             yield span
     finally:
         if telemetry is not None:

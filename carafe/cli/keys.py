@@ -11,6 +11,7 @@ from rich.table import Table
 
 from carafe.errors import CarafeError
 from carafe.gateway.auth import KeyStore
+from carafe.gateway.telemetry import attributes as attr
 from carafe.cli.common import (
     ConfigOption,
     JsonOption,
@@ -49,7 +50,7 @@ def create(
             )
         except CarafeError as exc:
             fail(exc.message)
-        span.set_attribute("carafe.key.id", rec.key_id)
+        span.set_attribute(attr.CARAFE_KEY_ID, rec.key_id)
     if as_json:
         print_json({"key": key, "key_id": rec.key_id, "user": rec.user, "groups": rec.groups, "roles": rec.roles,
                     "models": rec.models, "rpm": rec.rpm})

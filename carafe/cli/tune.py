@@ -49,6 +49,15 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
+def near_dup_encoder(ws):
+    """The sentence encoder of the near-duplicate filter (MiniLM), when the filter is on."""
+    if ws.cfg.filters.near_duplicate >= 1:
+        return None
+    from carafe.indexer.embedding import Embedder
+
+    return Embedder().encode
+
+
 def _generate(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.generate import estimate
     from carafe.tuning.pipeline import generate_stage
@@ -69,7 +78,7 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
                 progress.update(task, total=t.completed + n)
             progress.update(task, advance=n, info=stage)
 
-        summary = generate_stage(ws, recipes, force=force, advance=advance)
+        summary = generate_stage(ws, recipes, force=force, advance=advance, encode=near_dup_encoder(ws))
     if not quiet:
         table = Table("leaf", "generated", "format failures", "dropped", "kept", title="drop report")
         for r in summary["reports"]:

@@ -29,6 +29,7 @@ from carafe.adapters.registry import STABLE, Registry
 from carafe.errors import InvalidInput, Unavailable
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
+from carafe.gateway.telemetry import attributes as attr
 from carafe.gateway.telemetry.attributes import admin_span
 
 router = APIRouter(tags=["admin"])
@@ -37,7 +38,7 @@ router = APIRouter(tags=["admin"])
 def adapter_attributes(name: str | None, **attrs: Any) -> dict[str, Any]:
     """Span attributes of an adapter change; ``version`` becomes ``name@version``
     as on request spans, so `carafe audit --adapter NAME` finds both."""
-    out: dict[str, Any] = {} if name is None else {"carafe.adapter.name": name}
+    out: dict[str, Any] = {} if name is None else {attr.CARAFE_ADAPTER_NAME: name}
     for key, value in attrs.items():
         if value is None:
             continue
@@ -81,10 +82,7 @@ class UnloadLoRAAdapterRequest(BaseModel):
 
 def _parts(request: Request) -> tuple[Registry, AdapterManager]:
     state = get_state(request)
-    routing = state.router
-    if routing is None or getattr(routing, "registry", None) is None:
-        raise Unavailable("the adapter registry is not set up on this gateway", code="registry_unavailable")
-    return routing.registry, routing.manager
+    return state.registry, state.adapters
 
 
 def adapter_summary(registry: Registry, manager: AdapterManager | None, name: str) -> dict[str, Any]:
@@ -129,7 +127,7 @@ async def add_adapter(body: AddAdapter, request: Request,
     with _admin_span("add", principal, body.name, version=body.version):
         av = await asyncio.to_thread(registry.add, Path(body.path), actor=principal.user, name=body.name,
                                      version=body.version, kind=body.kind, description=body.description)  # type: ignore[arg-type]
-        trace.get_current_span().set_attribute("carafe.adapter.version", av.ref)
+        trace.get_current_span().set_attribute(attr.CARAFE_ADAPTER_VERSION, av.ref)
     return {"name": av.name, "version": av.version, "ref": av.ref, "manifest": av.manifest.model_dump(mode="json"),
             **{k: v for k, v in adapter_summary(registry, manager, av.name).items() if k != "name"}}
 

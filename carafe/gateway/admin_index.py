@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from carafe.errors import Conflict, NotFound, Unavailable
+from carafe.errors import Conflict, NotFound
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.retrieval import Retriever
@@ -16,7 +16,6 @@ from carafe.gateway.telemetry import metrics
 from carafe.gateway.telemetry.attributes import admin_span
 
 router = APIRouter(prefix="/admin/index", tags=["admin"], dependencies=[Depends(require_admin)])
-_RUNNING = "index_sync_running"
 
 
 class SyncRequest(BaseModel):
@@ -24,10 +23,7 @@ class SyncRequest(BaseModel):
 
 
 def _retriever(request: Request) -> Retriever:
-    retriever = get_state(request).retriever
-    if retriever is None:
-        raise Unavailable("retrieval is not part of this gateway", code="retrieval_unavailable")
-    return retriever
+    return get_state(request).retriever
 
 
 @router.post("/sync")
@@ -35,8 +31,7 @@ async def sync(request: Request, body: SyncRequest | None = None,
                principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     """Run a sync now and return its report (one sync at a time: 409 while one runs)."""
     retriever = _retriever(request)
-    extras = get_state(request).extras
-    lock: asyncio.Lock = extras.setdefault(_RUNNING, asyncio.Lock())
+    lock = get_state(request).index_sync_lock
     if lock.locked():
         raise Conflict("an index sync is already running; try again when it has finished", code="sync_running")
     async with lock:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
+from carafe.gateway.telemetry import attributes as attr
 from carafe.gateway.telemetry.attributes import admin_span
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
@@ -38,7 +39,7 @@ async def create_key(body: KeyCreate, request: Request, admin: Principal = Depen
             body.user, groups=body.groups, admin=body.admin, models=body.models,
             rpm=body.rpm or state.config.auth.default_rpm,
         )
-        span.set_attribute("carafe.key.id", rec.key_id)
+        span.set_attribute(attr.CARAFE_KEY_ID, rec.key_id)
     return {"key": key, **_public(rec)}
 
 

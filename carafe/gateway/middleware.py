@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carafe.gateway.errors import error_body
 
-Scope = dict[str, Any]
 OVERHEAD = b"x-carafe-overhead-duration-ms"
 
 
 class RequestLimits:
     """Stamps ``scope['carafe.t0']`` and refuses bodies over ``max_body_bytes`` with 413."""
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -51,10 +50,10 @@ class RequestLimits:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
-        buffered = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        buffered: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         replayed = False
 
-        async def replay() -> dict[str, Any]:
+        async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
@@ -63,7 +62,7 @@ class RequestLimits:
 
         t0 = scope["carafe.t0"]
 
-        async def send_with_overhead(message: dict[str, Any]) -> None:
+        async def send_with_overhead(message: Message) -> None:
             # Generation endpoints set the header themselves (engine time excluded);
             # for everything else the whole request is gateway time.
             if message["type"] == "http.response.start":
@@ -76,7 +75,7 @@ class RequestLimits:
 
         await self.app(scope, replay, send_with_overhead)
 
-    async def _reject(self, send: Any, size: int) -> None:
+    async def _reject(self, send: Send, size: int) -> None:
         body = json.dumps(error_body(
             f"request body too large ({size} bytes; the limit is {self.max_body_bytes})",
             "invalid_request_error", None, "request_too_large",

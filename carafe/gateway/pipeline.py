@@ -4,99 +4,63 @@ route → input guards → retrieval → prompt assembly. Every step is a span.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from opentelemetry import trace
 
 from carafe.adapters.engine import ChatMessage
-from carafe.errors import ContentBlocked, Forbidden, NotFound
+from carafe.errors import ContentBlocked
 from carafe.gateway.auth import Principal
 from carafe.gateway.protocol import Citation
+from carafe.gateway.retrieval import citations
+from carafe.gateway.routing import RouteDecision
 from carafe.gateway.state import AppState
+from carafe.gateway.telemetry import attributes as attr
+from carafe.gateway.telemetry import metrics
+from carafe.guards import GuardVerdict, OutputStream
+from carafe.indexer.prompt import Passage, rag_system_prompt
 
 tracer = trace.get_tracer("carafe.gateway")
 
 
-@dataclass(frozen=True)
-class _Retrieval:
-    enabled: bool = False
-    top_k: int = 4
-
-
-@dataclass(frozen=True)
-class BaseRoute:
-    """The decision made when no router is configured: base model or a resident adapter."""
-
-    requested: str
-    adapter: str | None
-    served_model: str
-    route: str
-    retrieval: Any = field(default_factory=_Retrieval)
-    guard_policy: str | None = None
-    record_content: bool = False
-
-
-async def resolve_route(state: AppState, model: str, principal: Principal, query: str) -> Any:
-    """A RouteDecision (see ``carafe.gateway.routing``) for ``model``."""
+async def resolve_route(state: AppState, model: str, principal: Principal, query: str) -> RouteDecision:
+    """The :class:`RouteDecision` for ``model`` (404, 403 or 503 when it cannot be served)."""
     with tracer.start_as_current_span("carafe.route") as span:
-        span.set_attribute("gen_ai.request.model", model)
-        if state.router is not None:
-            decision = await state.router.resolve(model, principal, query=query)
-        else:
-            decision = _base_route(state, model, principal)
-        span.set_attribute("gen_ai.response.model", decision.served_model)
-        span.set_attribute("carafe.route", decision.route)
-        span.set_attribute("carafe.adapter.version", decision.adapter or "")
+        span.set_attribute(attr.GEN_AI_REQUEST_MODEL, model)
+        decision = await state.router.resolve(model, principal, query=query)
+        span.set_attribute(attr.GEN_AI_RESPONSE_MODEL, decision.served_model)
+        span.set_attribute(attr.CARAFE_ROUTE, decision.route)
+        span.set_attribute(attr.CARAFE_ADAPTER_VERSION, decision.adapter or "")
         return decision
-
-
-def _base_route(state: AppState, model: str, principal: Principal) -> BaseRoute:
-    engine = state.engine
-    if model == engine.model_id:
-        if not principal.may_use(model):
-            raise Forbidden(f"this key may not use model {model!r}", param="model", code="model_not_allowed")
-        return BaseRoute(model, None, engine.model_id, "base")
-    names = {a.name for a in engine.adapters()}
-    if model in names:
-        if not principal.may_use(model):
-            raise Forbidden(f"this key may not use model {model!r}", param="model", code="model_not_allowed")
-        return BaseRoute(model, model, model, model)
-    raise NotFound(f"the model {model!r} does not exist", param="model", code="model_not_found")
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass
 class Prepared:
-    decision: Any
+    """A request routed, guarded and given its passages: what the engine call needs."""
+
+    decision: RouteDecision
     messages: list[ChatMessage]
-    passages: list[Any] = field(default_factory=list)
+    principal: Principal
+    passages: list[Passage] = field(default_factory=list)
     citations: list[Citation] | None = None
-    input_verdicts: list[Any] = field(default_factory=list)
-    principal: Principal | None = None
-    output_guards: list[Any] = field(default_factory=list)
+    input_verdicts: list[GuardVerdict] = field(default_factory=list)
+    output_guards: list[OutputStream] = field(default_factory=list)
 
 
-async def guard_input(state: AppState, text: str, decision: Any, principal: Principal) -> tuple[str, list[Any]]:
+async def guard_input(state: AppState, text: str, decision: RouteDecision,
+                      principal: Principal) -> tuple[str, list[GuardVerdict]]:
     """Run the input guards; returns the (possibly redacted) text. Raises ContentBlocked."""
     if state.guards is None or not text:
         return text, []
     with tracer.start_as_current_span("carafe.guard.input") as span:
         result = await state.guards.check_input(text, policy=decision.guard_policy, principal=principal)
-        metrics = state.extras.get("metrics")
         for v in result.verdicts:
-            for k, val in v.to_attributes().items():
-                span.set_attribute(k, val)
-            if metrics is not None:
-                metrics.record_guard(v.check, v.action)
+            span.set_attributes(v.to_attributes())
+            metrics.record_guard(v.check, v.action)
         if result.blocked is not None:
             b = result.blocked
-            span.set_attribute("carafe.guard.blocked", b.check)
+            span.set_attribute(attr.CARAFE_GUARD_BLOCKED, b.check)
             raise ContentBlocked(
                 f"the request was blocked by the {b.check} guard ({b.category}): {b.reason}",
                 param="messages", code="content_filter",
@@ -104,20 +68,19 @@ async def guard_input(state: AppState, text: str, decision: Any, principal: Prin
         return result.text, list(result.verdicts)
 
 
-async def retrieve(state: AppState, query: str, decision: Any, principal: Principal) -> list[Any]:
+async def retrieve(state: AppState, query: str, decision: RouteDecision, principal: Principal) -> list[Passage]:
+    """The passages the route's retrieval policy asks for, filtered by what ``principal`` may read."""
     policy = decision.retrieval
-    if state.retriever is None or not policy.enabled or not query.strip():
+    if not policy.enabled or not query.strip():
         return []
     with tracer.start_as_current_span("carafe.retrieve") as span:
         t0 = time.perf_counter()
         passages = await state.retriever.retrieve(query, principal, top_k=policy.top_k)
-        metrics = state.extras.get("metrics")
-        if metrics is not None:
-            metrics.record_retrieval(time.perf_counter() - t0, len(passages))
-        span.set_attribute("gen_ai.data_source.id", state.config.indexer.qdrant.collection)
-        span.set_attribute("gen_ai.operation.name", "retrieval")
-        span.set_attribute("carafe.retrieval.doc_ids", [f"{p.doc_id}@{p.version}" for p in passages])
-        span.set_attribute("carafe.retrieval.hits", len(passages))
+        metrics.record_retrieval(time.perf_counter() - t0, len(passages))
+        span.set_attribute(attr.GEN_AI_DATA_SOURCE_ID, state.config.indexer.qdrant.collection)
+        span.set_attribute(attr.GEN_AI_OPERATION_NAME, "retrieval")
+        span.set_attribute(attr.CARAFE_RETRIEVAL_DOC_IDS, [f"{p.doc_id}@{p.version}" for p in passages])
+        span.set_attribute(attr.CARAFE_RETRIEVAL_HITS, len(passages))
         return passages
 
 
@@ -132,17 +95,12 @@ async def prepare_chat(state: AppState, principal: Principal, model: str, messag
         messages[last_user] = ChatMessage(role="user", content=guarded)
         query = guarded
     passages = await retrieve(state, query, decision, principal)
-    citations = None
+    cited = None
     if passages:
-        from carafe.indexer.prompt import rag_system_prompt
-
         with tracer.start_as_current_span("carafe.prompt"):
             system = [m.content for m in messages if m.role in ("system", "developer")]
             rest = [m for m in messages if m.role not in ("system", "developer")]
             prompt = rag_system_prompt(passages, "\n\n".join(system) or None)
             messages = [ChatMessage(role="system", content=prompt), *rest]
-        citations = [
-            Citation(index=i + 1, doc_id=p.doc_id, title=p.title, version=str(p.version), chunk=p.chunk)
-            for i, p in enumerate(passages)
-        ]
-    return Prepared(decision, messages, passages, citations, verdicts, principal)
+        cited = [Citation(**c) for c in citations(passages)]
+    return Prepared(decision, messages, principal, passages, cited, verdicts)

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from carafe.adapters.engine import ChatMessage, GenerationChunk
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.pipeline import Prepared, prepare_chat, sha256_text
+from carafe.gateway.pipeline import Prepared, prepare_chat
 from carafe.gateway.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -33,6 +33,7 @@ from carafe.gateway.serving_common import (
 )
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import SSE_DONE, merge, sse
+from carafe.gateway.telemetry import attributes as attr
 
 router = APIRouter()
 tracer = trace.get_tracer("carafe.gateway")
@@ -48,12 +49,10 @@ async def create_chat_completion(
     params = [sampling_params(body, state.config.server, choice=i) for i in range(body.n)]
     prep = await prepare_chat(state, principal, body.model, messages)
     span = trace.get_current_span()
-    span.set_attribute("gen_ai.operation.name", "chat")
-    span.set_attribute("carafe.principal", principal.user)
-    prompt_text = "\n".join(m.content for m in messages)
-    span.set_attribute("carafe.prompt.sha256", sha256_text(prompt_text))
-    if prep.decision.record_content or state.config.telemetry.record_content:
-        span.set_attribute("carafe.prompt.content", prompt_text)
+    span.set_attribute(attr.GEN_AI_OPERATION_NAME, "chat")
+    span.set_attribute(attr.CARAFE_PRINCIPAL, principal.user)
+    span.set_attributes(attr.content_attributes(
+        "\n".join(m.content for m in messages), prep.decision.record_content or state.config.telemetry.record_content))
 
     meter = GenerationMeter(t0)
     streams = start_streams(

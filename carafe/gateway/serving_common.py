@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from opentelemetry import trace
 
 from carafe.adapters.engine import GenerationChunk, SamplingParams
-from carafe.gateway.pipeline import sha256_text
+from carafe.gateway.pipeline import Prepared
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import guarded
+from carafe.gateway.telemetry import attributes as attr
+from carafe.gateway.telemetry import metrics
 
 OVERHEAD_HEADER = "x-carafe-overhead-duration-ms"
 ADAPTER_HEADER = "x-carafe-adapter"
@@ -47,33 +48,27 @@ class GenerationMeter:
         engine_until = self.end or self.first_token or start
         return max(0.0, ((now - self.t0) - (engine_until - start)) * 1000.0)
 
-    def record(self, state: AppState, prep: Any, prompt_tokens: int, completion_tokens: int,
+    def record(self, state: AppState, prep: Prepared, prompt_tokens: int, completion_tokens: int,
                reasons: list[str | None], text: str) -> None:
+        """The generation span's GenAI attributes, output-guard verdicts and metrics."""
         span = trace.get_current_span()
         decision = prep.decision
-        span.set_attribute("gen_ai.response.model", decision.served_model)
-        span.set_attribute("gen_ai.usage.input_tokens", prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", completion_tokens)
-        span.set_attribute("gen_ai.response.finish_reasons", [r or "abort" for r in reasons])
-        span.set_attribute("carafe.completion.sha256", sha256_text(text))
-        if decision.record_content or state.config.telemetry.record_content:
-            span.set_attribute("carafe.completion.content", text)
-        span.set_attribute("gen_ai.provider.name", provider_name(state))
-        if self.first_token is not None and self.engine_start is not None:
-            span.set_attribute("carafe.ttft_ms", (self.first_token - self.engine_start) * 1000.0)
-        metrics = state.extras.get("metrics")
-        for guard in getattr(prep, "output_guards", []):
+        ttft = (self.first_token - self.engine_start) if self.first_token and self.engine_start else None
+        span.set_attribute(attr.GEN_AI_RESPONSE_MODEL, decision.served_model)
+        span.set_attribute(attr.GEN_AI_USAGE_INPUT_TOKENS, prompt_tokens)
+        span.set_attribute(attr.GEN_AI_USAGE_OUTPUT_TOKENS, completion_tokens)
+        span.set_attribute(attr.GEN_AI_RESPONSE_FINISH_REASONS, [r or "abort" for r in reasons])
+        span.set_attributes(attr.content_attributes(
+            text, decision.record_content or state.config.telemetry.record_content, kind="completion"))
+        span.set_attribute(attr.GEN_AI_PROVIDER_NAME, provider_name(state))
+        if ttft is not None:
+            span.set_attribute(attr.CARAFE_TTFT_MS, ttft * 1000.0)
+        for guard in prep.output_guards:
             for v in guard.verdicts:
-                for k, val in v.to_attributes().items():
-                    span.set_attribute(k, val)
-                if metrics is not None:
-                    metrics.record_guard(v.check, v.action)
-        hook = state.extras.get("on_generation")
-        if hook is not None:
-            with contextlib.suppress(Exception):
-                hook(decision=decision, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     ttft_s=(self.first_token - self.engine_start) if self.first_token and self.engine_start else None,
-                     reasons=reasons)
+                span.set_attributes(v.to_attributes())
+                metrics.record_guard(v.check, v.action)
+        metrics.on_generation(decision.served_model, prompt_tokens=prompt_tokens,
+                              completion_tokens=completion_tokens, ttft_s=ttft)
 
 
 def provider_name(state: AppState) -> str:
@@ -82,7 +77,7 @@ def provider_name(state: AppState) -> str:
 
 
 def start_streams(
-    state: AppState, prep: Any, params: list[SamplingParams],
+    state: AppState, prep: Prepared, params: list[SamplingParams],
     call: Callable[[SamplingParams], AsyncIterator[GenerationChunk]],
 ) -> list[AsyncIterator[GenerationChunk]]:
     """One engine stream per choice, each behind its own output guard."""
@@ -114,7 +109,7 @@ async def first_chunks(streams: list[AsyncIterator[GenerationChunk]], meter: Gen
     return list(firsts)
 
 
-def response_headers(prep: Any, overhead_ms: float, extra: dict[str, str] | None = None) -> dict[str, str]:
+def response_headers(prep: Prepared, overhead_ms: float, extra: dict[str, str] | None = None) -> dict[str, str]:
     headers = {
         OVERHEAD_HEADER: f"{overhead_ms:.3f}",
         ADAPTER_HEADER: prep.decision.served_model,

@@ -32,7 +32,7 @@ async def create_completion(
     for p in prompts:
         text, _ = await guard_input(state, p, decision, principal)
         guarded_prompts.append(text)
-    prep = Prepared(decision, [], principal=principal)
+    prep = Prepared(decision, [], principal)
     jobs = [(p, sampling_params(body, state.config.server, choice=i)) for p in guarded_prompts for i in range(body.n)]
     meter = GenerationMeter(t0)
     streams = []

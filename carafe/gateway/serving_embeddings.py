@@ -7,7 +7,7 @@ import base64
 
 from fastapi import APIRouter, Depends, Request
 
-from carafe.errors import InvalidInput, NotFound, Unavailable
+from carafe.errors import InvalidInput, NotFound
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
@@ -22,9 +22,7 @@ async def create_embeddings(
     body: EmbeddingRequest, request: Request, principal: Principal = Depends(get_principal)
 ) -> EmbeddingResponse:
     state = get_state(request)
-    embedder = state.api_embedder or state.embedder
-    if embedder is None:
-        raise Unavailable("the embedding model is not loaded")
+    embedder = state.api_embedder
     if body.model.lower() not in ALIASES and body.model != embedder.model_id:
         raise NotFound(
             f"the embedding model {body.model!r} does not exist; use {embedder.model_id!r}",

@@ -15,16 +15,7 @@ router = APIRouter()
 
 
 def model_cards(state: AppState, principal: Principal) -> list[ModelCard]:
-    if state.router is not None:
-        return [ModelCard(**card) for card in state.router.list_models(principal)]
-    engine = state.engine
-    cards = []
-    if principal.may_use(engine.model_id):
-        cards.append(ModelCard(id=engine.model_id, root=engine.model_id, max_model_len=engine.max_model_len))
-    for a in engine.adapters():
-        if principal.may_use(a.name):
-            cards.append(ModelCard(id=a.name, root=a.path, parent=engine.model_id, max_model_len=engine.max_model_len))
-    return cards
+    return [ModelCard(**card) for card in state.router.list_models(principal)]
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from carafe.tuning.recipe import Recipe, read_sidecar
 from carafe.tuning.teacher import Teacher, make_teacher
 from carafe.tuning.train import OnStep
 from carafe.tuning.validate import validate_taxonomy
+
+log = logging.getLogger("carafe.tuning")
 
 
 def _hash(obj: Any) -> str:
@@ -67,9 +70,7 @@ def generate_stage(ws: Workspace, recipes: list[Recipe], *, teacher: Teacher | N
     if not force and stamp and stamp["input"] == key and (ws.out / "data" / "train.jsonl").is_file():
         return {**stamp, "reused": True}
     if encode is None and ws.cfg.filters.near_duplicate < 1:
-        from carafe.indexer.embedding import Embedder
-
-        encode = Embedder().encode
+        log.warning("near-duplicate filter off: no sentence encoder given (the CLI passes the configured embedder)")
     t0 = time.perf_counter()
     results = asyncio.run(generate_leaves(recipes, ws.cfg, teacher, ws.out / "generate", encode=encode, advance=advance))
     path = ws.out / "data" / "train.jsonl"

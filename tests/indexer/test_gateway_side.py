@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from carafe.gateway.admin_index import router
+from carafe.adapters.local import LocalEngine
 from carafe.gateway.auth import KeyStore, Principal
 from carafe.config import CarafeConfig
 from carafe.gateway.errors import install_error_handlers
-from carafe.gateway.ratelimit import RateLimiter
 from carafe.gateway.retrieval import Retriever, citations, scope_of
-from carafe.gateway.state import AppState
+from carafe.gateway.state import build_state
 from carafe.indexer.config import SourceConfig
 from carafe.indexer.sources import Source
 
@@ -57,8 +57,10 @@ def admin_client(make_index, real_embedder, small_policies, tmp_path):
     admin_key, _ = keys.create("root", admin=True)
     user_key, _ = keys.create("bob", groups=["employees"])
     index = make_index(SourceConfig(name="policies", path=small_policies))
-    state = AppState(config=config, engine=None, keys=keys, limiter=RateLimiter(),
-                     retriever=Retriever(config, real_embedder, index=index))
+    # no model: the admin index API needs the keys and the retriever only
+    state = build_state(config, engine=LocalEngine(config.adapters.engine, models_dir=config.models_dir),
+                        embedder=real_embedder, retriever=Retriever(config, real_embedder, index=index))
+    state.keys = keys
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(router)

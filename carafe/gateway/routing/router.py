@@ -14,7 +14,7 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from carafe.adapters.registry import Registry
 from carafe.errors import CarafeError, Forbidden, NotFound
 from carafe.gateway.auth import Principal
 from carafe.gateway.routing.config import RetrievalPolicyConfig, RouteAlias, RoutingConfig
+
+if TYPE_CHECKING:
+    from carafe.config import CarafeConfig
+    from carafe.indexer.embedding import Embedder
 
 log = logging.getLogger("carafe.gateway.routing")
 
@@ -69,21 +73,37 @@ def _forbidden(model: str) -> Forbidden:
 class Router:
     """Resolves ``model`` names; owns the registry view and the resident-set manager."""
 
-    def __init__(self, config: RoutingConfig, engine: Engine, registry: Registry, manager: AdapterManager,
-                 *, embedder: Any = None) -> None:
+    def __init__(self, config: RoutingConfig, manager: AdapterManager, *, embedder: Embedder | None = None) -> None:
         self.config = config
-        self.registry = registry
+        self.registry = manager.registry
         self.manager = manager
         self.engine = manager.engine  # counts requests per adapter: generate through this one
-        self.embedder = embedder
-        self._base_engine = engine
+        self.embedder = embedder  # for ``auto``; set once the gateway has loaded it
         self._description_vectors: dict[tuple[str, str], np.ndarray] = {}
+
+    @classmethod
+    def from_config(cls, config: CarafeConfig, engine: Engine, *, embedder: Embedder | None = None) -> Router:
+        """Registry + resident-set manager + router over ``engine`` (not started)."""
+        adapters = config.adapters
+        registry = Registry(config.registry_dir, max_rank=adapters.engine.max_lora_rank)
+        manager = AdapterManager(engine, registry, max_resident=adapters.engine.max_loras,
+                                 reconcile_interval_s=adapters.registry.reconcile_interval_s,
+                                 retire_grace_s=adapters.registry.retire_grace_s,
+                                 retry_failed_s=adapters.registry.retry_failed_s,
+                                 warm_rollback=adapters.registry.warm_rollback)
+        return cls(config.routing, manager, embedder=embedder)
 
     @property
     def base_id(self) -> str:
-        return self._base_engine.model_id
+        return self.engine.model_id
+
+    def record_base(self) -> None:
+        """Tell the registry which base the (started) engine serves: adapters are checked against it."""
+        self.registry.record_base(BaseModelRef(id=self.engine.model_id, digest=self.engine.model_digest))
 
     async def start(self) -> None:
+        """Record the served base, then reconcile the resident set (and keep doing so)."""
+        self.record_base()
         await self.manager.start()
 
     async def close(self) -> None:
@@ -116,7 +136,7 @@ class Router:
 
     def _loaded_outside_registry(self) -> dict[str, str]:
         """Adapters loaded into the engine directly (``/v1/load_lora_adapter``): name -> path."""
-        return {a.name: a.path for a in self._base_engine.adapters() if parse_ref(a.name) is None}
+        return {a.name: a.path for a in self.engine.adapters() if parse_ref(a.name) is None}
 
     def _base(self, model: str, route: str, retrieval: RetrievalPolicy, guard: str | None,
               record: bool) -> RouteDecision:
@@ -179,7 +199,7 @@ class Router:
     async def _auto(self, model: str, principal: Principal, query: str) -> RouteDecision:
         cfg = self.config.auto
         retrieval = RetrievalPolicy.of(cfg.retrieval)
-        best = await self._best_match(principal, query) if query.strip() and self.embedder is not None else None
+        best = await self._best_match(principal, query) if query.strip() else None
         if best is None or best[1] < cfg.threshold:
             if not principal.may_use(self.base_id):
                 raise _forbidden(model)
@@ -188,6 +208,8 @@ class Router:
         return RouteDecision(model, ref, ref, "auto", retrieval, None, self.config.record_content)
 
     async def _best_match(self, principal: Principal, query: str) -> tuple[str, float] | None:
+        if self.embedder is None:
+            return None
         candidates: list[tuple[str, str]] = []
         for name in self.registry.names():
             if not principal.may_use(name):
@@ -214,7 +236,7 @@ class Router:
     # listing ---------------------------------------------------------------
     def list_models(self, principal: Principal) -> list[dict[str, Any]]:
         """OpenAI/vLLM model cards of everything ``principal`` may use."""
-        engine, base = self._base_engine, self.base_id
+        engine, base = self.engine, self.base_id
         common = {"object": "model", "owned_by": "carafe", "max_model_len": engine.max_model_len}
         cards: list[dict[str, Any]] = []
         if principal.may_use(base):
@@ -246,18 +268,9 @@ class Router:
         return cards
 
 
-def build_router(config: Any, engine: Engine, *, embedder: Any = None) -> Router:
-    """Registry + resident-set manager + router from a :class:`CarafeConfig`.
-
-    Call after ``engine.start()`` (the registry checks adapters against the served
-    base model's digest). ``await router.start()`` begins reconciling.
-    """
-    adapters = config.adapters
-    registry = Registry(config.registry_dir, max_rank=adapters.engine.max_lora_rank)
-    registry.record_base(BaseModelRef(id=engine.model_id, digest=engine.model_digest))
-    manager = AdapterManager(engine, registry, max_resident=adapters.engine.max_loras,
-                             reconcile_interval_s=adapters.registry.reconcile_interval_s,
-                             retire_grace_s=adapters.registry.retire_grace_s,
-                             retry_failed_s=adapters.registry.retry_failed_s,
-                             warm_rollback=adapters.registry.warm_rollback)
-    return Router(config.routing, engine, registry, manager, embedder=embedder)
+def build_router(config: CarafeConfig, engine: Engine, *, embedder: Embedder | None = None) -> Router:
+    """:meth:`Router.from_config` for an engine that is already started, with its
+    base recorded, so adapters can be added before ``await router.start()``."""
+    router = Router.from_config(config, engine, embedder=embedder)
+    router.record_base()
+    return router

@@ -32,7 +32,11 @@ URL_PATH = "url.path"
 # Carafe's own
 CARAFE_PRINCIPAL = "carafe.principal"
 CARAFE_ROUTE = "carafe.route"
-CARAFE_ADAPTER_VERSION = "carafe.adapter.version"
+CARAFE_ADAPTER_VERSION = "carafe.adapter.version"  # the engine name served, "name@version"
+CARAFE_ADAPTER_NAME = "carafe.adapter.name"  # an admin change to a whole adapter (rollback, remove)
+CARAFE_KEY_ID = "carafe.key.id"
+CARAFE_ADMIN_VIA = "carafe.admin.via"  # "cli" for changes made with the CLI
+CARAFE_TTFT_MS = "carafe.ttft_ms"
 CARAFE_GUARD_PREFIX = "carafe.guard."
 CARAFE_GUARD_BLOCKED = "carafe.guard.blocked"
 CARAFE_RETRIEVAL_DOC_IDS = "carafe.retrieval.doc_ids"  # ["doc_id@version", ...]

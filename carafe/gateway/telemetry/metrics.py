@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811 - re-exported name
+
+if TYPE_CHECKING:
+    from carafe.adapters.engine import Engine
 
 log = logging.getLogger("carafe.telemetry")
 
@@ -107,16 +110,14 @@ def spans_dropped() -> float:
     return sum(s.value for m in SPANS_DROPPED.collect() for s in m.samples if s.name.endswith("_total"))
 
 
-def on_generation(*, decision: Any, prompt_tokens: int, completion_tokens: int,
-                  ttft_s: float | None, reasons: Any = None) -> None:
-    """Hook for ``AppState.extras["on_generation"]``: tokens and time to first token."""
-    adapter = getattr(decision, "served_model", None)
+def on_generation(adapter: str, *, prompt_tokens: int, completion_tokens: int, ttft_s: float | None) -> None:
+    """One finished generation on ``adapter`` (the served model): tokens and time to first token."""
     record_tokens(adapter, input_tokens=prompt_tokens, output_tokens=completion_tokens)
     if ttft_s is not None:
         observe_ttft(adapter, ttft_s)
 
 
-def watch_engine(engine: Any) -> None:
+def watch_engine(engine: Engine) -> None:
     """Read resident adapters and queue depth from ``engine`` at each scrape."""
 
     def resident() -> float:
@@ -125,9 +126,8 @@ def watch_engine(engine: Any) -> None:
         return 0.0
 
     def queue_depth() -> float:
-        stats = getattr(engine, "stats", None)
         with contextlib.suppress(Exception):
-            return float(stats()["queue_depth"]) if stats is not None else 0.0
+            return float(engine.stats().get("queue_depth", 0))
         return 0.0
 
     ADAPTERS_RESIDENT.set_function(resident)

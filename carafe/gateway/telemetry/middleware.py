@@ -11,12 +11,11 @@ used instead of a second one.
 from __future__ import annotations
 
 import time
-from typing import Any
-
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carafe.gateway.telemetry import metrics
 from carafe.gateway.telemetry.attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_PATH
@@ -25,8 +24,6 @@ TRACE_ID_HEADER = "x-carafe-trace-id"
 _ADAPTER_HEADER = b"x-carafe-adapter"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer(__name__)
-
-Scope = dict[str, Any]
 
 
 def _incoming_context(scope: Scope) -> otel_context.Context | None:
@@ -56,16 +53,14 @@ def _route_of(scope: Scope) -> str:
 class TraceMiddleware:
     """Pure-ASGI middleware; add it outermost (``app.add_middleware(TraceMiddleware)``)."""
 
-    def __init__(self, app: Any, *, record_metrics: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, record_metrics: bool = True) -> None:
         self.app = app
         self.record_metrics = record_metrics
-        self._bound: set[int] = set()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self._bind_state(scope)
         t0 = time.perf_counter()
         method = scope.get("method", "GET")
         outer = trace.get_current_span()
@@ -83,7 +78,7 @@ class TraceMiddleware:
         status = 500
         adapter: str | None = None
 
-        async def traced_send(message: dict[str, Any]) -> None:
+        async def traced_send(message: Message) -> None:
             nonlocal status, adapter
             if message["type"] == "http.response.start":
                 status = int(message["status"])
@@ -115,15 +110,3 @@ class TraceMiddleware:
                     span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
                 if self.record_metrics:
                     metrics.record_request(route, adapter, status, time.perf_counter() - t0)
-
-    def _bind_state(self, scope: Scope) -> None:
-        """Once per app: metrics read the engine; generation records tokens and TTFT."""
-        app = scope.get("app")
-        if app is None or id(app) in self._bound:
-            return
-        self._bound.add(id(app))
-        state = getattr(getattr(app, "state", None), "carafe", None)
-        if state is None:
-            return
-        metrics.watch_engine(state.engine)
-        state.extras.setdefault("on_generation", metrics.on_generation)
