@@ -7,15 +7,15 @@ score. Routes name a policy; routes that name none get ``default_policy``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 PolicyAction = Literal["block", "redact", "log"]
 PiiMode = Literal["mask", "hash", "tag"]
 
-INPUT_CHECKS = ("injection", "pii", "toxicity", "topics", "guardian")
-OUTPUT_CHECKS = ("pii", "toxicity", "grounding", "leak", "guardian")
+BUILTIN_INPUT = "injection, pii, toxicity, topics, guardian"  # (help text; the registry is the truth)
+BUILTIN_OUTPUT = "pii, toxicity, grounding, leak, guardian"
 
 
 class CheckSettings(BaseModel):
@@ -48,19 +48,10 @@ def _default_output() -> dict[str, CheckSettings]:
 class PolicyConfig(BaseModel):
     """One named policy."""
 
-    input: dict[str, CheckSettings] = Field(default_factory=_default_input, description=f"Input checks by name ({', '.join(INPUT_CHECKS)})")
-    output: dict[str, CheckSettings] = Field(default_factory=_default_output, description=f"Output checks by name ({', '.join(OUTPUT_CHECKS)})")
+    input: dict[str, CheckSettings] = Field(default_factory=_default_input, description=f"Input checks by name ({BUILTIN_INPUT}, or a plugin)")
+    output: dict[str, CheckSettings] = Field(default_factory=_default_output, description=f"Output checks by name ({BUILTIN_OUTPUT}, or a plugin)")
     deny_topics: list[str] = Field(default_factory=list, description="Names of topics (from guards.topics) this policy refuses")
     pii_mode: PiiMode | None = Field(None, description="Override of guards.pii_mode for this policy")
-
-    @model_validator(mode="after")
-    def _known_checks(self) -> "PolicyConfig":
-        for stage, known, given in (("input", INPUT_CHECKS, self.input), ("output", OUTPUT_CHECKS, self.output)):
-            unknown = sorted(set(given) - set(known))
-            if unknown:
-                raise ValueError(f"unknown {stage} check(s) {unknown}; known: {', '.join(known)}")
-        return self
-
 
 class TopicConfig(BaseModel):
     """A topic a policy can deny: keyword phrases plus descriptions for embedding similarity."""
@@ -118,6 +109,14 @@ class GuardianConfig(BaseModel):
     fail_closed: bool = Field(False, description="Block when the guardian cannot be reached (default: allow and record the error)")
 
 
+class PluginConfig(BaseModel):
+    """A check from outside Carafe, by import path (see :mod:`carafe.guards.registry`)."""
+
+    path: str = Field(description="Import path of the check's builder, 'package.module:build'")
+    stages: list[Literal["input", "output"]] = Field(default_factory=lambda: ["input"], description="Stages it can run on")
+    options: dict[str, Any] = Field(default_factory=dict, description="Passed to the builder as CheckContext.options")
+
+
 class GuardsConfig(BaseModel):
     """The ``guards`` section of carafe.yaml."""
 
@@ -139,9 +138,19 @@ class GuardsConfig(BaseModel):
     injection_train_data: str | None = Field(None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on")
     cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
+    plugins: dict[str, PluginConfig] = Field(default_factory=dict, description="Extra checks by name, from an import path")
 
     @model_validator(mode="after")
     def _refs(self) -> "GuardsConfig":
+        from carafe.guards.registry import available
+
+        specs = available(self)
+        for name, pol in self.policies.items():
+            for stage, given in (("input", pol.input), ("output", pol.output)):
+                known = sorted(n for n, spec in specs.items() if stage in spec.stages)
+                unknown = sorted(set(given) - set(known))
+                if unknown:
+                    raise ValueError(f"policy {name!r}: unknown {stage} check(s) {unknown}; known: {', '.join(known)}")
         if self.default_policy not in self.policies:
             raise ValueError(f"guards.default_policy {self.default_policy!r} is not among guards.policies ({', '.join(self.policies)})")
         for name, pol in self.policies.items():

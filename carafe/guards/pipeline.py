@@ -8,22 +8,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from opentelemetry import trace
 
-from carafe.guards.checks import Check, Subject
-from carafe.guards.checks.grounding import GroundingCheck
-from carafe.guards.checks.guardian import GuardianCheck
-from carafe.guards.checks.injection import InjectionCheck
-from carafe.guards.checks.leak import LeakCheck, LeakIndex
-from carafe.guards.checks.pii import PiiCheck
-from carafe.guards.checks.topics import TopicsCheck
-from carafe.guards.checks.toxicity import ToxicityCheck
+from carafe.guards.checks import Check, ClosableCheck, EmbedderLike, Subject
+from carafe.guards.checks.leak import LeakIndex
 from carafe.guards.config import GuardsConfig, PolicyConfig
 from carafe.guards.errors import UnknownPolicy
 from carafe.guards.normalize import normalize
+from carafe.guards.registry import CheckContext, available
 from carafe.guards.stream import OutputStream, apply_redactions
 from carafe.guards.verdict import GuardVerdict
 
@@ -70,26 +64,16 @@ class GuardPipeline:
         self._tracer = trace.get_tracer(__name__)
 
     @classmethod
-    def from_config(cls, config: GuardsConfig, *, embedder: Any = None,
-                    leak_index: LeakIndex | None = None) -> "GuardPipeline":
-        """Build every check the config can use (the policy picks per request)."""
+    def from_config(cls, config: GuardsConfig, *, embedder: EmbedderLike | None = None,
+                    leak_index: LeakIndex | None = None) -> GuardPipeline:
+        """Build every registered check the config can use (the policy picks per request)."""
         emb = embedder if embedder is not None else LazyEmbedder()
-        injection = InjectionCheck(getattr(emb, "model_id", LazyEmbedder.model_id),
-                                   extra_train=config.injection_train_data,
-                                   cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,
-                                   kind=config.injection_classifier)
-        if config.injection_classifier == "embedding":
-            injection.classifier(emb)  # shipped/cached weights load at once; a refit happens here, not on a request
-        checks: dict[str, Check] = {
-            "injection": injection,
-            "pii": PiiCheck(config.pii_entities, config.pii_mode, config.pii_hash_salt, config.max_check_chars),
-            "toxicity": ToxicityCheck(),
-            "topics": TopicsCheck(config.topics),
-            "grounding": GroundingCheck(config.min_grounding_words),
-            "leak": LeakCheck(leak_index),
-        }
-        if config.guardian.enabled:
-            checks["guardian"] = GuardianCheck(config.guardian)
+        checks: dict[str, Check] = {}
+        for name, spec in available(config).items():
+            options = config.plugins[name].options if name in config.plugins else {}
+            check = spec.build(CheckContext(config, emb, leak_index, options))
+            if check is not None:
+                checks[name] = check
         return cls(config, checks, embedder=emb, leak_index=leak_index)
 
     def policy(self, name: str | None) -> PolicyConfig:
@@ -162,7 +146,8 @@ class GuardPipeline:
         return OutputStream(self, self.policy(policy), principal=principal, passages=list(passages or []))
 
     async def aclose(self) -> None:
-        guardian = self.checks.get("guardian")
-        if isinstance(guardian, GuardianCheck):
-            await guardian.aclose()
+        """Close the checks that hold connections (those with an ``aclose``)."""
+        for check in self.checks.values():
+            if isinstance(check, ClosableCheck):
+                await check.aclose()
 

@@ -49,7 +49,9 @@ async def test_unknown_policy_is_an_actionable_error(pipeline):
 
 def test_config_rejects_unknown_checks_and_topics():
     with pytest.raises(ValueError, match="unknown input check"):
-        PolicyConfig(input={"telepathy": CheckSettings()})
+        GuardsConfig(policies={"default": PolicyConfig(input={"telepathy": CheckSettings()})})
+    with pytest.raises(ValueError, match=r"unknown output check\(s\) \['injection'\]"):
+        GuardsConfig(policies={"default": PolicyConfig(output={"injection": CheckSettings()})})
     with pytest.raises(ValueError, match="unknown topic"):
         GuardsConfig(policies={"default": PolicyConfig(deny_topics=["astrology"])})
 

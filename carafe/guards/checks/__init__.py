@@ -76,6 +76,13 @@ class Check(Protocol):
         ...
 
 
+@runtime_checkable
+class ClosableCheck(Check, Protocol):
+    """A check that holds a connection (e.g. the guardian's HTTP client)."""
+
+    async def aclose(self) -> None: ...
+
+
 def decide(check: str, category: str, score: float, settings: CheckSettings, reason: str, *,
            stage: Stage, can_redact: bool = False, redacted: str | None = None, below: bool = False) -> GuardVerdict:
     """Turn a score into a verdict under a policy's settings.

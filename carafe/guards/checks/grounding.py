@@ -13,6 +13,7 @@ import numpy as np
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings
 from carafe.guards.verdict import GuardVerdict, skipped
+from carafe.guards.registry import CheckContext, register
 
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -79,3 +80,8 @@ class GroundingCheck:
         return decide(self.name, "ungrounded", low, settings,
                       f"a sentence of the answer is weakly supported by the passages (similarity {low:.2f})",
                       stage=subject.stage, below=True)
+
+
+@register("grounding", stages=("output",))
+def build(ctx: CheckContext) -> GroundingCheck:
+    return GroundingCheck(ctx.config.min_grounding_words)

@@ -16,6 +16,7 @@ import httpx
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings, GuardianConfig
 from carafe.guards.verdict import GuardVerdict
+from carafe.guards.registry import CheckContext, register
 
 _LLAMA_GUARD_CATEGORIES = {
     "S1": "violent_crimes", "S2": "non_violent_crimes", "S3": "sex_related_crimes", "S4": "child_sexual_exploitation",
@@ -80,3 +81,8 @@ class GuardianCheck:
         risky, category = parse_answer(self.cfg, answer)
         return decide(self.name, category, 1.0 if risky else 0.0, settings,
                       f"the guardian model ({self.cfg.prompt_format}) flags the text: {category}", stage=subject.stage)
+
+
+@register("guardian", stages=("input", "output"))
+def build(ctx: CheckContext) -> GuardianCheck | None:
+    return GuardianCheck(ctx.config.guardian) if ctx.config.guardian.enabled else None

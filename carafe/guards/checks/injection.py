@@ -12,6 +12,7 @@ from carafe.guards.checks.injection_rules import match_rules
 from carafe.guards.classifier import LinearClassifier, NgramClassifier, data_path, load_jsonl, load_or_fit
 from carafe.guards.config import CheckSettings
 from carafe.guards.verdict import GuardVerdict
+from carafe.guards.registry import CheckContext, register
 
 RULE_SCORE = 0.97
 
@@ -61,3 +62,13 @@ class InjectionCheck:
         score = float(self.classifier(subject.embedder).proba(emb).max())
         return decide(self.name, "classifier", score, settings,
                       f"the injection classifier scores the text {score:.2f}", stage=subject.stage)
+
+
+@register("injection", stages=("input",))
+def build(ctx: CheckContext) -> InjectionCheck:
+    c = ctx.config
+    check = InjectionCheck(getattr(ctx.embedder, "model_id", "all-MiniLM-L6-v2"), extra_train=c.injection_train_data,
+                           cache_dir=Path(c.cache_dir).expanduser() if c.cache_dir else None, kind=c.injection_classifier)
+    if c.injection_classifier == "embedding":
+        check.classifier(ctx.embedder)  # shipped/cached weights load at once; a refit happens here, not on a request
+    return check

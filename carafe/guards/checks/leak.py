@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings
 from carafe.guards.verdict import GuardVerdict, skipped
+from carafe.guards.registry import CheckContext, register
 
 WITHHELD = "[withheld: this passage matches content you are not permitted to see]"
 
@@ -54,3 +55,8 @@ class LeakCheck:
         return decide(self.name, "restricted_content", best, settings,
                       f"the text closely matches a document you may not see (similarity {best:.2f})",
                       stage=subject.stage, can_redact=True, redacted=WITHHELD)
+
+
+@register("leak", stages=("output",))
+def build(ctx: CheckContext) -> LeakCheck:
+    return LeakCheck(ctx.leak_index)

@@ -10,6 +10,7 @@ from carafe.guards.config import CheckSettings, PiiMode
 from carafe.guards.checks.pii_recognizers import find_pii
 from carafe.guards.normalize import INVISIBLE
 from carafe.guards.verdict import GuardVerdict, Span
+from carafe.guards.registry import CheckContext, register
 
 
 def _cleaned_with_map(text: str) -> tuple[str, list[int]]:
@@ -93,3 +94,9 @@ class PiiCheck:
                          can_redact=True, redacted=redacted)
         verdict.spans = spans
         return verdict
+
+
+@register("pii", stages=("input", "output"))
+def build(ctx: CheckContext) -> PiiCheck:
+    c = ctx.config
+    return PiiCheck(c.pii_entities, c.pii_mode, c.pii_hash_salt, c.max_check_chars)

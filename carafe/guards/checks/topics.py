@@ -11,6 +11,7 @@ import numpy as np
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings, TopicConfig
 from carafe.guards.verdict import GuardVerdict
+from carafe.guards.registry import CheckContext, register
 
 
 class TopicsCheck:
@@ -55,3 +56,8 @@ class TopicsCheck:
                 best, best_name = sim, name
         return decide(self.name, best_name, best, settings,
                       f"the text is close ({best:.2f}) to the denied topic {best_name.replace('_', ' ')}", stage=subject.stage)
+
+
+@register("topics", stages=("input",))
+def build(ctx: CheckContext) -> TopicsCheck:
+    return TopicsCheck(ctx.config.topics)

@@ -12,6 +12,7 @@ import numpy as np
 from carafe.guards.checks import Subject, decide, off_loop
 from carafe.guards.config import CheckSettings
 from carafe.guards.verdict import GuardVerdict
+from carafe.guards.registry import CheckContext, register
 
 # Threat phrasings: a linear model over single words misses them ("I will find you").
 _THREATS = re.compile(
@@ -77,3 +78,8 @@ class ToxicityCheck:
         score, category = await off_loop(len(subject.normalized), self.score, subject.normalized)
         return decide(self.name, category, score, settings,
                       f"offensive language ({category}) scored {score:.2f}", stage=subject.stage)
+
+
+@register("toxicity", stages=("input", "output"))
+def build(ctx: CheckContext) -> ToxicityCheck:
+    return ToxicityCheck()
