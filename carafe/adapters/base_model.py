@@ -22,10 +22,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carafe.adapters.errors import ModelNotAvailable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if TYPE_CHECKING:
+    import torch
+
 
 SMOLLM2 = "smollm2"
 SMOLLM2_ID = "SmolLM2-135M-Instruct"
@@ -81,6 +84,12 @@ def resolve_source(model: str) -> tuple[Path, str]:
     raise ModelNotAvailable(
         f"base model {model!r} not found: use `smollm2`, a .gguf file, or a local folder with config.json",
         param="model")
+
+
+def identify(model: str) -> tuple[str, str]:
+    """(model id, digest) of an ``EngineConfig.model`` value, without converting anything."""
+    source, model_id = resolve_source(model)
+    return model_id, file_digest(source if source.is_file() else _weights_file(source))
 
 
 def _weights_file(folder: Path) -> Path:
@@ -162,3 +171,12 @@ def prepare_base_model(model: str, models_dir: Path, model_id: str | None = None
         _convert_gguf(source, target, marker)
         marker = _read_marker(target / MARKER) or marker
     return BaseModelFiles(target, served_id, str(marker["digest"]), source, float(marker["converted_at"]))
+
+
+def pick_device(spec: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU; otherwise the device named (``cpu``, ``cuda:1``...)."""
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 
 from carafe.adapters import gathered
-from carafe.adapters.base_model import BaseModelFiles, prepare_base_model, resolve_source
+from carafe.adapters.base_model import BaseModelFiles, pick_device, prepare_base_model, resolve_source
 from carafe.adapters.config import EngineConfig
 from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
@@ -30,7 +29,6 @@ from carafe.adapters.scheduler import Request, Scheduler
 from carafe.adapters.textstream import TextStream
 from carafe.errors import InvalidInput, TooLarge
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 log = logging.getLogger("carafe.adapters.local")
 
 
@@ -39,12 +37,6 @@ class _Resident:
     info: AdapterInfo
     internal: str  # PEFT adapter name (PEFT names may not contain dots)
     resolved: Path
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
 
 
 class LocalEngine:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -29,7 +28,6 @@ def register(app: typer.Typer) -> None:
         no_serve: bool = typer.Option(False, "--no-serve", help="Prepare keys and data, do not start the server"),
     ) -> None:
         """Create fresh demo keys, index the example documents, and start the gateway."""
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         cfg = config_or_exit(config)
         store = KeyStore(cfg.keys_file)
         demo_names = {u for u, _, _ in DEMO_USERS}

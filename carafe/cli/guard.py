@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import typer
@@ -45,7 +44,6 @@ def test(
     if text == "-":
         text = typer.get_text_stream("stdin").read()
     cfg = config_or_exit(config)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         with console.status("Loading the guard models…", spinner="dots"):
             # Loaded up front so the latency column shows check time, not model loading.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def _open(cfg: CarafeConfig) -> Index:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
 
     from carafe.indexer.embedding import Embedder

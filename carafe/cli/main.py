@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
+import os
 
 import typer
+
+from carafe.cli import adapters, audit, chat, config_cmd, demo, guard, index, keys, serve, taxonomy, tune
 
 app = typer.Typer(
     name="carafe",
@@ -14,33 +16,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Sub-command groups, one module each under carafe/cli/. Each module
-# exposes `app` (a typer.Typer) or `register(app)` for top-level commands.
-_GROUPS: list[tuple[str, str | None, str]] = [
-    ("serve", None, "Run the gateway"),
-    ("chat", None, "Chat with a running gateway in the terminal"),
-    ("demo", None, "One-command demo"),
-    ("keys", "keys", "Manage API keys"),
-    ("config_cmd", "config", "Show the effective configuration"),
-    ("adapters", "adapters", "Manage the adapter registry and hot-swap"),
-    ("index", "index", "Index documents and search them as a principal"),
-    ("guard", "guard", "Try the guardrails on a text"),
-    ("taxonomy", "taxonomy", "Validate and diff InstructLab-style taxonomies"),
-    ("tune", "tune", "Generate data, train, evaluate and publish adapters"),
-    ("audit", "audit", "Query the audit trail (traces)"),
-]
 
-for module_name, group, help_text in _GROUPS:
-    try:
-        module = importlib.import_module(f"carafe.cli.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"carafe.cli.{module_name}":
-            continue  # that capability is not built (yet)
-        raise
-    if group is None:
-        module.register(app)
-    else:
-        app.add_typer(module.app, name=group, help=help_text)
+@app.callback()
+def _entry() -> None:
+    # Models ship inside PyPI packages: never ask a hub (set here, by the entry point, not on import).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+for command in (serve, chat, demo):
+    command.register(app)
+for group, name, help_text in (
+    (keys, "keys", "Manage API keys"),
+    (config_cmd, "config", "Show the effective configuration"),
+    (adapters, "adapters", "Manage the adapter registry and hot-swap"),
+    (index, "index", "Index documents and search them as a principal"),
+    (guard, "guard", "Try the guardrails on a text"),
+    (taxonomy, "taxonomy", "Validate and diff InstructLab-style taxonomies"),
+    (tune, "tune", "Generate data, train, evaluate and publish adapters"),
+    (audit, "audit", "Query the audit trail (traces)"),
+):
+    app.add_typer(group.app, name=name, help=help_text)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
@@ -28,8 +27,6 @@ def run_server(cfg, *, host: str | None, port: int | None, log_level: str = "inf
     """Configure telemetry (this process is the entry point) and run uvicorn."""
     import uvicorn
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     telemetry = None
     try:

@@ -31,6 +31,8 @@ def _workspace(config: Path | None, taxonomy: Path | None, teacher: str | None):
     tuning = cfg.tuning.model_copy(deep=True)
     if teacher is not None:
         tuning.teacher.endpoint = None if teacher == "local" else teacher
+    if "base_model" not in tuning.training.model_fields_set:
+        tuning.training.base_model = cfg.adapters.engine.model  # train on the base the gateway serves
     return Workspace(tuning, taxonomy or tuning.taxonomy, tuning.out_dir(cfg.data_dir), cfg.models_dir, cfg.registry_dir)
 
 

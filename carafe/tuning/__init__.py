@@ -8,8 +8,12 @@ The public door::
     generate_stage(ws, recipes); train_stage(ws); eval_stage(ws, recipes); publish_stage(ws, recipes)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from carafe.tuning.config import TuningConfig
-from carafe.tuning.diff import changed_leaves
 from carafe.tuning.errors import (
     DocumentNotFound,
     EmptyLeaf,
@@ -19,11 +23,30 @@ from carafe.tuning.errors import (
     TeacherUnavailable,
     TuningError,
 )
-from carafe.tuning.pipeline import Workspace, eval_stage, generate_stage, publish_stage, train_stage
-from carafe.tuning.validate import Issue, ValidationReport, validate_taxonomy
+
+if TYPE_CHECKING:
+    from carafe.tuning.diff import changed_leaves
+    from carafe.tuning.pipeline import Workspace, eval_stage, generate_stage, publish_stage, train_stage
+    from carafe.tuning.validate import Issue, ValidationReport, validate_taxonomy
+
+_LAZY = {
+    "changed_leaves": "carafe.tuning.diff",
+    "Workspace": "carafe.tuning.pipeline", "eval_stage": "carafe.tuning.pipeline",
+    "generate_stage": "carafe.tuning.pipeline", "publish_stage": "carafe.tuning.pipeline",
+    "train_stage": "carafe.tuning.pipeline",
+    "Issue": "carafe.tuning.validate", "ValidationReport": "carafe.tuning.validate",
+    "validate_taxonomy": "carafe.tuning.validate",
+}
 
 __all__ = [
     "TuningConfig", "Workspace", "validate_taxonomy", "changed_leaves", "generate_stage", "train_stage", "eval_stage",
     "publish_stage", "Issue", "ValidationReport", "TuningError", "RecipeInvalid", "DocumentNotFound", "TeacherUnavailable",
     "EmptyLeaf", "StageMissing", "GateFailed",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

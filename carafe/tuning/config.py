@@ -74,6 +74,8 @@ def _skills_phase() -> PhaseConfig:
 
 
 class TrainingConfig(BaseModel):
+    base_model: str = Field("smollm2", description="The base to train on: `smollm2`, a .gguf file or a model folder; "
+                            "the CLI uses adapters.engine.model, so adapters fit the served base")
     knowledge: PhaseConfig = Field(default_factory=_knowledge_phase, description="Phase 1: knowledge data")
     skills: PhaseConfig = Field(default_factory=_skills_phase, description="Phase 2: skills + style data, with replay")
     seed: int = Field(42, description="Seed of torch, shuffling and LoRA init")

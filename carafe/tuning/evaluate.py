@@ -180,12 +180,12 @@ def apply_gate(metrics: dict[str, dict[str, float]], gate: GateConfig) -> dict[s
 class Evaluator:
     """Runs base and adapter on the same prompts; the adapter is switched off for the base."""
 
-    def __init__(self, models_dir: Path, adapter_dir: Path, device: str = "cpu") -> None:
+    def __init__(self, models_dir: Path, adapter_dir: Path, device: Any = "cpu", base_model: str = "smollm2") -> None:
         from peft import PeftModel
 
         from carafe.tuning.base_model import load_base
 
-        base, self.tok, _ = load_base(models_dir, device)
+        base, self.tok, _ = load_base(models_dir, device, base_model)
         self.model = PeftModel.from_pretrained(base, str(adapter_dir))
         self.model.eval()
         self.device = device
@@ -227,10 +227,10 @@ class Evaluator:
 
 
 def evaluate(recipes: list[Recipe], heldout: list[tuple[Recipe, SeedExample]], models_dir: Path, adapter_dir: Path,
-             gate: GateConfig, *, max_new_tokens: int = 64, device: str = "cpu",
+             gate: GateConfig, *, max_new_tokens: int = 64, device: Any = "cpu", base_model: str = "smollm2",
              judge: Teacher | None = None, judge_concurrency: int = 4) -> EvalReport:
     """Score base vs adapter (and let ``judge`` grade both when given), then apply the gate."""
-    ev = Evaluator(models_dir, adapter_dir, device)
+    ev = Evaluator(models_dir, adapter_dir, device, base_model)
     qs = [(r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
           for r, s in heldout]
     qs += [("general", "general", g["question"], g["answer"]) for g in general_questions()]

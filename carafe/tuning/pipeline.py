@@ -63,7 +63,7 @@ class Workspace:
 def generate_stage(ws: Workspace, recipes: list[Recipe], *, teacher: Teacher | None = None, force: bool = False,
                    advance: Advance | None = None, encode: Callable | None = None) -> dict[str, Any]:
     """Generate and filter data for every leaf; reuse it when recipes and settings are unchanged."""
-    teacher = teacher or make_teacher(ws.cfg.teacher, ws.models_dir)
+    teacher = teacher or make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model)
     key = _hash([[r.leaf, r.sha256] for r in recipes] + [ws.cfg.generation.model_dump(mode="json"),
                 ws.cfg.filters.model_dump(mode="json"), teacher.name])
     stamp = ws.stamp("data")
@@ -118,7 +118,7 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
     adapter = ws.out / folder / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise StageMissing(f"no trained adapter in {adapter}: run `carafe tune train` first")
-    judge = make_teacher(ws.cfg.teacher, ws.models_dir) if ws.cfg.eval_judge and ws.cfg.teacher.endpoint else None
+    judge = make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model) if ws.cfg.eval_judge and ws.cfg.teacher.endpoint else None
     key = _hash([content_digest(adapter), [[r.leaf, r.sha256] for r in recipes], ws.cfg.eval_max_new_tokens,
                  ws.cfg.generation.holdout_seeds, judge.name if judge else None])
     path = ws.out / "eval" / f"{folder}.json"
@@ -128,6 +128,7 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
     t0 = time.perf_counter()
     report = evaluate(recipes, holdout(recipes, ws.cfg), ws.models_dir, adapter, ws.cfg.gate,
                       max_new_tokens=ws.cfg.eval_max_new_tokens, device=pick_device(ws.cfg.training.device),
+                      base_model=ws.cfg.training.base_model,
                       judge=judge, judge_concurrency=ws.cfg.teacher.concurrency)
     summary = {"input": key, "seconds": round(time.perf_counter() - t0, 1),
                "judge": judge.name if judge else None, **report.to_dict()}
@@ -138,6 +139,7 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
 
 def publish_stage(ws: Workspace, recipes: list[Recipe], *, name: str | None = None, force: bool = False,
                   actor: str = "carafe-tune") -> dict[str, Any]:
+    from carafe.tuning.base_model import base_ref
     from carafe.tuning.publish import adapter_identity, build_manifest, publish
 
     _, data = load_dataset(ws)
@@ -156,7 +158,8 @@ def publish_stage(ws: Workspace, recipes: list[Recipe], *, name: str | None = No
     hyper = {p["name"]: p["hyperparameters"] for p in train_stamp["phases"]}
     hyper["seed"] = ws.cfg.training.seed
     hyper["replay"] = train_stamp["replay"]
-    manifest = build_manifest(name=adapter_name, kind=kind, description=description, recipes=recipes, taxonomy=ws.taxonomy,
+    manifest = build_manifest(base=base_ref(ws.cfg.training.base_model), name=adapter_name, kind=kind,
+                              description=description, recipes=recipes, taxonomy=ws.taxonomy,
                               data_sha256=data["data_sha256"], data_size=data["samples"], data_bytes=data["bytes"],
                               teacher=data["teacher"], hyperparameters=hyper,
                               metrics={**report["metrics"], "gate": gate})

@@ -13,7 +13,6 @@ from typing import Any
 
 from carafe.adapters.manifest import MANIFEST_FILE, BaseModelRef, DataRef, Manifest, SourceRef
 from carafe.adapters.registry import Registry
-from carafe.tuning.base_model import BASE_ID, base_digest
 from carafe.tuning.recipe import Recipe, Sidecar
 
 
@@ -31,11 +30,11 @@ def adapter_identity(root: Sidecar | None, recipes: list[Recipe], name: str | No
     return name, kind, description
 
 
-def build_manifest(*, name: str, kind: str, description: str, recipes: list[Recipe], taxonomy: Path, data_sha256: str,
+def build_manifest(*, base: BaseModelRef, name: str, kind: str, description: str, recipes: list[Recipe], taxonomy: Path, data_sha256: str,
                    data_size: int, data_bytes: int, teacher: str, hyperparameters: dict[str, Any],
                    metrics: dict[str, Any]) -> Manifest:
     return Manifest(
-        name=name, version=0, base_model=BaseModelRef(id=BASE_ID, digest=base_digest()), kind=kind,  # type: ignore[arg-type]
+        name=name, version=0, base_model=base, kind=kind,  # type: ignore[arg-type]
         description=description,
         recipes=[SourceRef(path=_rel(r.path, taxonomy), sha256=r.sha256) for r in recipes],
         data=DataRef(sha256=data_sha256, size=data_size), teacher=teacher, hyperparameters=hyperparameters,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncio
 from typing import Protocol
 
@@ -49,11 +51,11 @@ class OpenAITeacher:
 class LocalTeacher:
     """The embedded base model as teacher: fine for local tries, too small for good data."""
 
-    def __init__(self, cfg: TeacherConfig, models_dir) -> None:
+    def __init__(self, cfg: TeacherConfig, models_dir: Path, base_model: str = "smollm2") -> None:
         from carafe.tuning.base_model import load_base
 
         self.cfg = cfg
-        self.model, self.tokenizer, self.model_id = load_base(models_dir)
+        self.model, self.tokenizer, self.model_id = load_base(models_dir, model=base_model)
         self.name = f"local:{self.model_id}"
         self._lock = asyncio.Lock()
 
@@ -71,7 +73,7 @@ class LocalTeacher:
             return await asyncio.to_thread(self._generate, messages)
 
 
-def make_teacher(cfg: TeacherConfig, models_dir) -> Teacher:
+def make_teacher(cfg: TeacherConfig, models_dir: Path, base_model: str = "smollm2") -> Teacher:
     """`endpoint`: an URL → OpenAITeacher; `template` → the rule-based stand-in; None → the base model."""
     if cfg.endpoint == "template":
         from carafe.tuning.template_teacher import TemplateTeacher
@@ -79,4 +81,4 @@ def make_teacher(cfg: TeacherConfig, models_dir) -> Teacher:
         return TemplateTeacher()
     if cfg.endpoint:
         return OpenAITeacher(cfg)
-    return LocalTeacher(cfg, models_dir)
+    return LocalTeacher(cfg, models_dir, base_model)

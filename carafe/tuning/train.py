@@ -133,7 +133,7 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    model, tok, _ = load_base(models_dir, device)
+    model, tok, _ = load_base(models_dir, device, cfg.base_model)
     lora = LoraConfig(r=first.rank, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=list(first.target_modules),
                       task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
@@ -215,7 +215,7 @@ def _stats_dict(s: PhaseStats) -> dict[str, Any]:
     return d
 
 
-def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, device: str) -> tuple[float, int]:
+def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, device: Any) -> tuple[float, int]:
     import torch
 
     width = max(len(ids) for ids, _ in batch)

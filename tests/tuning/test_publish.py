@@ -7,7 +7,7 @@ import json
 import pytest
 
 from carafe.adapters.registry import Registry
-from carafe.tuning.base_model import base_digest
+from carafe.tuning.base_model import base_ref
 from carafe.tuning.config import TuningConfig
 from carafe.tuning.errors import GateFailed
 from carafe.tuning.pipeline import Workspace, publish_stage
@@ -43,7 +43,7 @@ def test_publish_writes_a_new_version_with_the_full_manifest(workspace):
     assert {"adapter_config.json", "adapter_model.safetensors", "manifest.json"} <= {p.name for p in folder.iterdir()}
     m = json.loads((folder / "manifest.json").read_text())
     assert m["name"] == "hr-desk" and m["version"] == 1 and m["kind"] == "style" and "HR" in m["description"]
-    assert m["base_model"] == {"id": "SmolLM2-135M-Instruct", "digest": base_digest()}
+    assert m["base_model"] == {"id": "SmolLM2-135M-Instruct", "digest": base_ref().digest}
     assert m["base_model"]["digest"].startswith("sha256:") and len(m["base_model"]["digest"]) == 71
     assert {r["path"]: r["sha256"] for r in m["recipes"]} == {
         f"{r.leaf}/qna.yaml": r.sha256 for r in recipes}
