@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast check format bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -28,6 +28,18 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The check step (as starlette's scripts/check): formatting, lint with isort,
+# types (strict on adapters, indexer, guards) and the import contract between packages.
+check: setup
+	$(VENV)/bin/ruff format --check carafe tests bench
+	$(VENV)/bin/ruff check carafe tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: setup
+	$(VENV)/bin/ruff format carafe tests bench
+	$(VENV)/bin/ruff check --fix carafe tests bench
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
