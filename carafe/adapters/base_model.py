@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from carafe.adapters.errors import ModelNotAvailable
 
@@ -110,7 +110,7 @@ def _convert_gguf(gguf: Path, target: Path, marker: dict[str, object]) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     # A GGUF-loaded model refuses save_pretrained: copy its weights into a plain one.
-    fresh = AutoModelForCausalLM.from_config(config)
+    fresh = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [m for m in missing if not m.startswith("lm_head")]:
         raise ModelNotAvailable(f"converting {gguf} failed: missing {missing}, unexpected {unexpected}")
@@ -138,9 +138,10 @@ def _convert_gguf(gguf: Path, target: Path, marker: dict[str, object]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_marker(path: Path) -> dict[str, object] | None:
+def _read_marker(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        marker: dict[str, Any] = json.loads(path.read_text())
+        return marker
     except (OSError, ValueError):
         return None
 

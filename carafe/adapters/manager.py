@@ -73,8 +73,8 @@ class AdapterManager:
         self._last_used: dict[str, float] = {}
         self._retiring: set[str] = set()
         self._idle = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._background: set[asyncio.Task] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # bookkeeping -----------------------------------------------------------
     def _lock(self, name: str) -> asyncio.Lock:

@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 from carafe.adapters.errors import InvalidAdapter
 
@@ -22,7 +23,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def read_safetensors_header(path: Path) -> dict[str, dict]:
+def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     """Tensor name -> {dtype, shape, data_offsets}; InvalidAdapter if malformed or truncated."""
     size = path.stat().st_size
     with path.open("rb") as fh:
@@ -33,7 +34,7 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
         if n > min(_MAX_HEADER, size - 8):
             raise InvalidAdapter(f"{path} is not a safetensors file (bad header length)", param="path")
         try:
-            header = json.loads(fh.read(n))
+            header: dict[str, Any] = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidAdapter(f"{path} has a corrupted safetensors header", param="path") from exc
     header.pop("__metadata__", None)

@@ -26,7 +26,7 @@ class TextStream:
         self.stopped = False
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def _new_text(self, final: bool) -> str:
         prefix_text = self._decode(self._ids[self._prefix:self._read])

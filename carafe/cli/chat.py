@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import typer
 
@@ -27,7 +28,7 @@ def register(app: typer.Typer) -> None:
         if not key:
             fail("no API key: pass --api-key or set CARAFE_API_KEY (create one with `carafe keys create`)")
         client = openai.OpenAI(base_url=base_url, api_key=key)
-        history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        history: list[Any] = [{"role": "system", "content": system}] if system else []
 
         def ask(question: str) -> None:
             history.append({"role": "user", "content": question})

@@ -137,7 +137,7 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "request body could not be parsed (it must be UTF-8 JSON)"
         if status == 404:
             detail = "no such endpoint; see /docs for the API"
-        return error_response(status, detail, _HTTP_TYPES.get(status, "invalid_request_error"), headers=exc.headers)
+        return error_response(status, detail, _HTTP_TYPES.get(status, "invalid_request_error"), headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -113,7 +113,7 @@ class PluginConfig(BaseModel):
     """A check from outside Carafe, by import path (see :mod:`carafe.guards.registry`)."""
 
     path: str = Field(description="Import path of the check's builder, 'package.module:build'")
-    stages: list[Literal["input", "output"]] = Field(default_factory=lambda: ["input"], description="Stages it can run on")
+    stages: list[Literal["input", "output"]] = Field(["input"], description="Stages it can run on")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the builder as CheckContext.options")
 
 

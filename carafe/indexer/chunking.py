@@ -67,7 +67,7 @@ def _pieces(paragraph: str, budget: int) -> list[str]:
         if count_tokens(sentence) <= budget:
             out.append(sentence)
             continue
-        words, current = sentence.split(), []
+        words, current = sentence.split(), list[str]()
         for word in words:
             if current and count_tokens(" ".join(current + [word])) > budget:
                 out.append(" ".join(current))

@@ -28,7 +28,7 @@ def resolve_embedding_model(spec: str) -> Path:
     return path
 
 
-def _int8(model):
+def _int8(model: Any) -> Any:
     """Dynamic int8 quantization of the Linear layers (CPU): about 3x faster, slightly
     different vectors, so an index must be built and queried with the same setting
     (a sync re-embeds everything when the model id changes)."""
@@ -38,7 +38,7 @@ def _int8(model):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
 
 
 class Embedder:
@@ -60,8 +60,8 @@ class Embedder:
             # of the text alone, and is still ~3x faster than fp32 batches on CPU (bench/index.py).
             self.batch_size = 1
         self._lock = threading.Lock()
-        self.dim: int = int(getattr(self._model, "get_embedding_dimension", None) and self._model.get_embedding_dimension() or self._model.get_sentence_embedding_dimension() or 384)
-        self.max_seq_length: int = int(self._model.max_seq_length)
+        self.dim: int = int(self._model.get_embedding_dimension() or 384)
+        self.max_seq_length: int = int(self._model.max_seq_length or 256)
 
     @classmethod
     def from_config(cls, config: Any, *, quantize: bool | None = None) -> "Embedder":

@@ -98,7 +98,8 @@ def _pdf_text(data: bytes, name: str) -> Extracted:
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
-        title = str((reader.metadata or {}).get("/Title") or "")
+        metadata: dict[str, Any] = dict(reader.metadata or {})
+        title = str(metadata.get("/Title") or "")
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise DocumentRejected(f"{name}: unreadable PDF ({exc})") from exc
     text = "\n\n".join(p.strip() for p in pages if p.strip())

@@ -87,7 +87,8 @@ class Index:
 
     def last_report(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.state_dir / "last_sync.json").read_text(encoding="utf-8"))
+            report: dict[str, Any] = json.loads((self.state_dir / "last_sync.json").read_text(encoding="utf-8"))
+            return report
         except (OSError, ValueError):
             return None
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -106,7 +107,7 @@ class Source:
             raise cached
         return cached
 
-    def acl_for(self, rel: Path, meta: dict) -> Acl:
+    def acl_for(self, rel: Path, meta: dict[str, Any]) -> Acl:
         acl = parse_acl(meta, origin=f"{rel.as_posix()} front matter")
         if acl is None:
             sidecar = self.root / rel.parent / (rel.name + SIDECAR)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from carafe.indexer.chunking import chunk_text
+from carafe.indexer.chunking import Chunk, chunk_text
 from carafe.indexer.config import ChunkingConfig
 from carafe.indexer.manifest import DocState, Manifest, point_id, point_ids
 from carafe.indexer.sources import Document, Rejection, Source
@@ -154,7 +154,7 @@ class Syncer:
         done = 0
         if progress:
             progress("embed", 0, total)
-        batch: list[tuple[Document, list]] = []
+        batch: list[tuple[Document, list[Chunk]]] = []
         size = 0
         for item in chunked:
             batch.append(item)
@@ -165,7 +165,8 @@ class Syncer:
         if batch:
             self._write_batch(batch, stored, report, done, total, progress)
 
-    def _write_batch(self, batch, stored, report, done: int, total: int, progress: Progress | None) -> int:
+    def _write_batch(self, batch: list[tuple[Document, list[Chunk]]], stored: dict[str, set[str]], report: SyncReport,
+                     done: int, total: int, progress: Progress | None) -> int:
         texts = [f"{doc.title}\n{c.text}" for doc, chunks in batch for c in chunks]
         dense = self.embedder.encode(texts)
         points, row = [], 0

@@ -231,7 +231,7 @@ def evaluate(recipes: list[Recipe], heldout: list[tuple[Recipe, SeedExample]], m
              judge: Teacher | None = None, judge_concurrency: int = 4) -> EvalReport:
     """Score base vs adapter (and let ``judge`` grade both when given), then apply the gate."""
     ev = Evaluator(models_dir, adapter_dir, device, base_model)
-    qs = [(r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
+    qs: list[tuple[str, str, str, str]] = [(r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
           for r, s in heldout]
     qs += [("general", "general", g["question"], g["answer"]) for g in general_questions()]
     prompts = [q for _, _, q, _ in qs]

@@ -34,7 +34,7 @@ def build_manifest(*, base: BaseModelRef, name: str, kind: str, description: str
                    data_size: int, data_bytes: int, teacher: str, hyperparameters: dict[str, Any],
                    metrics: dict[str, Any]) -> Manifest:
     return Manifest(
-        name=name, version=0, base_model=base, kind=kind,  # type: ignore[arg-type]
+        name=name, version=0, base_model=base, kind=kind,
         description=description,
         recipes=[SourceRef(path=_rel(r.path, taxonomy), sha256=r.sha256) for r in recipes],
         data=DataRef(sha256=data_sha256, size=data_size), teacher=teacher, hyperparameters=hyperparameters,

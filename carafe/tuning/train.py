@@ -155,7 +155,12 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
         lengths = [len(ids) for ids, _ in encoded]
         plan = [b for e in range(epochs) for b in _batches(lengths, pc.batch_size, cfg.seed, e)]
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=pc.learning_rate, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, n=len(plan): min(1.0, (s + 1) / max(1, n // 10)) * max(0.1, 1 - s / n))
+        n = len(plan)
+
+        def warmup_then_decay(s: int) -> float:
+            return min(1.0, (s + 1) / max(1, n // 10)) * max(0.1, 1 - s / n)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_decay)
         start = 0
         if state is not None and state["phase"] == name and state["step"] > 0:
             opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
@@ -201,7 +206,7 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
     adapter = out / "adapter"
     if adapter.exists():
         shutil.rmtree(adapter)
-    model.save_pretrained(adapter)
+    model.save_pretrained(str(adapter))
     (out / "training.json").write_text(json.dumps({"key": key, "replay": replay, "phases": [
         {**_stats_dict(s), "tokens_per_s": round(s.tokens_per_s, 1)} for s in stats]}, indent=2))
     if not interrupted:

@@ -161,7 +161,7 @@ def setup_telemetry(
     name = service_name or config.service_name
     trace_file: Path | None = None
     memory: InMemorySpanExporter | None = None
-    label = config.exporter
+    label: str = config.exporter
     if in_memory:
         memory = InMemorySpanExporter()
         exporter, label = memory, "memory"

@@ -43,8 +43,10 @@ class PassageIndex:
     async def embeddings(self) -> np.ndarray:
         async with self._lock:
             if self._emb is None:
-                self._emb = await asyncio.to_thread(self.embedder.encode, self.units)
-        return self._emb
+                emb: np.ndarray = await asyncio.to_thread(self.embedder.encode, self.units)
+                self._emb = emb
+                return emb
+            return self._emb
 
 
 class GroundingCheck:

@@ -49,7 +49,8 @@ def _fast_profanity_model() -> Callable[[list[str]], np.ndarray]:
 
     def predict(texts: list[str]) -> np.ndarray:
         decision = vectorizer.transform(texts) @ coefs + intercepts
-        return (1.0 / (1.0 + np.exp(a * decision + b))).mean(axis=1)
+        probabilities: np.ndarray = (1.0 / (1.0 + np.exp(a * decision + b))).mean(axis=1)
+        return probabilities
 
     return predict
 

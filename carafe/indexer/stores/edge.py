@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class EdgeStore:
     def delete(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
-            self._shard.update(qe.UpdateOperation.delete_points(ids))
+            self._shard.update(qe.UpdateOperation.delete_points(list[int | uuid.UUID | str](ids)))
 
     def set_payload(self, ids: Sequence[str], payload: dict[str, Any]) -> None:
         if ids:
@@ -96,7 +97,8 @@ class EdgeStore:
         if not prefetches:
             return []
         request = qe.QueryRequest(
-            limit=query.limit, query=qe.Fusion.Rrf(k=query.rrf_k, weights=weights), prefetches=prefetches,
+            limit=query.limit, query=qe.Fusion.Rrf(k=query.rrf_k, weights=weights),  # type: ignore[arg-type]  # Rrf is a Fusion
+            prefetches=prefetches,
             filter=flt, with_payload=True,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
