@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from carafe.errors import InvalidInput
+from carafe.gateway.telemetry import attributes as attr
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -112,33 +113,33 @@ def _absorb(rec: AuditRecord, span: dict[str, Any]) -> None:
     attrs: dict[str, Any] = span.get("attributes") or {}
     if span.get("parent_id") is None or span.get("kind") == "SERVER":
         rec.name, rec.duration_ms = span.get("name"), span.get("duration_ms")
-        rec.path = attrs.get("url.path", rec.path)
-        rec.status = attrs.get("http.response.status_code", rec.status)
+        rec.path = attrs.get(attr.URL_PATH, rec.path)
+        rec.status = attrs.get(attr.HTTP_RESPONSE_STATUS_CODE, rec.status)
     start = span.get("start")
     if start and (rec.start is None or start < rec.start):
         rec.start = start
-    rec.user = attrs.get("carafe.principal", rec.user)
-    rec.route = attrs.get("carafe.route", rec.route)
-    rec.model = attrs.get("gen_ai.request.model", rec.model)
-    adapter = attrs.get("carafe.adapter.version") or attrs.get("gen_ai.response.model") \
-        or attrs.get("carafe.adapter.name")  # an admin change to a whole adapter (rollback, remove)
+    rec.user = attrs.get(attr.CARAFE_PRINCIPAL, rec.user)
+    rec.route = attrs.get(attr.CARAFE_ROUTE, rec.route)
+    rec.model = attrs.get(attr.GEN_AI_REQUEST_MODEL, rec.model)
+    adapter = attrs.get(attr.CARAFE_ADAPTER_VERSION) or attrs.get(attr.GEN_AI_RESPONSE_MODEL) \
+        or attrs.get(attr.CARAFE_ADAPTER_NAME)  # an admin change to a whole adapter (rollback, remove)
     if adapter:
         rec.adapter = str(adapter)
     # gen_ai.data_source.id names the store (collection), not a document: only carafe.retrieval.doc_ids counts
-    value = attrs.get("carafe.retrieval.doc_ids")
+    value = attrs.get(attr.CARAFE_RETRIEVAL_DOC_IDS)
     for doc in value if isinstance(value, list) else [value] if value else []:
         if doc not in rec.doc_ids:
             rec.doc_ids.append(str(doc))
-    rec.input_tokens = attrs.get("gen_ai.usage.input_tokens", rec.input_tokens)
-    rec.output_tokens = attrs.get("gen_ai.usage.output_tokens", rec.output_tokens)
-    rec.prompt_sha256 = attrs.get("carafe.prompt.sha256", rec.prompt_sha256)
+    rec.input_tokens = attrs.get(attr.GEN_AI_USAGE_INPUT_TOKENS, rec.input_tokens)
+    rec.output_tokens = attrs.get(attr.GEN_AI_USAGE_OUTPUT_TOKENS, rec.output_tokens)
+    rec.prompt_sha256 = attrs.get(attr.CARAFE_PROMPT_SHA256, rec.prompt_sha256)
     sources = [attrs] + [e.get("attributes") or {} for e in span.get("events") or []]
     for source in sources:
         for key, value in source.items():
             m = _GUARD_ACTION.match(key)
             if m and (m.group(1), str(value)) not in rec.guard_actions:
                 rec.guard_actions.append((m.group(1), str(value)))
-    blocked = attrs.get("carafe.guard.blocked")
+    blocked = attrs.get(attr.CARAFE_GUARD_BLOCKED)
     if blocked and (str(blocked), "block") not in rec.guard_actions:
         rec.guard_actions.append((str(blocked), "block"))
 
