@@ -10,9 +10,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length", "abort"]
+ConstraintKind = Literal["json_object", "json_schema", "regex", "grammar"]
+
+
+@dataclass(slots=True, frozen=True)
+class OutputConstraint:
+    """What the output must match, enforced by constrained decoding.
+
+    ``json_object``: any JSON object; ``json_schema``: ``spec`` is a JSON Schema;
+    ``regex``: ``spec`` is a regular expression; ``grammar``: ``spec`` is a Lark
+    grammar. ``param`` is the request field it came from, named by a 400 when
+    the engine cannot compile it.
+    """
+
+    kind: ConstraintKind
+    spec: Any = None
+    param: str = "response_format"
 
 
 @dataclass(slots=True)
@@ -37,12 +53,25 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    constraint: OutputConstraint | None = None
+    logprobs: int | None = None  # None: off; k >= 0: the sampled token's logprob and the k most likely
 
 
 @dataclass(slots=True)
 class ChatMessage:
     role: str  # system | user | assistant | tool
     content: str
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """A token's log-probability in the step's distribution (after penalties and
+    the output constraint, before temperature and sampling)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list["TokenLogprob"] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -59,6 +88,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None  # one per token of ``token_ids`` when asked for
 
 
 @dataclass(slots=True)
