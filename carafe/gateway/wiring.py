@@ -30,7 +30,8 @@ def _optional(module: str) -> Any | None:
 
 
 def include_routers(app: FastAPI) -> None:
-    for name in ("carafe.gateway.admin_adapters", "carafe.gateway.admin_index", "carafe.gateway.telemetry.routes"):
+    for name in ("carafe.gateway.serving_responses", "carafe.gateway.admin_adapters", "carafe.gateway.admin_index",
+                 "carafe.gateway.telemetry.routes"):
         module = _optional(name)
         if module is not None:
             app.include_router(module.router)
