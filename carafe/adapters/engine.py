@@ -23,12 +23,14 @@ class OutputConstraint:
     ``json_object``: any JSON object; ``json_schema``: ``spec`` is a JSON Schema;
     ``regex``: ``spec`` is a regular expression; ``grammar``: ``spec`` is a Lark
     grammar. ``param`` is the request field it came from, named by a 400 when
-    the engine cannot compile it.
+    the engine cannot compile it. ``strict=False`` lets the engine skip schema
+    keywords it cannot enforce (best effort) instead of refusing the schema.
     """
 
     kind: ConstraintKind
     spec: Any = None
     param: str = "response_format"
+    strict: bool = True
 
 
 @dataclass(slots=True)

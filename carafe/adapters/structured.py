@@ -36,7 +36,8 @@ def _grammar_source(c: OutputConstraint) -> str:
         if not isinstance(c.spec, dict):
             raise InvalidInput(f"{c.param}: the JSON schema must be an object", param=c.param)
         try:
-            return llguidance.LLMatcher.grammar_from_json_schema(c.spec, defaults=_JSON_OPTIONS)
+            return llguidance.LLMatcher.grammar_from_json_schema(c.spec, defaults=_JSON_OPTIONS,
+                                                                  overrides=None if c.strict else {"lenient": True})
         except ValueError as exc:
             raise InvalidInput(f"{c.param}: the JSON schema is not valid: {exc}", param=c.param) from None
     if c.kind == "regex":
@@ -69,7 +70,7 @@ class GrammarCompiler:
         """The checked grammar for ``c``; InvalidInput naming ``c.param`` if it cannot compile."""
         import llguidance
 
-        key = json.dumps([c.kind, c.spec], sort_keys=True, default=str)
+        key = json.dumps([c.kind, c.spec, c.strict], sort_keys=True, default=str)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

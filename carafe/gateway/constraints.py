@@ -23,7 +23,7 @@ def _choice_regex(choices: list[str], param: str) -> OutputConstraint:
     return OutputConstraint("regex", "(" + "|".join(re.escape(c) for c in choices) + ")", param=param)
 
 
-def _json(schema: Any, param: str) -> OutputConstraint:
+def _json(schema: Any, param: str, strict: bool = True) -> OutputConstraint:
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -33,7 +33,7 @@ def _json(schema: Any, param: str) -> OutputConstraint:
         return OutputConstraint("json_object", param=param)
     if not isinstance(schema, dict):
         raise InvalidInput(f"{param} must be a JSON schema object", param=param)
-    return OutputConstraint("json_schema", schema, param=param)
+    return OutputConstraint("json_schema", schema, param=param, strict=strict)
 
 
 def response_format_constraint(fmt: dict[str, Any] | None, param: str = "response_format") -> OutputConstraint | None:
@@ -50,7 +50,8 @@ def response_format_constraint(fmt: dict[str, Any] | None, param: str = "respons
         spec = fmt.get("json_schema", fmt)
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise InvalidInput(f"{param}.json_schema must be an object with a 'schema'", param=param)
-        return _json(spec.get("schema") or {}, param)
+        # strict (OpenAI's default is false): refuse keywords the engine cannot enforce, else skip them
+        return _json(spec.get("schema") or {}, param, strict=spec.get("strict") is True)
     raise InvalidInput(f"{param} type {kind!r} is not supported; use text, json_object or json_schema",
                        param=param)
 

@@ -59,6 +59,8 @@ def assert_openai_error(r: httpx.Response, status: int, param: str | None = "__a
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "(?<=a)b"}}}},
          "response_format"),
         ({"model": BASE_MODEL, "messages": MSG, "guided_regex": "(unclosed"}, "guided_regex"),
+        ({"model": BASE_MODEL, "messages": MSG, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "strict": True, "schema": {"type": "array", "uniqueItems": True}}}}, "response_format"),
         ({"model": BASE_MODEL, "messages": MSG, "structured_outputs": {"xml": "<a/>"}}, "structured_outputs"),
         ({"model": BASE_MODEL, "messages": MSG, "guided_json": {"type": "object"}, "guided_regex": "a"}, None),
         ({"model": BASE_MODEL, "messages": MSG, "use_beam_search": True}, "use_beam_search"),
