@@ -55,3 +55,24 @@ def test_vllm_gets_structured_outputs_and_logprobs() -> None:
     body = sampling_body(SamplingParams(constraint=OutputConstraint("json_schema", {"type": "object"})))
     assert body["structured_outputs"] == {"json": {"type": "object"}}
     assert sampling_body(SamplingParams(constraint=OutputConstraint("regex", "a+")))["structured_outputs"] == {"regex": "a+"}
+
+
+def test_the_trace_records_the_called_tool_names() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from carafe.adapters.engine import GenerationChunk
+    from carafe.gateway.chat_output import ChoiceOutput
+    from carafe.gateway.serving_chat import record_tool_calls
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    out = ChoiceOutput(plan_tools(TOOLS, "required"))
+    out.step(GenerationChunk('{"name": "get_weather", "arguments": {"city": "Oslo"}}', finish_reason="stop"))
+    assert out.finish_reason == "tool_calls"
+    with provider.get_tracer("test").start_as_current_span("request"):
+        record_tool_calls([out])
+    (span,) = exporter.get_finished_spans()
+    assert list(span.attributes["carafe.tool_calls"]) == ["get_weather"]
