@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -60,7 +61,7 @@ async def one(engine: LocalEngine, prompt: str, tokens: int, constrained: bool, 
     return n
 
 
-async def scenario(engine: LocalEngine, streams: int, tokens: int, constrained: bool) -> dict[str, float]:
+async def scenario(engine: LocalEngine, streams: int, tokens: int, constrained: bool) -> dict[str, Any]:
     gaps: list[float] = []
     t0, cpu0 = time.perf_counter(), time.process_time()
     counts = await asyncio.gather(*[one(engine, PROMPTS[i % len(PROMPTS)], tokens, constrained, gaps)
@@ -102,7 +103,7 @@ async def main() -> None:
     print(f"{tokens} tokens per request, {rounds} alternating rounds; other processes may share the CPU")
     rows = []
     for streams in (1, 8):
-        acc = {c: {"tokens": 0, "wall": 0.0, "cpu": 0.0, "gaps": []} for c in (False, True)}
+        acc: dict[bool, dict[str, Any]] = {c: {"tokens": 0, "wall": 0.0, "cpu": 0.0, "gaps": []} for c in (False, True)}
         for _ in range(rounds):
             for constrained in (False, True):
                 r = await scenario(engine, streams, tokens, constrained)

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,8 +23,11 @@ from carafe.adapters.engine import OutputConstraint, TokenLogprob
 from carafe.errors import InvalidInput
 
 log = logging.getLogger("carafe.adapters.structured")
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 # JSON as compact as a small model writes it well: no free whitespace runs
-_JSON_OPTIONS = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+_JSON_OPTIONS: "JsonCompileOptions" = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
 
 
 def _grammar_source(c: OutputConstraint) -> str:
