@@ -11,12 +11,30 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from carafe.adapters.config import EngineConfig
 
 FinishReason = Literal["stop", "length", "abort"]
+ConstraintKind = Literal["json_object", "json_schema", "regex", "grammar"]
+
+
+@dataclass(slots=True, frozen=True)
+class OutputConstraint:
+    """What the output must match, enforced by constrained decoding.
+
+    ``json_object``: any JSON object; ``json_schema``: ``spec`` is a JSON Schema;
+    ``regex``: ``spec`` is a regular expression; ``grammar``: ``spec`` is a Lark
+    grammar. ``param`` is the request field it came from, named by a 400 when
+    the engine cannot compile it. ``strict=False`` lets the engine skip schema
+    keywords it cannot enforce (best effort) instead of refusing the schema.
+    """
+
+    kind: ConstraintKind
+    spec: Any = None
+    param: str = "response_format"
+    strict: bool = True
 
 
 @dataclass(slots=True)
@@ -41,12 +59,25 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    constraint: OutputConstraint | None = None
+    logprobs: int | None = None  # None: off; k >= 0: the sampled token's logprob and the k most likely
 
 
 @dataclass(slots=True)
 class ChatMessage:
     role: str  # system | user | assistant | tool
     content: str
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """A token's log-probability in the step's distribution (after penalties and
+    the output constraint, before temperature and sampling)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list["TokenLogprob"] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,6 +94,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None  # one per token of ``token_ids`` when asked for
 
 
 @dataclass(slots=True)

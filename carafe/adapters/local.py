@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnava
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
 from carafe.adapters.sampling import RowSampler
 from carafe.adapters.scheduler import Request, Scheduler
+from carafe.adapters.structured import GrammarCompiler
 from carafe.adapters.textstream import TextStream
 from carafe.errors import InvalidInput, TooLarge
 
@@ -51,6 +52,7 @@ class LocalEngine:
         self._base: Any = None
         self._peft: Any = None
         self._scheduler: Scheduler | None = None
+        self._grammars: GrammarCompiler | None = None
         self._eos: frozenset[int] = frozenset()
         self._max_len = self.config.max_model_len
         self._adapters: dict[str, _Resident] = {}
@@ -113,6 +115,7 @@ class LocalEngine:
         limit = getattr(model.config, "max_position_embeddings", None) or self.config.max_model_len
         self._max_len = min(self.config.max_model_len, int(limit))
         self._files, self._tokenizer, self._base = files, tokenizer, model
+        self._grammars = GrammarCompiler(tokenizer)
         # shapes of the plain model's Linear layers, for checking adapters (taken before PEFT wraps them)
         self._linears = {n: (m.in_features, m.out_features) for n, m in model.named_modules()
                          if isinstance(m, torch.nn.Linear)}
@@ -189,17 +192,29 @@ class LocalEngine:
             internal = resident.internal
         prompt_ids = encode()
         self._check_params(params, len(prompt_ids))
+        sampler = RowSampler(params, prompt_ids, self._eos, device=self.device)
+        grammars = self._grammars
+        assert grammars is not None
+        if params.constraint is not None:
+            sampler.logits_processor = await asyncio.to_thread(
+                grammars.mask_for, params.constraint, self._tokenizer.eos_token_id)
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
         def emit(item: GenerationChunk | BaseException) -> None:
+            if params.logprobs is not None and isinstance(item, GenerationChunk) and item.token_ids:
+                steps = sampler.logprob_steps[item.completion_tokens - len(item.token_ids):item.completion_tokens]
+                item.logprobs = [
+                    replace(grammars.logprob(t, lp), top=[grammars.logprob(a, alp) for a, alp in alts])
+                    for t, lp, alts in steps if not sampler.is_stop_token(t)
+                ]
             try:
                 loop.call_soon_threadsafe(chunks.put_nowait, item)
             except RuntimeError:  # the loop is gone: nobody listens anymore
                 request.cancelled = True
 
         request = Request(prompt_ids=prompt_ids, params=params, emit=emit, adapter=internal, max_len=self._max_len,
-                          sampler=RowSampler(params, prompt_ids, self._eos, device=self.device),
+                          sampler=sampler,
                           stream=TextStream(self._tokenizer, params.stop))
         scheduler.submit(request)
         try:

@@ -9,6 +9,7 @@ alone or shares the batch with others.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,10 @@ class RowSampler:
     eos_ids: frozenset[int]
     device: torch.device | str = "cpu"
     output_ids: list[int] = field(default_factory=list)
+    # (output_ids, logits row) -> None, masks the row in place (constrained decoding)
+    logits_processor: Callable[[list[int], torch.Tensor], None] | None = None
+    # per sampled token, when params.logprobs is set: (token, logprob, [(token, logprob)] top)
+    logprob_steps: list[tuple[int, float, list[tuple[int, float]]]] = field(default_factory=list)
     generator: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +96,10 @@ def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
         banned = s.banned_now
         if banned:
             logits[i, banned] = _NEG_INF
+        if s.logits_processor is not None:
+            s.logits_processor(s.output_ids, logits[i])
+    wants_logprobs = [i for i, s in enumerate(samplers) if s.params.logprobs is not None]
+    logprobs = logits[wants_logprobs].log_softmax(dim=-1) if wants_logprobs else None
     temps = [s.params.temperature for s in samplers]
     choice = logits.argmax(dim=-1)
     hot = [i for i, t in enumerate(temps) if t > 0]
@@ -100,4 +109,19 @@ def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
         probs = _filter(logits[idx] / t, [samplers[i] for i in hot]).softmax(dim=-1)
         for j, i in enumerate(hot):
             choice[i] = torch.multinomial(probs[j], 1, generator=samplers[i].generator)[0]
-    return choice.tolist()
+    tokens = choice.tolist()
+    if logprobs is not None:
+        _record_logprobs(logprobs, [samplers[i] for i in wants_logprobs], [tokens[i] for i in wants_logprobs])
+    return tokens
+
+
+def _record_logprobs(logprobs: torch.Tensor, samplers: list[RowSampler], tokens: list[int]) -> None:
+    """The sampled token's logprob and the top-k of each row's step distribution."""
+    k = max(s.params.logprobs or 0 for s in samplers)
+    top = logprobs.topk(k, dim=-1) if k else None
+    for j, (s, token) in enumerate(zip(samplers, tokens)):
+        alts: list[tuple[int, float]] = []
+        if top is not None and s.params.logprobs:
+            n = s.params.logprobs
+            alts = list(zip(top.indices[j, :n].tolist(), top.values[j, :n].tolist()))
+        s.logprob_steps.append((token, float(logprobs[j, token]), alts))

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from carafe.adapters.config import EngineConfig
-from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
+from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, OutputConstraint, SamplingParams, TokenLogprob
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
 from carafe.errors import CarafeError, Conflict, InvalidInput, TooLarge
 
@@ -53,7 +53,32 @@ def sampling_body(params: SamplingParams) -> dict[str, Any]:
     body.update({k: v for k, (v, default) in extras.items() if v != default})
     if params.stop_token_ids:
         body["stop_token_ids"] = list(params.stop_token_ids)
+    if params.constraint is not None:
+        body["structured_outputs"] = _structured(params.constraint)
     return body
+
+
+def _structured(c: OutputConstraint) -> dict[str, Any]:
+    """vLLM's own structured outputs (``structured_outputs`` extra) for a constraint."""
+    if c.kind == "json_object":
+        return {"json_object": True}
+    key = {"json_schema": "json", "regex": "regex", "grammar": "grammar"}[c.kind]
+    return {key: c.spec}
+
+
+def _logprobs(choice: dict[str, Any], chat: bool) -> list[TokenLogprob] | None:
+    """vLLM's streamed logprobs (chat or completions shape) as engine logprobs."""
+    lp = choice.get("logprobs")
+    if not lp:
+        return None
+    if chat:
+        return [TokenLogprob(t["token"], t["logprob"], t.get("bytes") or list(t["token"].encode()),
+                             [TokenLogprob(a["token"], a["logprob"], a.get("bytes") or list(a["token"].encode()))
+                              for a in t.get("top_logprobs") or []]) for t in lp.get("content") or []]
+    tops = lp.get("top_logprobs") or [None] * len(lp.get("tokens", []))
+    return [TokenLogprob(tok, val, list(tok.encode()),
+                         [TokenLogprob(a, v, list(a.encode())) for a, v in (top or {}).items()])
+            for tok, val, top in zip(lp.get("tokens", []), lp.get("token_logprobs", []), tops)]
 
 
 def _message(resp: httpx.Response) -> str:
@@ -198,11 +223,15 @@ class VLLMEngine:
     def chat(self, messages: list[ChatMessage], params: SamplingParams, *, adapter: str | None = None,
              request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
         body = {"messages": [{"role": m.role, "content": m.content} for m in messages], **sampling_body(params)}
+        if params.logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.logprobs)
         return self._stream("/v1/chat/completions", body, adapter, request_id, chat=True)
 
     def complete(self, prompt: str, params: SamplingParams, *, adapter: str | None = None,
                  request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
         body = {"prompt": prompt, **sampling_body(params)}
+        if params.logprobs is not None:
+            body["logprobs"] = params.logprobs
         return self._stream("/v1/completions", body, adapter, request_id, chat=False)
 
     async def _stream(self, path: str, body: dict[str, Any], adapter: str | None, request_id: str | None,
@@ -229,8 +258,9 @@ class VLLMEngine:
                     for choice in event.get("choices", [])[:1]:
                         text = (choice.get("delta", {}).get("content") if chat else choice.get("text")) or ""
                         finish = choice.get("finish_reason") or finish
-                        if text:
-                            yield GenerationChunk(text=text)
+                        lps = _logprobs(choice, chat)
+                        if text or lps:
+                            yield GenerationChunk(text=text, logprobs=lps)
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
         yield GenerationChunk(text="", finish_reason=finish if finish in ("stop", "length") else "stop",

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound
 from carafe.adapters.manager import AdapterManager
 from carafe.adapters.registry import STABLE, Registry
-from carafe.errors import InvalidInput, Unavailable
+from carafe.errors import InvalidInput
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.telemetry import attributes as attr

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from carafe import __version__
 from carafe.adapters.engine import Engine
@@ -21,6 +20,7 @@ from carafe.gateway import (
     serving_completion,
     serving_embeddings,
     serving_models,
+    serving_responses,
 )
 from carafe.gateway.errors import error_response, install_error_handlers
 from carafe.gateway.middleware import RequestLimits
@@ -55,8 +55,8 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
     )
     app.state.carafe = state
     install_error_handlers(app)
-    for module in (serving_chat, serving_completion, serving_models, serving_embeddings, admin_keys, admin_adapters,
-                   admin_index):
+    for module in (serving_chat, serving_completion, serving_responses, serving_models, serving_embeddings, admin_keys,
+                   admin_adapters, admin_index):
         app.include_router(module.router)
     if config.telemetry.metrics:
         app.include_router(telemetry_routes.router)

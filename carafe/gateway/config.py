@@ -14,6 +14,8 @@ class ServerConfig(BaseModel):
     max_tokens_limit: int = Field(4096, ge=1, description="Largest accepted max_tokens (400 naming max_tokens beyond); prompt + max_tokens must also fit the model length")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     max_n: int = Field(8, ge=1, description="Largest accepted `n` (choices per request)")
+    responses_retention_s: float = Field(3600.0, ge=0, description="How long /v1/responses keeps a response in memory for previous_response_id (0: not at all)")
+    responses_max_stored: int = Field(10_000, ge=0, description="Most responses kept for previous_response_id (oldest go first)")
 
 
 class AuthConfig(BaseModel):

@@ -94,6 +94,14 @@ async def prepare_chat(state: AppState, principal: Principal, model: str, messag
         messages = list(messages)
         messages[last_user] = ChatMessage(role="user", content=guarded)
         query = guarded
+    # tool results that came after the user's turn are new input too: the same input guards see them
+    for i in range(0 if last_user is None else last_user + 1, len(messages)):
+        if messages[i].role == "tool":
+            text, more = await guard_input(state, messages[i].content, decision, principal)
+            verdicts = [*verdicts, *more]
+            if text != messages[i].content:
+                messages = list(messages)
+                messages[i] = ChatMessage(role="tool", content=text)
     passages = await retrieve(state, query, decision, principal)
     cited = None
     if passages:

@@ -4,8 +4,9 @@ kept apart from the serving logic.
 Requests forbid unknown fields: a misspelt or unsupported parameter gets a 400
 naming it rather than being silently ignored. vLLM's documented sampling extras
 (``top_k``, ``min_p``, ``repetition_penalty``, ``min_tokens``, ``ignore_eos``,
-``stop_token_ids``...) are accepted and honoured; parameters Carafe cannot honour
-(``logprobs``, tools, beam search...) are rejected with a message that says so.
+``stop_token_ids``, ``structured_outputs``, ``guided_json``...) are accepted and
+honoured; parameters Carafe cannot honour (``logit_bias``, beam search...) are
+rejected with a message that says so.
 """
 
 from __future__ import annotations
@@ -69,9 +70,15 @@ class SamplingFields(OpenAIModel):
     ignore_eos: bool = False
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
-    # accepted only at their no-op values, rejected otherwise
     logprobs: bool | int | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    # vLLM's structured-output extras (the newer object and the older guided_* fields)
+    structured_outputs: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    # accepted only at their no-op values, rejected otherwise
     logit_bias: dict[str, float] | None = None
     best_of: int | None = None
     use_beam_search: bool = False
@@ -94,10 +101,6 @@ class SamplingFields(OpenAIModel):
         def no(field: str, why: str) -> None:
             raise UnsupportedParameter(field, why)
 
-        if self.logprobs not in (None, False, 0):
-            no("logprobs", "logprobs are not supported by this gateway")
-        if self.top_logprobs not in (None, 0):
-            no("top_logprobs", "logprobs are not supported by this gateway")
         if self.logit_bias:
             no("logit_bias", "logit_bias is not supported by this gateway")
         if self.best_of not in (None, 1):
@@ -130,6 +133,29 @@ class UnsupportedParameter(ValueError):
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
+class FunctionCall(OpenAIModel):
+    name: str = Field(..., min_length=1, max_length=256)
+    arguments: str = "{}"
+
+
+class ToolCall(OpenAIModel):
+    id: str = Field(..., min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(OpenAIModel):
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(OpenAIModel):
+    type: Literal["function"]
+    function: FunctionDef
+
+
 class TextPart(OpenAIModel):
     type: Literal["text"]
     text: str
@@ -140,13 +166,17 @@ class ChatMessageIn(OpenAIModel):
     content: str | list[TextPart] | None = None
     name: str | None = Field(None, max_length=256)
     tool_call_id: str | None = None
-
-    model_config = ConfigDict(extra="forbid")
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
 
     @model_validator(mode="after")
     def _content(self) -> "ChatMessageIn":
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
         return self
 
     def text(self) -> str:
@@ -162,20 +192,29 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessageIn] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
     store: bool | None = None
 
     @model_validator(mode="after")
     def _chat_unsupported(self) -> "ChatCompletionRequest":
-        if self.tools:
-            raise UnsupportedParameter("tools", "tool calling is not supported by this gateway")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise UnsupportedParameter("tool_choice", "tool calling is not supported by this gateway")
-        if self.response_format and self.response_format.get("type") not in ("text", None):
-            raise UnsupportedParameter("response_format", "only response_format {'type': 'text'} is supported")
+        if self.logprobs not in (None, True, False):
+            raise UnsupportedParameter("logprobs", "logprobs must be true or false on chat completions")
+        if self.top_logprobs and not self.logprobs:
+            raise UnsupportedParameter("top_logprobs", "top_logprobs needs logprobs: true")
+        if isinstance(self.tool_choice, dict):
+            name = (self.tool_choice.get("function") or {}).get("name")
+            if self.tool_choice.get("type") != "function" or not name:
+                raise UnsupportedParameter("tool_choice", "tool_choice must be none, auto, required or "
+                                           "{'type': 'function', 'function': {'name': ...}}")
+            if name not in {t.function.name for t in self.tools or []}:
+                raise UnsupportedParameter("tool_choice", f"tool_choice names {name!r}, which is not in tools")
+        elif self.tool_choice == "required" and not self.tools:
+            raise UnsupportedParameter("tool_choice", "tool_choice 'required' needs tools")
+        if self.tools and self.response_format and self.response_format.get("type") not in ("text", None):
+            raise UnsupportedParameter("response_format", "response_format cannot be combined with tools")
         if self.max_completion_tokens is not None:
             if self.max_tokens is not None and self.max_tokens != self.max_completion_tokens:
                 raise UnsupportedParameter("max_completion_tokens", "max_tokens and max_completion_tokens disagree")
@@ -183,16 +222,32 @@ class ChatCompletionRequest(SamplingFields):
         return self
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut] | None = None
+    refusal: list[TokenLogprobOut] | None = None
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class Usage(BaseModel):
@@ -224,16 +279,29 @@ class ChatCompletionResponse(BaseModel):
     adapter: str | None = None
 
 
+class DeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: DeltaMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -268,6 +336,10 @@ class CompletionRequest(SamplingFields):
 
     @model_validator(mode="after")
     def _completion_unsupported(self) -> "CompletionRequest":
+        if self.logprobs is True or (isinstance(self.logprobs, int) and not 0 <= self.logprobs <= 20):
+            raise UnsupportedParameter("logprobs", "logprobs on completions is an integer from 0 to 20")
+        if self.top_logprobs is not None:
+            raise UnsupportedParameter("top_logprobs", "completions take the count in logprobs")
         if self.suffix:
             raise UnsupportedParameter("suffix", "suffix (fill-in-the-middle) is not supported")
         return self
@@ -276,11 +348,18 @@ class CompletionRequest(SamplingFields):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
+class CompletionLogprobs(BaseModel):
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):

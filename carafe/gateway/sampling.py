@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from carafe.adapters.engine import SamplingParams
+from carafe.adapters.engine import OutputConstraint, SamplingParams
 from carafe.errors import InvalidInput
 from carafe.gateway.config import ServerConfig
 from carafe.gateway.protocol import SamplingFields
 
 
-def sampling_params(req: SamplingFields, server: ServerConfig, *, choice: int = 0) -> SamplingParams:
+def logprobs_count(req: SamplingFields) -> int | None:
+    """None (off), or how many alternatives to report per token (chat: top_logprobs)."""
+    if req.logprobs is None or req.logprobs is False:
+        return None
+    if req.logprobs is True:
+        return req.top_logprobs or 0
+    return int(req.logprobs)
+
+
+def sampling_params(req: SamplingFields, server: ServerConfig, *, choice: int = 0,
+                    constraint: OutputConstraint | None = None) -> SamplingParams:
     """Engine params for choice number ``choice`` of ``req``.
 
     With a seed, choice *i* uses ``seed + i``: the choices differ from each other
@@ -42,4 +52,6 @@ def sampling_params(req: SamplingFields, server: ServerConfig, *, choice: int = 
         repetition_penalty=req.repetition_penalty or 1.0,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
+        constraint=constraint,
+        logprobs=logprobs_count(req),
     )

@@ -1,4 +1,5 @@
-"""``POST /v1/chat/completions``: streaming and not, n choices, guards, citations."""
+"""``POST /v1/chat/completions``: streaming and not, n choices, guards, citations,
+structured outputs, tool calls and logprobs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from opentelemetry import trace
 
-from carafe.adapters.engine import ChatMessage, GenerationChunk
+from carafe.adapters.engine import GenerationChunk
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, prepare_chat
@@ -20,20 +21,24 @@ from carafe.gateway.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChatMessageOut,
     DeltaMessage,
     Usage,
 )
+from carafe.gateway.chat_output import ChoiceOutput
+from carafe.gateway.constraints import request_constraint
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
     first_chunks,
+    record_request,
+    record_tool_calls,
+    replay,
     response_headers,
     start_streams,
 )
 from carafe.gateway.state import AppState
-from carafe.gateway.streams import SSE_DONE, merge, sse
-from carafe.gateway.telemetry import attributes as attr
+from carafe.gateway.streams import SSE_DONE, sse
+from carafe.gateway.tools import plan_tools, render_messages
 
 router = APIRouter()
 tracer = trace.get_tracer("carafe.gateway")
@@ -45,14 +50,12 @@ async def create_chat_completion(
 ) -> Any:
     state = get_state(request)
     t0 = request.scope.get("carafe.t0", time.perf_counter())
-    messages = [ChatMessage(role=_role(m.role), content=m.text()) for m in body.messages]
-    params = [sampling_params(body, state.config.server, choice=i) for i in range(body.n)]
+    plan = plan_tools(body.tools, body.tool_choice)
+    messages = render_messages(body.messages, plan)
+    constraint = plan.constraint or request_constraint(body)
+    params = [sampling_params(body, state.config.server, choice=i, constraint=constraint) for i in range(body.n)]
     prep = await prepare_chat(state, principal, body.model, messages)
-    span = trace.get_current_span()
-    span.set_attribute(attr.GEN_AI_OPERATION_NAME, "chat")
-    span.set_attribute(attr.CARAFE_PRINCIPAL, principal.user)
-    span.set_attributes(attr.content_attributes(
-        "\n".join(m.content for m in messages), prep.decision.record_content or state.config.telemetry.record_content))
+    record_request(state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint)
 
     meter = GenerationMeter(t0)
     streams = start_streams(
@@ -60,55 +63,40 @@ async def create_chat_completion(
         lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter),
     )
     firsts = await first_chunks(streams, meter)
+    outputs = [ChoiceOutput(plan, want_logprobs=bool(body.logprobs)) for _ in range(body.n)]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(state, body, prep, streams, firsts, include_usage, meter),
+            _stream(state, body, prep, streams, firsts, include_usage, meter, outputs),
             media_type="text/event-stream",
             headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
         )
-    texts = [""] * body.n
-    reasons: list[str | None] = [None] * body.n
     prompt_tokens = completion_tokens = 0
-    async for i, chunk in _replay(streams, firsts):
-        texts[i] += chunk.text
+    async for i, chunk in replay(streams, firsts):
+        outputs[i].step(chunk)
         if chunk.finish_reason is not None:
-            reasons[i] = chunk.finish_reason
             prompt_tokens = chunk.prompt_tokens
             completion_tokens += chunk.completion_tokens
     meter.done()
+    reasons = [o.finish_reason for o in outputs]
+    record_tool_calls(outputs)
     resp = ChatCompletionResponse(
         model=prep.decision.served_model,
         choices=[
-            ChatChoice(index=i, message=ChatMessageOut(content=texts[i]), finish_reason=reasons[i])
-            for i in range(body.n)
+            ChatChoice(index=i, message=o.message(), finish_reason=o.finish_reason, logprobs=o.choice_logprobs())
+            for i, o in enumerate(outputs)
         ],
         usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                     total_tokens=prompt_tokens + completion_tokens),
         citations=prep.citations,
         adapter=prep.decision.served_model,
     )
-    meter.record(state, prep, prompt_tokens, completion_tokens, reasons, "".join(texts))
-    return JSONResponse(resp.model_dump(exclude_none=False), headers=response_headers(prep, meter.overhead_ms()))
-
-
-def _role(role: str) -> str:
-    return "system" if role == "developer" else role
-
-
-async def _replay(
-    streams: list[AsyncIterator[GenerationChunk]], firsts: list[GenerationChunk]
-) -> AsyncIterator[tuple[int, GenerationChunk]]:
-    """The first chunk of each stream (already awaited), then the rest merged."""
-    live = []
-    for i, first in enumerate(firsts):
-        yield i, first
-        if first.finish_reason is None:
-            live.append((i, streams[i]))
-    if not live:
-        return
-    async for j, chunk in merge([s for _, s in live]):
-        yield live[j][0], chunk
+    meter.record(state, prep, prompt_tokens, completion_tokens, reasons, "".join(o.raw for o in outputs))
+    data = resp.model_dump(exclude_none=False)
+    for choice in data["choices"]:
+        if choice["message"]["tool_calls"] is None:
+            del choice["message"]["tool_calls"]
+    return JSONResponse(data, headers=response_headers(prep, meter.overhead_ms()))
 
 
 async def _stream(
@@ -119,6 +107,7 @@ async def _stream(
     firsts: list[GenerationChunk],
     include_usage: bool,
     meter: GenerationMeter,
+    outputs: list[ChoiceOutput],
 ) -> AsyncIterator[str]:
     rid = ChatCompletionResponse.model_fields["id"].default_factory()  # type: ignore[misc]
     created = int(time.time())
@@ -135,22 +124,25 @@ async def _stream(
     yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
                  for i in range(body.n)], citations=prep.citations)
     prompt_tokens = completion_tokens = 0
-    reasons: list[str | None] = [None] * body.n
-    text_parts: list[str] = []
     try:
-        async for i, c in _replay(streams, firsts):
-            if c.text:
-                text_parts.append(c.text)
+        async for i, c in replay(streams, firsts):
+            out = outputs[i]
+            deltas = out.step(c)
+            lps = out.chunk_logprobs(len(c.logprobs or []))
+            for k, delta in enumerate(deltas):
+                last = c.finish_reason is not None and k == len(deltas) - 1
+                yield chunk([ChatChunkChoice(index=i, delta=delta, logprobs=lps if k == 0 else None,
+                                             finish_reason=out.finish_reason if last else None)])
             if c.finish_reason is None:
-                if c.text:
-                    yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(content=c.text))])
+                if not deltas and lps is not None:
+                    yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), logprobs=lps)])
                 continue
-            reasons[i] = c.finish_reason
             prompt_tokens = c.prompt_tokens
             completion_tokens += c.completion_tokens
-            yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(content=c.text or None),
-                                         finish_reason=c.finish_reason)])
+            if not deltas:
+                yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason=out.finish_reason)])
         meter.done()
+        record_tool_calls(outputs)
         if include_usage:
             yield chunk([], usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                         total_tokens=prompt_tokens + completion_tokens))
@@ -158,4 +150,5 @@ async def _stream(
     finally:
         for s in streams:
             await s.aclose()  # type: ignore[attr-defined]
-        meter.record(state, prep, prompt_tokens, completion_tokens, reasons, "".join(text_parts))
+        meter.record(state, prep, prompt_tokens, completion_tokens, [o.finish_reason for o in outputs],
+                     "".join(o.raw for o in outputs))

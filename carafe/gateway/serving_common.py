@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Callable
 
 from opentelemetry import trace
 
-from carafe.adapters.engine import GenerationChunk, SamplingParams
+from carafe.adapters.engine import GenerationChunk, OutputConstraint, SamplingParams
+from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.pipeline import Prepared
 from carafe.gateway.state import AppState
-from carafe.gateway.streams import guarded
+from carafe.gateway.streams import guarded, merge
 from carafe.gateway.telemetry import attributes as attr
 from carafe.gateway.telemetry import metrics
+from carafe.gateway.tools import ToolPlan
 
 OVERHEAD_HEADER = "x-carafe-overhead-duration-ms"
 ADAPTER_HEADER = "x-carafe-adapter"
@@ -69,6 +71,45 @@ class GenerationMeter:
                 metrics.record_guard(v.check, v.action)
         metrics.on_generation(decision.served_model, prompt_tokens=prompt_tokens,
                               completion_tokens=completion_tokens, ttft_s=ttft)
+
+
+def record_request(state: AppState, prep: Prepared, prompt_text: str, *, plan: ToolPlan | None = None,
+                   constraint: OutputConstraint | None = None, api: str | None = None) -> None:
+    """The request span's attributes for a chat-shaped generation (chat completions, responses)."""
+    span = trace.get_current_span()
+    span.set_attribute(attr.GEN_AI_OPERATION_NAME, "chat")
+    span.set_attribute(attr.CARAFE_PRINCIPAL, prep.principal.user)
+    if api is not None:
+        span.set_attribute(attr.CARAFE_API, api)
+    span.set_attributes(attr.content_attributes(
+        prompt_text, prep.decision.record_content or state.config.telemetry.record_content))
+    if plan is not None and plan.active:
+        span.set_attribute(attr.GEN_AI_REQUEST_TOOLS, [t.function.name for t in plan.tools])
+        span.set_attribute(attr.CARAFE_TOOL_CHOICE, plan.function or plan.mode)
+    if constraint is not None:
+        span.set_attribute(attr.CARAFE_OUTPUT_CONSTRAINT, constraint.kind)
+
+
+def record_tool_calls(outputs: list[ChoiceOutput]) -> None:
+    """The names of the tools the model called, on the request span (the audit record)."""
+    names = [c.function.name for o in outputs for c in o.tool_calls]
+    if names:
+        trace.get_current_span().set_attribute(attr.CARAFE_TOOL_CALLS, names)
+
+
+async def replay(
+    streams: list[AsyncIterator[GenerationChunk]], firsts: list[GenerationChunk]
+) -> AsyncIterator[tuple[int, GenerationChunk]]:
+    """The first chunk of each stream (already awaited), then the rest merged."""
+    live = []
+    for i, first in enumerate(firsts):
+        yield i, first
+        if first.finish_reason is None:
+            live.append((i, streams[i]))
+    if not live:
+        return
+    async for j, chunk in merge([s for _, s in live]):
+        yield live[j][0], chunk
 
 
 def provider_name(state: AppState) -> str:

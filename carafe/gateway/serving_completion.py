@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
-from carafe.gateway.protocol import CompletionChoice, CompletionRequest, CompletionResponse, Usage
-from carafe.gateway.sampling import sampling_params
-from carafe.gateway.serving_chat import _replay
-from carafe.gateway.serving_common import GenerationMeter, first_chunks, response_headers, start_streams
+from carafe.adapters.engine import TokenLogprob
+from carafe.gateway.constraints import request_constraint
+from carafe.gateway.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
+from carafe.gateway.sampling import logprobs_count, sampling_params
+from carafe.gateway.serving_common import GenerationMeter, first_chunks, replay, response_headers, start_streams
 from carafe.gateway.streams import SSE_DONE, sse
 
 router = APIRouter()
@@ -33,7 +34,10 @@ async def create_completion(
         text, _ = await guard_input(state, p, decision, principal)
         guarded_prompts.append(text)
     prep = Prepared(decision, [], principal)
-    jobs = [(p, sampling_params(body, state.config.server, choice=i)) for p in guarded_prompts for i in range(body.n)]
+    constraint = request_constraint(body)
+    jobs = [(p, sampling_params(body, state.config.server, choice=i, constraint=constraint))
+            for p in guarded_prompts for i in range(body.n)]
+    want_logprobs = logprobs_count(body) is not None
     meter = GenerationMeter(t0)
     streams = []
     for prompt, params in jobs:
@@ -44,6 +48,14 @@ async def create_completion(
     firsts = await first_chunks(streams, meter)
     n_choices = len(jobs)
     echo = [jobs[i][0] if body.echo else "" for i in range(n_choices)]
+    offsets = [len(e) for e in echo]
+
+    def logprobs(i: int, items: list[TokenLogprob] | None) -> CompletionLogprobs | None:
+        if not want_logprobs:
+            return None
+        lp, offsets[i] = completion_logprobs(items or [], offsets[i])
+        return lp
+
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -55,7 +67,7 @@ async def create_completion(
             reasons: list[str | None] = [None] * n_choices
             sent_echo = [False] * n_choices
             try:
-                async for i, c in _replay(streams, firsts):
+                async for i, c in replay(streams, firsts):
                     text = c.text
                     if echo[i] and not sent_echo[i]:
                         text, sent_echo[i] = echo[i] + text, True
@@ -63,11 +75,13 @@ async def create_completion(
                         reasons[i] = c.finish_reason
                         usage_p[i // body.n] = c.prompt_tokens
                         usage_c += c.completion_tokens
-                    if not text and c.finish_reason is None:
+                    if not text and c.finish_reason is None and not c.logprobs:
                         continue
+                    lp = logprobs(i, c.logprobs)
                     data = {"id": rid, "object": "text_completion", "created": created,
                             "model": decision.served_model,
-                            "choices": [{"index": i, "text": text, "finish_reason": c.finish_reason, "logprobs": None}]}
+                            "choices": [{"index": i, "text": text, "finish_reason": c.finish_reason,
+                                         "logprobs": lp.model_dump() if lp else None}]}
                     if include_usage:
                         data["usage"] = None
                     yield sse(data)
@@ -90,8 +104,10 @@ async def create_completion(
     reasons = [None] * n_choices
     usage_p = [0] * len(prompts)
     usage_c = 0
-    async for i, c in _replay(streams, firsts):
+    token_lps: list[list[TokenLogprob]] = [[] for _ in range(n_choices)]
+    async for i, c in replay(streams, firsts):
         texts[i] += c.text
+        token_lps[i] += c.logprobs or []
         if c.finish_reason is not None:
             reasons[i] = c.finish_reason
             usage_p[i // body.n] = c.prompt_tokens
@@ -100,9 +116,22 @@ async def create_completion(
     pt = sum(usage_p)
     resp = CompletionResponse(
         model=decision.served_model,
-        choices=[CompletionChoice(index=i, text=texts[i], finish_reason=reasons[i]) for i in range(n_choices)],
+        choices=[CompletionChoice(index=i, text=texts[i], finish_reason=reasons[i], logprobs=logprobs(i, token_lps[i]))
+                 for i in range(n_choices)],
         usage=Usage(prompt_tokens=pt, completion_tokens=usage_c, total_tokens=pt + usage_c),
         adapter=decision.served_model,
     )
     meter.record(state, prep, pt, usage_c, reasons, "".join(texts))
     return JSONResponse(resp.model_dump(), headers=response_headers(prep, meter.overhead_ms()))
+
+
+def completion_logprobs(items: list[TokenLogprob], offset: int) -> tuple[CompletionLogprobs, int]:
+    """The legacy completions logprobs shape, and the text offset after these tokens."""
+    out = CompletionLogprobs()
+    for t in items:
+        out.tokens.append(t.token)
+        out.token_logprobs.append(t.logprob)
+        out.top_logprobs.append({a.token: a.logprob for a in t.top})
+        out.text_offset.append(offset)
+        offset += len(t.token)
+    return out, offset

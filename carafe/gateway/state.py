@@ -26,6 +26,7 @@ from carafe.config import CarafeConfig
 from carafe.errors import Unavailable
 from carafe.gateway.auth import KeyStore
 from carafe.gateway.ratelimit import RateLimiter
+from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.retrieval import Retriever
 from carafe.gateway.routing.router import Router
 from carafe.gateway.telemetry import metrics
@@ -49,6 +50,7 @@ class AppState:
     limiter: RateLimiter
     owns_engine: bool = True  # close the engine with the app (False when a test shares one)
     guards: GuardPipeline | None = None  # None when ``guards.enabled`` is false
+    responses: ResponseStore = field(default_factory=lambda: ResponseStore(0, 0))  # for previous_response_id
     index_sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one /admin/index/sync at a time
     _embedder: Embedder | None = None
     _api_embedder: Embedder | None = None
@@ -133,6 +135,7 @@ def build_state(config: CarafeConfig, *, engine: Engine | None = None, embedder:
         keys=KeyStore(config.keys_file),
         limiter=RateLimiter(),
         owns_engine=engine is None,
+        responses=ResponseStore(config.server.responses_retention_s, config.server.responses_max_stored),
         _embedder=embedder,
         _retriever=retriever,
     )

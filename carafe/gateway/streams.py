@@ -27,8 +27,10 @@ async def guarded(chunks: AsyncIterator[GenerationChunk], guard: Any | None) -> 
         async for chunk in chunks:
             yield chunk
         return
+    held: list[Any] = []  # logprobs of tokens whose text the guard still holds
     try:
         async for chunk in chunks:
+            held += chunk.logprobs or []
             release = await guard.feed(chunk.text) if chunk.text else None
             if release is not None and release.blocked is not None:
                 yield GenerationChunk(release.text, finish_reason=CONTENT_FILTER,  # type: ignore[arg-type]
@@ -37,13 +39,15 @@ async def guarded(chunks: AsyncIterator[GenerationChunk], guard: Any | None) -> 
             text = release.text if release is not None else ""
             if chunk.finish_reason is None:
                 if text:
-                    yield GenerationChunk(text)
+                    yield GenerationChunk(text, logprobs=held or None)
+                    held = []
                 continue
             final = await guard.finish()
             reason = CONTENT_FILTER if final.blocked is not None else chunk.finish_reason
             tail = final.text if final.blocked is None else final.text
             yield GenerationChunk(text + tail, finish_reason=reason,  # type: ignore[arg-type]
-                                  prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
+                                  prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens,
+                                  logprobs=held if final.blocked is None and held else None)
             return
     finally:
         with contextlib.suppress(Exception):

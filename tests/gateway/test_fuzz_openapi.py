@@ -13,7 +13,7 @@ from schemathesis import GenerationMode
 
 from tests.gateway.conftest import Gateway, make_gateway
 
-FUZZED = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/{model_id}",
+FUZZED = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/models/{model_id}",
           "/admin/keys", "/admin/keys/{key_id}", "/healthz", "/readyz"}
 
 

@@ -22,6 +22,7 @@ GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_REQUEST_TOOLS = "gen_ai.request.tools"  # names of the functions offered
 GEN_AI_DATA_SOURCE_ID = "gen_ai.data_source.id"  # the store searched (e.g. the Qdrant collection)
 
 # HTTP semantic conventions (root SERVER span)
@@ -37,6 +38,11 @@ CARAFE_ADAPTER_NAME = "carafe.adapter.name"  # an admin change to a whole adapte
 CARAFE_KEY_ID = "carafe.key.id"
 CARAFE_ADMIN_VIA = "carafe.admin.via"  # "cli" for changes made with the CLI
 CARAFE_TTFT_MS = "carafe.ttft_ms"
+CARAFE_TOOL_CHOICE = "carafe.tool_choice"
+CARAFE_TOOL_CALLS = "carafe.tool_calls"  # names of the functions the model called
+CARAFE_API = "carafe.api"  # "responses" for POST /v1/responses
+CARAFE_PREVIOUS_RESPONSE_ID = "carafe.previous_response_id"
+CARAFE_OUTPUT_CONSTRAINT = "carafe.output_constraint"  # json_object | json_schema | regex | grammar
 CARAFE_GUARD_PREFIX = "carafe.guard."
 CARAFE_GUARD_BLOCKED = "carafe.guard.blocked"
 CARAFE_RETRIEVAL_DOC_IDS = "carafe.retrieval.doc_ids"  # ["doc_id@version", ...]
