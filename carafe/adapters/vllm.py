@@ -130,6 +130,7 @@ class VLLMEngine:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return EngineUnavailable(f"vLLM at {self.url} did not answer within {self.config.vllm_timeout_s:g}s",
                                      code="engine_timeout")
+        self._ready = False  # /readyz says so until vLLM answers again (the reconcile loop asks)
         return EngineUnavailable(f"vLLM at {self.url} cannot be reached ({type(exc).__name__}); is it running? "
                                  "(adapters.engine.vllm_url)", code="engine_unavailable")
 
@@ -224,6 +225,7 @@ class VLLMEngine:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise self._error(resp, f"generation with {body['model']!r}")
+                self._ready = True
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
