@@ -88,9 +88,9 @@ def vllm_like_app(*, max_lora_rank: int = 64) -> Any:
             return 404, f"Loading lora {name} failed: No adapter found for <path>", "NotFoundError"
         rank = int(json.loads(config.read_text()).get("r", 0))
         if rank > max_lora_rank:
-            return (500, f"Call to add_lora method failed: Worker failed with error 'LoRA rank {rank} is greater "
-                    f"than max_lora_rank {max_lora_rank}.', please check the stack trace above for the root cause",
-                    "InternalServerError")
+            message = (f"Call to add_lora method failed: Worker failed with error 'LoRA rank {rank} is greater "
+                       f"than max_lora_rank {max_lora_rank}.', please check the stack trace above for the root cause")
+            return 500, message, "InternalServerError"
         return None
 
     @app.get("/v1/models")

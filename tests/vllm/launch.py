@@ -103,3 +103,19 @@ class VLLMServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def start_for_bench(log_name: str = "carafe-bench-vllm.log") -> VLLMServer:
+    """A vLLM server on a free port for a benchmark; exits with the fix when vLLM is missing."""
+    import tempfile
+
+    from tests.servers import free_port
+
+    python = vllm_python()
+    if python is None:
+        raise SystemExit("vLLM is not installed: run scripts/vllm-env (or set CARAFE_VLLM_VENV), or pass --vllm-url")
+    server = VLLMServer(python, base_model_dir(), free_port(), Path(tempfile.gettempdir()) / log_name)
+    t0 = time.monotonic()
+    server.start()
+    print(f"vLLM {server.url} started in {time.monotonic() - t0:.0f} s (log {server.log_path})")
+    return server

@@ -7,7 +7,7 @@ Runs last (it restarts the session's vLLM, about a minute)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,7 +25,7 @@ def reconciling_gateway(tmp_path: Path, vllm_server: VLLMServer, base_digest: st
     gw.server.stop()
 
 
-def wait_for(check, timeout: float = 90.0) -> bool:  # noqa: ANN001
+def wait_for(check: Callable[[], bool], timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
