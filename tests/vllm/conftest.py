@@ -25,10 +25,10 @@ from tests.vllm.launch import MAX_LORAS, VLLMServer, base_model_dir, vllm_python
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test here waits on a real server: a longer per-test timeout."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.vllm)
             item.add_marker(pytest.mark.timeout(900))
 
 

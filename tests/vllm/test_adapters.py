@@ -18,7 +18,7 @@ from tests.lora import make_lora
 from tests.vllm.conftest import Gateway, vllm_models
 from tests.vllm.launch import SERVED_NAME, VLLMServer
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="session")]
 
 
 def served_by(gateway: Gateway, model: str) -> str:

@@ -11,6 +11,8 @@ from tests.vllm.launch import SERVED_NAME
 
 COUNT = "1, 2, 3, 4,"
 
+pytestmark = pytest.mark.vllm
+
 
 def test_chat_plain_and_streamed_report_usage(gateway: Gateway) -> None:
     client = gateway.openai()

@@ -20,6 +20,8 @@ from tests.vllm.launch import MAX_LORAS, VLLMServer
 NAMES = [f"lru{i}" for i in range(MAX_LORAS + 1)]
 TOKENS = 128
 
+pytestmark = pytest.mark.vllm
+
 
 def ask(gateway: Gateway, model: str, **kw: object) -> str:
     raw = gateway.openai().chat.completions.with_raw_response.create(

@@ -17,6 +17,8 @@ import pytest
 from tests.vllm.conftest import Gateway, start_gateway, vllm_models
 from tests.vllm.launch import VLLMServer
 
+pytestmark = pytest.mark.vllm
+
 
 @pytest.fixture
 def reconciling_gateway(tmp_path: Path, vllm_server: VLLMServer, base_digest: str) -> Iterator[Gateway]:
