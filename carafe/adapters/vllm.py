@@ -4,15 +4,23 @@ One pooled ``httpx.AsyncClient`` per engine; connect errors (and only those) are
 retried by the transport, every other failure surfaces at once. A server that
 cannot be reached is :class:`EngineUnavailable` (HTTP 503 at the gateway).
 
-vLLM's runtime LoRA endpoints have sharp edges this class files off:
+vLLM's runtime LoRA endpoints have sharp edges this class files off (checked
+against vLLM 0.32, tests/vllm):
 
-- ``/v1/load_lora_adapter`` may answer 200 for a path that does not exist on the
-  vLLM host, failing only on the first request: after a load the name must be
-  listed by ``/v1/models`` and (``vllm_verify_load``) answer a one-token probe,
-  else it is unloaded again and the load fails.
+- A load vLLM refuses is :class:`InvalidAdapter` (400 at the gateway), whatever
+  vLLM's status: 404 for a folder without an adapter (vLLM hides the path in its
+  message, so this names it), 500 "Call to add_lora method failed" for a rank
+  above ``--max-lora-rank`` or broken weights.
+- Older vLLMs answered 200 for a path that does not exist and failed on the first
+  request: after a load the name must be listed by ``/v1/models`` and
+  (``vllm_verify_load``) answer a one-token probe, else it is unloaded again.
 - Loading a name that is already loaded is a 400: the same name and path is
-  idempotent here, another path is a Conflict (``replace=True`` unloads first).
-- Concurrent loads/unloads of one name are serialized by a per-name lock.
+  idempotent here, another path is a Conflict (``replace=True`` unloads first,
+  so vLLM gives the new weights a new LoRA id and reuses no cached prefix).
+- Concurrent loads/unloads of one name are serialized by a per-name lock; a 400
+  "already been loaded" from another replica's load is checked by path.
+- An unload does not stop generations already running on that adapter in vLLM;
+  the adapter manager still waits for them, so the resident set stays true.
 
 Adapter paths are passed as they are: the registry must be visible to vLLM under
 the same path (a shared volume).
@@ -147,6 +155,7 @@ class VLLMEngine:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return EngineUnavailable(f"vLLM at {self.url} did not answer within {self.config.vllm_timeout_s:g}s",
                                      code="engine_timeout")
+        self._ready = False  # /readyz says so until vLLM answers again (the reconcile loop asks)
         return EngineUnavailable(f"vLLM at {self.url} cannot be reached ({type(exc).__name__}); is it running? "
                                  "(adapters.engine.vllm_url)", code="engine_unavailable")
 
@@ -245,6 +254,7 @@ class VLLMEngine:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise self._error(resp, f"generation with {body['model']!r}")
+                self._ready = True
                 async for line in resp.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -288,10 +298,14 @@ class VLLMEngine:
                                  f"loading adapter {name!r}")
             except InvalidInput as exc:
                 if "already been loaded" not in exc.message:
-                    raise InvalidAdapter(exc.message, param="lora_path") from exc
+                    raise self._refused(name, path, exc) from exc
                 # another gateway replica won the race: fine if it loaded the same path
             except AdapterNotFound as exc:
-                raise InvalidAdapter(exc.message, param="lora_path") from exc
+                raise self._refused(name, path, exc) from exc
+            except EngineUnavailable as exc:
+                if exc.code != "engine_error" or "add_lora" not in exc.message:
+                    raise
+                raise self._refused(name, path, exc) from exc  # vLLM read the files and rejected them
             await self.refresh()
             info = self._adapters.get(name)
             if info is None:
@@ -305,6 +319,12 @@ class VLLMEngine:
             info = AdapterInfo(name, path, rank)
             self._adapters[name] = info
             return info
+
+    @staticmethod
+    def _refused(name: str, path: str, exc: CarafeError) -> InvalidAdapter:
+        return InvalidAdapter(f"vLLM cannot load {path} as {name!r} ({exc.message}); the folder must hold a PEFT "
+                              "adapter, be visible to vLLM at the same path, and fit its --max-lora-rank",
+                              param="lora_path")
 
     async def _probe(self, name: str, path: str) -> None:
         """A one-token completion: vLLM reads the files only when a request needs them."""

@@ -164,18 +164,18 @@ async def test_reconcile_follows_a_promote_made_elsewhere(manager, registry):
     assert "a@1" in report.unloaded and "a@1" not in manager.resident()
 
 
-async def test_reconcile_drops_removed_adapters_but_leaves_foreign_names(manager, registry, engine, tmp_path):
+async def test_reconcile_drops_removed_adapters_but_leaves_foreign_names(manager, registry, engine, lora_src):
     manager.max_resident = 4
     await manager.reconcile()
-    await engine.load_adapter("handmade", str(tmp_path))  # loaded through /v1/load_lora_adapter
+    await engine.load_adapter("handmade", str(lora_src))  # loaded through /v1/load_lora_adapter
     registry.remove("b", actor="ops")
     report = await manager.reconcile()
     assert "b@1" in report.unloaded
     assert "handmade" in [a.name for a in engine.adapters()]
 
 
-async def test_foreign_adapters_take_slots_but_are_never_evicted(manager, engine, tmp_path):
-    await engine.load_adapter("handmade", str(tmp_path))
+async def test_foreign_adapters_take_slots_but_are_never_evicted(manager, engine, lora_src):
+    await engine.load_adapter("handmade", str(lora_src))
     await manager.ensure("a", 1)
     await manager.ensure("b", 1)  # 2 slots: a@1 goes, handmade stays
     assert sorted(a.name for a in engine.adapters()) == ["b@1", "handmade"]

@@ -107,11 +107,12 @@ async def test_admin_api_errors(gateway, tmp_path):
         assert anon.get("/admin/adapters").status_code == 401
 
 
-async def test_vllm_lora_endpoints_behave_like_vllm(gateway, tmp_path):
+async def test_vllm_lora_endpoints_behave_like_vllm(gateway):
+    src = str(gateway[3])
     with client(gateway) as c:
-        r = c.post("/v1/load_lora_adapter", json={"lora_name": "manual", "lora_path": str(tmp_path)})
+        r = c.post("/v1/load_lora_adapter", json={"lora_name": "manual", "lora_path": src})
         assert r.status_code == 200 and r.text == "Success: LoRA adapter 'manual' added successfully."
-        r = c.post("/v1/load_lora_adapter", json={"lora_name": "manual", "lora_path": str(tmp_path)})
+        r = c.post("/v1/load_lora_adapter", json={"lora_name": "manual", "lora_path": src})
         assert r.status_code == 400 and "has already been loaded" in r.json()["error"]["message"]
         r = c.post("/v1/load_lora_adapter", json={"lora_name": "manual"})
         assert r.status_code == 400 and "must be provided" in r.json()["error"]["message"]
