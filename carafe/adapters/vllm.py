@@ -30,14 +30,7 @@ from typing import Any
 import httpx
 
 from carafe.adapters.config import EngineConfig
-from carafe.adapters.engine import (
-    AdapterInfo,
-    ChatMessage,
-    GenerationChunk,
-    OutputConstraint,
-    SamplingParams,
-    TokenLogprob,
-)
+from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, OutputConstraint, SamplingParams, TokenLogprob
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
 from carafe.errors import CarafeError, Conflict, InvalidInput, TooLarge
 

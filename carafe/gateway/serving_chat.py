@@ -13,8 +13,6 @@ from opentelemetry import trace
 
 from carafe.adapters.engine import GenerationChunk
 from carafe.gateway.auth import Principal
-from carafe.gateway.chat_output import ChoiceOutput
-from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, prepare_chat, sha256_text
 from carafe.gateway.protocol import (
@@ -26,6 +24,8 @@ from carafe.gateway.protocol import (
     DeltaMessage,
     Usage,
 )
+from carafe.gateway.chat_output import ChoiceOutput
+from carafe.gateway.constraints import request_constraint
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
@@ -35,7 +35,7 @@ from carafe.gateway.serving_common import (
 )
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import SSE_DONE, merge, sse
-from carafe.gateway.tools import plan_tools, render_messages
+from carafe.gateway.tools import ToolPlan, plan_tools, render_messages
 
 router = APIRouter()
 tracer = trace.get_tracer("carafe.gateway")

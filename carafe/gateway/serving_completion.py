@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from carafe.adapters.engine import TokenLogprob
 from carafe.gateway.auth import Principal
-from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
+from carafe.adapters.engine import TokenLogprob
+from carafe.gateway.constraints import request_constraint
 from carafe.gateway.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
 from carafe.gateway.sampling import logprobs_count, sampling_params
 from carafe.gateway.serving_chat import _replay
