@@ -1,5 +1,7 @@
 """Rewrite v1/v2 skill recipes as version 3, keeping every comment and line as it was.
 
+Only lint v3 enforces and v1 did not is fixed beside the version (trailing spaces, the final newline).
+
 The skills schemas differ only in `version` (v3 also wants 5 unique seeds and a task
 description), so the rewrite sets that one key as a text edit; a file whose layout a text edit
 cannot handle (a flow-style top mapping) is rewritten with ruamel.yaml, which keeps comments.
@@ -68,12 +70,18 @@ def upgraded_text(text: str, version: int) -> str:
     before = yaml.safe_load(text)
     want = {**before, "version": version}
     edited = _text_edit(text, version)
+    if _loads(edited) != want:
+        edited = _ruamel_edit(text, version)
+    # v1 is not linted upstream, v3 is: drop trailing spaces and end with a newline where that changes no value.
+    tidy = "".join(line.rstrip() + "\n" for line in edited.splitlines())
+    return tidy if _loads(tidy) == want else edited
+
+
+def _loads(text: str) -> object:
     try:
-        if yaml.safe_load(edited) == want:
-            return edited
+        return yaml.safe_load(text)
     except yaml.YAMLError:
-        pass
-    return _ruamel_edit(text, version)
+        return None
 
 
 def convert_recipe(path: Path, leaf: str, *, write: bool = True) -> Conversion:
