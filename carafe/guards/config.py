@@ -28,7 +28,8 @@ class CheckSettings(BaseModel):
 
 def _default_input() -> dict[str, CheckSettings]:
     return {
-        "injection": CheckSettings(action="block", threshold=0.7),  # chosen by 5-fold CV on the training set
+        # Chosen by leaving each training corpus out in turn: the best recall at FPR <= 0.02 (bench/guard.py).
+        "injection": CheckSettings(action="block", threshold=0.6),
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
         "topics": CheckSettings(action="block", threshold=0.45),
@@ -134,8 +135,9 @@ class GuardsConfig(BaseModel):
     max_check_chars: int = Field(8000, description="Longer texts are checked on their first and last max_check_chars/2 characters")
     min_grounding_words: int = Field(4, description="Sentences shorter than this are not scored for grounding")
     stream_max_pending_chars: int = Field(400, description="A streamed piece without sentence end is checked and released at this length")
-    injection_classifier: Literal["embedding", "ngram"] = Field(
-        "embedding", description="Injection classifier: MiniLM embeddings (default) or word/char n-grams (no model call, faster)")
+    injection_classifier: Literal["ensemble", "embedding", "ngram"] = Field(
+        "ensemble", description="Injection classifier: the mean of MiniLM-embedding and word/char n-gram models (default), "
+        "embeddings only, or n-grams only (no model call, faster)")
     injection_train_data: str | None = Field(None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on")
     cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)

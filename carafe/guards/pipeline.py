@@ -78,7 +78,7 @@ class GuardPipeline:
                                    extra_train=config.injection_train_data,
                                    cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,
                                    kind=config.injection_classifier)
-        if config.injection_classifier == "embedding":
+        if config.injection_classifier != "ngram":
             injection.classifier(emb)  # shipped/cached weights load at once; a refit happens here, not on a request
         checks: dict[str, Check] = {
             "injection": injection,
