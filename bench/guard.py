@@ -96,15 +96,15 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
     own_ngram = InjectionCheck(embedder.model_id, kind="ngram")
     own_ngram.rows, own_ngram._ngram = own, NgramClassifier.fit(own)
     default = guards.checks["injection"]
-    threshold = guards.policy(None).input["injection"].threshold
+    policy = guards.policy(None).input["injection"]
+    at = lambda t: CheckSettings(action="block", threshold=t)  # noqa: E731 - each kind at its bench/guard_select.py threshold
     variants = [("rules only", None, None),
-                ("rules + MiniLM, own set (before)", before, CheckSettings(action="block", threshold=0.7)),
-                ("rules + n-gram, own set", own_ngram, CheckSettings(action="block", threshold=0.7)),
-                ("rules + MiniLM, all train sources", InjectionCheck(embedder.model_id, kind="embedding"),
-                 CheckSettings(action="block", threshold=threshold)),
-                ("rules + n-gram, all train sources", InjectionCheck(embedder.model_id, kind="ngram"),
-                 CheckSettings(action="block", threshold=threshold)),
-                (f"rules + ensemble (default, {threshold})", default, guards.policy(None).input["injection"])]
+                ("rules + MiniLM, own set (before, 0.7)", before, at(0.7)),
+                ("rules + n-gram, own set (0.7)", own_ngram, at(0.7)),
+                ("rules + MiniLM, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="embedding"), at(0.7)),
+                ("rules + ensemble, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="ensemble"), at(0.7)),
+                ("rules + n-gram, all train sources (0.6)", default, at(0.6)),
+                (f"rules + n-gram (default, {policy.threshold})", default, policy)]
     in_rows = load_jsonl(data_path("injection_eval.jsonl"))
     sources = {s: corpus(s) for s in HELD_OUT_ATTACKS + HELD_OUT_BENIGN}
     if quick:
@@ -121,7 +121,7 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
         fired_x, lat = await verdicts(check, settings, guards, cross)
         (r_in, f_in), (r_x, f_x) = _rates(fired_in, in_rows), _rates(fired_x, cross)
         print(f"{name:<40} {r_in:9.3f} {f_in:7.3f} {r_x:9.3f} {f_x:7.3f} {pct(lat, 50):9.2f} {pct(lat, 99):9.2f}")
-        if check is default and settings is guards.policy(None).input["injection"]:
+        if settings is policy:
             i = 0
             for src, rows in sources.items():
                 per_source[src] = sum(fired_x[i:i + len(rows)]) / len(rows)
@@ -224,10 +224,10 @@ async def main(quick: bool, cross_only: bool = False) -> None:
 
     t0 = time.perf_counter()
     embedder = Embedder(quantize=True)  # the gateway's default (indexer.embedding.quantize: true)
-    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
+    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)  # the default: n-gram injection
     off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
-    fast = GuardPipeline.from_config(GuardsConfig(injection_classifier="ngram", cache_dir=""), embedder=embedder)
-    fp32 = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=Embedder())  # quantize: false
+    mini = GuardPipeline.from_config(GuardsConfig(injection_classifier="embedding", cache_dir=""), embedder=embedder)
+    fp32 = GuardPipeline.from_config(GuardsConfig(injection_classifier="embedding", cache_dir=""), embedder=Embedder())
     print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
 
     if cross_only:
@@ -241,7 +241,7 @@ async def main(quick: bool, cross_only: bool = False) -> None:
         inj, pii, tox = inj[::3], pii[::3], tox[::3]
     embedder.encode(["warm up"])
     await guards.check_input("warm up the pipeline")
-    await fast.check_input("warm up the pipeline")
+    await mini.check_input("warm up the pipeline")
     await fp32.check_input("warm up the pipeline")
 
     # Baseline: one bare encode per text, and the pipeline with guards disabled.
@@ -257,12 +257,12 @@ async def main(quick: bool, cross_only: bool = False) -> None:
 
     print(f"\n{'check (eval set)':<34} {'n':>5} {'recall':>6} {'FPR':>6} {'p50 ms':>8} {'p99 ms':>8}")
     print("-" * 72)
-    rec, fpr, lat = await eval_check(guards, "injection", inj)
+    rec, fpr, lat = await eval_check(mini, "injection", inj)
     print(row("injection (rules + MiniLM int8)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(fp32, "injection", inj)
     print(row("injection (rules + MiniLM fp32)", rec, fpr, lat, len(inj)))
-    rec, fpr, lat = await eval_check(fast, "injection", inj)
-    print(row("injection (rules + n-gram classif.)", rec, fpr, lat, len(inj)))
+    rec, fpr, lat = await eval_check(guards, "injection", inj)
+    print(row("injection (rules + n-gram, default)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(guards, "pii", pii, pii_hit)
     print(row("pii (structured types)", rec, fpr, lat, len(pii)))
     rec, fpr, lat = await eval_check(guards, "toxicity", tox)
@@ -271,9 +271,9 @@ async def main(quick: bool, cross_only: bool = False) -> None:
     rec, fpr, lat = await grounding(guards, ground[::3] if quick else ground)
     print(row("grounding (output, per sentence)", rec, fpr, lat, len(ground[::3] if quick else ground)))
     texts = [r["text"] for r in inj + pii + tox]
-    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (default, n-gram)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(mini, texts), len(texts)))
     print(row("ALL input checks (MiniLM fp32)", None, None, await input_pipeline(fp32, texts), len(texts)))
-    print(row("ALL input checks (n-gram injection)", None, None, await input_pipeline(fast, texts), len(texts)))
     print(row("baseline: guards disabled", None, None, await input_pipeline(off, texts), len(texts)))
     print(row("baseline: one bare MiniLM int8 encode", None, None, bare, len(bare)))
 

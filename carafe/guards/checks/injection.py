@@ -20,16 +20,15 @@ RULE_SCORE = 0.97
 class InjectionCheck:
     """Score = rule hit, else the classifier's probability; category names the family.
 
-    ``kind`` picks the classifier: ``ensemble`` (the default: the mean of the two below, which
-    holds best on attack corpora it never saw), ``embedding`` (MiniLM + logistic regression) or
-    ``ngram`` (TF-IDF word/char n-grams: no model call, for machines where an embedding per
-    prompt is too slow)."""
+    ``kind`` picks the classifier: ``ngram`` (TF-IDF word/char n-grams, the default: no model
+    call, and the best left-out-corpus recall at FPR <= 0.02 in bench/guard_select.py),
+    ``embedding`` (MiniLM + logistic regression) or ``ensemble`` (the mean of the two)."""
 
     name = "injection"
     cost = 3
 
     def __init__(self, embedder_model_id: str = "all-MiniLM-L6-v2", *, extra_train: str | None = None,
-                 cache_dir: str | Path | None = None, kind: str = "ensemble") -> None:
+                 cache_dir: str | Path | None = None, kind: str = "ngram") -> None:
         self.rows = training_rows()
         if extra_train:
             self.rows += load_jsonl(extra_train)
