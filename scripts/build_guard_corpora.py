@@ -64,7 +64,10 @@ def write_readme(counts: dict[str, int]) -> None:
         pkg, where, licence = ABOUT[src]
         role = "train" if src in TRAIN else "held out (never trained on)"
         lines.append(f"| {src}.jsonl | {role} | {n} | {pkg} | {where} | {licence} |")
-    lines += ["| carafe_enterprise_benign.jsonl | held out (never trained on) | 80 | Carafe | written for Carafe | as Carafe |", "",
+    lines += ["| carafe_enterprise_benign.jsonl | held out (never trained on) | 80 | Carafe | written for Carafe: questions with "
+              "ignore / system / password / instructions | as Carafe |",
+              "| carafe_general_questions.jsonl | held out (never trained on) | 48 | Carafe | the user turns of "
+              "carafe/tuning/data/general.jsonl | as Carafe |", "",
               "Keep the licence notices with the files: Apache-2.0 and MIT allow redistribution with attribution."]
     (OUT / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
