@@ -1,8 +1,11 @@
 """Guardrail benchmark: recall, false-positive rate and latency per check on
 the labelled evaluation sets shipped in ``carafe/guards/data``, the
 whole input pipeline's latency, and the streaming guard's added delay.
+The injection check is measured twice, side by side: in-source (Carafe's own
+evaluation set, close to its training set) and cross-source (public corpora
+from other authors that no classifier here was trained on), so overfitting shows.
 
-    python bench/guard.py [--quick] [--threads N]
+    python bench/guard.py [--quick] [--threads N] [--cross-only]
 
 Baselines measured in the same run: one bare MiniLM encode (the floor of any
 embedding check), the pipeline with guards disabled, and the fp32 MiniLM beside the
@@ -58,6 +61,79 @@ async def eval_check(guards: GuardPipeline, check: str, rows: list[dict], fired_
             neg += 1
             fp += bool(verdict.flagged)
     return tp / max(pos, 1), fp / max(neg, 1), lat
+
+
+def _rates(fired: list[bool], rows: list[dict]) -> tuple[float, float]:
+    pos = [f for f, r in zip(fired, rows) if r["label"]]
+    neg = [f for f, r in zip(fired, rows) if not r["label"]]
+    return sum(pos) / max(len(pos), 1), sum(neg) / max(len(neg), 1)
+
+
+async def verdicts(check, settings, guards: GuardPipeline, rows: list[dict]) -> tuple[list[bool], list[float]]:
+    """Whether `check` fires on each row (None: the rule families alone), and its latency."""
+    from carafe.guards.checks.injection_rules import match_rules
+
+    fired, lat = [], []
+    for r in rows:
+        subject = guards.subject(r["text"], "input", guards.policy(None))
+        start = time.perf_counter()
+        hit = match_rules(subject.normalized) is not None if check is None else (await check.check(subject, settings)).flagged
+        lat.append((time.perf_counter() - start) * 1000)
+        fired.append(bool(hit))
+    return fired, lat
+
+
+async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
+    """In-source vs cross-source figures of the injection check, per classifier, then per held-out source."""
+    from carafe.guards.checks.injection import InjectionCheck
+    from carafe.guards.classifier import NgramClassifier, fit, training_key
+    from carafe.guards.config import CheckSettings
+    from carafe.guards.corpora import HELD_OUT_ATTACKS, HELD_OUT_BENIGN, corpus
+
+    own = load_jsonl(data_path("injection_train.jsonl"))
+    before = InjectionCheck(embedder.model_id, kind="embedding")  # what shipped before: Carafe's own set, C=4, threshold 0.7
+    before.rows, before._clf = own, fit(own, embedder, training_key(own, embedder.model_id), c=4.0)
+    own_ngram = InjectionCheck(embedder.model_id, kind="ngram")
+    own_ngram.rows, own_ngram._ngram = own, NgramClassifier.fit(own)
+    default = guards.checks["injection"]
+    policy = guards.policy(None).input["injection"]
+    at = lambda t: CheckSettings(action="block", threshold=t)  # noqa: E731 - each kind at its bench/guard_select.py threshold
+    variants = [("rules only", None, None),
+                ("rules + MiniLM, own set (before, 0.7)", before, at(0.7)),
+                ("rules + n-gram, own set (0.7)", own_ngram, at(0.7)),
+                ("rules + MiniLM, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="embedding"), at(0.7)),
+                ("rules + ensemble, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="ensemble"), at(0.7)),
+                ("rules + n-gram, all train sources (0.6)", default, at(0.6)),
+                (f"rules + n-gram (default, {policy.threshold})", default, policy)]
+    in_rows = load_jsonl(data_path("injection_eval.jsonl"))
+    sources = {s: corpus(s) for s in HELD_OUT_ATTACKS + HELD_OUT_BENIGN}
+    if quick:
+        in_rows, sources = in_rows[::3], {k: v[::2] for k, v in sources.items()}
+    cross = [r for rows in sources.values() for r in rows]
+    n_att = sum(r["label"] for r in cross)
+    print(f"\ninjection: in-source = Carafe's eval set ({len(in_rows)}); cross-source = {len(HELD_OUT_ATTACKS)} held-out attack "
+          f"corpora ({n_att}) + {len(HELD_OUT_BENIGN)} held-out benign sets ({len(cross) - n_att}), never trained on")
+    print(f"{'classifier':<40} {'in recall':>9} {'in FPR':>7} {'x recall':>9} {'x FPR':>7} {'x p50 ms':>9} {'x p99 ms':>9}")
+    print("-" * 96)
+    per_source: dict[str, float] = {}
+    for name, check, settings in variants:
+        fired_in, _ = await verdicts(check, settings, guards, in_rows)
+        fired_x, lat = await verdicts(check, settings, guards, cross)
+        (r_in, f_in), (r_x, f_x) = _rates(fired_in, in_rows), _rates(fired_x, cross)
+        print(f"{name:<40} {r_in:9.3f} {f_in:7.3f} {r_x:9.3f} {f_x:7.3f} {pct(lat, 50):9.2f} {pct(lat, 99):9.2f}")
+        if settings is policy:
+            i = 0
+            for src, rows in sources.items():
+                per_source[src] = sum(fired_x[i:i + len(rows)]) / len(rows)
+                i += len(rows)
+    print("default check per held-out source (attacks: recall; benign: false-positive rate)")
+    for src, rate in per_source.items():
+        kind = "recall" if src in HELD_OUT_ATTACKS else "FPR"
+        print(f"  {src:<32} {len(sources[src]):>4}  {kind:<6} {rate:.3f}")
+    texts = [r["text"] for r in cross]
+    print(row("ALL input checks, cross-source texts", None, None, await input_pipeline(guards, texts), len(texts)))
+    short = [t for t in texts if len(t) <= 300]
+    print(row("ALL input checks, those <= 300 chars", None, None, await input_pipeline(guards, short), len(short)))
 
 
 async def input_pipeline(guards: GuardPipeline, texts: list[str]) -> list[float]:
@@ -143,17 +219,21 @@ async def streaming(guards: GuardPipeline, rounds: int, delta_chars: int = 4) ->
             "max_lag_sentences": max(lag_sentences), "feeds": len(feed_ms), "sentences": len(sentence_ms)}
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, cross_only: bool = False) -> None:
     from carafe.indexer.embedding import Embedder
 
     t0 = time.perf_counter()
     embedder = Embedder(quantize=True)  # the gateway's default (indexer.embedding.quantize: true)
-    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
+    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)  # the default: n-gram injection
     off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
-    fast = GuardPipeline.from_config(GuardsConfig(injection_classifier="ngram", cache_dir=""), embedder=embedder)
-    fp32 = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=Embedder())  # quantize: false
+    mini = GuardPipeline.from_config(GuardsConfig(injection_classifier="embedding", cache_dir=""), embedder=embedder)
+    fp32 = GuardPipeline.from_config(GuardsConfig(injection_classifier="embedding", cache_dir=""), embedder=Embedder())
     print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
 
+    if cross_only:
+        await guards.check_input("warm up the pipeline")
+        await cross_source(guards, embedder, quick)
+        return
     inj = load_jsonl(data_path("injection_eval.jsonl"))
     pii = load_jsonl(data_path("pii_eval.jsonl"))
     tox = load_jsonl(data_path("toxicity_eval.jsonl"))
@@ -161,7 +241,7 @@ async def main(quick: bool) -> None:
         inj, pii, tox = inj[::3], pii[::3], tox[::3]
     embedder.encode(["warm up"])
     await guards.check_input("warm up the pipeline")
-    await fast.check_input("warm up the pipeline")
+    await mini.check_input("warm up the pipeline")
     await fp32.check_input("warm up the pipeline")
 
     # Baseline: one bare encode per text, and the pipeline with guards disabled.
@@ -177,12 +257,12 @@ async def main(quick: bool) -> None:
 
     print(f"\n{'check (eval set)':<34} {'n':>5} {'recall':>6} {'FPR':>6} {'p50 ms':>8} {'p99 ms':>8}")
     print("-" * 72)
-    rec, fpr, lat = await eval_check(guards, "injection", inj)
+    rec, fpr, lat = await eval_check(mini, "injection", inj)
     print(row("injection (rules + MiniLM int8)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(fp32, "injection", inj)
     print(row("injection (rules + MiniLM fp32)", rec, fpr, lat, len(inj)))
-    rec, fpr, lat = await eval_check(fast, "injection", inj)
-    print(row("injection (rules + n-gram classif.)", rec, fpr, lat, len(inj)))
+    rec, fpr, lat = await eval_check(guards, "injection", inj)
+    print(row("injection (rules + n-gram, default)", rec, fpr, lat, len(inj)))
     rec, fpr, lat = await eval_check(guards, "pii", pii, pii_hit)
     print(row("pii (structured types)", rec, fpr, lat, len(pii)))
     rec, fpr, lat = await eval_check(guards, "toxicity", tox)
@@ -191,11 +271,13 @@ async def main(quick: bool) -> None:
     rec, fpr, lat = await grounding(guards, ground[::3] if quick else ground)
     print(row("grounding (output, per sentence)", rec, fpr, lat, len(ground[::3] if quick else ground)))
     texts = [r["text"] for r in inj + pii + tox]
-    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (default, n-gram)", None, None, await input_pipeline(guards, texts), len(texts)))
+    print(row("ALL input checks (MiniLM int8)", None, None, await input_pipeline(mini, texts), len(texts)))
     print(row("ALL input checks (MiniLM fp32)", None, None, await input_pipeline(fp32, texts), len(texts)))
-    print(row("ALL input checks (n-gram injection)", None, None, await input_pipeline(fast, texts), len(texts)))
     print(row("baseline: guards disabled", None, None, await input_pipeline(off, texts), len(texts)))
     print(row("baseline: one bare MiniLM int8 encode", None, None, bare, len(bare)))
+
+    await cross_source(guards, embedder, quick)
 
     s = await streaming(guards, 1 if quick else 3)
     print("\nstreaming output guard (answers fed in 4-char deltas, default policy, with passages)")
@@ -212,8 +294,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a third of the items, one streaming round")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    parser.add_argument("--cross-only", action="store_true", help="only the in-source vs cross-source injection figures")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    asyncio.run(main(args.quick))
+    asyncio.run(main(args.quick, args.cross_only))

@@ -32,7 +32,7 @@ for group, name, help_text in (
     (adapters, "adapters", "Manage the adapter registry and hot-swap"),
     (index, "index", "Index documents and search them as a principal"),
     (guard, "guard", "Try the guardrails on a text"),
-    (taxonomy, "taxonomy", "Validate and diff InstructLab-style taxonomies"),
+    (taxonomy, "taxonomy", "Validate, diff and convert InstructLab-style taxonomies"),
     (tune, "tune", "Generate data, train, evaluate and publish adapters"),
     (audit, "audit", "Query the audit trail (traces)"),
 ):

@@ -1,4 +1,4 @@
-"""`carafe taxonomy validate|diff`: check InstructLab-style recipes before tuning."""
+"""`carafe taxonomy validate|diff|convert`: check and upgrade InstructLab-style recipes before tuning."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from carafe.errors import CarafeError
@@ -45,7 +46,8 @@ def validate(path: PathArg = None, as_json: JsonOpt = False, config: ConfigOpt =
                           "issues": [i.to_dict() for i in report.issues]}, indent=2))
     else:
         for issue in report.issues:
-            console.print(f"[red]{issue.severity.upper()}[/] {issue}", highlight=False, soft_wrap=True)
+            color = "red" if issue.severity == "error" else "yellow"
+            console.print(f"[{color}]{issue.severity.upper()}[/] {escape(str(issue))}", highlight=False, soft_wrap=True)
         table = Table("leaf", "kind", "seeds", title=f"valid recipes in {taxonomy}")
         for r in report.recipes:
             table.add_row(r.leaf, r.kind, str(len(r.seeds)))
@@ -75,3 +77,36 @@ def diff(path: PathArg = None, base: Annotated[str, typer.Option(help="Git ref t
     else:
         for r in rel:
             console.print(r, highlight=False)
+
+
+@app.command()
+def convert(path: PathArg = None,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing")] = False,
+            as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Rewrite v1/v2 skill recipes as the latest version, keeping comments. Exit 1 when one cannot be."""
+    from carafe.tuning.convert import convert_recipe
+    from carafe.tuning.validate import find_recipe_files, leaf_of
+
+    taxonomy = _taxonomy_path(path, config)
+    if not taxonomy.exists():
+        err_console.print(f"[red]error:[/] {taxonomy} does not exist")
+        raise typer.Exit(2)
+    files = [taxonomy] if taxonomy.is_file() else [f for f in find_recipe_files(taxonomy) if f.name == "qna.yaml"]
+    root = taxonomy if taxonomy.is_dir() else taxonomy.parent
+    done = [convert_recipe(f, leaf_of(f, root), write=not dry_run) for f in files]
+    if as_json:
+        print(json.dumps([{"file": c.file, "from_version": c.from_version, "changed": c.changed, "ok": c.ok, "refused": c.refused,
+                           "remaining": [i.to_dict() for i in c.remaining if i.severity == "error"]} for c in done], indent=2))
+    for c in [] if as_json else done:
+        if c.refused:
+            console.print(f"[red]NOT CONVERTED[/] {escape(c.file)}: {escape(c.refused)}", highlight=False, soft_wrap=True)
+        elif not c.ok:
+            console.print(f"[red]NOT CONVERTED[/] {escape(c.file)}: as v3 it would have errors:", highlight=False, soft_wrap=True)
+            for i in c.remaining:
+                console.print(f"  {escape(str(i))}", highlight=False, soft_wrap=True)
+        elif c.changed:
+            console.print(f"{'would convert' if dry_run else 'converted'} {c.file} (v{c.from_version} -> v3)", highlight=False)
+    if not as_json:
+        console.print(f"{sum(c.changed and c.ok for c in done)} converted, {sum(not c.ok for c in done)} not, "
+                      f"{sum(not c.changed and c.ok for c in done)} already current")
+    raise typer.Exit(0 if all(c.ok for c in done) else 1)

@@ -65,7 +65,7 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.pipeline import generate_stage
 
     recipes = ws.recipes()
-    rows = estimate(recipes, ws.cfg)
+    rows = estimate(recipes, ws.cfg, ws.documents())
     if not quiet:
         table = Table("leaf", "kind", "teacher calls", "samples (est.)", "size (est.)", title="generation estimate")
         for r in rows:

@@ -53,34 +53,85 @@ class LinearClassifier:
 
 class NgramClassifier:
     """Logistic regression over word 1-2-grams and character 3-5-grams: no
-    embedding needed (~1 ms per text), fitted at start-up in well under a second."""
+    embedding needed (~1-3 ms per text). Fitting takes seconds on the full training
+    set, so fitted models are saved and loaded like the embedding classifier's weights."""
 
-    def __init__(self, rows: list[dict[str, Any]], *, c: float = 4.0) -> None:
+    MAX_CHARS = 1000  # like the embedding model's 256 tokens: the opening of a long prompt
+    MAX_FEATURES = 20000  # per vectorizer: keeps the shipped model small
+
+    def __init__(self, vectorizers: tuple[Any, Any], coef: np.ndarray, intercept: float, key: str = "") -> None:
+        self.vectorizers, self.coef, self.intercept, self.key = vectorizers, coef, intercept, key
+        split = len(vectorizers[0].vocabulary_)
+        self._coefs = (coef[:split], coef[split:])
+
+    @staticmethod
+    def _vectorizers(vocabularies: tuple[list[str], list[str]] | None = None) -> tuple[Any, Any]:
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
+
+        # Two vectorizers stacked by hand: sklearn's FeatureUnion costs ~3 ms per call in overhead.
+        word, char = vocabularies or (None, None)
+        return (TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=NgramClassifier.MAX_FEATURES, vocabulary=word),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
+                                max_features=NgramClassifier.MAX_FEATURES, vocabulary=char))
+
+    @classmethod
+    def fit(cls, rows: list[dict[str, Any]], *, c: float = 4.0, key: str = "") -> "NgramClassifier":
         from scipy.sparse import hstack
+        from sklearn.linear_model import LogisticRegression
 
         from carafe.guards.normalize import normalize
 
-        # Two vectorizers stacked by hand: sklearn's FeatureUnion costs ~3 ms per call in overhead.
-        self.vectorizers = (TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                            TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True))
-        texts = [normalize(r["text"]).lower() for r in rows]
-        x = hstack([v.fit_transform(texts) for v in self.vectorizers]).tocsr()
+        vectorizers = cls._vectorizers()
+        texts = [normalize(r["text"])[: cls.MAX_CHARS].lower() for r in rows]
+        x = hstack([v.fit_transform(texts) for v in vectorizers]).tocsr()
         model = LogisticRegression(C=c, class_weight="balanced", solver="liblinear")  # lbfgs: seconds on a busy box
         model.fit(x, np.array([int(r["label"]) for r in rows]))
-        self.coef = model.coef_[0]
-        self.intercept = float(model.intercept_[0])
-        split = len(self.vectorizers[0].vocabulary_)
-        self._coefs = (self.coef[:split], self.coef[split:])
+        return cls(vectorizers, model.coef_[0], float(model.intercept_[0]), key)
 
     def proba(self, texts: list[str]) -> np.ndarray:
         """Probability of an attack per (already normalized) text."""
-        lowered = [t.lower() for t in texts]
+        lowered = [t[: self.MAX_CHARS].lower() for t in texts]
         z = np.full(len(texts), self.intercept)
         for vec, coef in zip(self.vectorizers, self._coefs):
             z += vec.transform(lowered) @ coef
         return 1.0 / (1.0 + np.exp(-z))
+
+    def to_json(self) -> dict[str, Any]:
+        vocab = [sorted(v.vocabulary_, key=v.vocabulary_.get) for v in self.vectorizers]
+        return {"key": self.key, "vocabulary": vocab, "idf": [[round(float(x), 5) for x in v.idf_] for v in self.vectorizers],
+                "coef": [round(float(c), 6) for c in self.coef], "intercept": self.intercept}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "NgramClassifier":
+        vectorizers = cls._vectorizers((data["vocabulary"][0], data["vocabulary"][1]))
+        for vec, idf in zip(vectorizers, data["idf"]):
+            vec._validate_vocabulary()  # a fixed vocabulary: no fit needed
+            vec.idf_ = np.asarray(idf)
+        return cls(vectorizers, np.asarray(data["coef"]), float(data["intercept"]), data["key"])
+
+
+def load_or_fit_ngram(rows: list[dict[str, Any]], cache_dir: Path | None) -> NgramClassifier:
+    """The n-gram classifier for ``rows``: the shipped model, a cached one, or a fresh fit (seconds)."""
+    import gzip
+
+    key = training_key(rows, f"ngram-{NgramClassifier.MAX_CHARS}-{NgramClassifier.MAX_FEATURES}")
+    candidates = [data_path("injection_ngram.json.gz")] + ([cache_dir / f"injection_ngram_{key}.json.gz"] if cache_dir else [])
+    for path in candidates:
+        try:
+            data = json.loads(gzip.decompress(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+        if data.get("key") == key:
+            return NgramClassifier.from_json(data)
+    log.info("fitting the n-gram injection classifier on %d examples (cached afterwards)", len(rows))
+    clf = NgramClassifier.fit(rows, key=key)
+    if cache_dir is not None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            (cache_dir / f"injection_ngram_{key}.json.gz").write_bytes(gzip.compress(json.dumps(clf.to_json()).encode()))
+        except OSError as exc:
+            log.warning("cannot cache the n-gram classifier in %s: %s", cache_dir, exc)
+    return clf
 
 
 def training_key(rows: list[dict[str, Any]], model_id: str) -> str:
@@ -90,7 +141,7 @@ def training_key(rows: list[dict[str, Any]], model_id: str) -> str:
     return h.hexdigest()[:32]
 
 
-def fit(rows: list[dict[str, Any]], embedder: Any, key: str, *, c: float = 4.0) -> LinearClassifier:
+def fit(rows: list[dict[str, Any]], embedder: Any, key: str, *, c: float = 1.0) -> LinearClassifier:
     """Fit a balanced logistic regression on ``rows`` ({text, label})."""
     from sklearn.linear_model import LogisticRegression
 

@@ -28,7 +28,8 @@ class CheckSettings(BaseModel):
 
 def _default_input() -> dict[str, CheckSettings]:
     return {
-        "injection": CheckSettings(action="block", threshold=0.7),  # chosen by 5-fold CV on the training set
+        # Kind and threshold chosen by leaving each training corpus out in turn (bench/guard_select.py).
+        "injection": CheckSettings(action="block", threshold=0.8),
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
         "topics": CheckSettings(action="block", threshold=0.45),
@@ -133,8 +134,9 @@ class GuardsConfig(BaseModel):
     max_check_chars: int = Field(8000, description="Longer texts are checked on their first and last max_check_chars/2 characters")
     min_grounding_words: int = Field(4, description="Sentences shorter than this are not scored for grounding")
     stream_max_pending_chars: int = Field(400, description="A streamed piece without sentence end is checked and released at this length")
-    injection_classifier: Literal["embedding", "ngram"] = Field(
-        "embedding", description="Injection classifier: MiniLM embeddings (default) or word/char n-grams (no model call, faster)")
+    injection_classifier: Literal["ngram", "embedding", "ensemble"] = Field(
+        "ngram", description="Injection classifier: word/char n-grams (default: no model call, ~1 ms, holds best on corpora "
+        "it never saw), MiniLM embeddings, or the mean of both")
     injection_train_data: str | None = Field(None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on")
     cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)

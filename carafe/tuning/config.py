@@ -99,6 +99,10 @@ class TuningConfig(BaseModel):
 
     taxonomy: Path = Field(Path("taxonomy"), description="Default taxonomy folder")
     output_dir: Path | None = Field(None, description="Stage outputs (data, checkpoints, eval); default <data_dir>/tuning")
+    document_mirrors: dict[str, Path] = Field(
+        default_factory=dict, description="Local copies of knowledge recipes' remote document repos, {URL: path} "
+        "(a git clone, read at the recipe's commit, or a plain folder); an unmirrored URL is cloned into "
+        "<output_dir>/documents when reachable")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)

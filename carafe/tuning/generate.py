@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from carafe.tuning import prompts
 from carafe.tuning.config import TuningConfig
-from carafe.tuning.documents import chunk_documents, resolve_documents
+from carafe.tuning.documents import DocumentSource, chunk_documents
 from carafe.tuning.errors import EmptyLeaf, TeacherUnavailable
 from carafe.tuning.filters import Candidate, DropReport, Encoder, exact_dedup, judge_filter, length_filter, near_dedup
 from carafe.tuning.raft import raft_available, raft_messages
@@ -67,13 +67,13 @@ class LeafResult:
     report: DropReport
 
 
-def estimate(recipes: list[Recipe], cfg: TuningConfig) -> list[dict[str, Any]]:
+def estimate(recipes: list[Recipe], cfg: TuningConfig, docs: DocumentSource | None = None) -> list[dict[str, Any]]:
     """Before starting: teacher calls and samples expected per leaf."""
-    g, rows = cfg.generation, []
+    g, rows, docs = cfg.generation, [], docs or DocumentSource(cfg.document_mirrors)
     for r in recipes:
         seeds, _ = r.split_seeds(g.holdout_seeds)
         if r.is_knowledge:
-            chunks = len(chunk_documents(resolve_documents(r), g.chunk_words))
+            chunks = len(chunk_documents(docs.read(r), g.chunk_words))
             samples = chunks * g.qa_per_chunk
             calls = chunks + (samples if cfg.filters.judge else 0)
         else:
@@ -87,9 +87,9 @@ def estimate(recipes: list[Recipe], cfg: TuningConfig) -> list[dict[str, Any]]:
 class LeafGenerator:
     """Generates, filters and renders one leaf's samples."""
 
-    def __init__(self, recipe: Recipe, cfg: TuningConfig, teacher: Teacher, out: Path,
-                 sem: asyncio.Semaphore, encode: Encoder | None, advance: Advance | None) -> None:
-        self.r, self.cfg, self.teacher, self.sem, self.encode = recipe, cfg, teacher, sem, encode
+    def __init__(self, recipe: Recipe, cfg: TuningConfig, teacher: Teacher, out: Path, sem: asyncio.Semaphore,
+                 encode: Encoder | None, advance: Advance | None, docs: DocumentSource) -> None:
+        self.r, self.cfg, self.teacher, self.sem, self.encode, self.docs = recipe, cfg, teacher, sem, encode, docs
         self.advance = advance or (lambda stage, n: None)
         self.folder = out / leaf_slug(recipe.leaf)
         self.report = DropReport(recipe.leaf)
@@ -128,7 +128,7 @@ class LeafGenerator:
 
     async def _knowledge(self) -> tuple[list[Candidate], dict[str, str]]:
         g = self.cfg.generation
-        chunks = chunk_documents(resolve_documents(self.r), g.chunk_words)
+        chunks = chunk_documents(self.docs.read(self.r), g.chunk_words)
         answers = await asyncio.gather(*(
             self.ask(f"qa:{c.id}:{_sha(c.text)}", prompts.knowledge_qa(self.r, self.seeds, c.text, g.qa_per_chunk),
                      prompts.parse_pairs, "generate") for c in chunks))
@@ -223,11 +223,12 @@ def _plain(question: str, answer: str, context: str | None) -> list[dict[str, st
     return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-async def generate_leaves(recipes: list[Recipe], cfg: TuningConfig, teacher: Teacher, out: Path, *,
-                          encode: Encoder | None = None, advance: Advance | None = None) -> list[LeafResult]:
+async def generate_leaves(recipes: list[Recipe], cfg: TuningConfig, teacher: Teacher, out: Path, *, encode: Encoder | None = None,
+                          advance: Advance | None = None, docs: DocumentSource | None = None) -> list[LeafResult]:
     """Generate every leaf concurrently under one bound on teacher requests in flight."""
     sem = asyncio.Semaphore(cfg.teacher.concurrency)
-    gens = [LeafGenerator(r, cfg, teacher, out, sem, encode, advance) for r in recipes]
+    docs = docs or DocumentSource(cfg.document_mirrors)
+    gens = [LeafGenerator(r, cfg, teacher, out, sem, encode, advance, docs) for r in recipes]
     results = await asyncio.gather(*(g.run() for g in gens), return_exceptions=True)
     for res in results:
         if isinstance(res, BaseException):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from carafe.tuning.config import TuningConfig
+from carafe.tuning.documents import DocumentSource
 from carafe.tuning.errors import GateFailed, RecipeInvalid, StageMissing
 from carafe.tuning.generate import Advance, generate_leaves, holdout, write_dataset
 from carafe.tuning.recipe import Recipe, read_sidecar
@@ -52,6 +53,10 @@ class Workspace:
         (self.out / stage).mkdir(parents=True, exist_ok=True)
         (self.out / stage / "stamp.json").write_text(json.dumps(data, indent=2, default=str))
 
+    def documents(self) -> DocumentSource:
+        """Remote knowledge documents: the configured mirrors, else clones under the output folder."""
+        return DocumentSource(self.cfg.document_mirrors, self.out / "documents")
+
     def recipes(self) -> list[Recipe]:
         report = validate_taxonomy(self.taxonomy)
         if not report.ok:
@@ -72,7 +77,8 @@ def generate_stage(ws: Workspace, recipes: list[Recipe], *, teacher: Teacher | N
     if encode is None and ws.cfg.filters.near_duplicate < 1:
         log.warning("near-duplicate filter off: no sentence encoder given (the CLI passes the configured embedder)")
     t0 = time.perf_counter()
-    results = asyncio.run(generate_leaves(recipes, ws.cfg, teacher, ws.out / "generate", encode=encode, advance=advance))
+    results = asyncio.run(generate_leaves(recipes, ws.cfg, teacher, ws.out / "generate", encode=encode, advance=advance,
+                                        docs=ws.documents()))
     path = ws.out / "data" / "train.jsonl"
     sha, n = write_dataset(results, path)
     summary = {"input": key, "data_sha256": sha, "samples": n, "bytes": path.stat().st_size, "teacher": teacher.name,

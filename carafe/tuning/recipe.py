@@ -85,7 +85,7 @@ def read_sidecar(folder: Path) -> Sidecar | None:
     return Sidecar.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
-def recipe_from_contents(leaf: str, path: Path, contents: dict, sidecar: Sidecar | None) -> Recipe:
+def recipe_from_contents(leaf: str, path: Path, contents: dict, sidecar: Sidecar | None, version: int) -> Recipe:
     """Build a Recipe from schema-valid contents (validation is `validate.py`'s job)."""
     seeds: list[SeedExample] = []
     if "document" in contents:
@@ -101,7 +101,7 @@ def recipe_from_contents(leaf: str, path: Path, contents: dict, sidecar: Sidecar
         default_kind = "skill"
     side = sidecar or Sidecar()
     return Recipe(
-        leaf=leaf, path=path, version=int(contents["version"]), kind=side.kind or default_kind,
+        leaf=leaf, path=path, version=version, kind=side.kind or default_kind,
         task_description=str(contents.get("task_description") or contents.get("domain") or leaf),
         seeds=seeds, created_by=str(contents["created_by"]), domain=contents.get("domain"),
         document=contents.get("document"), document_outline=contents.get("document_outline"),

@@ -20,6 +20,7 @@ from referencing.jsonschema import DRAFT202012
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from carafe.tuning.documents import DocumentNotFound, is_remote, resolve_documents
 from carafe.tuning.recipe import QNA_FILE, SIDECAR_FILE, TAXONOMY_ROOTS, Recipe, read_sidecar, recipe_from_contents
 
 # InstructLab's default ("relaxed", no line length) with the rules Carafe enforces raised to errors.
@@ -82,6 +83,10 @@ def known_versions() -> list[int]:
     return [int(v.name[1:]) for v in schema_versions()]
 
 
+def latest_version() -> int:
+    return max(known_versions())
+
+
 def _line_of(root: yaml.Node | None, path: list[Any]) -> int:
     """1-based line of the key (or item) at a JSON path, or of its deepest existing parent."""
     node, line = root, 1
@@ -100,47 +105,69 @@ def _line_of(root: yaml.Node | None, path: list[Any]) -> int:
 
 def _schema_name(leaf: str, contents: dict) -> str:
     top = leaf.split("/", 1)[0]
-    if top == "knowledge" or (top not in TAXONOMY_ROOTS and "document" in contents):
-        return "knowledge"
-    return "compositional_skills"  # foundational_skills use the skills schema, as upstream
+    if top in ("knowledge", "compositional_skills"):  # as upstream: its folder names are its schema names
+        return top
+    return "knowledge" if "document" in contents else "compositional_skills"
+
+
+def read_version(contents: dict) -> int:
+    """The schema version as InstructLab reads it: absent means 1; a non-integer is coerced, else 1."""
+    raw = contents.get("version", 1)
+    if isinstance(raw, int):
+        return raw
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return 1
 
 
 def validate_file(path: Path, leaf: str, display: str) -> tuple[Recipe | None, list[Issue]]:
-    """Validate one recipe file; return the Recipe when it has no errors."""
+    """Validate one recipe file; return the Recipe when it has no errors (and is not empty)."""
     issues: list[Issue] = []
 
-    def err(line: int, rule: str, message: str, hint_key: str | None = None) -> None:
-        issues.append(Issue(display, line, rule, message, _HINTS.get(hint_key or rule, "see the InstructLab taxonomy docs")))
+    def err(line: int, rule: str, message: str, hint_key: str | None = None, severity: str = "error") -> None:
+        hint = _HINTS.get(hint_key or rule, "see the InstructLab taxonomy docs")
+        issues.append(Issue(display, line, rule, message, hint, severity))
 
     if path.name != QNA_FILE:
         err(1, "file-name", f"recipe file is named {path.name!r}, not {QNA_FILE!r}")
         return None, issues
     text = path.read_text(encoding="utf-8")
-    for p in linter.run(text, _YAMLLINT):
-        rule = p.rule or "syntax"
-        if p.level == "error":
-            err(p.line, rule, p.desc)
+    lint = [(p.line, p.rule or "syntax", p.desc) for p in linter.run(text, _YAMLLINT) if p.level == "error"]
     try:
         contents = yaml.safe_load(text)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
+        for line, rule, desc in lint:
+            err(line, rule, desc)
         if not any(i.rule == "syntax" for i in issues):
             mark = getattr(exc, "problem_mark", None)
             err(mark.line + 1 if mark else 1, "syntax", f"invalid YAML: {exc}")
         return None, issues
+    if not contents:
+        err(1, "empty", "the file is empty; it is skipped", severity="warning")
+        return None, issues
     if not isinstance(contents, dict):
         err(1, "syntax", "the top level must be a mapping of keys to values")
         return None, issues
-    version = contents.get("version")
-    if not isinstance(version, int) or version not in known_versions():
+    version = read_version(contents)
+    # InstructLab does not lint version 1 files: Carafe reports the findings, as warnings.
+    for line, rule, desc in lint:
+        err(line, rule, desc, severity="error" if version > 1 else "warning")
+    if version not in known_versions():
         err(_line_of(root, ["version"]), "version",
-            f"unknown schema version {version!r}; instructlab-schema knows {known_versions()}")
+            f"unknown schema version {contents.get('version')!r}; instructlab-schema knows {known_versions()}")
         return None, issues
     name = _schema_name(leaf, contents)
     schema, registry = _schema(version, name)
     if schema.get("deprecated"):
         err(_line_of(root, ["version"]), "version", schema.get("description") or f"{name} v{version} is deprecated")
         return None, issues
+    if version < (latest := latest_version()):
+        missing = "has no `version` key, so it is read as version 1" if "version" not in contents else f"is version {version}"
+        issues.append(Issue(display, _line_of(root, ["version"]), "version-deprecated",
+                            f"{name} {missing}, which InstructLab deprecates (still valid)",
+                            f"run `carafe taxonomy convert {display}` to rewrite it as version {latest}", "warning"))
     validator = validator_for(schema)(schema, registry=registry)
     for ve in sorted(validator.iter_errors(contents), key=lambda e: list(map(str, e.absolute_path))):
         where = ".".join(map(str, ve.absolute_path)) or "."
@@ -154,10 +181,9 @@ def validate_file(path: Path, leaf: str, display: str) -> tuple[Recipe | None, l
         issues.append(Issue(f"{Path(display).parent / SIDECAR_FILE}", 1, "sidecar", str(exc).splitlines()[0], _HINTS["sidecar"]))
     if any(i.severity == "error" for i in issues):
         return None, issues
-    recipe = recipe_from_contents(leaf, path, contents, sidecar)
-    if recipe.document is not None:
-        from carafe.tuning.documents import DocumentNotFound, resolve_documents
-
+    recipe = recipe_from_contents(leaf, path, contents, sidecar, version)
+    # A remote document is fetched at generation (a mirror, a clone); validation never needs the network.
+    if recipe.document is not None and not is_remote(str(recipe.document.get("repo", ""))):
         try:
             resolve_documents(recipe)
         except DocumentNotFound as exc:
@@ -189,12 +215,16 @@ def validate_taxonomy(taxonomy: Path, only: list[Path] | None = None) -> Validat
         issues.append(Issue(str(taxonomy), 1, "empty", "no recipes found",
                             f"add leaves as <{'|'.join(TAXONOMY_ROOTS)}>/<path>/{QNA_FILE}"))
     for f in files:
-        leaf = f.parent.relative_to(taxonomy).as_posix() if f.is_relative_to(taxonomy) else f.parent.name
-        recipe, found = validate_file(f, leaf, str(f))
+        recipe, found = validate_file(f, leaf_of(f, taxonomy), str(f))
         issues += found
         if recipe is not None:
             recipes.append(recipe)
     return ValidationReport(recipes, issues)
+
+
+def leaf_of(file: Path, taxonomy: Path) -> str:
+    """The leaf's path relative to the taxonomy root, e.g. "compositional_skills/hr/style"."""
+    return file.parent.relative_to(taxonomy).as_posix() if file.is_relative_to(taxonomy) else file.parent.name
 
 
 def _taxonomy_root_of(path: Path) -> Path:

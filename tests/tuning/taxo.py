@@ -33,3 +33,15 @@ def write_leaf(taxonomy: Path, leaf: str, text: str, name: str = "qna.yaml") -> 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(cwd), "-c", "user.email=t@t", "-c", "user.name=t", *args],
                           check=True, capture_output=True, text=True).stdout.strip()
+
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS_TAXONOMY = CORPUS / "taxonomy"
+CORPUS_MIRROR = CORPUS / "mirrors" / "summit_knowledge"
+CORPUS_DOC_URL = "https://github.com/juliadenham/Summit_knowledge"
+
+
+def copy_corpus(dest: Path) -> Path:
+    """The corpus's valid leaves (its `invalid/` folders left out) as a taxonomy of their own."""
+    shutil.copytree(CORPUS_TAXONOMY, dest / "taxonomy", ignore=shutil.ignore_patterns("invalid"))
+    return dest / "taxonomy"

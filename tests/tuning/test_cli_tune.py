@@ -39,3 +39,25 @@ def test_generate_refuses_an_invalid_taxonomy(tmp_path, teacher_url, monkeypatch
     qna.write_text(qna.read_text().replace("version: 3", "version: 7"))
     result = CliRunner().invoke(app, ["tune", "generate", "--taxonomy", str(taxonomy), "--teacher", teacher_url])
     assert result.exit_code == 1 and "unknown schema version 7" in result.output and "desk_style" in result.output
+
+
+def test_generate_on_community_leaves_with_a_document_mirror(tmp_path, monkeypatch):
+    from tests.tuning.taxo import CORPUS_DOC_URL, CORPUS_MIRROR, copy_corpus
+
+    monkeypatch.setenv("CARAFE_DATA_DIR", str(tmp_path / "data"))
+    taxonomy = copy_corpus(tmp_path)
+    config = tmp_path / "carafe.yaml"
+    config.write_text(f"tuning:\n  filters: {{near_duplicate: 1.0, judge: false}}\n  document_mirrors:\n    {CORPUS_DOC_URL}: {CORPUS_MIRROR}\n")
+    args = ["tune", "generate", "--config", str(config), "--taxonomy", str(taxonomy), "--teacher", "template", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    kept = {r["leaf"]: r["kept"] for r in summary["reports"]}
+    assert len(kept) == 6 and all(n > 0 for n in kept.values()), kept
+    assert summary["by_phase"]["knowledge"] > 0 and summary["by_phase"]["skills"] > 0
+
+    config.write_text(config.read_text().replace(str(CORPUS_MIRROR), str(tmp_path / "gone")))  # the message says what to do
+    result = CliRunner().invoke(app, args + ["--force"])
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 1 and f"the mirror of {CORPUS_DOC_URL} configured in tuning.document_mirrors" in said
+    assert f"does not exist; clone it there (git clone {CORPUS_DOC_URL}" in said

@@ -147,3 +147,25 @@ async def test_raft_samples_use_the_gateways_numbered_context_prompt(recipes, tm
     cited = int(assistant.rsplit("[", 1)[1].rstrip("]"))
     assert f"[{cited}]" in system and 1 <= cited <= cfg.generation.raft_distractors + 1
     assert all(s["messages"][-1]["content"] == NO_ANSWER for s in no_answer)
+
+
+async def test_community_format_leaves_all_produce_data(tmp_path):
+    """v1 and v2 skills, a v1 grounded skill, a v3 grounded skill, v3 knowledge with a mirrored remote document."""
+    from carafe.tuning.documents import DocumentSource
+    from tests.tuning.taxo import CORPUS_DOC_URL, CORPUS_MIRROR, copy_corpus
+
+    recipes = validate_taxonomy(copy_corpus(tmp_path)).recipes
+    cfg = _cfg("template")
+    cfg.document_mirrors = {CORPUS_DOC_URL: CORPUS_MIRROR}
+    cfg.filters.judge = False  # the rule-based stand-in teacher judges HR answers only
+    results = await generate_leaves(recipes, cfg, TemplateTeacher(), tmp_path / "gen", docs=DocumentSource(cfg.document_mirrors))
+    by_leaf = {r.leaf: r for r in results}
+    assert set(by_leaf) == {r.leaf for r in recipes} and len(by_leaf) == 6
+    for r in results:
+        assert r.report.kept > 0 and any(s["provenance"]["stage"] != "seed" for s in r.samples), r.leaf
+    grounded = by_leaf["compositional_skills/extraction/receipt/total"]  # a v1 seed with context stays grounded
+    assert {s["provenance"]["stage"] for s in grounded.samples} >= {"seed", "grounded_skill"}
+    knowledge = by_leaf["knowledge/science/animals/birds/chickadee"]
+    assert knowledge.phase == "knowledge"
+    assert {s["provenance"]["chunk"].split("#")[0] for s in knowledge.samples if "chunk" in s["provenance"]} == {"chickadee.md"}
+    assert estimate(recipes, cfg)[-1]["teacher_calls"] > 0  # the estimate reads the mirror too

@@ -1,0 +1,48 @@
+"""The injection check on public corpora it was never trained on, kept apart from its training data by source."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from carafe.guards.corpora import HELD_OUT_ATTACKS, HELD_OUT_BENIGN, TRAIN_SOURCES, corpus, training_rows
+
+
+def _key(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _grams(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    w = _key(text).split()
+    return {tuple(w[i:i + n]) for i in range(max(len(w) - n + 1, 1))}
+
+
+def test_held_out_sources_share_nothing_with_the_training_rows():
+    train = training_rows()
+    held = [r for s in HELD_OUT_ATTACKS + HELD_OUT_BENIGN for r in corpus(s)]
+    assert not {_key(r["text"]) for r in train} & {_key(r["text"]) for r in held}
+    held_grams = set().union(*(_grams(r["text"]) for r in held))
+    public = [r for s in TRAIN_SOURCES for r in corpus(s)]
+    assert all(len(_grams(r["text"]) & held_grams) / len(_grams(r["text"])) <= 0.2 for r in public)
+    assert {r["source"] for s in HELD_OUT_ATTACKS for r in corpus(s)} == set(HELD_OUT_ATTACKS)
+    assert all(r["label"] == 1 for s in HELD_OUT_ATTACKS for r in corpus(s))
+    assert all(r["label"] == 0 for s in HELD_OUT_BENIGN for r in corpus(s))
+
+
+async def test_enterprise_questions_with_trigger_words_pass(pipeline):
+    rows = corpus("carafe_enterprise_benign")
+    words = ("ignore", "system", "password", "instructions")
+    assert all(sum(w in r["text"].lower() for r in rows) >= 8 for w in words)
+    blocked = [r["text"] for r in rows if (await pipeline.check_input(r["text"])).blocked is not None]
+    assert len(blocked) <= 1, blocked  # FPR <= 0.0125 on this set
+
+
+@pytest.mark.slow
+async def test_held_out_source_recall_and_false_positives(pipeline):
+    attacks = [r["text"] for s in HELD_OUT_ATTACKS for r in corpus(s)]
+    benign = [r["text"] for s in HELD_OUT_BENIGN for r in corpus(s)]
+    caught = [(await pipeline.check_input(t)).blocked is not None for t in attacks]
+    false = [(await pipeline.check_input(t)).blocked is not None for t in benign]
+    assert sum(caught) / len(caught) >= 0.80  # bench/guard.py prints the figures; the goal is 0.90
+    assert sum(false) / len(false) <= 0.02
