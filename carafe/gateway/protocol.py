@@ -18,7 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-def _id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
+    """An OpenAI-style object id, e.g. ``chatcmpl-<hex>``."""
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
@@ -267,7 +268,7 @@ class Citation(BaseModel):
 
 
 class ChatCompletionResponse(BaseModel):
-    id: str = Field(default_factory=lambda: _id("chatcmpl"))
+    id: str = Field(default_factory=lambda: new_id("chatcmpl"))
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
@@ -363,7 +364,7 @@ class CompletionChoice(BaseModel):
 
 
 class CompletionResponse(BaseModel):
-    id: str = Field(default_factory=lambda: _id("cmpl"))
+    id: str = Field(default_factory=lambda: new_id("cmpl"))
     object: Literal["text_completion"] = "text_completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
@@ -371,6 +372,17 @@ class CompletionResponse(BaseModel):
     usage: Usage | None = None
     system_fingerprint: str | None = None
     adapter: str | None = None
+
+
+class CompletionChunk(BaseModel):
+    """One streamed piece of a completion (``object`` stays ``text_completion``, as OpenAI sends it)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
 
 
 # --- embeddings ----------------------------------------------------------------------

@@ -125,7 +125,7 @@ class ResponsesRequest(OpenAIModel):
             if isinstance(item, MessageItem):
                 out.append(ChatMessageIn(role=item.role, content=item.text()))
             elif isinstance(item, FunctionCallItem):
-                call = ToolCall(id=item.call_id, function={"name": item.name, "arguments": item.arguments})  # type: ignore[arg-type]
+                call = ToolCall(id=item.call_id, function={"name": item.name, "arguments": item.arguments})
                 if out and out[-1].role == "assistant" and out[-1].tool_calls is not None:
                     out[-1].tool_calls.append(call)
                 else:

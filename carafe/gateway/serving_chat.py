@@ -23,6 +23,7 @@ from carafe.gateway.protocol import (
     ChatCompletionResponse,
     DeltaMessage,
     Usage,
+    new_id,
 )
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import request_constraint
@@ -109,7 +110,7 @@ async def _stream(
     meter: GenerationMeter,
     outputs: list[ChoiceOutput],
 ) -> AsyncIterator[str]:
-    rid = ChatCompletionResponse.model_fields["id"].default_factory()  # type: ignore[misc]
+    rid = new_id("chatcmpl")
     created = int(time.time())
     model = prep.decision.served_model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,7 +14,15 @@ from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
 from carafe.adapters.engine import TokenLogprob
 from carafe.gateway.constraints import request_constraint
-from carafe.gateway.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
+from carafe.gateway.protocol import (
+    CompletionChoice,
+    CompletionChunk,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    Usage,
+    new_id,
+)
 from carafe.gateway.sampling import logprobs_count, sampling_params
 from carafe.gateway.serving_common import GenerationMeter, first_chunks, replay, response_headers, start_streams
 from carafe.gateway.streams import SSE_DONE, sse
@@ -43,7 +52,7 @@ async def create_completion(
     for prompt, params in jobs:
         streams += start_streams(
             state, prep, [params],
-            lambda sp, prompt=prompt: state.engine.complete(prompt, sp, adapter=decision.adapter),
+            lambda sp, prompt=prompt: state.engine.complete(prompt, sp, adapter=decision.adapter),  # type: ignore[misc]
         )
     firsts = await first_chunks(streams, meter)
     n_choices = len(jobs)
@@ -59,13 +68,21 @@ async def create_completion(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-        async def gen():
-            rid = CompletionResponse.model_fields["id"].default_factory()  # type: ignore[misc]
+        async def gen() -> AsyncIterator[str]:
+            rid = new_id("cmpl")
             created = int(time.time())
             usage_p = [0] * len(prompts)
             usage_c = 0
             reasons: list[str | None] = [None] * n_choices
             sent_echo = [False] * n_choices
+
+            def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+                data = CompletionChunk(id=rid, created=created, model=decision.served_model, choices=choices,
+                                       usage=usage).model_dump()
+                if not include_usage:
+                    del data["usage"]
+                return sse(data)
+
             try:
                 async for i, c in replay(streams, firsts):
                     text = c.text
@@ -77,31 +94,23 @@ async def create_completion(
                         usage_c += c.completion_tokens
                     if not text and c.finish_reason is None and not c.logprobs:
                         continue
-                    lp = logprobs(i, c.logprobs)
-                    data = {"id": rid, "object": "text_completion", "created": created,
-                            "model": decision.served_model,
-                            "choices": [{"index": i, "text": text, "finish_reason": c.finish_reason,
-                                         "logprobs": lp.model_dump() if lp else None}]}
-                    if include_usage:
-                        data["usage"] = None
-                    yield sse(data)
+                    yield chunk([CompletionChoice(index=i, text=text, finish_reason=c.finish_reason,
+                                                  logprobs=logprobs(i, c.logprobs))])
                 meter.done()
                 if include_usage:
                     pt = sum(usage_p)
-                    yield sse({"id": rid, "object": "text_completion", "created": created,
-                               "model": decision.served_model, "choices": [],
-                               "usage": {"prompt_tokens": pt, "completion_tokens": usage_c, "total_tokens": pt + usage_c}})
+                    yield chunk([], Usage(prompt_tokens=pt, completion_tokens=usage_c, total_tokens=pt + usage_c))
                 yield SSE_DONE
             finally:
                 for s in streams:
-                    await s.aclose()
+                    await s.aclose()  # type: ignore[attr-defined]
                 meter.record(state, prep, sum(usage_p), usage_c, reasons, "")
 
         return StreamingResponse(gen(), media_type="text/event-stream",
                                  headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}))
 
     texts = list(echo)
-    reasons = [None] * n_choices
+    reasons: list[str | None] = [None] * n_choices
     usage_p = [0] * len(prompts)
     usage_c = 0
     token_lps: list[list[TokenLogprob]] = [[] for _ in range(n_choices)]

@@ -127,7 +127,7 @@ class _Finisher:
         resp.incomplete_details = {"reason": incomplete} if incomplete else None
         self.message.status = "incomplete" if incomplete else "completed"
         self.message.content = [self.text_part()]
-        resp.output = ([self.message] if out.content or not out.tool_calls else []) + self.calls()  # type: ignore[operator]
+        resp.output = ([self.message] if out.content or not out.tool_calls else []) + self.calls()
         resp.usage = ResponseUsage(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens,
                                    total_tokens=self.prompt_tokens + self.completion_tokens)
         record_tool_calls([out])

@@ -96,7 +96,7 @@ def render_messages(messages: list[ChatMessageIn], plan: ToolPlan) -> list[ChatM
 
 def _call(name: str, arguments: Any) -> ToolCall:
     args = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return ToolCall(id=call_id(), function={"name": name, "arguments": args})  # type: ignore[arg-type]
+    return ToolCall(id=call_id(), function={"name": name, "arguments": args})
 
 
 def parse_constrained(plan: ToolPlan, text: str) -> list[ToolCall]:
