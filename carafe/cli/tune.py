@@ -9,6 +9,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import TaskID
 from rich.table import Table
 
 from carafe.errors import CarafeError
@@ -95,7 +96,7 @@ def _train(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.pipeline import train_stage
 
     with _progress() as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_step(s) -> None:
             if s.phase not in tasks:

@@ -41,7 +41,8 @@ class LinearClassifier:
 
     def proba(self, embeddings: np.ndarray) -> np.ndarray:
         z = embeddings @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "coef": [round(float(c), 6) for c in self.coef], "intercept": self.intercept}
@@ -94,7 +95,8 @@ class NgramClassifier:
         z = np.full(len(texts), self.intercept)
         for vec, coef in zip(self.vectorizers, self._coefs):
             z += vec.transform(lowered) @ coef
-        return 1.0 / (1.0 + np.exp(-z))
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
 
     def to_json(self) -> dict[str, Any]:
         vocab = [sorted(v.vocabulary_, key=v.vocabulary_.get) for v in self.vectorizers]
