@@ -193,7 +193,8 @@ async def run(args: argparse.Namespace, n_swaps: int, cycles: int, tokens: int, 
         after = rss_mb(measured) if measured else float("nan")
         print(f"load/unload: {cycles} cycles in {time.monotonic() - t0:.1f} s "
               f"({(time.monotonic() - t0) / cycles * 1000:.0f} ms/cycle)")
-        print(f"  RSS ({'vLLM server' if serving_pid else 'this process' if measured else 'n/a: vLLM not started here'}) "
+        whose = "vLLM server" if serving_pid else "this process" if measured else "n/a: vLLM not started here"
+        print(f"  RSS ({whose}) "
               f"before {before:.1f} MiB  after {after:.1f} MiB  growth {(after - before) / before * 100:+.2f}% "
               "(goal <= 5%)")
         await engine.close()

@@ -41,10 +41,16 @@ LITELLM_KEY = "sk-bench-litellm"
 
 
 def litellm_binary(given: str | None) -> Path:
-    path = Path(given) if given else Path(os.environ.get("CARAFE_LITELLM_VENV", REPO / ".carafe" / "litellm-venv")) / "bin" / "litellm"
+    path = (
+        Path(given)
+        if given
+        else Path(os.environ.get("CARAFE_LITELLM_VENV", REPO / ".carafe" / "litellm-venv")) / "bin" / "litellm"
+    )
     if not path.is_file():
-        raise SystemExit(f"LiteLLM not found at {path}: python3 -m venv .carafe/litellm-venv && "
-                         ".carafe/litellm-venv/bin/pip install 'litellm[proxy]' (or pass --litellm)")
+        raise SystemExit(
+            f"LiteLLM not found at {path}: python3 -m venv .carafe/litellm-venv && "
+            ".carafe/litellm-venv/bin/pip install 'litellm[proxy]' (or pass --litellm)"
+        )
     return path
 
 
@@ -58,11 +64,16 @@ def start_litellm(binary: Path, vllm_url: str, port: int, folder: Path) -> subpr
         f"      api_base: {vllm_url}/v1\n"
         "      api_key: none\n"
         f"general_settings:\n  master_key: {LITELLM_KEY}\n"
-        "litellm_settings:\n  telemetry: false\n")
+        "litellm_settings:\n  telemetry: false\n"
+    )
     env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False")
-    return subprocess.Popen([str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-                             "--num_workers", "1"], env=env, cwd=str(folder),
-                            stdout=open(folder / "litellm.log", "ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        env=env,
+        cwd=str(folder),
+        stdout=open(folder / "litellm.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def main_vllm(args: Namespace) -> None:
@@ -79,13 +90,19 @@ def main_vllm(args: Namespace) -> None:
     try:
         key, _ = KeyStore(folder / "keys.json").create("bench", rpm=1_000_000)
         gw_port, ll_port = free_port(), free_port()
-        gateway = start_gateway(folder, gw_port, guards=False,
-                                extra={"CARAFE_ADAPTERS__ENGINE__BACKEND": "vllm",
-                                       "CARAFE_ADAPTERS__ENGINE__VLLM_URL": vllm_url})
+        gateway = start_gateway(
+            folder,
+            gw_port,
+            guards=False,
+            extra={"CARAFE_ADAPTERS__ENGINE__BACKEND": "vllm", "CARAFE_ADAPTERS__ENGINE__VLLM_URL": vllm_url},
+        )
         litellm = start_litellm(litellm_binary(args.litellm), vllm_url, ll_port, folder)
         procs += [gateway, litellm]
-        paths = {"vLLM direct": (vllm_url, "none"), "Carafe -> vLLM": (f"http://127.0.0.1:{gw_port}", key),
-                 "LiteLLM -> vLLM": (f"http://127.0.0.1:{ll_port}", LITELLM_KEY)}
+        paths = {
+            "vLLM direct": (vllm_url, "none"),
+            "Carafe -> vLLM": (f"http://127.0.0.1:{gw_port}", key),
+            "LiteLLM -> vLLM": (f"http://127.0.0.1:{ll_port}", LITELLM_KEY),
+        }
         wait_ready(paths["Carafe -> vLLM"][0], gateway)
         wait_ready(paths["LiteLLM -> vLLM"][0], litellm, path="/health/liveliness")
         for url, k in paths.values():  # warm-up
@@ -118,8 +135,12 @@ def merge(into: Result, more: Result) -> None:
 def report(runs: dict[str, dict[int, Result]], levels: list[int], rss: dict[str, float], args: Namespace) -> None:
     header = ["path", "clients", "TTFT p50 ms", "TTFT p99 ms", "tok/s per stream", "tok/s total", "failed"]
     rows = [runs[p][n].row(p, n) for n in levels for p in runs]
-    print_table(f"Streaming load on one vLLM: {args.rounds} rounds x {args.requests} requests per client, "
-                f"{args.max_tokens} tokens each", header, rows)
+    print_table(
+        f"Streaming load on one vLLM: {args.rounds} rounds x {args.requests} requests per client, "
+        f"{args.max_tokens} tokens each",
+        header,
+        rows,
+    )
     direct = runs["vLLM direct"]
     orow, p50s = [], {}
     for proxy in ("Carafe -> vLLM", "LiteLLM -> vLLM"):
@@ -127,13 +148,26 @@ def report(runs: dict[str, dict[int, Result]], levels: list[int], rss: dict[str,
             diff = (pct(runs[proxy][n].ttft, 50) - pct(direct[n].ttft, 50)) * 1000
             p50s.setdefault(proxy, []).append(diff)
             rep = runs[proxy][n].overhead_ms
-            orow.append([proxy, str(n), f"{diff:.1f}", f"{(pct(runs[proxy][n].ttft, 99) - pct(direct[n].ttft, 99)) * 1000:.1f}",
-                         f"{pct(rep, 50):.2f}" if proxy.startswith("Carafe") else "-", f"{rss[proxy]:.0f}"])
-    print_table("Proxy overhead over vLLM direct (TTFT difference; Carafe also reports its own time)",
-                ["proxy", "clients", "TTFT p50 diff ms", "TTFT p99 diff ms", "reported p50 ms", "peak RSS MB"], orow)
+            orow.append(
+                [
+                    proxy,
+                    str(n),
+                    f"{diff:.1f}",
+                    f"{(pct(runs[proxy][n].ttft, 99) - pct(direct[n].ttft, 99)) * 1000:.1f}",
+                    f"{pct(rep, 50):.2f}" if proxy.startswith("Carafe") else "-",
+                    f"{rss[proxy]:.0f}",
+                ]
+            )
+    print_table(
+        "Proxy overhead over vLLM direct (TTFT difference; Carafe also reports its own time)",
+        ["proxy", "clients", "TTFT p50 diff ms", "TTFT p99 diff ms", "reported p50 ms", "peak RSS MB"],
+        orow,
+    )
     for i, n in enumerate(levels):
         carafe, lite = p50s["Carafe -> vLLM"][i], p50s["LiteLLM -> vLLM"][i]
         verdict = "met" if lite > 0 and carafe <= lite / 2 else "NOT met"
-        print(f"{n} client(s): p50 overhead Carafe {carafe:.1f} ms, LiteLLM {lite:.1f} ms; "
-              f"goal Carafe <= half of LiteLLM's: {verdict}")
+        print(
+            f"{n} client(s): p50 overhead Carafe {carafe:.1f} ms, LiteLLM {lite:.1f} ms; "
+            f"goal Carafe <= half of LiteLLM's: {verdict}"
+        )
     print("note: the machine is shared with other engineers' CPU work; all three paths ran in alternating rounds")

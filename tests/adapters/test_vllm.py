@@ -18,6 +18,7 @@ from carafe.adapters.vllm import VLLMEngine
 from tests.lora import make_lora
 from tests.servers import STANDIN_BASE as BASE
 from tests.servers import free_port, serve_in_thread, vllm_like_app
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")  # the same loop as the (session-scoped) async fixtures
 
 

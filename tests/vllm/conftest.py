@@ -80,11 +80,23 @@ class Gateway:
 
 
 def start_gateway(data: Path, vllm: VLLMServer, digest: str, **registry: Any) -> Gateway:
-    cfg = load_config(None, data_dir=data, guards={"enabled": False},
-                      adapters={"engine": {"backend": "vllm", "vllm_url": vllm.url, "vllm_model_digest": digest,
-                                           "max_loras": MAX_LORAS, "vllm_connect_retries": 1,
-                                           "vllm_connect_timeout_s": 2, "vllm_timeout_s": 60},
-                                "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0, **registry}})
+    cfg = load_config(
+        None,
+        data_dir=data,
+        guards={"enabled": False},
+        adapters={
+            "engine": {
+                "backend": "vllm",
+                "vllm_url": vllm.url,
+                "vllm_model_digest": digest,
+                "max_loras": MAX_LORAS,
+                "vllm_connect_retries": 1,
+                "vllm_connect_timeout_s": 2,
+                "vllm_timeout_s": 60,
+            },
+            "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0, **registry},
+        },
+    )
     app = create_app(cfg)
     keys = app.state.carafe.keys
     admin, _ = keys.create("root", admin=True, rpm=1_000_000)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from carafe.adapters.config import EngineConfig
-from carafe.adapters.engine import ChatMessage, SamplingParams
+from carafe.adapters.engine import SamplingParams
 from carafe.adapters.errors import AdapterConflict, InvalidAdapter
 from carafe.adapters.vllm import VLLMEngine
 from tests.lora import make_lora
@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="session")]
 
 def served_by(gateway: Gateway, model: str) -> str:
     raw = gateway.openai().chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1
+    )
     assert raw.parse().usage.completion_tokens == 1
     return raw.headers["x-carafe-adapter"]
 
@@ -54,8 +55,9 @@ async def test_registry_changes_reach_vllm(gateway: Gateway, vllm_server: VLLMSe
     assert not any(n.startswith("legal@") for n in vllm_models(vllm_server))
 
 
-async def test_a_rotten_version_is_a_400_and_never_reaches_vllm(gateway: Gateway, vllm_server: VLLMServer,
-                                                                   loras: list[Path], tmp_path: Path) -> None:
+async def test_a_rotten_version_is_a_400_and_never_reaches_vllm(
+    gateway: Gateway, vllm_server: VLLMServer, loras: list[Path], tmp_path: Path
+) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(loras[2], broken)
     with gateway.http() as c:
@@ -84,8 +86,9 @@ async def engine(vllm_server: VLLMServer):
     await eng.close()
 
 
-async def test_sharp_edges_of_the_real_runtime_lora_api(engine: VLLMEngine, vllm_server: VLLMServer,
-                                                        loras: list[Path], tmp_path: Path) -> None:
+async def test_sharp_edges_of_the_real_runtime_lora_api(
+    engine: VLLMEngine, vllm_server: VLLMServer, loras: list[Path], tmp_path: Path
+) -> None:
     # a missing path: vLLM 0.32 refuses it at once (404, path hidden); Carafe names it
     with pytest.raises(InvalidAdapter, match=f"cannot load {tmp_path / 'nope'}.*No adapter found"):
         await engine.load_adapter("edge-ghost", str(tmp_path / "nope"))
@@ -112,8 +115,9 @@ async def test_races_on_one_name_load_it_once(engine: VLLMEngine, vllm_server: V
     other = VLLMEngine(EngineConfig(backend="vllm", vllm_url=vllm_server.url))  # a second gateway replica
     await other.start()
     try:
-        results = await asyncio.gather(*(e.load_adapter("edge-race", str(loras[0])) for e in [engine, other] * 3),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(e.load_adapter("edge-race", str(loras[0])) for e in [engine, other] * 3), return_exceptions=True
+        )
         assert all(not isinstance(r, BaseException) for r in results), results
         assert [n for n in vllm_models(vllm_server) if n == "edge-race"] == ["edge-race"]
     finally:

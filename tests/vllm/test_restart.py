@@ -39,8 +39,9 @@ def wait_for(check: Callable[[], bool], timeout: float = 90.0) -> bool:
     return False
 
 
-def test_vllm_down_is_a_503_and_a_restart_gets_the_adapters_back(reconciling_gateway: Gateway,
-                                                                  vllm_server: VLLMServer, loras: list[Path]) -> None:
+def test_vllm_down_is_a_503_and_a_restart_gets_the_adapters_back(
+    reconciling_gateway: Gateway, vllm_server: VLLMServer, loras: list[Path]
+) -> None:
     gw = reconciling_gateway
     wanted = {"hr@1", "pay@1"}
     with gw.http() as c:
@@ -53,8 +54,9 @@ def test_vllm_down_is_a_503_and_a_restart_gets_the_adapters_back(reconciling_gat
         client = client.with_options(timeout=30)  # a hang would end here, as a failure
         for kwargs in ({}, {"stream": True}):
             with pytest.raises(openai.APIStatusError) as err:
-                client.chat.completions.create(model="hr", messages=[{"role": "user", "content": "hi"}],
-                                               max_tokens=2, **kwargs)
+                client.chat.completions.create(
+                    model="hr", messages=[{"role": "user", "content": "hi"}], max_tokens=2, **kwargs
+                )
             assert err.value.status_code == 503, err.value.response.text
             assert "cannot be reached" in err.value.message and "is it running" in err.value.message
         r = c.post("/admin/adapters/hr/promote", json={"version": 2})  # needs a load
@@ -65,7 +67,8 @@ def test_vllm_down_is_a_503_and_a_restart_gets_the_adapters_back(reconciling_gat
         assert wait_for(lambda: wanted <= set(vllm_models(vllm_server))), "the desired set was not re-applied"
         assert wait_for(lambda: c.get("/readyz").status_code == 200, timeout=10)
         out = gw.openai().chat.completions.with_raw_response.create(
-            model="hr", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            model="hr", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
         assert out.headers["x-carafe-adapter"] == "hr@1" and out.parse().usage.completion_tokens == 2
         for name in ("hr", "pay"):
             c.delete(f"/admin/adapters/{name}")
