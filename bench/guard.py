@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,15 +25,15 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from carafe.guards import GuardPipeline, GuardsConfig  # noqa: E402
-from carafe.guards.classifier import data_path, load_jsonl  # noqa: E402
+from carafe.guards import GuardPipeline, GuardsConfig
+from carafe.guards.classifier import data_path, load_jsonl
 
 
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def row(name: str, recall: float | None, fpr: float | None, lat: list[float], n: int) -> str:
@@ -43,7 +42,9 @@ def row(name: str, recall: float | None, fpr: float | None, lat: list[float], n:
     return f"{name:<34} {n:>5} {r} {f} {pct(lat, 50):8.2f} {pct(lat, 99):8.2f}"
 
 
-async def eval_check(guards: GuardPipeline, check: str, rows: list[dict], fired_if=None) -> tuple[float, float, list[float]]:
+async def eval_check(
+    guards: GuardPipeline, check: str, rows: list[dict], fired_if=None
+) -> tuple[float, float, list[float]]:
     """Run one check (default policy settings) on labelled rows."""
     settings = guards.policy(None).input[check]
     tp = fp = pos = neg = 0
@@ -77,7 +78,11 @@ async def verdicts(check, settings, guards: GuardPipeline, rows: list[dict]) -> 
     for r in rows:
         subject = guards.subject(r["text"], "input", guards.policy(None))
         start = time.perf_counter()
-        hit = match_rules(subject.normalized) is not None if check is None else (await check.check(subject, settings)).flagged
+        hit = (
+            match_rules(subject.normalized) is not None
+            if check is None
+            else (await check.check(subject, settings)).flagged
+        )
         lat.append((time.perf_counter() - start) * 1000)
         fired.append(bool(hit))
     return fired, lat
@@ -91,29 +96,39 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
     from carafe.guards.corpora import HELD_OUT_ATTACKS, HELD_OUT_BENIGN, corpus
 
     own = load_jsonl(data_path("injection_train.jsonl"))
-    before = InjectionCheck(embedder.model_id, kind="embedding")  # what shipped before: Carafe's own set, C=4, threshold 0.7
+    before = InjectionCheck(
+        embedder.model_id, kind="embedding"
+    )  # what shipped before: Carafe's own set, C=4, threshold 0.7
     before.rows, before._clf = own, fit(own, embedder, training_key(own, embedder.model_id), c=4.0)
     own_ngram = InjectionCheck(embedder.model_id, kind="ngram")
     own_ngram.rows, own_ngram._ngram = own, NgramClassifier.fit(own)
     default = guards.checks["injection"]
     policy = guards.policy(None).input["injection"]
     at = lambda t: CheckSettings(action="block", threshold=t)  # noqa: E731 - each kind at its bench/guard_select.py threshold
-    variants = [("rules only", None, None),
-                ("rules + MiniLM, own set (before, 0.7)", before, at(0.7)),
-                ("rules + n-gram, own set (0.7)", own_ngram, at(0.7)),
-                ("rules + MiniLM, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="embedding"), at(0.7)),
-                ("rules + ensemble, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="ensemble"), at(0.7)),
-                ("rules + n-gram, all train sources (0.6)", default, at(0.6)),
-                (f"rules + n-gram (default, {policy.threshold})", default, policy)]
+    variants = [
+        ("rules only", None, None),
+        ("rules + MiniLM, own set (before, 0.7)", before, at(0.7)),
+        ("rules + n-gram, own set (0.7)", own_ngram, at(0.7)),
+        ("rules + MiniLM, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="embedding"), at(0.7)),
+        ("rules + ensemble, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="ensemble"), at(0.7)),
+        ("rules + n-gram, all train sources (0.6)", default, at(0.6)),
+        (f"rules + n-gram (default, {policy.threshold})", default, policy),
+    ]
     in_rows = load_jsonl(data_path("injection_eval.jsonl"))
     sources = {s: corpus(s) for s in HELD_OUT_ATTACKS + HELD_OUT_BENIGN}
     if quick:
         in_rows, sources = in_rows[::3], {k: v[::2] for k, v in sources.items()}
     cross = [r for rows in sources.values() for r in rows]
     n_att = sum(r["label"] for r in cross)
-    print(f"\ninjection: in-source = Carafe's eval set ({len(in_rows)}); cross-source = {len(HELD_OUT_ATTACKS)} held-out attack "
-          f"corpora ({n_att}) + {len(HELD_OUT_BENIGN)} held-out benign sets ({len(cross) - n_att}), never trained on")
-    print(f"{'classifier':<40} {'in recall':>9} {'in FPR':>7} {'x recall':>9} {'x FPR':>7} {'x p50 ms':>9} {'x p99 ms':>9}")
+    print(
+        f"\ninjection: in-source = Carafe's eval set ({len(in_rows)}); cross-source = {len(HELD_OUT_ATTACKS)} "
+        f"held-out attack "
+        f"corpora ({n_att}) + {len(HELD_OUT_BENIGN)} held-out benign sets ({len(cross) - n_att}), never trained on"
+    )
+    print(
+        f"{'classifier':<40} {'in recall':>9} {'in FPR':>7} {'x recall':>9} {'x FPR':>7} {'x p50 ms':>9} "
+        f"{'x p99 ms':>9}"
+    )
     print("-" * 96)
     per_source: dict[str, float] = {}
     for name, check, settings in variants:
@@ -124,7 +139,7 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
         if settings is policy:
             i = 0
             for src, rows in sources.items():
-                per_source[src] = sum(fired_x[i:i + len(rows)]) / len(rows)
+                per_source[src] = sum(fired_x[i : i + len(rows)]) / len(rows)
                 i += len(rows)
     print("default check per held-out source (attacks: recall; benign: false-positive rate)")
     for src, rate in per_source.items():
@@ -166,16 +181,29 @@ async def grounding(guards: GuardPipeline, rows: list[dict]) -> tuple[float, flo
 
 
 ANSWERS = [
-    ("Employees receive 30 days of paid vacation per year. Requests go through the HR portal at least two weeks ahead. "
-     "Unused days can be carried over until March. Contact hr@example.com if the portal is down. Have a nice day!",
-     ["Employees receive 30 days of paid vacation per year. Vacation requests are filed in the HR portal two weeks ahead. "
-      "Up to five unused days carry over until the end of March."]),
-    ("The VPN client is installed from the software center. After installing, sign in with your company account. "
-     "If the connection fails, restart the client and check your token. The help desk can reset tokens on request.",
-     ["Install the VPN client from the software center and sign in with your company account. Help desk resets tokens."]),
-    ("Expense reports are due by the fifth working day of the month. Receipts must be attached as PDF or photos. "
-     "Meals with clients are reimbursed up to 60 euros per person. Late reports are paid in the next cycle.",
-     ["Expense reports are due on the fifth working day. Attach receipts. Client meals: up to 60 euros per person."]),
+    (
+        "Employees receive 30 days of paid vacation per year. Requests go through the HR portal at least two weeks "
+        "ahead. "
+        "Unused days can be carried over until March. Contact hr@example.com if the portal is down. Have a nice day!",
+        [
+            "Employees receive 30 days of paid vacation per year. Vacation requests are filed in the HR portal two "
+            "weeks ahead. "
+            "Up to five unused days carry over until the end of March."
+        ],
+    ),
+    (
+        "The VPN client is installed from the software center. After installing, sign in with your company account. "
+        "If the connection fails, restart the client and check your token. The help desk can reset tokens on request.",
+        [
+            "Install the VPN client from the software center and sign in with your company account. Help desk resets "
+            "tokens."
+        ],
+    ),
+    (
+        "Expense reports are due by the fifth working day of the month. Receipts must be attached as PDF or photos. "
+        "Meals with clients are reimbursed up to 60 euros per person. Late reports are paid in the next cycle.",
+        ["Expense reports are due on the fifth working day. Attach receipts. Client meals: up to 60 euros per person."],
+    ),
 ]
 
 
@@ -199,11 +227,11 @@ async def streaming(guards: GuardPipeline, rounds: int, delta_chars: int = 4) ->
             completed_at: list[float] = []
             released_n = 0
             for i in range(0, len(answer), delta_chars):
-                generated = answer[:i + delta_chars]
+                generated = answer[: i + delta_chars]
                 start = time.perf_counter()
                 for _ in range(len(_BOUNDARY.findall(generated)) - len(completed_at)):
                     completed_at.append(start)
-                rel = await stream.feed(answer[i:i + delta_chars])
+                rel = await stream.feed(answer[i : i + delta_chars])
                 end = time.perf_counter()
                 feed_ms.append((end - start) * 1000)
                 released_text += rel.text
@@ -214,9 +242,16 @@ async def streaming(guards: GuardPipeline, rounds: int, delta_chars: int = 4) ->
             start = time.perf_counter()
             await stream.finish()
             finish_ms.append((time.perf_counter() - start) * 1000)
-    return {"feed_p50": pct(feed_ms, 50), "feed_p99": pct(feed_ms, 99), "finish_p50": pct(finish_ms, 50),
-            "sentence_p50": pct(sentence_ms, 50), "sentence_p99": pct(sentence_ms, 99),
-            "max_lag_sentences": max(lag_sentences), "feeds": len(feed_ms), "sentences": len(sentence_ms)}
+    return {
+        "feed_p50": pct(feed_ms, 50),
+        "feed_p99": pct(feed_ms, 99),
+        "finish_p50": pct(finish_ms, 50),
+        "sentence_p50": pct(sentence_ms, 50),
+        "sentence_p99": pct(sentence_ms, 99),
+        "max_lag_sentences": max(lag_sentences),
+        "feeds": len(feed_ms),
+        "sentences": len(sentence_ms),
+    }
 
 
 async def main(quick: bool, cross_only: bool = False) -> None:
@@ -283,10 +318,14 @@ async def main(quick: bool, cross_only: bool = False) -> None:
     print("\nstreaming output guard (answers fed in 4-char deltas, default policy, with passages)")
     print(f"  feed() p50 {s['feed_p50']:.2f} ms   p99 {s['feed_p99']:.2f} ms   over {s['feeds']} feeds")
     print(f"  finish() p50 {s['finish_p50']:.2f} ms (remainder + whole-answer grounding)")
-    print(f"  added delay per completed sentence: p50 {s['sentence_p50']:.2f} ms  p99 {s['sentence_p99']:.2f} ms "
-          f"over {s['sentences']} sentences (checks run on the sentence, then it is released)")
-    print(f"  completed sentences held back after a feed returns: max {s['max_lag_sentences']} "
-          f"(text is held only while its sentence is in progress: at most 1 sentence of delay)")
+    print(
+        f"  added delay per completed sentence: p50 {s['sentence_p50']:.2f} ms  p99 {s['sentence_p99']:.2f} ms "
+        f"over {s['sentences']} sentences (checks run on the sentence, then it is released)"
+    )
+    print(
+        f"  completed sentences held back after a feed returns: max {s['max_lag_sentences']} "
+        f"(text is held only while its sentence is in progress: at most 1 sentence of delay)"
+    )
     print("  baseline without guard: every delta passes at once (0 ms, 0 sentences)")
 
 
@@ -294,7 +333,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a third of the items, one streaming round")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
-    parser.add_argument("--cross-only", action="store_true", help="only the in-source vs cross-source injection figures")
+    parser.add_argument(
+        "--cross-only", action="store_true", help="only the in-source vs cross-source injection figures"
+    )
     args = parser.parse_args()
     import torch
 

@@ -19,12 +19,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from carafe.guards.checks.injection_rules import match_rules  # noqa: E402
-from carafe.guards.classifier import NgramClassifier, data_path, load_jsonl  # noqa: E402
-from carafe.guards.corpora import AUX_BENIGN, TRAIN_SOURCES, corpus  # noqa: E402
-from carafe.guards.normalize import normalize  # noqa: E402
+from carafe.guards.checks.injection_rules import match_rules
+from carafe.guards.classifier import NgramClassifier, data_path, load_jsonl
+from carafe.guards.corpora import AUX_BENIGN, TRAIN_SOURCES, corpus
+from carafe.guards.normalize import normalize
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 
@@ -35,8 +35,10 @@ def main() -> None:
     from carafe.indexer.embedding import Embedder
 
     t0 = time.perf_counter()
-    groups = {"own": [{"text": r["text"], "label": int(r["label"])} for r in load_jsonl(data_path("injection_train.jsonl"))],
-              "aux": [{"text": r["text"], "label": 0} for n in AUX_BENIGN for r in load_jsonl(data_path(n))]}
+    groups = {
+        "own": [{"text": r["text"], "label": int(r["label"])} for r in load_jsonl(data_path("injection_train.jsonl"))],
+        "aux": [{"text": r["text"], "label": 0} for n in AUX_BENIGN for r in load_jsonl(data_path(n))],
+    }
     groups |= {s: corpus(s) for s in TRAIN_SOURCES}
     texts = {g: [normalize(r["text"]) for r in rows] for g, rows in groups.items()}
     embedder = Embedder(quantize=True)
@@ -46,16 +48,26 @@ def main() -> None:
 
     def scorer(keys: list[str], kind: str):
         rows = [r for k in keys for r in groups[k]]
-        lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(
-            np.vstack([emb[k] for k in keys]), [r["label"] for r in rows]) if kind != "ngram" else None
+        lr = (
+            LogisticRegression(C=1.0, class_weight="balanced", max_iter=3000).fit(
+                np.vstack([emb[k] for k in keys]), [r["label"] for r in rows]
+            )
+            if kind != "ngram"
+            else None
+        )
         ng = NgramClassifier.fit(rows) if kind != "embedding" else None
 
         def score(g: str) -> np.ndarray:
             parts = ([lr.predict_proba(emb[g])[:, 1]] if lr is not None else []) + ([ng.proba(texts[g])] if ng else [])
             return np.mean(parts, axis=0)
+
         return score
 
-    print(f"{'kind':<10} {'threshold':>9} " + " ".join(f"{s[:14]:>14}" for s in TRAIN_SOURCES) + f" {'mean':>6} {'aux FPR':>8}")
+    print(
+        f"{'kind':<10} {'threshold':>9} "
+        + " ".join(f"{s[:14]:>14}" for s in TRAIN_SOURCES)
+        + f" {'mean':>6} {'aux FPR':>8}"
+    )
     best = None
     for kind in ("embedding", "ngram", "ensemble"):
         held = {s: scorer(["own", "aux"] + [k for k in TRAIN_SOURCES if k != s], kind)(s) for s in TRAIN_SOURCES}

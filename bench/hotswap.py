@@ -61,12 +61,24 @@ async def build(tmp: Path, vllm_url: str | None):
     from carafe.gateway.routing import build_router
     from tests.lora import make_lora
 
-    engine_cfg = {"backend": "vllm", "vllm_url": vllm_url,
-                  "vllm_model_digest": prepare_base_model("smollm2", models_cache()).digest} if vllm_url else {}
-    cfg = load_config(None, data_dir=tmp, models_cache=models_cache(),
-                      adapters={"engine": engine_cfg, "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0.5}})
-    engine = (VLLMEngine(cfg.adapters.engine) if vllm_url
-              else LocalEngine(cfg.adapters.engine, models_dir=cfg.models_dir))
+    engine_cfg = (
+        {
+            "backend": "vllm",
+            "vllm_url": vllm_url,
+            "vllm_model_digest": prepare_base_model("smollm2", models_cache()).digest,
+        }
+        if vllm_url
+        else {}
+    )
+    cfg = load_config(
+        None,
+        data_dir=tmp,
+        models_cache=models_cache(),
+        adapters={"engine": engine_cfg, "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0.5}},
+    )
+    engine = (
+        VLLMEngine(cfg.adapters.engine) if vllm_url else LocalEngine(cfg.adapters.engine, models_dir=cfg.models_dir)
+    )
     await engine.start()
     router = build_router(cfg, engine)
     for seed in (1, 2):
@@ -116,8 +128,11 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=None, help="Tokens per request (default 12; --quick 4)")
     ap.add_argument("--gap", type=float, default=1.5, help="Seconds between promotes/rollbacks")
     ap.add_argument("--backend", choices=["local", "vllm"], default="local")
-    ap.add_argument("--vllm-url", help="a running vLLM OpenAI server with --enable-lora and runtime LoRA updating "
-                    "(default with --backend vllm: start one from scripts/vllm-env's environment)")
+    ap.add_argument(
+        "--vllm-url",
+        help="a running vLLM OpenAI server with --enable-lora and runtime LoRA updating "
+        "(default with --backend vllm: start one from scripts/vllm-env's environment)",
+    )
     ap.add_argument("--cycles", type=int, default=None, help="load/unload cycles (default 100; vllm 20; --quick 20)")
     args = ap.parse_args()
     n_swaps, cycles = (6, 20) if args.quick else (20, 100 if args.backend == "local" else 20)
@@ -136,15 +151,18 @@ async def main() -> None:
             server.stop()
 
 
-async def run(args: argparse.Namespace, n_swaps: int, cycles: int, tokens: int, vllm_url: str | None,
-              serving_pid: int | None) -> None:
+async def run(
+    args: argparse.Namespace, n_swaps: int, cycles: int, tokens: int, vllm_url: str | None, serving_pid: int | None
+) -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         engine, router = await build(Path(tmpdir), vllm_url)
         stop = asyncio.Event()
         log: list = []
         failures: list = []
         switches: list = []
-        clients = [asyncio.create_task(client(router, f"u{i}", stop, log, failures, tokens)) for i in range(args.clients)]
+        clients = [
+            asyncio.create_task(client(router, f"u{i}", stop, log, failures, tokens)) for i in range(args.clients)
+        ]
         await asyncio.sleep(2.0)  # warm-up
         await swaps(router, n_swaps, args.gap, switches)
         await asyncio.sleep(2.0)
@@ -161,22 +179,33 @@ async def run(args: argparse.Namespace, n_swaps: int, cycles: int, tokens: int, 
                 after_flip.append(max(0.0, first - t1))
                 waits.append(max(0.0, start - t1))  # until a client, done with its request, sends the next
                 ttfts.append(first - start)
-        print(f"hot-swap on {args.backend}{' ' + vllm_url if vllm_url else ''}: {args.clients} streaming clients "
-              f"({tokens} tokens each), {len(switches)} promotes/rollbacks")
+        print(
+            f"hot-swap on {args.backend}{' ' + vllm_url if vllm_url else ''}: {args.clients} streaming clients "
+            f"({tokens} tokens each), {len(switches)} promotes/rollbacks"
+        )
         print(f"  requests served       {len(log)}")
         print(f"  requests failed       {len(failures)}  (goal 0){'  e.g. ' + failures[0] if failures else ''}")
         if not to_new:
             print("  no request reached a new version: raise --gap (the machine is too slow for the swap rate)")
             to_new = after_flip = [float("nan")]
-        print(f"  switch -> first token of new version  p50 {statistics.median(to_new):.3f} s  "
-              f"p99 {pct(to_new, 99):.3f} s  max {max(to_new):.3f} s  (goal p99 <= 1 s; n={len(to_new)})")
-        print(f"  channel flip -> first token of new version  p50 {statistics.median(after_flip):.3f} s  "
-              f"p99 {pct(after_flip, 99):.3f} s  (excludes the load done before the flip)")
-        print(f"  promote/rollback call (load + channel move)  p50 {statistics.median(promote_s):.3f} s  "
-              f"p99 {pct(promote_s, 99):.3f} s")
+        print(
+            f"  switch -> first token of new version  p50 {statistics.median(to_new):.3f} s  "
+            f"p99 {pct(to_new, 99):.3f} s  max {max(to_new):.3f} s  (goal p99 <= 1 s; n={len(to_new)})"
+        )
+        print(
+            f"  channel flip -> first token of new version  p50 {statistics.median(after_flip):.3f} s  "
+            f"p99 {pct(after_flip, 99):.3f} s  (excludes the load done before the flip)"
+        )
+        print(
+            f"  promote/rollback call (load + channel move)  p50 {statistics.median(promote_s):.3f} s  "
+            f"p99 {pct(promote_s, 99):.3f} s"
+        )
         if waits:
-            print(f"    of which: flip -> next request sent  p50 {statistics.median(waits):.3f} s  p99 {pct(waits, 99):.3f} s; "
-                  f"that request's time to first token  p50 {statistics.median(ttfts):.3f} s  p99 {pct(ttfts, 99):.3f} s")
+            print(
+                f"    of which: flip -> next request sent  p50 {statistics.median(waits):.3f} s  p99 "
+                f"{pct(waits, 99):.3f} s; "
+                f"that request's time to first token  p50 {statistics.median(ttfts):.3f} s  p99 {pct(ttfts, 99):.3f} s"
+            )
 
         await router.close()
         path = str(router.registry.get("swap", 1).path)
@@ -191,12 +220,16 @@ async def run(args: argparse.Namespace, n_swaps: int, cycles: int, tokens: int, 
             await engine.unload_adapter("cycle")
         gc.collect()
         after = rss_mb(measured) if measured else float("nan")
-        print(f"load/unload: {cycles} cycles in {time.monotonic() - t0:.1f} s "
-              f"({(time.monotonic() - t0) / cycles * 1000:.0f} ms/cycle)")
+        print(
+            f"load/unload: {cycles} cycles in {time.monotonic() - t0:.1f} s "
+            f"({(time.monotonic() - t0) / cycles * 1000:.0f} ms/cycle)"
+        )
         whose = "vLLM server" if serving_pid else "this process" if measured else "n/a: vLLM not started here"
-        print(f"  RSS ({whose}) "
-              f"before {before:.1f} MiB  after {after:.1f} MiB  growth {(after - before) / before * 100:+.2f}% "
-              "(goal <= 5%)")
+        print(
+            f"  RSS ({whose}) "
+            f"before {before:.1f} MiB  after {after:.1f} MiB  growth {(after - before) / before * 100:+.2f}% "
+            "(goal <= 5%)"
+        )
         await engine.close()
     print("note: the machine is shared with other engineers' CPU work; timings are noisy")
 

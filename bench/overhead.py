@@ -39,16 +39,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastapi import FastAPI  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from opentelemetry import trace  # noqa: E402
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
 
-from carafe.gateway.middleware import RequestLimits  # noqa: E402
-from carafe.gateway.telemetry.attributes import content_attributes  # noqa: E402
-from carafe.gateway.telemetry.config import TelemetryConfig  # noqa: E402
-from carafe.gateway.telemetry.middleware import TraceMiddleware  # noqa: E402
-from carafe.gateway.telemetry.setup import setup_telemetry  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from carafe.gateway.middleware import RequestLimits
+from carafe.gateway.telemetry.attributes import content_attributes
+from carafe.gateway.telemetry.config import TelemetryConfig
+from carafe.gateway.telemetry.middleware import TraceMiddleware
+from carafe.gateway.telemetry.setup import setup_telemetry
+from tests.servers import free_port
 
 tracer = trace.get_tracer("bench.overhead")
 BODY = b'{"model": "hr-helper", "messages": [{"role": "user", "content": "How many leave days do I have?"}]}'
@@ -82,11 +82,25 @@ def build_app(*, operation_spans: bool) -> Any:
 
 
 async def one_request(app: Any) -> float:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "root_path": "", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
-             "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                         (b"authorization", b"Bearer sk-bench"), (b"content-length", str(len(BODY)).encode())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"authorization", b"Bearer sk-bench"),
+            (b"content-length", str(len(BODY)).encode()),
+        ],
+    }
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -125,11 +139,11 @@ async def measure(app: Any, n: int) -> tuple[list[float], float, float]:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class _HttpSink(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")
@@ -178,14 +192,27 @@ def main() -> None:
         ("sdk, exporter none", TelemetryConfig(exporter="none"), True),
         ("file", TelemetryConfig(exporter="file", **fast), True),
         ("file, no FastAPI op spans", TelemetryConfig(exporter="file", **fast), False),
-        ("otlp grpc -> local sink", TelemetryConfig(exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{grpc_port}", **fast), True),
-        ("otlp http -> local sink", TelemetryConfig(exporter="otlp", otlp_protocol="http",
-                                                    otlp_endpoint=f"http://127.0.0.1:{http_port}", **fast), True),
+        (
+            "otlp grpc -> local sink",
+            TelemetryConfig(exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{grpc_port}", **fast),
+            True,
+        ),
+        (
+            "otlp http -> local sink",
+            TelemetryConfig(
+                exporter="otlp", otlp_protocol="http", otlp_endpoint=f"http://127.0.0.1:{http_port}", **fast
+            ),
+            True,
+        ),
     ]
-    print(f"Tracing overhead per request, {n} sequential requests per mode, driven through ASGI "
-          f"(6 Carafe spans per request + FastAPI's own)\n")
-    print(f"{'mode':<28} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'+p50 ms':>8} "
-          f"{'cpu ms/req':>10} {'+cpu ms':>8} {'spans':>7}")
+    print(
+        f"Tracing overhead per request, {n} sequential requests per mode, driven through ASGI "
+        f"(6 Carafe spans per request + FastAPI's own)\n"
+    )
+    print(
+        f"{'mode':<28} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'+p50 ms':>8} "
+        f"{'cpu ms/req':>10} {'+cpu ms':>8} {'spans':>7}"
+    )
     base_p50 = base_cpu = None
     for name, cfg, op_spans in modes:
         tel = setup_telemetry(cfg, data_dir=data / name.split()[0]) if cfg is not None else None
@@ -198,14 +225,17 @@ def main() -> None:
         cpu = (time.process_time() - cpu0) * 1000 / (n + min(200, n))
         if tel is not None:
             if tel.trace_file is not None and tel.trace_file.exists():
-                exported = str(sum(1 for _ in open(tel.trace_file)))
+                with open(tel.trace_file) as lines:
+                    exported = str(sum(1 for _ in lines))
             tel.shutdown()
         ms = [x * 1000 for x in lat]
         p50 = pct(ms, 50)
         base_p50 = p50 if base_p50 is None else base_p50
         base_cpu = cpu if base_cpu is None else base_cpu
-        print(f"{name:<28} {p50:8.3f} {pct(ms, 99):8.3f} {statistics.fmean(ms):8.3f} {rps:8.0f} "
-              f"{p50 - base_p50:+8.3f} {cpu:10.3f} {cpu - base_cpu:+8.3f} {exported:>7}")
+        print(
+            f"{name:<28} {p50:8.3f} {pct(ms, 99):8.3f} {statistics.fmean(ms):8.3f} {rps:8.0f} "
+            f"{p50 - base_p50:+8.3f} {cpu:10.3f} {cpu - base_cpu:+8.3f} {exported:>7}"
+        )
     stop_sinks()
     from carafe.gateway.telemetry.metrics import spans_dropped
 

@@ -27,12 +27,12 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from carafe.indexer.acl import AccessScope  # noqa: E402
-from carafe.indexer.config import IndexerConfig, SourceConfig  # noqa: E402
-from carafe.indexer.manifest import point_id  # noqa: E402
-from carafe.indexer.sparse import SparseVector  # noqa: E402
-from carafe.indexer.stores.base import HybridQuery, StoredChunk  # noqa: E402
-from carafe.indexer.stores.edge import EdgeStore  # noqa: E402
+from carafe.indexer.acl import AccessScope
+from carafe.indexer.config import IndexerConfig, SourceConfig
+from carafe.indexer.manifest import point_id
+from carafe.indexer.sparse import SparseVector
+from carafe.indexer.stores.base import HybridQuery, StoredChunk
+from carafe.indexer.stores.edge import EdgeStore
 
 REPO = Path(__file__).resolve().parent.parent
 DIM = 384
@@ -55,10 +55,20 @@ def fill(store: EdgeStore, n: int, start: int, rng: np.random.Generator) -> None
         hi = min(n, lo + batch)
         vecs = _unit(rng, hi - lo)
         chunks = [
-            StoredChunk(point_id(f"bench:doc-{i // 10}", i % 10), vecs[i - lo], _sparse(rng, 60), {
-                "doc_id": f"bench:doc-{i // 10}", "chunk": i % 10, "title": f"Doc {i // 10}", "text": "x",
-                "version": "1", "acl_groups": sorted(random.Random(i // 10).sample(GROUPS, 2)), "acl_users": [],
-            })
+            StoredChunk(
+                point_id(f"bench:doc-{i // 10}", i % 10),
+                vecs[i - lo],
+                _sparse(rng, 60),
+                {
+                    "doc_id": f"bench:doc-{i // 10}",
+                    "chunk": i % 10,
+                    "title": f"Doc {i // 10}",
+                    "text": "x",
+                    "version": "1",
+                    "acl_groups": sorted(random.Random(i // 10).sample(GROUPS, 2)),
+                    "acl_users": [],
+                },
+            )
             for i in range(lo, hi)
         ]
         store.upsert(chunks)
@@ -96,8 +106,10 @@ def store_bench(sizes: list[int], n_queries: int) -> None:
             unfiltered = [HybridQuery(q.dense, q.sparse, admin, limit=5) for q in filtered]
             f50, f99 = latencies(store, filtered)
             u50, u99 = latencies(store, unfiltered)
-            print(f"{n:>7} chunks (index build {built:.1f} s): filtered hybrid p50 {f50:.2f} ms p99 {f99:.2f} ms | "
-                  f"unfiltered p50 {u50:.2f} ms p99 {u99:.2f} ms  (goal: filtered p50 <= 5 ms)")
+            print(
+                f"{n:>7} chunks (index build {built:.1f} s): filtered hybrid p50 {f50:.2f} ms p99 {f99:.2f} ms | "
+                f"unfiltered p50 {u50:.2f} ms p99 {u99:.2f} ms  (goal: filtered p50 <= 5 ms)"
+            )
         store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -117,8 +129,12 @@ def recall_bench(k: int = 5) -> None:
             index = Index(config, embedder, data_dir=work / label)
             index.sync()
             for mode in ("hybrid", "dense", "sparse"):
-                hits = sum(q["doc"] in {p.doc_id for p in index.search(q["q"], admin, top_k=k, mode=mode)} for q in questions)
-                print(f"recall@{k} [{label} embeddings, {mode:>6}]: {hits / len(questions):.3f} ({hits}/{len(questions)})")
+                hits = sum(
+                    q["doc"] in {p.doc_id for p in index.search(q["q"], admin, top_k=k, mode=mode)} for q in questions
+                )
+                print(
+                    f"recall@{k} [{label} embeddings, {mode:>6}]: {hits / len(questions):.3f} ({hits}/{len(questions)})"
+                )
             index.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -66,9 +66,15 @@ class Result:
 
     def row(self, label: str, n: int) -> list[str]:
         total = self.tokens / self.wall if self.wall else 0.0
-        return [label, str(n), f"{pct(self.ttft, 50) * 1000:.1f}", f"{pct(self.ttft, 99) * 1000:.1f}",
-                f"{statistics.median(self.per_stream_tps) if self.per_stream_tps else 0:.1f}", f"{total:.1f}",
-                str(self.failed)]
+        return [
+            label,
+            str(n),
+            f"{pct(self.ttft, 50) * 1000:.1f}",
+            f"{pct(self.ttft, 99) * 1000:.1f}",
+            f"{statistics.median(self.per_stream_tps) if self.per_stream_tps else 0:.1f}",
+            f"{total:.1f}",
+            str(self.failed),
+        ]
 
 
 async def gateway_load(url: str, key: str, model: str, n: int, per_client: int, max_tokens: int) -> Result:
@@ -76,8 +82,12 @@ async def gateway_load(url: str, key: str, model: str, n: int, per_client: int, 
     import openai
 
     res = Result()
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0,
-                                http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=300))
+    client = openai.AsyncOpenAI(
+        base_url=f"{url}/v1",
+        api_key=key,
+        max_retries=0,
+        http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=300),
+    )
 
     async def one(i: int) -> None:
         t0 = time.perf_counter()
@@ -85,9 +95,14 @@ async def gateway_load(url: str, key: str, model: str, n: int, per_client: int, 
         tokens = 0
         try:
             raw = await client.chat.completions.with_raw_response.create(
-                model=model, messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                max_tokens=max_tokens, temperature=0.7, seed=i, stream=True,
-                stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+                model=model,
+                messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                max_tokens=max_tokens,
+                temperature=0.7,
+                seed=i,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
             )
             res.overhead_ms.append(float(raw.headers.get("x-carafe-overhead-duration-ms", "nan")))
             async for chunk in raw.parse():
@@ -95,7 +110,7 @@ async def gateway_load(url: str, key: str, model: str, n: int, per_client: int, 
                     first = time.perf_counter()
                 if chunk.usage:
                     tokens = chunk.usage.completion_tokens
-        except Exception:  # noqa: BLE001 - counted, the bench goes on
+        except Exception:
             res.failed += 1
             return
         end = time.perf_counter()
@@ -147,12 +162,18 @@ async def engine_load(engine, n: int, per_client: int, max_tokens: int) -> Resul
 
 
 def start_gateway(data_dir: Path, port: int, guards: bool, extra: dict[str, str] | None = None) -> subprocess.Popen:
-    env = dict(os.environ, CARAFE_DATA_DIR=str(data_dir), CARAFE_SERVER__PORT=str(port),
-               CARAFE_MODELS_CACHE=os.environ.get("CARAFE_TEST_MODELS", str(REPO / ".carafe" / "models")),
-               CARAFE_GUARDS__ENABLED=str(guards).lower(), **(extra or {}))
+    env = dict(
+        os.environ,
+        CARAFE_DATA_DIR=str(data_dir),
+        CARAFE_SERVER__PORT=str(port),
+        CARAFE_MODELS_CACHE=os.environ.get("CARAFE_TEST_MODELS", str(REPO / ".carafe" / "models")),
+        CARAFE_GUARDS__ENABLED=str(guards).lower(),
+        **(extra or {}),
+    )
     env.setdefault("CARAFE_TELEMETRY__EXPORTER", "none")
-    return subprocess.Popen([sys.executable, "-m", "carafe.cli.main", "serve", "--log-level", "warning"],
-                            env=env, cwd=str(data_dir))
+    return subprocess.Popen(
+        [sys.executable, "-m", "carafe.cli.main", "serve", "--log-level", "warning"], env=env, cwd=str(data_dir)
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 600, path: str = "/readyz") -> None:
@@ -198,9 +219,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="2 requests per client, 24 tokens")
-    ap.add_argument("--backend", choices=["local", "vllm"], default="local",
-                    help="vllm: Carafe and LiteLLM's proxy in front of one real vLLM (defaults: 1,4 clients, "
-                         "3 rounds of 4 requests, 8 tokens)")
+    ap.add_argument(
+        "--backend",
+        choices=["local", "vllm"],
+        default="local",
+        help="vllm: Carafe and LiteLLM's proxy in front of one real vLLM (defaults: 1,4 clients, "
+        "3 rounds of 4 requests, 8 tokens)",
+    )
     ap.add_argument("--vllm-url", help="a running vLLM OpenAI server (default: start one, scripts/vllm-env)")
     ap.add_argument("--litellm", help="the litellm proxy binary (default: $CARAFE_LITELLM_VENV/bin/litellm)")
     ap.add_argument("--rounds", type=int, default=3, help="--backend vllm: alternating rounds over the paths")
@@ -241,8 +266,9 @@ def main() -> None:
         try:
             wait_ready(url, proc)
             asyncio.run(gateway_load(url, key, model, 2, 1, 4))  # warm-up
-            runs[setup] = {n: asyncio.run(gateway_load(url, key, model, n, args.requests, args.max_tokens))
-                           for n in levels}
+            runs[setup] = {
+                n: asyncio.run(gateway_load(url, key, model, n, args.requests, args.max_tokens)) for n in levels
+            }
             rss[setup] = peak_rss_mb(proc.pid) if proc else float("nan")
         finally:
             if proc is not None:
@@ -280,15 +306,20 @@ def main() -> None:
             o = gw[n].overhead_ms
             diff = (pct(gw[n].ttft, 50) - pct(eng[n].ttft, 50)) * 1000
             orow.append([setup, str(n), f"{pct(o, 50):.2f}", f"{pct(o, 99):.2f}", f"{diff:.1f}"])
-    print_table("Gateway overhead per request (x-carafe-overhead-duration-ms: gateway time, engine time excluded)",
-                ["gateway", "clients", "reported p50 ms", "reported p99 ms", "TTFT gateway-engine p50 ms"], orow)
+    print_table(
+        "Gateway overhead per request (x-carafe-overhead-duration-ms: gateway time, engine time excluded)",
+        ["gateway", "clients", "reported p50 ms", "reported p99 ms", "TTFT gateway-engine p50 ms"],
+        orow,
+    )
     for setup, gw in runs.items():
         all_over = [v for n in levels for v in gw[n].overhead_ms]
         single = gw[levels[0]].tokens / gw[levels[0]].wall
         top = gw[levels[-1]].tokens / gw[levels[-1]].wall
-        print(f"{setup}: overhead p50 {pct(all_over, 50):.2f} ms, p99 {pct(all_over, 99):.2f} ms "
-              f"(goal: p50 <= 2 ms, p99 <= 10 ms); total tok/s at {levels[-1]} vs {levels[0]} clients "
-              f"{top / single:.2f}x (goal >= 3x); peak RSS {rss[setup]:.0f} MB (goal <= 1536 MB)")
+        print(
+            f"{setup}: overhead p50 {pct(all_over, 50):.2f} ms, p99 {pct(all_over, 99):.2f} ms "
+            f"(goal: p50 <= 2 ms, p99 <= 10 ms); total tok/s at {levels[-1]} vs {levels[0]} clients "
+            f"{top / single:.2f}x (goal >= 3x); peak RSS {rss[setup]:.0f} MB (goal <= 1536 MB)"
+        )
     e_single = eng[levels[0]].tokens / eng[levels[0]].wall
     e_top = eng[levels[-1]].tokens / eng[levels[-1]].wall
     print(f"engine alone: total tok/s at {levels[-1]} vs {levels[0]} clients {e_top / e_single:.2f}x")

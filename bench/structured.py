@@ -31,16 +31,38 @@ from carafe.adapters import ChatMessage, EngineConfig, LocalEngine, SamplingPara
 from carafe.adapters.engine import OutputConstraint  # noqa: E402
 from carafe.adapters.structured import GrammarCompiler  # noqa: E402
 
-PROMPTS = ["List the items in a kitchen as JSON.", "Describe an inventory of a shop as JSON.",
-           "Give a packing list for a trip as JSON.", "List some garden plants as JSON.",
-           "Describe the contents of a toolbox as JSON.", "List groceries for a week as JSON.",
-           "Describe books on a shelf as JSON.", "List parts of a bicycle as JSON."]
+PROMPTS = [
+    "List the items in a kitchen as JSON.",
+    "Describe an inventory of a shop as JSON.",
+    "Give a packing list for a trip as JSON.",
+    "List some garden plants as JSON.",
+    "Describe the contents of a toolbox as JSON.",
+    "List groceries for a week as JSON.",
+    "Describe books on a shelf as JSON.",
+    "List parts of a bicycle as JSON.",
+]
 # long enough that every request runs to --tokens: at least 40 items
-SCHEMA = {"type": "object", "required": ["items"], "additionalProperties": False, "properties": {
-    "items": {"type": "array", "minItems": 40, "items": {
-        "type": "object", "required": ["name", "qty", "ok"], "additionalProperties": False,
-        "properties": {"name": {"type": "string", "maxLength": 16}, "qty": {"type": "integer", "minimum": 0},
-                       "ok": {"type": "boolean"}}}}}}
+SCHEMA = {
+    "type": "object",
+    "required": ["items"],
+    "additionalProperties": False,
+    "properties": {
+        "items": {
+            "type": "array",
+            "minItems": 40,
+            "items": {
+                "type": "object",
+                "required": ["name", "qty", "ok"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "maxLength": 16},
+                    "qty": {"type": "integer", "minimum": 0},
+                    "ok": {"type": "boolean"},
+                },
+            },
+        }
+    },
+}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -49,8 +71,13 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def one(engine: LocalEngine, prompt: str, tokens: int, constrained: bool, gaps: list[float]) -> int:
-    params = SamplingParams(temperature=0.7, seed=1, max_tokens=tokens, ignore_eos=not constrained,
-                            constraint=OutputConstraint("json_schema", SCHEMA) if constrained else None)
+    params = SamplingParams(
+        temperature=0.7,
+        seed=1,
+        max_tokens=tokens,
+        ignore_eos=not constrained,
+        constraint=OutputConstraint("json_schema", SCHEMA) if constrained else None,
+    )
     n, last = 0, None
     async for chunk in engine.chat([ChatMessage("user", prompt)], params):
         now = time.perf_counter()
@@ -64,8 +91,9 @@ async def one(engine: LocalEngine, prompt: str, tokens: int, constrained: bool, 
 async def scenario(engine: LocalEngine, streams: int, tokens: int, constrained: bool) -> dict[str, Any]:
     gaps: list[float] = []
     t0, cpu0 = time.perf_counter(), time.process_time()
-    counts = await asyncio.gather(*[one(engine, PROMPTS[i % len(PROMPTS)], tokens, constrained, gaps)
-                                    for i in range(streams)])
+    counts = await asyncio.gather(
+        *[one(engine, PROMPTS[i % len(PROMPTS)], tokens, constrained, gaps) for i in range(streams)]
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     total = sum(counts)
     return {"tokens": total, "wall": wall, "cpu": cpu, "gaps": gaps}
@@ -73,13 +101,21 @@ async def scenario(engine: LocalEngine, streams: int, tokens: int, constrained: 
 
 def compile_times(engine: LocalEngine, n: int) -> list[float]:
     """Cold compile + matcher set-up of ``n`` distinct schemas (a fresh cache)."""
-    compiler = GrammarCompiler(engine._tokenizer)  # noqa: SLF001 - the engine's own tokenizer
+    compiler = GrammarCompiler(engine._tokenizer)
     compiler.tokenizer  # built once per engine, not per schema  # noqa: B018
     out = []
     for i in range(n):
-        schema = {"type": "object", "additionalProperties": False, "required": [f"f{i}", "tags"], "properties": {
-            f"f{i}": {"type": "string", "maxLength": 10 + i}, "tags": {"type": "array", "items": {"enum": ["a", "b", f"t{i}"]}},
-            "n": {"type": "integer", "minimum": i}, "nested": {"type": "object", "properties": {"x": {"type": "number"}}}}}
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [f"f{i}", "tags"],
+            "properties": {
+                f"f{i}": {"type": "string", "maxLength": 10 + i},
+                "tags": {"type": "array", "items": {"enum": ["a", "b", f"t{i}"]}},
+                "n": {"type": "integer", "minimum": i},
+                "nested": {"type": "object", "properties": {"x": {"type": "number"}}},
+            },
+        }
         t0 = time.perf_counter()
         compiler.mask_for(OutputConstraint("json_schema", schema), 2)
         out.append(time.perf_counter() - t0)
@@ -95,8 +131,10 @@ async def main() -> None:
     args = ap.parse_args()
     tokens = args.tokens or (24 if args.quick else 64)
     rounds = args.rounds or (1 if args.quick else 3)
-    engine = LocalEngine(EngineConfig(device="cpu", max_batch_size=16, threads=args.threads),
-                         models_dir=Path(os.environ.get("CARAFE_TEST_MODELS", REPO / ".carafe" / "models")))
+    engine = LocalEngine(
+        EngineConfig(device="cpu", max_batch_size=16, threads=args.threads),
+        models_dir=Path(os.environ.get("CARAFE_TEST_MODELS", REPO / ".carafe" / "models")),
+    )
     await engine.start()
     await one(engine, PROMPTS[0], 4, True, [])  # warm-up (builds the grammar tokenizer)
     await one(engine, PROMPTS[0], 4, False, [])
@@ -118,16 +156,22 @@ async def main() -> None:
         for constrained in (False, True):
             a = acc[constrained]
             label = f"{streams} stream{'s' if streams > 1 else ''}, {'json_schema' if constrained else 'free'}"
-            print(f"{label:<26}{a['tokens']:>8}{a['tokens'] / a['wall']:>9.1f}{a['tokens'] / max(a['cpu'], 1e-9):>11.1f}"
-                  f"{statistics.median(a['gaps']) * 1000:>12.1f}{pct(a['gaps'], 0.99) * 1000:>12.1f}")
+            print(
+                f"{label:<26}{a['tokens']:>8}{a['tokens'] / a['wall']:>9.1f}{a['tokens'] / max(a['cpu'], 1e-9):>11.1f}"
+                f"{statistics.median(a['gaps']) * 1000:>12.1f}{pct(a['gaps'], 0.99) * 1000:>12.1f}"
+            )
         free, con = acc[False], acc[True]
         wall_ratio = (con["tokens"] / con["wall"]) / (free["tokens"] / free["wall"])
         cpu_ratio = (con["tokens"] / max(con["cpu"], 1e-9)) / (free["tokens"] / max(free["cpu"], 1e-9))
-        print(f"  {streams} stream(s): constrained / free = {wall_ratio:.0%} wall, {cpu_ratio:.0%} per CPU-second "
-              "(goal >= 90%)")
+        print(
+            f"  {streams} stream(s): constrained / free = {wall_ratio:.0%} wall, {cpu_ratio:.0%} per CPU-second "
+            "(goal >= 90%)"
+        )
     times = compile_times(engine, 20 if args.quick else 100)
-    print(f"schema compile (cold, {len(times)} distinct schemas): p50 {statistics.median(times) * 1000:.2f} ms, "
-          f"p99 {pct(times, 0.99) * 1000:.2f} ms")
+    print(
+        f"schema compile (cold, {len(times)} distinct schemas): p50 {statistics.median(times) * 1000:.2f} ms, "
+        f"p99 {pct(times, 0.99) * 1000:.2f} ms"
+    )
     await engine.close()
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from carafe.tuning.upstream import compare  # noqa: E402
+from carafe.tuning.upstream import compare
 
 
 def main() -> None:
@@ -38,8 +38,10 @@ def main() -> None:
     if rules:
         print("  Carafe error rules: " + ", ".join(f"{r} x{c}" for r, c in rules.most_common()))
     for v in [v for v in verdicts if not v.agree][: args.show]:
-        print(f"  DISAGREE {v.file}: upstream {'ok' if v.upstream_ok else f'{v.upstream_errors} error(s)'}, "
-              f"carafe {'ok' if v.carafe_ok else v.carafe_errors[:2]}")
+        print(
+            f"  DISAGREE {v.file}: upstream {'ok' if v.upstream_ok else f'{v.upstream_errors} error(s)'}, "
+            f"carafe {'ok' if v.carafe_ok else v.carafe_errors[:2]}"
+        )
     for v in [v for v in verdicts if v.agree and not v.carafe_ok][: args.show]:
         print(f"  both reject {v.file}: {v.carafe_errors[0]}")
     sys.exit(0 if agree == n else 1)

@@ -59,8 +59,8 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=REPO / ".carafe" / "models", help="converted base model cache")
     args = ap.parse_args()
 
-    from carafe.tuning.config import TeacherConfig, TuningConfig
     from carafe.cli.tune import near_dup_encoder
+    from carafe.tuning.config import TeacherConfig, TuningConfig
     from carafe.tuning.pipeline import Workspace, eval_stage, generate_stage, publish_stage, train_stage
 
     url, server = _serve_teacher()
@@ -72,8 +72,10 @@ def main() -> None:
     cfg.gate.enforce = False  # the bench reports the gate; it publishes either way
     out = args.out or Path(tempfile.mkdtemp(prefix="carafe-bench-tune-"))
     ws = Workspace(cfg, REPO / "examples" / "taxonomy", out, args.models, out / "registry")
-    print(f"bench/tune.py {'--quick ' if args.quick else ''}work folder {out}; cores: {os.cpu_count()} "
-          "(shared with other work: timings are noisy)\n\nstage wall times:")
+    print(
+        f"bench/tune.py {'--quick ' if args.quick else ''}work folder {out}; cores: {os.cpu_count()} "
+        "(shared with other work: timings are noisy)\n\nstage wall times:"
+    )
     times: dict[str, float] = {}
     recipes = _timed("validate", times, ws.recipes)
     gen = _timed("generate", times, lambda: generate_stage(ws, recipes, force=True, encode=near_dup_encoder(ws)))
@@ -84,21 +86,29 @@ def main() -> None:
     pub = _timed("publish", times, lambda: publish_stage(ws, recipes, force=True))
     server.should_exit = True  # type: ignore[attr-defined]
     total = sum(times.values())
-    print(f"  {'total (one run)':<22} {total - times['train (no replay)'] - times['eval (no replay)']:8.1f} s "
-          "(validate+generate+train+eval+publish)")
+    print(
+        f"  {'total (one run)':<22} {total - times['train (no replay)'] - times['eval (no replay)']:8.1f} s "
+        "(validate+generate+train+eval+publish)"
+    )
 
     print("\nsamples per leaf:")
     print(f"  {'leaf':<38} {'generated':>9} {'format fail':>11} {'dropped':>8} {'kept':>5}")
     for r in gen["reports"]:
-        print(f"  {r['leaf']:<38} {r['generated']:>9} {r['format_failures']:>11} {sum(r['dropped'].values()):>8} {r['kept']:>5}"
-              f"   {dict(r['dropped'])}")
+        print(
+            f"  {r['leaf']:<38} {r['generated']:>9} {r['format_failures']:>11} {sum(r['dropped'].values()):>8} "
+            f"{r['kept']:>5}"
+            f"   {dict(r['dropped'])}"
+        )
     print(f"  training samples (incl. seeds, RAFT): {gen['samples']}  {gen['by_phase']}")
 
     print("\ntraining:")
     for label, t in (("replay", tr), ("no replay", tr0)):
         for p in t["phases"]:
-            print(f"  {label:<10} {p['name']:<10} samples {p['samples']}  steps {p['steps']:>3}  tokens {p['tokens']:>6}  "
-                  f"{p['tokens_per_s']:>6.1f} tokens/s  final loss {p['final_loss']:.3f}")
+            print(
+                f"  {label:<10} {p['name']:<10} samples {p['samples']}  steps {p['steps']:>3}  tokens "
+                f"{p['tokens']:>6}  "
+                f"{p['tokens_per_s']:>6.1f} tokens/s  final loss {p['final_loss']:.3f}"
+            )
 
     base, ad, ad0 = ev["metrics"]["base"], ev["metrics"]["adapter"], ev0["metrics"]["adapter"]
     print("\nevaluation (held-out recipe questions; forgetting on general text/questions):")
@@ -108,7 +118,10 @@ def main() -> None:
     inc, inc0 = ad["perplexity"] / base["perplexity"] - 1, ad0["perplexity"] / base["perplexity"] - 1
     print(f"  perplexity increase vs base: adapter {inc:+.1%}, no-replay {inc0:+.1%} (goal <= +5%)")
     if "style_adherence" in ad:
-        print(f"  style adherence: adapter {ad['style_adherence']:.0%} vs base {base['style_adherence']:.0%} (goal >= 80%)")
+        print(
+            f"  style adherence: adapter {ad['style_adherence']:.0%} vs base {base['style_adherence']:.0%} (goal >= "
+            f"80%)"
+        )
     if "fact_recall" in ad:
         print(f"  knowledge fact recall: adapter {ad['fact_recall']:.2f} vs base {base['fact_recall']:.2f}")
     print(f"  gate: {'passed' if ev['gate']['passed'] else 'failed: ' + '; '.join(ev['gate']['failed'])}")
@@ -116,7 +129,10 @@ def main() -> None:
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     for item in ev["items"]:
         if item["kind"] != "general":
-            print(f"\n  Q [{item['kind']}] {item['question']}\n    base:    {item['base'][:160]!r}\n    adapter: {item['adapter'][:160]!r}")
+            print(
+                f"\n  Q [{item['kind']}] {item['question']}\n    base:    {item['base'][:160]!r}\n    adapter: "
+                f"{item['adapter'][:160]!r}"
+            )
 
 
 if __name__ == "__main__":

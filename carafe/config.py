@@ -22,9 +22,9 @@ from pydantic_settings import (
 
 from carafe.adapters.config import AdaptersConfig
 from carafe.gateway.config import AuthConfig, ServerConfig
-from carafe.guards.config import GuardsConfig
 from carafe.gateway.routing.config import RoutingConfig
 from carafe.gateway.telemetry.config import TelemetryConfig
+from carafe.guards.config import GuardsConfig
 from carafe.indexer.config import IndexerConfig
 from carafe.tuning.config import TuningConfig
 
@@ -37,7 +37,9 @@ class CarafeConfig(BaseSettings):
     )
 
     data_dir: Path = Field(Path(".carafe"), description="Where caches, keys, the registry and the index live")
-    models_cache: Path | None = Field(None, description="Where converted base models are cached; default <data_dir>/models")
+    models_cache: Path | None = Field(
+        None, description="Where converted base models are cached; default <data_dir>/models"
+    )
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     adapters: AdaptersConfig = Field(default_factory=AdaptersConfig)

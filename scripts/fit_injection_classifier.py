@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from carafe.guards.classifier import NgramClassifier, data_path, fit, training_key  # noqa: E402
-from carafe.guards.corpora import training_rows  # noqa: E402
-from carafe.indexer.embedding import Embedder  # noqa: E402
+from carafe.guards.classifier import NgramClassifier, data_path, fit, training_key
+from carafe.guards.corpora import training_rows
+from carafe.indexer.embedding import Embedder
 
 
 def main() -> None:
@@ -26,11 +26,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     rows = training_rows()
-    for embedder, name in ((Embedder(), "injection_classifier.json"), (Embedder(quantize=True), "injection_classifier-int8.json")):
+    for embedder, name in (
+        (Embedder(), "injection_classifier.json"),
+        (Embedder(quantize=True), "injection_classifier-int8.json"),
+    ):
         clf = fit(rows, embedder, training_key(rows, embedder.model_id))
         data_path(name).write_text(json.dumps(clf.to_json()))
         print(f"{name}: {len(rows)} rows, model {embedder.model_id}")
-    ngram = NgramClassifier.fit(rows, key=training_key(rows, f"ngram-{NgramClassifier.MAX_CHARS}-{NgramClassifier.MAX_FEATURES}"))
+    ngram = NgramClassifier.fit(
+        rows, key=training_key(rows, f"ngram-{NgramClassifier.MAX_CHARS}-{NgramClassifier.MAX_FEATURES}")
+    )
     data_path("injection_ngram.json.gz").write_bytes(gzip.compress(json.dumps(ngram.to_json()).encode(), mtime=0))
     print(f"injection_ngram.json.gz: {len(ngram.coef)} features")
 

@@ -20,8 +20,9 @@ def _base_config():
     return AutoConfig.from_pretrained(folder, gguf_file=gguf.name)
 
 
-def make_lora(out: Path, *, rank: int = 8, seed: int = 0, scale: float = 0.05,
-              targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+def make_lora(
+    out: Path, *, rank: int = 8, seed: int = 0, scale: float = 0.05, targets: tuple[str, ...] = ("q_proj", "v_proj")
+) -> Path:
     """A PEFT LoRA directory whose B weights are non-zero, so it visibly changes outputs."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -29,8 +30,9 @@ def make_lora(out: Path, *, rank: int = 8, seed: int = 0, scale: float = 0.05,
     torch.manual_seed(seed)
     cfg = _base_config()
     base = AutoModelForCausalLM.from_config(cfg)
-    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets),
-                                            init_lora_weights=False))
+    model = get_peft_model(
+        base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False)
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_" in name:

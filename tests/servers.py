@@ -88,16 +88,20 @@ def vllm_like_app(*, max_lora_rank: int = 64) -> Any:
             return 404, f"Loading lora {name} failed: No adapter found for <path>", "NotFoundError"
         rank = int(json.loads(config.read_text()).get("r", 0))
         if rank > max_lora_rank:
-            message = (f"Call to add_lora method failed: Worker failed with error 'LoRA rank {rank} is greater "
-                       f"than max_lora_rank {max_lora_rank}.', please check the stack trace above for the root cause")
+            message = (
+                f"Call to add_lora method failed: Worker failed with error 'LoRA rank {rank} is greater "
+                f"than max_lora_rank {max_lora_rank}.', please check the stack trace above for the root cause"
+            )
             return 500, message, "InternalServerError"
         return None
 
     @app.get("/v1/models")
     async def models() -> dict:
         cards = [{"id": STANDIN_BASE, "object": "model", "root": "/models/smol", "parent": None, "max_model_len": 2048}]
-        cards += [{"id": n, "object": "model", "root": p, "parent": STANDIN_BASE, "max_model_len": None}
-                  for n, p in st.loras.items()]
+        cards += [
+            {"id": n, "object": "model", "root": p, "parent": STANDIN_BASE, "max_model_len": None}
+            for n, p in st.loras.items()
+        ]
         return {"object": "list", "data": cards}
 
     @app.post("/v1/load_lora_adapter")
@@ -111,8 +115,12 @@ def vllm_like_app(*, max_lora_rank: int = 64) -> Any:
         if name == STANDIN_BASE:
             return error(400, f"The lora adapter '{name}' conflicts with a served base model.", "InvalidUserInput")
         if name in st.loras and not body.get("load_inplace"):
-            return error(400, f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
-                         "in place, set 'load_inplace' to True.", "InvalidUserInput")
+            return error(
+                400,
+                f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
+                "in place, set 'load_inplace' to True.",
+                "InvalidUserInput",
+            )
         if not st.legacy_lazy_load and (failed := load_error(name, path)) is not None:
             return error(*failed)
         st.loras[name] = path
@@ -134,8 +142,9 @@ def vllm_like_app(*, max_lora_rank: int = 64) -> Any:
         if st.fail_generation:
             return error(500, "engine dead", "InternalServerError")
         if model != STANDIN_BASE and model not in st.loras:
-            return error(404, f"The model `{model}` does not exist. Valid aliases: {STANDIN_BASE}.",
-                         "NotFoundError", "model")
+            return error(
+                404, f"The model `{model}` does not exist. Valid aliases: {STANDIN_BASE}.", "NotFoundError", "model"
+            )
         if model != STANDIN_BASE and (failed := load_error(model, st.loras[model])) is not None:
             return error(400, failed[1], "BadRequestError")  # legacy_lazy_load: the first request fails
         words = ["Hello", " from", f" {model}"]
@@ -150,13 +159,30 @@ def vllm_like_app(*, max_lora_rank: int = 64) -> Any:
 
         async def stream() -> Any:
             if chat:
-                yield "data: " + json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                          "finish_reason": None}]}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps(
+                        {
+                            "choices": [
+                                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                            ]
+                        }
+                    )
+                    + "\n\n"
+                )
             for i, w in enumerate(words):
                 await asyncio.sleep(st.token_delay)
                 yield event(w, finish if i == len(words) - 1 else None)
-            yield "data: " + json.dumps({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": len(words),
-                                                                  "total_tokens": 5 + len(words)}}) + "\n\n"
+            yield (
+                "data: "
+                + json.dumps(
+                    {
+                        "choices": [],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)},
+                    }
+                )
+                + "\n\n"
+            )
             yield "data: [DONE]\n\n"
 
         if not body.get("stream"):

@@ -17,8 +17,14 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
-                          capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+    return subprocess.run(
+        [str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)},
+    )
 
 
 def test_the_tree_keeps_every_contract():
@@ -27,12 +33,19 @@ def test_the_tree_keeps_every_contract():
     assert "BROKEN" not in result.stdout
 
 
-@pytest.mark.parametrize(("module", "line", "contract"), [
-    ("carafe/indexer/chunking.py", "import carafe.gateway.auth", "indexer imports no other Carafe package"),
-    ("carafe/adapters/registry.py", "import carafe.indexer.acl", "adapters import no other Carafe package"),
-    ("carafe/tuning/filters.py", "import carafe.indexer.embedding", "tuning imports adapters, guards and the indexer"),
-    ("carafe/guards/verdict.py", "import carafe.adapters.engine", "guards import the indexer only"),
-])
+@pytest.mark.parametrize(
+    ("module", "line", "contract"),
+    [
+        ("carafe/indexer/chunking.py", "import carafe.gateway.auth", "indexer imports no other Carafe package"),
+        ("carafe/adapters/registry.py", "import carafe.indexer.acl", "adapters import no other Carafe package"),
+        (
+            "carafe/tuning/filters.py",
+            "import carafe.indexer.embedding",
+            "tuning imports adapters, guards and the indexer",
+        ),
+        ("carafe/guards/verdict.py", "import carafe.adapters.engine", "guards import the indexer only"),
+    ],
+)
 def test_an_import_across_an_arrow_breaks_the_contract(tmp_path, module, line, contract):
     shutil.copytree(REPO / "carafe", tmp_path / "carafe", ignore=shutil.ignore_patterns("__pycache__", "data"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from carafe.gateway.auth import KeyStore
 from carafe.cli.main import app
+from carafe.gateway.auth import KeyStore
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -68,8 +68,11 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
 
 
 def _flags(service: dict[str, Any]) -> dict[str, str]:
-    return dict(arg.removeprefix("--").split("=", 1) if "=" in arg else (arg.removeprefix("--"), "")
-                for arg in service.get("command", []) if arg.startswith("--"))
+    return dict(
+        arg.removeprefix("--").split("=", 1) if "=" in arg else (arg.removeprefix("--"), "")
+        for arg in service.get("command", [])
+        if arg.startswith("--")
+    )
 
 
 def test_compose_parses_and_names_the_whole_stack(compose: dict[str, Any]) -> None:
@@ -91,15 +94,19 @@ def test_docker_compose_config_accepts_it() -> None:
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("docker client has no compose plugin")
-    res = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
-                         cwd=ROOT)
+    res = subprocess.run(
+        [docker, "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, cwd=ROOT
+    )
     assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.parametrize("service", CARAFE_SERVICES)
-def test_every_carafe_variable_is_a_real_config_field(compose: dict[str, Any], service: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {k: v for k, v in _env(compose["services"][service]).items() if k.startswith("CARAFE_") and k != "CARAFE_CONFIG"}
+def test_every_carafe_variable_is_a_real_config_field(
+    compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        k: v for k, v in _env(compose["services"][service]).items() if k.startswith("CARAFE_") and k != "CARAFE_CONFIG"
+    }
     assert env
     for name in env:
         try:

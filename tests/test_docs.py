@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_configuration_reference_is_generated_from_the_models() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
-    assert doc == reference_markdown(), "docs/configuration.md is stale: run `carafe config reference > docs/configuration.md`"
+    assert doc == reference_markdown(), (
+        "docs/configuration.md is stale: run `carafe config reference > docs/configuration.md`"
+    )
 
 
 def test_readme_commands_exist_in_the_cli() -> None:

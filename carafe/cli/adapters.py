@@ -18,8 +18,6 @@ import typer
 from rich.table import Table
 
 from carafe.adapters.registry import STABLE, Registry
-from carafe.errors import CarafeError
-from carafe.gateway.admin_adapters import adapter_attributes, adapter_detail, adapter_summary
 from carafe.cli.common import (
     ConfigOption,
     JsonOption,
@@ -30,6 +28,8 @@ from carafe.cli.common import (
     print_json,
 )
 from carafe.config import CarafeConfig
+from carafe.errors import CarafeError
+from carafe.gateway.admin_adapters import adapter_attributes, adapter_detail, adapter_summary
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -93,9 +93,12 @@ def list_adapters(config: Path | None = ConfigOption, as_json: bool = JsonOption
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="Adapter name"),
-         history: int = typer.Option(20, "--history", help="How many history entries to show"),
-         config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+def show(
+    name: str = typer.Argument(..., help="Adapter name"),
+    history: int = typer.Option(20, "--history", help="How many history entries to show"),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
     """Show an adapter: channels, each version's manifest (lineage) and its change history."""
     detail = _run(config, lambda reg: adapter_detail(reg, None, name, history))
     if as_json:
@@ -104,8 +107,15 @@ def show(name: str = typer.Argument(..., help="Adapter name"),
     _show_summary(detail, False, "Adapter")
     versions = Table("version", "kind", "base model", "rank", "created", "description", "digest")
     for v, m in detail["manifests"].items():
-        versions.add_row(str(v), m["kind"], m["base_model"]["id"], str(m.get("rank") or "-"), str(m["created_at"])[:19],
-                         m["description"][:50], (m.get("adapter_digest") or "")[:19])
+        versions.add_row(
+            str(v),
+            m["kind"],
+            m["base_model"]["id"],
+            str(m.get("rank") or "-"),
+            str(m["created_at"])[:19],
+            m["description"][:50],
+            (m.get("adapter_digest") or "")[:19],
+        )
     console.print(versions)
     log = Table("when", "who", "what", "version")
     for e in detail["history"]:
@@ -114,72 +124,117 @@ def show(name: str = typer.Argument(..., help="Adapter name"),
 
 
 @app.command("add")
-def add(path: Path = typer.Argument(..., help="A PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)"),
-        name: str | None = typer.Option(None, "--name", "-n", help="Adapter name (default: manifest's, else folder's)"),
-        version: int | None = typer.Option(None, "--version", help="Version number (default: next free)"),
-        kind: str | None = typer.Option(None, "--kind", help="knowledge, skill, style or other"),
-        description: str | None = typer.Option(None, "--description", "-d", help="What it is for (auto routing reads it)"),
-        config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+def add(
+    path: Path = typer.Argument(..., help="A PEFT LoRA folder (adapter_config.json + adapter_model.safetensors)"),
+    name: str | None = typer.Option(None, "--name", "-n", help="Adapter name (default: manifest's, else folder's)"),
+    version: int | None = typer.Option(None, "--version", help="Version number (default: next free)"),
+    kind: str | None = typer.Option(None, "--kind", help="knowledge, skill, style or other"),
+    description: str | None = typer.Option(None, "--description", "-d", help="What it is for (auto routing reads it)"),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
     """Copy an adapter into the registry as a new immutable version."""
+
     def action(reg: Registry) -> Any:
         if reg.base is None:
             _learn_base(reg, config_or_exit(config))
         if reg.base is None:
-            fail("the registry does not know the served base model yet: start the gateway once "
-                 "(`carafe serve`) so it records it, then add again")
-        return reg.add(path, actor=getpass.getuser(), name=name, version=version, kind=kind,  # type: ignore[arg-type]
-                       description=description)
+            fail(
+                "the registry does not know the served base model yet: start the gateway once "
+                "(`carafe serve`) so it records it, then add again"
+            )
+        return reg.add(
+            path,
+            actor=getpass.getuser(),
+            name=name,
+            version=version,
+            kind=kind,  # type: ignore[arg-type]
+            description=description,
+        )
+
     av = _run(config, action, "add", name=name, version=version, path=str(path))
     if as_json:
-        print_json({"name": av.name, "version": av.version, "ref": av.ref, "path": str(av.path),
-                    "manifest": av.manifest.model_dump(mode="json")})
+        print_json(
+            {
+                "name": av.name,
+                "version": av.version,
+                "ref": av.ref,
+                "path": str(av.path),
+                "manifest": av.manifest.model_dump(mode="json"),
+            }
+        )
         return
     console.print(f"Added [bold]{av.ref}[/] (rank {av.manifest.rank}, {av.manifest.adapter_digest[:19]}...)")
 
 
 @app.command("promote")
-def promote(name: str = typer.Argument(...), version: int = typer.Argument(...),
-            channel: str = typer.Option(STABLE, "--channel", help="stable, canary or a named channel"),
-            config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+def promote(
+    name: str = typer.Argument(...),
+    version: int = typer.Argument(...),
+    channel: str = typer.Option(STABLE, "--channel", help="stable, canary or a named channel"),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
     """Point a channel (default: stable) at a version."""
+
     def action(reg: Registry) -> dict[str, Any]:
         reg.promote(name, version, actor=getpass.getuser(), channel=channel)
         return adapter_summary(reg, None, name)
-    _show_summary(_run(config, action, "promote", name=name, version=version, channel=channel), as_json, f"Promoted {version} to {channel} of")
+
+    _show_summary(
+        _run(config, action, "promote", name=name, version=version, channel=channel),
+        as_json,
+        f"Promoted {version} to {channel} of",
+    )
 
 
 @app.command("rollback")
 def rollback(name: str = typer.Argument(...), config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
     """Make the previous stable version stable again."""
+
     def action(reg: Registry) -> dict[str, Any]:
         reg.rollback(name, actor=getpass.getuser())
         return adapter_summary(reg, None, name)
+
     _show_summary(_run(config, action, "rollback", name=name), as_json, "Rolled back")
 
 
 @app.command("split")
-def split(name: str = typer.Argument(...),
-          canary: int = typer.Option(..., "--canary", help="The canary version"),
-          weight: int = typer.Option(..., "--weight", min=0, max=100, help="Percent of users (sticky per user)"),
-          config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+def split(
+    name: str = typer.Argument(...),
+    canary: int = typer.Option(..., "--canary", help="The canary version"),
+    weight: int = typer.Option(..., "--weight", min=0, max=100, help="Percent of users (sticky per user)"),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
     """Send a sticky share of users to a canary version."""
+
     def action(reg: Registry) -> dict[str, Any]:
         reg.split(name, canary, weight, actor=getpass.getuser())
         return adapter_summary(reg, None, name)
+
     _show_summary(_run(config, action, "split", name=name, version=canary, canary_weight=weight), as_json, "Split")
 
 
 @app.command("remove")
-def remove(name: str = typer.Argument(...),
-           version: int | None = typer.Option(None, "--version", help="Remove only this version (not on a channel)"),
-           yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
-           config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+def remove(
+    name: str = typer.Argument(...),
+    version: int | None = typer.Option(None, "--version", help="Remove only this version (not on a channel)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
     """Remove one version, or the whole adapter (kept under .removed/ with its history)."""
     what = f"{name}@{version}" if version else f"adapter {name} and all its versions"
     if not yes and not as_json and not typer.confirm(f"Remove {what}?"):
         raise typer.Exit(1)
-    _run(config, lambda reg: reg.remove(name, actor=getpass.getuser(), version=version), "remove",
-         name=name, version=version)
+    _run(
+        config,
+        lambda reg: reg.remove(name, actor=getpass.getuser(), version=version),
+        "remove",
+        name=name,
+        version=version,
+    )
     if as_json:
         print_json({"name": name, "version": version, "removed": True})
     else:
@@ -187,14 +242,20 @@ def remove(name: str = typer.Argument(...),
 
 
 @app.command("sync")
-def sync(url: str | None = typer.Option(None, "--url", help="Gateway URL (default: from server.host/port)"),
-         key: str | None = typer.Option(None, "--key", envvar="CARAFE_API_KEY", help="Admin API key"),
-         config: Path | None = ConfigOption, as_json: bool = JsonOption) -> None:
+def sync(
+    url: str | None = typer.Option(None, "--url", help="Gateway URL (default: from server.host/port)"),
+    key: str | None = typer.Option(None, "--key", envvar="CARAFE_API_KEY", help="Admin API key"),
+    config: Path | None = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
     """Ask a running gateway to load/unload adapters to match the registry now."""
     cfg = config_or_exit(config)
     base = url or f"http://{cfg.server.host}:{cfg.server.port}"
-    key = key or os.environ.get("CARAFE_API_KEY") or (
-        cfg.auth.admin_bootstrap_key.get_secret_value() if cfg.auth.admin_bootstrap_key else None)
+    key = (
+        key
+        or os.environ.get("CARAFE_API_KEY")
+        or (cfg.auth.admin_bootstrap_key.get_secret_value() if cfg.auth.admin_bootstrap_key else None)
+    )
     if not key:
         fail("an admin key is needed: --key or $CARAFE_API_KEY")
     try:
@@ -207,7 +268,9 @@ def sync(url: str | None = typer.Option(None, "--url", help="Gateway URL (defaul
     if as_json:
         print_json(report)
         return
-    console.print(f"loaded: {', '.join(report['loaded']) or '-'}; unloaded: {', '.join(report['unloaded']) or '-'}; "
-                  f"resident: {', '.join(report['resident']) or '-'}")
+    console.print(
+        f"loaded: {', '.join(report['loaded']) or '-'}; unloaded: {', '.join(report['unloaded']) or '-'}; "
+        f"resident: {', '.join(report['resident']) or '-'}"
+    )
     for ref, why in report["failed"].items():
         console.print(f"[red]failed[/] {ref}: {why}")

@@ -13,9 +13,13 @@ from carafe.cli.common import console, fail
 def register(app: typer.Typer) -> None:
     @app.command("chat")
     def chat(
-        model: str = typer.Option("SmolLM2-135M-Instruct", "--model", "-m", help="Model, adapter, name@version or alias"),
+        model: str = typer.Option(
+            "SmolLM2-135M-Instruct", "--model", "-m", help="Model, adapter, name@version or alias"
+        ),
         base_url: str = typer.Option("http://127.0.0.1:8000/v1", "--base-url", help="Gateway URL"),
-        api_key: str | None = typer.Option(None, "--api-key", envvar="CARAFE_API_KEY", help="API key (or $CARAFE_API_KEY)"),
+        api_key: str | None = typer.Option(
+            None, "--api-key", envvar="CARAFE_API_KEY", help="API key (or $CARAFE_API_KEY)"
+        ),
         system: str | None = typer.Option(None, "--system", help="System prompt"),
         max_tokens: int = typer.Option(256, "--max-tokens"),
         temperature: float = typer.Option(0.7, "--temperature"),
@@ -34,7 +38,11 @@ def register(app: typer.Typer) -> None:
             history.append({"role": "user", "content": question})
             try:
                 stream = client.chat.completions.create(
-                    model=model, messages=history, stream=True, max_tokens=max_tokens, temperature=temperature,
+                    model=model,
+                    messages=history,
+                    stream=True,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
                 )
                 answer, citations = "", None
                 for chunk in stream:
@@ -71,6 +79,6 @@ def register(app: typer.Typer) -> None:
             if question in ("/quit", "/exit"):
                 return
             if question == "/reset":
-                del history[1 if system else 0:]
+                del history[1 if system else 0 :]
                 continue
             ask(question)

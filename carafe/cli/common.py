@@ -13,13 +13,15 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from carafe.errors import CarafeError
 from carafe.config import CarafeConfig, load_config
+from carafe.errors import CarafeError
 
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="carafe.yaml to use (default: $CARAFE_CONFIG or ./carafe.yaml)")
+ConfigOption = typer.Option(
+    None, "--config", "-c", help="carafe.yaml to use (default: $CARAFE_CONFIG or ./carafe.yaml)"
+)
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of tables")
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from carafe.gateway.auth import KeyStore
 from carafe.cli.common import ConfigOption, config_or_exit, console
+from carafe.gateway.auth import KeyStore
 
 DEMO_USERS: list[tuple[str, list[str], bool]] = [
     ("admin", [], True),
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
             "Try it:\n"
             f"  curl http://{h}:{p}/v1/chat/completions -H 'Authorization: Bearer <key>' "
             "-H 'Content-Type: application/json' \\\n"
-            "    -d '{\"model\": \"SmolLM2-135M-Instruct\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n"
+            '    -d \'{"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "Hello!"}]}\'\n'
             f"  carafe chat --base-url http://{h}:{p}/v1 --api-key <key>",
         )
         if no_serve:

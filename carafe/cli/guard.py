@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from carafe.errors import CarafeError
 from carafe.cli.common import ConfigOption, JsonOption, config_or_exit, console, fail, print_json
+from carafe.errors import CarafeError
 from carafe.guards import GuardPipeline, GuardVerdict
 
 app = typer.Typer(no_args_is_help=True)
@@ -17,8 +17,9 @@ app = typer.Typer(no_args_is_help=True)
 _STYLE = {"allow": "green", "redact": "yellow", "block": "bold red"}
 
 
-async def _run(pipeline: GuardPipeline, text: str, *, output: bool, policy: str | None,
-               passages: list[str]) -> tuple[str, list[GuardVerdict], GuardVerdict | None]:
+async def _run(
+    pipeline: GuardPipeline, text: str, *, output: bool, policy: str | None, passages: list[str]
+) -> tuple[str, list[GuardVerdict], GuardVerdict | None]:
     try:
         if not output:
             result = await pipeline.check_input(text, policy=policy)
@@ -34,9 +35,15 @@ async def _run(pipeline: GuardPipeline, text: str, *, output: bool, policy: str 
 @app.command("test")
 def test(
     text: str = typer.Argument(..., help="The text to check (use '-' to read stdin)"),
-    output: bool = typer.Option(False, "--output", help="Check it as a model ANSWER (output checks) instead of a prompt"),
-    policy: str | None = typer.Option(None, "--policy", "-p", help="Guard policy to apply (default: guards.default_policy)"),
-    passage: list[str] = typer.Option([], "--passage", help="A retrieved passage to ground an --output text in (repeatable)"),
+    output: bool = typer.Option(
+        False, "--output", help="Check it as a model ANSWER (output checks) instead of a prompt"
+    ),
+    policy: str | None = typer.Option(
+        None, "--policy", "-p", help="Guard policy to apply (default: guards.default_policy)"
+    ),
+    passage: list[str] = typer.Option(
+        [], "--passage", help="A retrieved passage to ground an --output text in (repeatable)"
+    ),
     config: Path | None = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -58,20 +65,49 @@ def test(
         fail(exc.message)
     stage = "output" if output else "input"
     if as_json:
-        print_json({
-            "stage": stage, "policy": policy or cfg.guards.default_policy,
-            "blocked": None if blocked is None else {"check": blocked.check, "category": blocked.category, "reason": blocked.reason},
-            "text": final,
-            "verdicts": [{"check": v.check, "action": v.action, "category": v.category, "score": round(v.score, 4),
-                          "flagged": v.flagged, "skipped": v.skipped, "latency_ms": round(v.latency_ms, 2),
-                          "reason": v.reason} for v in verdicts],
-        })
+        print_json(
+            {
+                "stage": stage,
+                "policy": policy or cfg.guards.default_policy,
+                "blocked": None
+                if blocked is None
+                else {"check": blocked.check, "category": blocked.category, "reason": blocked.reason},
+                "text": final,
+                "verdicts": [
+                    {
+                        "check": v.check,
+                        "action": v.action,
+                        "category": v.category,
+                        "score": round(v.score, 4),
+                        "flagged": v.flagged,
+                        "skipped": v.skipped,
+                        "latency_ms": round(v.latency_ms, 2),
+                        "reason": v.reason,
+                    }
+                    for v in verdicts
+                ],
+            }
+        )
         raise typer.Exit(3 if blocked is not None else 0)
-    table = Table("check", "action", "category", "score", "ms", "reason", title=f"{stage} checks · policy {policy or cfg.guards.default_policy}")
+    table = Table(
+        "check",
+        "action",
+        "category",
+        "score",
+        "ms",
+        "reason",
+        title=f"{stage} checks · policy {policy or cfg.guards.default_policy}",
+    )
     for v in verdicts:
         action = "skipped" if v.skipped else v.action + (" (logged)" if v.flagged and v.action == "allow" else "")
-        table.add_row(v.check, f"[{_STYLE.get(v.action, 'white')}]{action}[/]", v.category, f"{v.score:.2f}",
-                      f"{v.latency_ms:.1f}", v.reason)
+        table.add_row(
+            v.check,
+            f"[{_STYLE.get(v.action, 'white')}]{action}[/]",
+            v.category,
+            f"{v.score:.2f}",
+            f"{v.latency_ms:.1f}",
+            v.reason,
+        )
     console.print(table)
     if blocked is not None:
         console.print(f"[bold red]BLOCKED[/] by {blocked.check} ({blocked.category}): {blocked.reason}")

@@ -9,10 +9,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from carafe.errors import CarafeError
-from carafe.gateway.auth import KeyStore
 from carafe.cli.common import ConfigOption, JsonOption, config_or_exit, console, fail, print_json
 from carafe.config import CarafeConfig
+from carafe.errors import CarafeError
+from carafe.gateway.auth import KeyStore
 from carafe.gateway.retrieval import citations, scope_of
 from carafe.indexer.index import Index
 from carafe.indexer.sync import SyncReport
@@ -31,8 +31,12 @@ def _open(cfg: CarafeConfig) -> Index:
 
 
 def _summary(report: SyncReport) -> None:
-    table = Table("result", "documents", title=f"Sync of {', '.join(report.sources) or 'no sources'}",
-                  caption=f"{report.chunks_embedded} chunks embedded in {report.duration_s:.1f} s")
+    table = Table(
+        "result",
+        "documents",
+        title=f"Sync of {', '.join(report.sources) or 'no sources'}",
+        caption=f"{report.chunks_embedded} chunks embedded in {report.duration_s:.1f} s",
+    )
     for name, n in report.counts().items():
         style = "red" if name == "failed" and n else ""
         table.add_row(name.replace("_", " "), f"[{style}]{n}[/]" if style else str(n))
@@ -51,8 +55,15 @@ def _run_sync(index: Index, source: str | None, as_json: bool) -> SyncReport:
         report = index.sync(source)
         print_json(report.to_dict())
         return report
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("chunks"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("scanning and comparing", total=None)
 
@@ -77,7 +88,9 @@ def sync(
         fail("no sources configured: add `indexer.sources: [{name: policies, path: examples/policies}]` to carafe.yaml")
     from carafe.gateway.telemetry.setup import setup_telemetry
 
-    telemetry = setup_telemetry(cfg.telemetry, data_dir=cfg.data_dir, service_name="carafe-indexer")  # sync runs are traced
+    telemetry = setup_telemetry(
+        cfg.telemetry, data_dir=cfg.data_dir, service_name="carafe-indexer"
+    )  # sync runs are traced
     try:
         index = _open(cfg)
         try:
@@ -130,15 +143,29 @@ def search(
     except CarafeError as exc:
         fail(exc.message)
     if as_json:
-        print_json({"user": principal.user, "groups": list(principal.groups), "admin": principal.is_admin,
-                    "passages": [dict(c, score=p.score, text=p.text, sensitivity=p.sensitivity)
-                                 for c, p in zip(citations(passages), passages)]})
+        print_json(
+            {
+                "user": principal.user,
+                "groups": list(principal.groups),
+                "admin": principal.is_admin,
+                "passages": [
+                    dict(c, score=p.score, text=p.text, sensitivity=p.sensitivity)
+                    for c, p in zip(citations(passages), passages)
+                ],
+            }
+        )
         return
     who = f"{principal.user} (groups: {', '.join(principal.groups) or '-'}{'; admin' if principal.is_admin else ''})"
     table = Table("#", "score", "document", "chunk", "sensitivity", "text", title=f"{query!r} as {who}")
     for n, p in enumerate(passages, start=1):
-        table.add_row(str(n), f"{p.score:.3f}", f"{p.title}\n[dim]{p.doc_id}@{p.version}[/]", str(p.chunk),
-                      p.sensitivity, p.text[:160].replace("\n", " "))
+        table.add_row(
+            str(n),
+            f"{p.score:.3f}",
+            f"{p.title}\n[dim]{p.doc_id}@{p.version}[/]",
+            str(p.chunk),
+            p.sensitivity,
+            p.text[:160].replace("\n", " "),
+        )
     console.print(table if passages else f"No passages visible to {who}.")
 
 

@@ -10,7 +10,8 @@ from carafe.cli import adapters, audit, chat, config_cmd, demo, guard, index, ke
 
 app = typer.Typer(
     name="carafe",
-    help="Carafe: serve an open model with your LoRA adapters, permission-aware retrieval, guardrails and audit traces.",
+    help="Carafe: serve an open model with your LoRA adapters, permission-aware retrieval, guardrails and audit "
+    "traces.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -39,8 +39,10 @@ def run_server(cfg, *, host: str | None, port: int | None, log_level: str = "inf
 
     app_ = create_app(cfg)
     h, p = host or cfg.server.host, port or cfg.server.port
-    console.print(f"Carafe gateway: model {cfg.adapters.engine.model} ({cfg.adapters.engine.backend}) "
-                  f"on http://{h}:{p}/v1 — keys in {cfg.keys_file}")
+    console.print(
+        f"Carafe gateway: model {cfg.adapters.engine.model} ({cfg.adapters.engine.backend}) "
+        f"on http://{h}:{p}/v1 — keys in {cfg.keys_file}"
+    )
     try:
         uvicorn.run(app_, host=h, port=p, log_level=log_level, timeout_graceful_shutdown=10)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,9 +17,9 @@ app = typer.Typer(no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
-PathArg = Annotated[Optional[Path], typer.Argument(help="Taxonomy folder or one qna.yaml (default: tuning.taxonomy)")]
+PathArg = Annotated[Path | None, typer.Argument(help="Taxonomy folder or one qna.yaml (default: tuning.taxonomy)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="carafe.yaml")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="carafe.yaml")]
 
 
 def _taxonomy_path(path: Path | None, config: Path | None) -> Path:
@@ -41,9 +41,19 @@ def validate(path: PathArg = None, as_json: JsonOpt = False, config: ConfigOpt =
         raise typer.Exit(2)
     report = validate_taxonomy(taxonomy)
     if as_json:
-        print(json.dumps({"ok": report.ok, "recipes": [{"leaf": r.leaf, "kind": r.kind, "seeds": len(r.seeds), "sha256": r.sha256}
-                                                       for r in report.recipes],
-                          "issues": [i.to_dict() for i in report.issues]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "recipes": [
+                        {"leaf": r.leaf, "kind": r.kind, "seeds": len(r.seeds), "sha256": r.sha256}
+                        for r in report.recipes
+                    ],
+                    "issues": [i.to_dict() for i in report.issues],
+                },
+                indent=2,
+            )
+        )
     else:
         for issue in report.issues:
             color = "red" if issue.severity == "error" else "yellow"
@@ -58,8 +68,12 @@ def validate(path: PathArg = None, as_json: JsonOpt = False, config: ConfigOpt =
 
 
 @app.command()
-def diff(path: PathArg = None, base: Annotated[str, typer.Option(help="Git ref to compare with (merge-base)")] = "origin/main",
-         as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+def diff(
+    path: PathArg = None,
+    base: Annotated[str, typer.Option(help="Git ref to compare with (merge-base)")] = "origin/main",
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
     """List leaves changed since BASE (committed, uncommitted and untracked)."""
     from carafe.tuning.diff import changed_leaves
 
@@ -80,9 +94,12 @@ def diff(path: PathArg = None, base: Annotated[str, typer.Option(help="Git ref t
 
 
 @app.command()
-def convert(path: PathArg = None,
-            dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing")] = False,
-            as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+def convert(
+    path: PathArg = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would change; write nothing")] = False,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
     """Rewrite v1/v2 skill recipes as the latest version, keeping comments. Exit 1 when one cannot be."""
     from carafe.tuning.convert import convert_recipe
     from carafe.tuning.validate import find_recipe_files, leaf_of
@@ -95,18 +112,40 @@ def convert(path: PathArg = None,
     root = taxonomy if taxonomy.is_dir() else taxonomy.parent
     done = [convert_recipe(f, leaf_of(f, root), write=not dry_run) for f in files]
     if as_json:
-        print(json.dumps([{"file": c.file, "from_version": c.from_version, "changed": c.changed, "ok": c.ok, "refused": c.refused,
-                           "remaining": [i.to_dict() for i in c.remaining if i.severity == "error"]} for c in done], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "file": c.file,
+                        "from_version": c.from_version,
+                        "changed": c.changed,
+                        "ok": c.ok,
+                        "refused": c.refused,
+                        "remaining": [i.to_dict() for i in c.remaining if i.severity == "error"],
+                    }
+                    for c in done
+                ],
+                indent=2,
+            )
+        )
     for c in [] if as_json else done:
         if c.refused:
-            console.print(f"[red]NOT CONVERTED[/] {escape(c.file)}: {escape(c.refused)}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[red]NOT CONVERTED[/] {escape(c.file)}: {escape(c.refused)}", highlight=False, soft_wrap=True
+            )
         elif not c.ok:
-            console.print(f"[red]NOT CONVERTED[/] {escape(c.file)}: as v3 it would have errors:", highlight=False, soft_wrap=True)
+            console.print(
+                f"[red]NOT CONVERTED[/] {escape(c.file)}: as v3 it would have errors:", highlight=False, soft_wrap=True
+            )
             for i in c.remaining:
                 console.print(f"  {escape(str(i))}", highlight=False, soft_wrap=True)
         elif c.changed:
-            console.print(f"{'would convert' if dry_run else 'converted'} {c.file} (v{c.from_version} -> v3)", highlight=False)
+            console.print(
+                f"{'would convert' if dry_run else 'converted'} {c.file} (v{c.from_version} -> v3)", highlight=False
+            )
     if not as_json:
-        console.print(f"{sum(c.changed and c.ok for c in done)} converted, {sum(not c.ok for c in done)} not, "
-                      f"{sum(not c.changed and c.ok for c in done)} already current")
+        console.print(
+            f"{sum(c.changed and c.ok for c in done)} converted, {sum(not c.ok for c in done)} not, "
+            f"{sum(not c.changed and c.ok for c in done)} already current"
+        )
     raise typer.Exit(0 if all(c.ok for c in done) else 1)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.progress import TaskID
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from carafe.errors import CarafeError
@@ -17,9 +25,11 @@ from carafe.errors import CarafeError
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="carafe.yaml")]
-TaxonomyOpt = Annotated[Optional[Path], typer.Option("--taxonomy", help="Taxonomy folder (default: tuning.taxonomy)")]
-TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="Teacher endpoint URL, `template` (rule-based stand-in) or `local`")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="carafe.yaml")]
+TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy folder (default: tuning.taxonomy)")]
+TeacherOpt = Annotated[
+    str | None, typer.Option("--teacher", help="Teacher endpoint URL, `template` (rule-based stand-in) or `local`")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if its inputs are unchanged")]
 
@@ -34,12 +44,22 @@ def _workspace(config: Path | None, taxonomy: Path | None, teacher: str | None):
         tuning.teacher.endpoint = None if teacher == "local" else teacher
     if "base_model" not in tuning.training.model_fields_set:
         tuning.training.base_model = cfg.adapters.engine.model  # train on the base the gateway serves
-    return Workspace(tuning, taxonomy or tuning.taxonomy, tuning.out_dir(cfg.data_dir), cfg.models_dir, cfg.registry_dir)
+    return Workspace(
+        tuning, taxonomy or tuning.taxonomy, tuning.out_dir(cfg.data_dir), cfg.models_dir, cfg.registry_dir
+    )
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -70,7 +90,9 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
     if not quiet:
         table = Table("leaf", "kind", "teacher calls", "samples (est.)", "size (est.)", title="generation estimate")
         for r in rows:
-            table.add_row(r["leaf"], r["kind"], str(r["teacher_calls"]), str(r["samples"]), f"{r['approx_bytes'] / 1024:.0f} KiB")
+            table.add_row(
+                r["leaf"], r["kind"], str(r["teacher_calls"]), str(r["samples"]), f"{r['approx_bytes'] / 1024:.0f} KiB"
+            )
         console.print(table)
     with _progress() as progress:
         task = progress.add_task("generating", total=sum(r["teacher_calls"] for r in rows), info="")
@@ -85,10 +107,18 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
     if not quiet:
         table = Table("leaf", "generated", "format failures", "dropped", "kept", title="drop report")
         for r in summary["reports"]:
-            table.add_row(r["leaf"], str(r["generated"]), str(r["format_failures"]),
-                          ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-", str(r["kept"]))
+            table.add_row(
+                r["leaf"],
+                str(r["generated"]),
+                str(r["format_failures"]),
+                ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-",
+                str(r["kept"]),
+            )
         console.print(table)
-        console.print(f"{summary['samples']} samples → {ws.out / 'data' / 'train.jsonl'}" + (" (reused)" if summary["reused"] else ""))
+        console.print(
+            f"{summary['samples']} samples → {ws.out / 'data' / 'train.jsonl'}"
+            + (" (reused)" if summary["reused"] else "")
+        )
     return summary
 
 
@@ -107,8 +137,15 @@ def _train(ws, force: bool, quiet: bool) -> dict:
     if not quiet:
         table = Table("phase", "own", "replay", "general", "steps", "tokens/s", "final loss", title="training")
         for p in summary["phases"]:
-            table.add_row(p["name"], str(p["samples"]["own"]), str(p["samples"]["replay"]), str(p["samples"]["general"]),
-                          str(p["steps"]), str(p["tokens_per_s"]), str(p["final_loss"]))
+            table.add_row(
+                p["name"],
+                str(p["samples"]["own"]),
+                str(p["samples"]["replay"]),
+                str(p["samples"]["general"]),
+                str(p["steps"]),
+                str(p["tokens_per_s"]),
+                str(p["final_loss"]),
+            )
         console.print(table)
         console.print(f"adapter → {summary['adapter']}" + (" (reused)" if summary["reused"] else ""))
     return summary
@@ -126,7 +163,9 @@ def _eval(ws, force: bool, quiet: bool) -> dict:
             table.add_row(k, f"{base[k]:.4g}", f"{ad.get(k, float('nan')):.4g}")
         console.print(table)
         gate = summary["gate"]
-        console.print("[green]gate passed[/]" if gate["passed"] else "[red]gate failed:[/] " + "; ".join(gate["failed"]))
+        console.print(
+            "[green]gate passed[/]" if gate["passed"] else "[red]gate failed:[/] " + "; ".join(gate["failed"])
+        )
     return summary
 
 
@@ -135,8 +174,10 @@ def _publish(ws, name: str | None, force: bool, quiet: bool) -> dict:
 
     summary = publish_stage(ws, ws.recipes(), name=name, force=force)
     if not quiet:
-        console.print(f"published [bold]{summary['ref']}[/] into {summary['registry']} "
-                      "(promote it with `carafe adapters promote` when you are satisfied)")
+        console.print(
+            f"published [bold]{summary['ref']}[/] into {summary['registry']} "
+            "(promote it with `carafe adapters promote` when you are satisfied)"
+        )
     return summary
 
 
@@ -146,22 +187,31 @@ def _emit(as_json: bool, data: dict) -> None:
 
 
 @app.command()
-def generate(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, teacher: TeacherOpt = None, force: ForceOpt = False,
-             as_json: JsonOpt = False) -> None:
+def generate(
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    teacher: TeacherOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Generate and filter synthetic training data from the recipes (resumable)."""
     ws = _workspace(config, taxonomy, teacher)
     _emit(as_json, _guard(lambda: _generate(ws, force, as_json)))
 
 
 @app.command()
-def train(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+def train(
+    config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False
+) -> None:
     """Train the LoRA adapter in phases (knowledge, then skills with replay); resumes from checkpoints."""
     ws = _workspace(config, taxonomy, None)
     _emit(as_json, _guard(lambda: _train(ws, force, as_json)))
 
 
 @app.command("eval")
-def evaluate(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+def evaluate(
+    config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False
+) -> None:
     """Compare base and adapter on held-out questions and general text; exit 1 when the gate fails."""
     ws = _workspace(config, taxonomy, None)
     summary = _guard(lambda: _eval(ws, force, as_json))
@@ -170,19 +220,27 @@ def evaluate(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: Forc
 
 
 @app.command()
-def publish(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None,
-            name: Annotated[Optional[str], typer.Option(help="Adapter name (default: the taxonomy's sidecar)")] = None,
-            force: Annotated[bool, typer.Option("--force", help="Publish even if the gate failed")] = False,
-            as_json: JsonOpt = False) -> None:
+def publish(
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name (default: the taxonomy's sidecar)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Publish even if the gate failed")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Publish the evaluated adapter into the registry as a new version (not promoted)."""
     ws = _workspace(config, taxonomy, None)
     _emit(as_json, _guard(lambda: _publish(ws, name, force, as_json)))
 
 
 @app.command()
-def run(config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, teacher: TeacherOpt = None,
-        name: Annotated[Optional[str], typer.Option(help="Adapter name (default: the taxonomy's sidecar)")] = None,
-        force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+def run(
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    teacher: TeacherOpt = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name (default: the taxonomy's sidecar)")] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
     """All stages; each reuses its output when its inputs are unchanged (by content hash)."""
     ws = _workspace(config, taxonomy, teacher)
 

@@ -100,8 +100,7 @@ def adapter_summary(registry: Registry, manager: AdapterManager | None, name: st
     }
 
 
-def adapter_detail(registry: Registry, manager: AdapterManager | None, name: str,
-                   history: int = 50) -> dict[str, Any]:
+def adapter_detail(registry: Registry, manager: AdapterManager | None, name: str, history: int = 50) -> dict[str, Any]:
     detail = adapter_summary(registry, manager, name)
     detail["manifests"] = {v: registry.get(name, v).manifest.model_dump(mode="json") for v in detail["versions"]}
     detail["history"] = registry.history(name, history)
@@ -121,20 +120,34 @@ async def show_adapter(name: str, request: Request, _: Principal = Depends(requi
 
 
 @router.post("/admin/adapters", status_code=201)
-async def add_adapter(body: AddAdapter, request: Request,
-                      principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def add_adapter(
+    body: AddAdapter, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     registry, manager = _parts(request)
     with _admin_span("add", principal, body.name, version=body.version):
-        av = await asyncio.to_thread(registry.add, Path(body.path), actor=principal.user, name=body.name,
-                                     version=body.version, kind=body.kind, description=body.description)  # type: ignore[arg-type]
+        av = await asyncio.to_thread(
+            registry.add,
+            Path(body.path),
+            actor=principal.user,
+            name=body.name,
+            version=body.version,
+            kind=body.kind,  # type: ignore[arg-type]
+            description=body.description,
+        )
         trace.get_current_span().set_attribute(attr.CARAFE_ADAPTER_VERSION, av.ref)
-    return {"name": av.name, "version": av.version, "ref": av.ref, "manifest": av.manifest.model_dump(mode="json"),
-            **{k: v for k, v in adapter_summary(registry, manager, av.name).items() if k != "name"}}
+    return {
+        "name": av.name,
+        "version": av.version,
+        "ref": av.ref,
+        "manifest": av.manifest.model_dump(mode="json"),
+        **{k: v for k, v in adapter_summary(registry, manager, av.name).items() if k != "name"},
+    }
 
 
 @router.post("/admin/adapters/{name}/promote")
-async def promote_adapter(name: str, body: Promote, request: Request,
-                          principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def promote_adapter(
+    name: str, body: Promote, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     registry, manager = _parts(request)
     with _admin_span("promote", principal, name, version=body.version, channel=body.channel):
         await manager.promote(name, body.version, actor=principal.user, channel=body.channel)
@@ -142,7 +155,9 @@ async def promote_adapter(name: str, body: Promote, request: Request,
 
 
 @router.post("/admin/adapters/{name}/rollback")
-async def rollback_adapter(name: str, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def rollback_adapter(
+    name: str, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     registry, manager = _parts(request)
     with _admin_span("rollback", principal, name):
         await manager.rollback(name, actor=principal.user)
@@ -150,8 +165,9 @@ async def rollback_adapter(name: str, request: Request, principal: Principal = D
 
 
 @router.post("/admin/adapters/{name}/split")
-async def split_adapter(name: str, body: Split, request: Request,
-                        principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def split_adapter(
+    name: str, body: Split, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     registry, manager = _parts(request)
     with _admin_span("split", principal, name, version=body.canary, canary_weight=body.weight):
         await manager.split(name, body.canary, body.weight, actor=principal.user)
@@ -159,8 +175,9 @@ async def split_adapter(name: str, body: Split, request: Request,
 
 
 @router.delete("/admin/adapters/{name}")
-async def remove_adapter(name: str, request: Request, version: int | None = None,
-                         principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def remove_adapter(
+    name: str, request: Request, version: int | None = None, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     registry, manager = _parts(request)
     with _admin_span("remove", principal, name, version=version):
         await asyncio.to_thread(registry.remove, name, actor=principal.user, version=version)
@@ -178,32 +195,37 @@ async def sync_adapters(request: Request, principal: Principal = Depends(require
 
 # vLLM-compatible runtime LoRA endpoints --------------------------------------
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request,
-                            principal: Principal = Depends(require_admin)) -> str:
+async def load_lora_adapter(
+    body: LoadLoRAAdapterRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> str:
     if not body.lora_name or not body.lora_path:
         raise InvalidInput("Both 'lora_name' and 'lora_path' must be provided.", code="InvalidUserInput")
     engine = get_state(request).engine
     if any(a.name == body.lora_name for a in engine.adapters()):
-        raise InvalidInput(f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name",
-                           code="InvalidUserInput")
+        raise InvalidInput(
+            f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name", code="InvalidUserInput"
+        )
     try:
         with _admin_span("load", principal, body.lora_name):
             await engine.load_adapter(body.lora_name, body.lora_path)
     except AdapterConflict as exc:  # a concurrent load of the same name won the race
-        raise InvalidInput(f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name",
-                           code="InvalidUserInput") from exc
+        raise InvalidInput(
+            f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name", code="InvalidUserInput"
+        ) from exc
     return f"Success: LoRA adapter '{body.lora_name}' added successfully."
 
 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
-async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request,
-                              principal: Principal = Depends(require_admin)) -> str:
+async def unload_lora_adapter(
+    body: UnloadLoRAAdapterRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> str:
     if not body.lora_name and body.lora_int_id is None:
         raise InvalidInput("either 'lora_name' and 'lora_int_id' needs to be provided.", code="InvalidUserInput")
     engine = get_state(request).engine
     if not any(a.name == body.lora_name for a in engine.adapters()):
-        raise AdapterNotFound(f"The lora adapter '{body.lora_name}' cannot be found.", param="lora_name",
-                              code="NotFoundError")
+        raise AdapterNotFound(
+            f"The lora adapter '{body.lora_name}' cannot be found.", param="lora_name", code="NotFoundError"
+        )
     with _admin_span("unload", principal, body.lora_name):
         await engine.unload_adapter(body.lora_name)
     return f"Success: LoRA adapter '{body.lora_name}' removed successfully."

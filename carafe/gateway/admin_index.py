@@ -27,8 +27,9 @@ def _retriever(request: Request) -> Retriever:
 
 
 @router.post("/sync")
-async def sync(request: Request, body: SyncRequest | None = None,
-               principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def sync(
+    request: Request, body: SyncRequest | None = None, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     """Run a sync now and return its report (one sync at a time: 409 while one runs)."""
     retriever = _retriever(request)
     lock = get_state(request).index_sync_lock

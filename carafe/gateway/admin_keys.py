@@ -36,7 +36,10 @@ async def create_key(body: KeyCreate, request: Request, admin: Principal = Depen
     state = get_state(request)
     with admin_span("carafe.admin.keys.create", admin.user, **{"carafe.key.user": body.user}) as span:
         key, rec = state.keys.create(
-            body.user, groups=body.groups, admin=body.admin, models=body.models,
+            body.user,
+            groups=body.groups,
+            admin=body.admin,
+            models=body.models,
             rpm=body.rpm or state.config.auth.default_rpm,
         )
         span.set_attribute(attr.CARAFE_KEY_ID, rec.key_id)

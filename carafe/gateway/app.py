@@ -55,8 +55,16 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
     )
     app.state.carafe = state
     install_error_handlers(app)
-    for module in (serving_chat, serving_completion, serving_responses, serving_models, serving_embeddings, admin_keys,
-                   admin_adapters, admin_index):
+    for module in (
+        serving_chat,
+        serving_completion,
+        serving_responses,
+        serving_models,
+        serving_embeddings,
+        admin_keys,
+        admin_adapters,
+        admin_index,
+    ):
         app.include_router(module.router)
     if config.telemetry.metrics:
         app.include_router(telemetry_routes.router)

@@ -60,9 +60,12 @@ class KeyRecord:
 
     def principal(self) -> Principal:
         return Principal(
-            user=self.user, groups=tuple(self.groups), roles=tuple(self.roles),
+            user=self.user,
+            groups=tuple(self.groups),
+            roles=tuple(self.roles),
             models=tuple(self.models) if self.models is not None else None,
-            rpm=self.rpm, key_id=self.key_id,
+            rpm=self.rpm,
+            key_id=self.key_id,
         )
 
 
@@ -127,9 +130,14 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         rec = KeyRecord(
-            key_id=key_id, secret_sha256=_hash(secret), user=user.strip(),
-            groups=sorted({g.strip() for g in groups or [] if g.strip()}), roles=role_list,
-            models=models, rpm=rpm, created_at=time.time(),
+            key_id=key_id,
+            secret_sha256=_hash(secret),
+            user=user.strip(),
+            groups=sorted({g.strip() for g in groups or [] if g.strip()}),
+            roles=role_list,
+            models=models,
+            rpm=rpm,
+            created_at=time.time(),
         )
         with self._lock:
             self._load()

@@ -24,16 +24,29 @@ from carafe.gateway.tools import ToolCallParser, ToolPlan, call_id, parse_constr
 
 
 def logprobs_out(items: list[TokenLogprob] | None) -> list[TokenLogprobOut]:
-    return [TokenLogprobOut(token=t.token, logprob=t.logprob, bytes=t.bytes,
-                            top_logprobs=[TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top])
-            for t in items or []]
+    return [
+        TokenLogprobOut(
+            token=t.token,
+            logprob=t.logprob,
+            bytes=t.bytes,
+            top_logprobs=[TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top],
+        )
+        for t in items or []
+    ]
 
 
 def _call_deltas(calls: list[ToolCall], start: int = 0) -> DeltaMessage:
-    return DeltaMessage(tool_calls=[
-        DeltaToolCall(index=start + k, id=c.id, type="function",
-                      function=DeltaFunction(name=c.function.name, arguments=c.function.arguments))
-        for k, c in enumerate(calls)])
+    return DeltaMessage(
+        tool_calls=[
+            DeltaToolCall(
+                index=start + k,
+                id=c.id,
+                type="function",
+                function=DeltaFunction(name=c.function.name, arguments=c.function.arguments),
+            )
+            for k, c in enumerate(calls)
+        ]
+    )
 
 
 @dataclass
@@ -69,10 +82,21 @@ class ChoiceOutput:
         elif mode == "named" and chunk.text:
             if self._named_id is None:
                 self._named_id = call_id()
-                deltas.append(DeltaMessage(tool_calls=[DeltaToolCall(
-                    index=0, id=self._named_id, type="function",
-                    function=DeltaFunction(name=self.plan.function, arguments=""))]))
-            deltas.append(DeltaMessage(tool_calls=[DeltaToolCall(index=0, function=DeltaFunction(arguments=chunk.text))]))
+                deltas.append(
+                    DeltaMessage(
+                        tool_calls=[
+                            DeltaToolCall(
+                                index=0,
+                                id=self._named_id,
+                                type="function",
+                                function=DeltaFunction(name=self.plan.function, arguments=""),
+                            )
+                        ]
+                    )
+                )
+            deltas.append(
+                DeltaMessage(tool_calls=[DeltaToolCall(index=0, function=DeltaFunction(arguments=chunk.text))])
+            )
         if chunk.finish_reason is not None:
             deltas += self._finish(chunk.finish_reason)
         return deltas
@@ -109,8 +133,9 @@ class ChoiceOutput:
         return ChoiceLogprobs(content=self.logprobs[-count:])
 
     def message(self) -> ChatMessageOut:
-        return ChatMessageOut(content=self.content if not self.tool_calls or self.content else None,
-                              tool_calls=self.tool_calls or None)
+        return ChatMessageOut(
+            content=self.content if not self.tool_calls or self.content else None, tool_calls=self.tool_calls or None
+        )
 
     def choice_logprobs(self) -> ChoiceLogprobs | None:
         return ChoiceLogprobs(content=self.logprobs) if self.want_logprobs else None

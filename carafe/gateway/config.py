@@ -11,11 +11,22 @@ class ServerConfig(BaseModel):
     host: str = Field("127.0.0.1", description="Address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond)")
-    max_tokens_limit: int = Field(4096, ge=1, description="Largest accepted max_tokens (400 naming max_tokens beyond); prompt + max_tokens must also fit the model length")
+    max_tokens_limit: int = Field(
+        4096,
+        ge=1,
+        description="Largest accepted max_tokens (400 naming max_tokens beyond); prompt + max_tokens must also fit "
+        "the model length",
+    )
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     max_n: int = Field(8, ge=1, description="Largest accepted `n` (choices per request)")
-    responses_retention_s: float = Field(3600.0, ge=0, description="How long /v1/responses keeps a response in memory for previous_response_id (0: not at all)")
-    responses_max_stored: int = Field(10_000, ge=0, description="Most responses kept for previous_response_id (oldest go first)")
+    responses_retention_s: float = Field(
+        3600.0,
+        ge=0,
+        description="How long /v1/responses keeps a response in memory for previous_response_id (0: not at all)",
+    )
+    responses_max_stored: int = Field(
+        10_000, ge=0, description="Most responses kept for previous_response_id (oldest go first)"
+    )
 
 
 class AuthConfig(BaseModel):

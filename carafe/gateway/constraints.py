@@ -52,8 +52,7 @@ def response_format_constraint(fmt: dict[str, Any] | None, param: str = "respons
             raise InvalidInput(f"{param}.json_schema must be an object with a 'schema'", param=param)
         # strict (OpenAI's default is false): refuse keywords the engine cannot enforce, else skip them
         return _json(spec.get("schema") or {}, param, strict=spec.get("strict") is True)
-    raise InvalidInput(f"{param} type {kind!r} is not supported; use text, json_object or json_schema",
-                       param=param)
+    raise InvalidInput(f"{param} type {kind!r} is not supported; use text, json_object or json_schema", param=param)
 
 
 def _vllm_extra(req: SamplingFields) -> OutputConstraint | None:
@@ -65,8 +64,9 @@ def _vllm_extra(req: SamplingFields) -> OutputConstraint | None:
         if unknown:
             raise InvalidInput(f"structured_outputs.{unknown[0]} is not supported", param="structured_outputs")
         if len(asked) != 1:
-            raise InvalidInput("structured_outputs takes exactly one of json, regex, choice, grammar",
-                               param="structured_outputs")
+            raise InvalidInput(
+                "structured_outputs takes exactly one of json, regex, choice, grammar", param="structured_outputs"
+            )
         (key,) = asked
         param = f"structured_outputs.{key}"
         if key == "json":
@@ -93,7 +93,18 @@ def request_constraint(req: SamplingFields) -> OutputConstraint | None:
     extra = _vllm_extra(req)
     if fmt is not None and extra is not None:
         raise InvalidInput(f"{extra.param} cannot be combined with response_format", param=extra.param)
-    if sum(x is not None for x in (req.guided_json, req.guided_regex, req.guided_choice, req.guided_grammar,
-                                   req.structured_outputs or None)) > 1:
+    if (
+        sum(
+            x is not None
+            for x in (
+                req.guided_json,
+                req.guided_regex,
+                req.guided_choice,
+                req.guided_grammar,
+                req.structured_outputs or None,
+            )
+        )
+        > 1
+    ):
         raise InvalidInput("ask for one structured output at a time", param=extra.param if extra else None)
     return fmt or extra

@@ -31,9 +31,7 @@ def get_principal(request: Request) -> Principal:
     state = get_state(request)
     key = _bearer(request)
     if key is None:
-        raise Unauthenticated(
-            "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key"
-        )
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
     principal = None
     bootstrap = state.config.auth.admin_bootstrap_key
     if bootstrap is not None and key == bootstrap.get_secret_value():

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carafe import errors as E
+from carafe import errors as E  # noqa: N812 - the error kinds, read as E.NotFound
 from carafe.gateway.protocol import UnsupportedParameter
 
 log = logging.getLogger("carafe.gateway")
@@ -54,7 +54,11 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 
 def error_response(
-    status: int, message: str, type_: str, param: str | None = None, code: str | None = None,
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
@@ -111,7 +115,9 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
             400, f"unrecognized request argument supplied: {param}", "invalid_request_error", param, "unknown_parameter"
         )
     if kind == "missing":
-        return error_response(400, f"missing required parameter: {param}", "invalid_request_error", param, "missing_parameter")
+        return error_response(
+            400, f"missing required parameter: {param}", "invalid_request_error", param, "missing_parameter"
+        )
     msg = str(first.get("msg", "invalid value"))
     msg = msg.removeprefix("Value error, ")
     text = f"invalid value for {param}: {msg}" if param else msg
@@ -137,7 +143,12 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = "request body could not be parsed (it must be UTF-8 JSON)"
         if status == 404:
             detail = "no such endpoint; see /docs for the API"
-        return error_response(status, detail, _HTTP_TYPES.get(status, "invalid_request_error"), headers=dict(exc.headers) if exc.headers else None)
+        return error_response(
+            status,
+            detail,
+            _HTTP_TYPES.get(status, "invalid_request_error"),
+            headers=dict(exc.headers) if exc.headers else None,
+        )
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carafe.gateway.errors import error_body
@@ -76,11 +77,23 @@ class RequestLimits:
         await self.app(scope, replay, send_with_overhead)
 
     async def _reject(self, send: Send, size: int) -> None:
-        body = json.dumps(error_body(
-            f"request body too large ({size} bytes; the limit is {self.max_body_bytes})",
-            "invalid_request_error", None, "request_too_large",
-        )).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            error_body(
+                f"request body too large ({size} bytes; the limit is {self.max_body_bytes})",
+                "invalid_request_error",
+                None,
+                "request_too_large",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

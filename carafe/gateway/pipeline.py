@@ -48,8 +48,9 @@ class Prepared:
     output_guards: list[OutputStream] = field(default_factory=list)
 
 
-async def guard_input(state: AppState, text: str, decision: RouteDecision,
-                      principal: Principal) -> tuple[str, list[GuardVerdict]]:
+async def guard_input(
+    state: AppState, text: str, decision: RouteDecision, principal: Principal
+) -> tuple[str, list[GuardVerdict]]:
     """Run the input guards; returns the (possibly redacted) text. Raises ContentBlocked."""
     if state.guards is None or not text:
         return text, []
@@ -63,7 +64,8 @@ async def guard_input(state: AppState, text: str, decision: RouteDecision,
             span.set_attribute(attr.CARAFE_GUARD_BLOCKED, b.check)
             raise ContentBlocked(
                 f"the request was blocked by the {b.check} guard ({b.category}): {b.reason}",
-                param="messages", code="content_filter",
+                param="messages",
+                code="content_filter",
             )
         return result.text, list(result.verdicts)
 

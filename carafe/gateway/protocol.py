@@ -98,7 +98,7 @@ class SamplingFields(OpenAIModel):
         return v
 
     @model_validator(mode="after")
-    def _unsupported(self) -> "SamplingFields":
+    def _unsupported(self) -> SamplingFields:
         def no(field: str, why: str) -> None:
             raise UnsupportedParameter(field, why)
 
@@ -171,7 +171,7 @@ class ChatMessageIn(OpenAIModel):
     refusal: str | None = None
 
     @model_validator(mode="after")
-    def _content(self) -> "ChatMessageIn":
+    def _content(self) -> ChatMessageIn:
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
         if self.role == "tool" and not self.tool_call_id:
@@ -200,7 +200,7 @@ class ChatCompletionRequest(SamplingFields):
     store: bool | None = None
 
     @model_validator(mode="after")
-    def _chat_unsupported(self) -> "ChatCompletionRequest":
+    def _chat_unsupported(self) -> ChatCompletionRequest:
         if self.logprobs not in (None, True, False):
             raise UnsupportedParameter("logprobs", "logprobs must be true or false on chat completions")
         if self.top_logprobs and not self.logprobs:
@@ -208,8 +208,10 @@ class ChatCompletionRequest(SamplingFields):
         if isinstance(self.tool_choice, dict):
             name = (self.tool_choice.get("function") or {}).get("name")
             if self.tool_choice.get("type") != "function" or not name:
-                raise UnsupportedParameter("tool_choice", "tool_choice must be none, auto, required or "
-                                           "{'type': 'function', 'function': {'name': ...}}")
+                raise UnsupportedParameter(
+                    "tool_choice",
+                    "tool_choice must be none, auto, required or {'type': 'function', 'function': {'name': ...}}",
+                )
             if name not in {t.function.name for t in self.tools or []}:
                 raise UnsupportedParameter("tool_choice", f"tool_choice names {name!r}, which is not in tools")
         elif self.tool_choice == "required" and not self.tools:
@@ -336,7 +338,7 @@ class CompletionRequest(SamplingFields):
         return v
 
     @model_validator(mode="after")
-    def _completion_unsupported(self) -> "CompletionRequest":
+    def _completion_unsupported(self) -> CompletionRequest:
         if self.logprobs is True or (isinstance(self.logprobs, int) and not 0 <= self.logprobs <= 20):
             raise UnsupportedParameter("logprobs", "logprobs on completions is an integer from 0 to 20")
         if self.top_logprobs is not None:

@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from carafe.errors import InvalidInput
-
 from carafe.gateway.protocol import (
     ChatCompletionRequest,
     ChatMessageIn,
@@ -107,13 +106,15 @@ class ResponsesRequest(OpenAIModel):
     truncation: Literal["disabled"] | None = None
 
     @model_validator(mode="after")
-    def _input(self) -> "ResponsesRequest":
+    def _input(self) -> ResponsesRequest:
         if isinstance(self.input, list) and not self.input:
             raise UnsupportedParameter("input", "input must not be an empty list")
-        if isinstance(self.tool_choice, dict) and (self.tool_choice.get("type") != "function"
-                                                   or not self.tool_choice.get("name")):
-            raise UnsupportedParameter("tool_choice", "tool_choice must be none, auto, required or "
-                                       "{'type': 'function', 'name': ...}")
+        if isinstance(self.tool_choice, dict) and (
+            self.tool_choice.get("type") != "function" or not self.tool_choice.get("name")
+        ):
+            raise UnsupportedParameter(
+                "tool_choice", "tool_choice must be none, auto, required or {'type': 'function', 'name': ...}"
+            )
         return self
 
     def items(self) -> list[ChatMessageIn]:
@@ -136,30 +137,42 @@ class ResponsesRequest(OpenAIModel):
 
     def to_chat(self, history: list[ChatMessageIn]) -> ChatCompletionRequest:
         """The equivalent chat request, after the ``previous_response_id`` conversation."""
-        messages = ([ChatMessageIn(role="system", content=self.instructions)] if self.instructions else [])
+        messages = [ChatMessageIn(role="system", content=self.instructions)] if self.instructions else []
         messages += [*history, *self.items()]
         tool_choice: Any = self.tool_choice
         if isinstance(tool_choice, dict):
             tool_choice = {"type": "function", "function": {"name": tool_choice["name"]}}
-        tools = [{"type": "function", "function": t.model_dump(exclude={"type"}, exclude_none=True)}
-                 for t in self.tools or []]
+        tools = [
+            {"type": "function", "function": t.model_dump(exclude={"type"}, exclude_none=True)}
+            for t in self.tools or []
+        ]
         fmt = (self.text.format if self.text else None) or None
         if fmt and fmt.get("type") == "json_schema":
             fmt = {"type": "json_schema", "json_schema": {k: v for k, v in fmt.items() if k != "type"}}
         try:
             return ChatCompletionRequest(
-                model=self.model, messages=messages, max_tokens=self.max_output_tokens, temperature=self.temperature,
-                top_p=self.top_p, seed=self.seed, tools=tools or None, tool_choice=tool_choice,
-                response_format=fmt, logprobs=True if self.top_logprobs is not None else None,
-                top_logprobs=self.top_logprobs, user=self.user)
+                model=self.model,
+                messages=messages,
+                max_tokens=self.max_output_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                tools=tools or None,
+                tool_choice=tool_choice,
+                response_format=fmt,
+                logprobs=True if self.top_logprobs is not None else None,
+                top_logprobs=self.top_logprobs,
+                user=self.user,
+            )
         except ValidationError as exc:  # named by the Responses field it came from
             err = exc.errors()[0]
             cause = (err.get("ctx") or {}).get("error")
             if isinstance(cause, UnsupportedParameter):
                 raise InvalidInput(cause.message, param=_CHAT_TO_RESPONSES.get(cause.param, cause.param)) from None
             field = str(err["loc"][0]) if err["loc"] else "input"
-            raise InvalidInput(f"{err['msg']} ({'.'.join(map(str, err['loc']))})",
-                               param=_CHAT_TO_RESPONSES.get(field, field)) from None
+            raise InvalidInput(
+                f"{err['msg']} ({'.'.join(map(str, err['loc']))})", param=_CHAT_TO_RESPONSES.get(field, field)
+            ) from None
 
 
 _CHAT_TO_RESPONSES = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format"}

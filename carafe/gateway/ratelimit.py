@@ -30,6 +30,7 @@ class RateLimiter:
                 retry_after = max(0.001, hits[0] + WINDOW_S - now)
                 raise RateLimited(
                     f"rate limit of {rpm} requests per minute exceeded for this key; retry in {retry_after:.1f}s",
-                    retry_after=retry_after, code="rate_limit_exceeded",
+                    retry_after=retry_after,
+                    code="rate_limit_exceeded",
                 )
             hits.append(now)

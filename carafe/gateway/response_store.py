@@ -43,7 +43,9 @@ class ResponseStore:
                 del self._items[response_id]
                 item = None
         if item is None or item.owner != owner:
-            raise NotFound(f"no stored response {response_id!r} (unknown, expired after the retention, "
-                           "or made by another key)", param="previous_response_id",
-                           code="previous_response_not_found")
+            raise NotFound(
+                f"no stored response {response_id!r} (unknown, expired after the retention, or made by another key)",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
         return list(item.messages)

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from carafe.gateway.auth import Principal
 from carafe.config import CarafeConfig
+from carafe.gateway.auth import Principal
 from carafe.indexer.acl import AccessScope
 from carafe.indexer.index import Index
 from carafe.indexer.prompt import Passage

@@ -17,8 +17,9 @@ def logprobs_count(req: SamplingFields) -> int | None:
     return int(req.logprobs)
 
 
-def sampling_params(req: SamplingFields, server: ServerConfig, *, choice: int = 0,
-                    constraint: OutputConstraint | None = None) -> SamplingParams:
+def sampling_params(
+    req: SamplingFields, server: ServerConfig, *, choice: int = 0, constraint: OutputConstraint | None = None
+) -> SamplingParams:
     """Engine params for choice number ``choice`` of ``req``.
 
     With a seed, choice *i* uses ``seed + i``: the choices differ from each other
@@ -31,10 +32,13 @@ def sampling_params(req: SamplingFields, server: ServerConfig, *, choice: int = 
     if max_tokens > server.max_tokens_limit:
         raise InvalidInput(
             f"max_tokens={max_tokens} exceeds this gateway's limit of {server.max_tokens_limit}",
-            param="max_tokens", code="max_tokens_too_large",
+            param="max_tokens",
+            code="max_tokens_too_large",
         )
     if req.min_tokens > max_tokens:
-        raise InvalidInput(f"min_tokens ({req.min_tokens}) must not exceed max_tokens ({max_tokens})", param="min_tokens")
+        raise InvalidInput(
+            f"min_tokens ({req.min_tokens}) must not exceed max_tokens ({max_tokens})", param="min_tokens"
+        )
     if req.top_k is not None and req.top_k == 0:
         raise InvalidInput("top_k must be -1 (off) or at least 1", param="top_k")
     seed = req.seed + choice if req.seed is not None else None

@@ -13,6 +13,8 @@ from opentelemetry import trace
 
 from carafe.adapters.engine import GenerationChunk
 from carafe.gateway.auth import Principal
+from carafe.gateway.chat_output import ChoiceOutput
+from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, prepare_chat
 from carafe.gateway.protocol import (
@@ -25,8 +27,6 @@ from carafe.gateway.protocol import (
     Usage,
     new_id,
 )
-from carafe.gateway.chat_output import ChoiceOutput
-from carafe.gateway.constraints import request_constraint
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
@@ -60,7 +60,9 @@ async def create_chat_completion(
 
     meter = GenerationMeter(t0)
     streams = start_streams(
-        state, prep, params,
+        state,
+        prep,
+        params,
         lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter),
     )
     firsts = await first_chunks(streams, meter)
@@ -87,8 +89,11 @@ async def create_chat_completion(
             ChatChoice(index=i, message=o.message(), finish_reason=o.finish_reason, logprobs=o.choice_logprobs())
             for i, o in enumerate(outputs)
         ],
-        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens),
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
         citations=prep.citations,
         adapter=prep.decision.served_model,
     )
@@ -115,15 +120,18 @@ async def _stream(
     model = prep.decision.served_model
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None, **extra: Any) -> str:
-        c = ChatCompletionChunk(id=rid, created=created, model=model, choices=choices, usage=usage,
-                                adapter=model, **extra)
+        c = ChatCompletionChunk(
+            id=rid, created=created, model=model, choices=choices, usage=usage, adapter=model, **extra
+        )
         data = c.model_dump(exclude_none=True)
         if include_usage and "usage" not in data:
             data["usage"] = None
         return sse(data)
 
-    yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
-                 for i in range(body.n)], citations=prep.citations)
+    yield chunk(
+        [ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")) for i in range(body.n)],
+        citations=prep.citations,
+    )
     prompt_tokens = completion_tokens = 0
     try:
         async for i, c in replay(streams, firsts):
@@ -132,8 +140,16 @@ async def _stream(
             lps = out.chunk_logprobs(len(c.logprobs or []))
             for k, delta in enumerate(deltas):
                 last = c.finish_reason is not None and k == len(deltas) - 1
-                yield chunk([ChatChunkChoice(index=i, delta=delta, logprobs=lps if k == 0 else None,
-                                             finish_reason=out.finish_reason if last else None)])
+                yield chunk(
+                    [
+                        ChatChunkChoice(
+                            index=i,
+                            delta=delta,
+                            logprobs=lps if k == 0 else None,
+                            finish_reason=out.finish_reason if last else None,
+                        )
+                    ]
+                )
             if c.finish_reason is None:
                 if not deltas and lps is not None:
                     yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), logprobs=lps)])
@@ -145,11 +161,23 @@ async def _stream(
         meter.done()
         record_tool_calls(outputs)
         if include_usage:
-            yield chunk([], usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                        total_tokens=prompt_tokens + completion_tokens))
+            yield chunk(
+                [],
+                usage=Usage(
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    total_tokens=prompt_tokens + completion_tokens,
+                ),
+            )
         yield SSE_DONE
     finally:
         for s in streams:
             await s.aclose()  # type: ignore[attr-defined]
-        meter.record(state, prep, prompt_tokens, completion_tokens, [o.finish_reason for o in outputs],
-                     "".join(o.raw for o in outputs))
+        meter.record(
+            state,
+            prep,
+            prompt_tokens,
+            completion_tokens,
+            [o.finish_reason for o in outputs],
+            "".join(o.raw for o in outputs),
+        )

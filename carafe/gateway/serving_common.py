@@ -50,8 +50,15 @@ class GenerationMeter:
         engine_until = self.end or self.first_token or start
         return max(0.0, ((now - self.t0) - (engine_until - start)) * 1000.0)
 
-    def record(self, state: AppState, prep: Prepared, prompt_tokens: int, completion_tokens: int,
-               reasons: list[str | None], text: str) -> None:
+    def record(
+        self,
+        state: AppState,
+        prep: Prepared,
+        prompt_tokens: int,
+        completion_tokens: int,
+        reasons: list[str | None],
+        text: str,
+    ) -> None:
         """The generation span's GenAI attributes, output-guard verdicts and metrics."""
         span = trace.get_current_span()
         decision = prep.decision
@@ -60,8 +67,11 @@ class GenerationMeter:
         span.set_attribute(attr.GEN_AI_USAGE_INPUT_TOKENS, prompt_tokens)
         span.set_attribute(attr.GEN_AI_USAGE_OUTPUT_TOKENS, completion_tokens)
         span.set_attribute(attr.GEN_AI_RESPONSE_FINISH_REASONS, [r or "abort" for r in reasons])
-        span.set_attributes(attr.content_attributes(
-            text, decision.record_content or state.config.telemetry.record_content, kind="completion"))
+        span.set_attributes(
+            attr.content_attributes(
+                text, decision.record_content or state.config.telemetry.record_content, kind="completion"
+            )
+        )
         span.set_attribute(attr.GEN_AI_PROVIDER_NAME, provider_name(state))
         if ttft is not None:
             span.set_attribute(attr.CARAFE_TTFT_MS, ttft * 1000.0)
@@ -69,20 +79,29 @@ class GenerationMeter:
             for v in guard.verdicts:
                 span.set_attributes(v.to_attributes())
                 metrics.record_guard(v.check, v.action)
-        metrics.on_generation(decision.served_model, prompt_tokens=prompt_tokens,
-                              completion_tokens=completion_tokens, ttft_s=ttft)
+        metrics.on_generation(
+            decision.served_model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_s=ttft
+        )
 
 
-def record_request(state: AppState, prep: Prepared, prompt_text: str, *, plan: ToolPlan | None = None,
-                   constraint: OutputConstraint | None = None, api: str | None = None) -> None:
+def record_request(
+    state: AppState,
+    prep: Prepared,
+    prompt_text: str,
+    *,
+    plan: ToolPlan | None = None,
+    constraint: OutputConstraint | None = None,
+    api: str | None = None,
+) -> None:
     """The request span's attributes for a chat-shaped generation (chat completions, responses)."""
     span = trace.get_current_span()
     span.set_attribute(attr.GEN_AI_OPERATION_NAME, "chat")
     span.set_attribute(attr.CARAFE_PRINCIPAL, prep.principal.user)
     if api is not None:
         span.set_attribute(attr.CARAFE_API, api)
-    span.set_attributes(attr.content_attributes(
-        prompt_text, prep.decision.record_content or state.config.telemetry.record_content))
+    span.set_attributes(
+        attr.content_attributes(prompt_text, prep.decision.record_content or state.config.telemetry.record_content)
+    )
     if plan is not None and plan.active:
         span.set_attribute(attr.GEN_AI_REQUEST_TOOLS, [t.function.name for t in plan.tools])
         span.set_attribute(attr.CARAFE_TOOL_CHOICE, plan.function or plan.mode)
@@ -118,7 +137,9 @@ def provider_name(state: AppState) -> str:
 
 
 def start_streams(
-    state: AppState, prep: Prepared, params: list[SamplingParams],
+    state: AppState,
+    prep: Prepared,
+    params: list[SamplingParams],
     call: Callable[[SamplingParams], AsyncIterator[GenerationChunk]],
 ) -> list[AsyncIterator[GenerationChunk]]:
     """One engine stream per choice, each behind its own output guard."""

@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from carafe.adapters.engine import TokenLogprob
 from carafe.gateway.auth import Principal
+from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
-from carafe.adapters.engine import TokenLogprob
-from carafe.gateway.constraints import request_constraint
 from carafe.gateway.protocol import (
     CompletionChoice,
     CompletionChunk,
@@ -44,14 +44,19 @@ async def create_completion(
         guarded_prompts.append(text)
     prep = Prepared(decision, [], principal)
     constraint = request_constraint(body)
-    jobs = [(p, sampling_params(body, state.config.server, choice=i, constraint=constraint))
-            for p in guarded_prompts for i in range(body.n)]
+    jobs = [
+        (p, sampling_params(body, state.config.server, choice=i, constraint=constraint))
+        for p in guarded_prompts
+        for i in range(body.n)
+    ]
     want_logprobs = logprobs_count(body) is not None
     meter = GenerationMeter(t0)
     streams = []
     for prompt, params in jobs:
         streams += start_streams(
-            state, prep, [params],
+            state,
+            prep,
+            [params],
             lambda sp, prompt=prompt: state.engine.complete(prompt, sp, adapter=decision.adapter),  # type: ignore[misc]
         )
     firsts = await first_chunks(streams, meter)
@@ -77,8 +82,9 @@ async def create_completion(
             sent_echo = [False] * n_choices
 
             def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
-                data = CompletionChunk(id=rid, created=created, model=decision.served_model, choices=choices,
-                                       usage=usage).model_dump()
+                data = CompletionChunk(
+                    id=rid, created=created, model=decision.served_model, choices=choices, usage=usage
+                ).model_dump()
                 if not include_usage:
                     del data["usage"]
                 return sse(data)
@@ -94,8 +100,13 @@ async def create_completion(
                         usage_c += c.completion_tokens
                     if not text and c.finish_reason is None and not c.logprobs:
                         continue
-                    yield chunk([CompletionChoice(index=i, text=text, finish_reason=c.finish_reason,
-                                                  logprobs=logprobs(i, c.logprobs))])
+                    yield chunk(
+                        [
+                            CompletionChoice(
+                                index=i, text=text, finish_reason=c.finish_reason, logprobs=logprobs(i, c.logprobs)
+                            )
+                        ]
+                    )
                 meter.done()
                 if include_usage:
                     pt = sum(usage_p)
@@ -106,8 +117,11 @@ async def create_completion(
                     await s.aclose()  # type: ignore[attr-defined]
                 meter.record(state, prep, sum(usage_p), usage_c, reasons, "")
 
-        return StreamingResponse(gen(), media_type="text/event-stream",
-                                 headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}))
+        return StreamingResponse(
+            gen(),
+            media_type="text/event-stream",
+            headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
+        )
 
     texts = list(echo)
     reasons: list[str | None] = [None] * n_choices
@@ -125,8 +139,10 @@ async def create_completion(
     pt = sum(usage_p)
     resp = CompletionResponse(
         model=decision.served_model,
-        choices=[CompletionChoice(index=i, text=texts[i], finish_reason=reasons[i], logprobs=logprobs(i, token_lps[i]))
-                 for i in range(n_choices)],
+        choices=[
+            CompletionChoice(index=i, text=texts[i], finish_reason=reasons[i], logprobs=logprobs(i, token_lps[i]))
+            for i in range(n_choices)
+        ],
         usage=Usage(prompt_tokens=pt, completion_tokens=usage_c, total_tokens=pt + usage_c),
         adapter=decision.served_model,
     )

@@ -26,7 +26,8 @@ async def create_embeddings(
     if body.model.lower() not in ALIASES and body.model != embedder.model_id:
         raise NotFound(
             f"the embedding model {body.model!r} does not exist; use {embedder.model_id!r}",
-            param="model", code="model_not_found",
+            param="model",
+            code="model_not_found",
         )
     if body.dimensions is not None and body.dimensions != embedder.dim:
         raise InvalidInput(f"{embedder.model_id} only produces {embedder.dim} dimensions", param="dimensions")
@@ -41,4 +42,6 @@ async def create_embeddings(
         emb = base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64" else v.tolist()
         data.append(EmbeddingData(index=i, embedding=emb))
     total = int(sum(tokens))
-    return EmbeddingResponse(data=data, model=embedder.model_id, usage=EmbeddingUsage(prompt_tokens=total, total_tokens=total))
+    return EmbeddingResponse(
+        data=data, model=embedder.model_id, usage=EmbeddingUsage(prompt_tokens=total, total_tokens=total)
+    )

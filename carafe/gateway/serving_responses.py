@@ -65,28 +65,42 @@ async def create_response(
     constraint = plan.constraint or response_format_constraint(body.text.format if body.text else None, "text.format")
     params = sampling_params(chat, state.config.server, constraint=constraint)
     prep = await prepare_chat(state, principal, chat.model, render_messages(chat.messages, plan))
-    record_request(state, prep, "\n".join(m.content for m in prep.messages), plan=plan, constraint=constraint,
-                   api="responses")
+    record_request(
+        state, prep, "\n".join(m.content for m in prep.messages), plan=plan, constraint=constraint, api="responses"
+    )
     if body.previous_response_id:
         trace.get_current_span().set_attribute(attr.CARAFE_PREVIOUS_RESPONSE_ID, body.previous_response_id)
 
     meter = GenerationMeter(t0)
-    streams = start_streams(state, prep, [params],
-                            lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter))
+    streams = start_streams(
+        state, prep, [params], lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter)
+    )
     firsts = await first_chunks(streams, meter)
     out = ChoiceOutput(plan, want_logprobs=body.top_logprobs is not None)
     resp = ResponseObject(
-        model=prep.decision.served_model, status="in_progress", instructions=body.instructions,
-        max_output_tokens=body.max_output_tokens, previous_response_id=body.previous_response_id,
-        temperature=body.temperature, top_p=body.top_p, tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
-        tool_choice=body.tool_choice or "auto", parallel_tool_calls=bool(body.parallel_tool_calls),
+        model=prep.decision.served_model,
+        status="in_progress",
+        instructions=body.instructions,
+        max_output_tokens=body.max_output_tokens,
+        previous_response_id=body.previous_response_id,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
+        tool_choice=body.tool_choice or "auto",
+        parallel_tool_calls=bool(body.parallel_tool_calls),
         text={"format": (body.text.format if body.text and body.text.format else {"type": "text"})},
-        metadata=body.metadata or {}, citations=prep.citations, adapter=prep.decision.served_model)
+        metadata=body.metadata or {},
+        citations=prep.citations,
+        adapter=prep.decision.served_model,
+    )
     conversation = [m for m in chat.messages if not (body.instructions and m is chat.messages[0])]
     finish = _Finisher(state, store, prep, resp, out, conversation, principal, meter, body.store)
     if body.stream:
-        return StreamingResponse(_events(streams, firsts, finish), media_type="text/event-stream",
-                                 headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}))
+        return StreamingResponse(
+            _events(streams, firsts, finish),
+            media_type="text/event-stream",
+            headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
+        )
     async for _, chunk in replay(streams, firsts):
         out.step(chunk)
         finish.count(chunk)
@@ -98,9 +112,18 @@ class _Finisher:
     """Completes the response object once the output ended: items, status, usage,
     the stored conversation and the trace."""
 
-    def __init__(self, state: AppState, store: ResponseStore, prep: Prepared, resp: ResponseObject,
-                 out: ChoiceOutput, conversation: list[ChatMessageIn], principal: Principal,
-                 meter: GenerationMeter, keep: bool) -> None:
+    def __init__(
+        self,
+        state: AppState,
+        store: ResponseStore,
+        prep: Prepared,
+        resp: ResponseObject,
+        out: ChoiceOutput,
+        conversation: list[ChatMessageIn],
+        principal: Principal,
+        meter: GenerationMeter,
+        keep: bool,
+    ) -> None:
         self.state, self.store, self.prep, self.resp, self.out = state, store, prep, resp, out
         self.conversation, self.principal, self.meter, self.keep = conversation, principal, meter, keep
         self.prompt_tokens = self.completion_tokens = 0
@@ -115,8 +138,10 @@ class _Finisher:
         return OutputText(text=self.out.content, logprobs=lps)
 
     def calls(self) -> list[OutputFunctionCall]:
-        return [OutputFunctionCall(call_id=c.id, name=c.function.name, arguments=c.function.arguments)
-                for c in self.out.tool_calls]
+        return [
+            OutputFunctionCall(call_id=c.id, name=c.function.name, arguments=c.function.arguments)
+            for c in self.out.tool_calls
+        ]
 
     def done(self) -> ResponseObject:
         self.meter.done()
@@ -128,8 +153,11 @@ class _Finisher:
         self.message.status = "incomplete" if incomplete else "completed"
         self.message.content = [self.text_part()]
         resp.output = ([self.message] if out.content or not out.tool_calls else []) + self.calls()
-        resp.usage = ResponseUsage(input_tokens=self.prompt_tokens, output_tokens=self.completion_tokens,
-                                   total_tokens=self.prompt_tokens + self.completion_tokens)
+        resp.usage = ResponseUsage(
+            input_tokens=self.prompt_tokens,
+            output_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
         record_tool_calls([out])
         if self.keep:
             reply = ChatMessageIn(role="assistant", content=out.content or None, tool_calls=out.tool_calls or None)
@@ -144,8 +172,9 @@ def _event(seq: list[int], kind: str, **fields: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def _events(streams: list[AsyncIterator[GenerationChunk]], firsts: list[GenerationChunk],
-                  finish: _Finisher) -> AsyncIterator[str]:
+async def _events(
+    streams: list[AsyncIterator[GenerationChunk]], firsts: list[GenerationChunk], finish: _Finisher
+) -> AsyncIterator[str]:
     seq = [-1]
     out, resp, msg = finish.out, finish.resp, finish.message
     yield _event(seq, "response.created", response=resp.model_dump(mode="json"))
@@ -161,12 +190,19 @@ async def _events(streams: list[AsyncIterator[GenerationChunk]], firsts: list[Ge
             if delta and not opened:
                 opened = True
                 yield _event(seq, "response.output_item.added", output_index=0, item=msg.model_dump(mode="json"))
-                yield _event(seq, "response.content_part.added", item_id=msg.id, output_index=0, content_index=0,
-                             part=OutputText(text="").model_dump(mode="json"))
+                yield _event(
+                    seq,
+                    "response.content_part.added",
+                    item_id=msg.id,
+                    output_index=0,
+                    content_index=0,
+                    part=OutputText(text="").model_dump(mode="json"),
+                )
             if delta:
-                lps = [t.model_dump() for t in out.logprobs[len(out.logprobs) - len(chunk.logprobs or []):]]
-                yield _event(seq, "response.output_text.delta", **ids, delta=delta,
-                             logprobs=lps if out.want_logprobs else [])
+                lps = [t.model_dump() for t in out.logprobs[len(out.logprobs) - len(chunk.logprobs or []) :]]
+                yield _event(
+                    seq, "response.output_text.delta", **ids, delta=delta, logprobs=lps if out.want_logprobs else []
+                )
         final = finish.done()
         if opened:
             part = finish.text_part().model_dump(mode="json")
@@ -178,10 +214,17 @@ async def _events(streams: list[AsyncIterator[GenerationChunk]], firsts: list[Ge
             index = first_call + k
             pending = call.model_copy(update={"status": "in_progress", "arguments": ""})
             yield _event(seq, "response.output_item.added", output_index=index, item=pending.model_dump(mode="json"))
-            yield _event(seq, "response.function_call_arguments.delta", item_id=call.id, output_index=index,
-                         delta=call.arguments)
-            yield _event(seq, "response.function_call_arguments.done", item_id=call.id, output_index=index,
-                         arguments=call.arguments, name=call.name)
+            yield _event(
+                seq, "response.function_call_arguments.delta", item_id=call.id, output_index=index, delta=call.arguments
+            )
+            yield _event(
+                seq,
+                "response.function_call_arguments.done",
+                item_id=call.id,
+                output_index=index,
+                arguments=call.arguments,
+                name=call.name,
+            )
             yield _event(seq, "response.output_item.done", output_index=index, item=call.model_dump(mode="json"))
         kind = "response.completed" if final.status == "completed" else "response.incomplete"
         yield _event(seq, kind, response=final.model_dump(mode="json"))

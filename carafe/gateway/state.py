@@ -108,8 +108,9 @@ class AppState:
         if self._retriever is None:
             self._retriever = Retriever(self.config, self._embedder)
         if self.guards is None and self.config.guards.enabled:
-            self.guards = GuardPipeline.from_config(self.config.guards, embedder=self._embedder,
-                                                    leak_index=self._retriever.leak_index)
+            self.guards = GuardPipeline.from_config(
+                self.config.guards, embedder=self._embedder, leak_index=self._retriever.leak_index
+            )
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -124,8 +125,13 @@ class AppState:
             await self.engine.close()
 
 
-def build_state(config: CarafeConfig, *, engine: Engine | None = None, embedder: Embedder | None = None,
-                retriever: Retriever | None = None) -> AppState:
+def build_state(
+    config: CarafeConfig,
+    *,
+    engine: Engine | None = None,
+    embedder: Embedder | None = None,
+    retriever: Retriever | None = None,
+) -> AppState:
     """Every part of a gateway from its config. ``engine``, ``embedder`` and
     ``retriever`` may be passed in (tests share one); the rest is always built here."""
     raw = engine if engine is not None else create_engine(config.adapters.engine, config.models_dir)

@@ -33,8 +33,12 @@ async def guarded(chunks: AsyncIterator[GenerationChunk], guard: Any | None) -> 
             held += chunk.logprobs or []
             release = await guard.feed(chunk.text) if chunk.text else None
             if release is not None and release.blocked is not None:
-                yield GenerationChunk(release.text, finish_reason=CONTENT_FILTER,  # type: ignore[arg-type]
-                                      prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens)
+                yield GenerationChunk(
+                    release.text,
+                    finish_reason=CONTENT_FILTER,  # type: ignore[arg-type]
+                    prompt_tokens=chunk.prompt_tokens,
+                    completion_tokens=chunk.completion_tokens,
+                )
                 return
             text = release.text if release is not None else ""
             if chunk.finish_reason is None:
@@ -44,10 +48,14 @@ async def guarded(chunks: AsyncIterator[GenerationChunk], guard: Any | None) -> 
                 continue
             final = await guard.finish()
             reason = CONTENT_FILTER if final.blocked is not None else chunk.finish_reason
-            tail = final.text if final.blocked is None else final.text
-            yield GenerationChunk(text + tail, finish_reason=reason,  # type: ignore[arg-type]
-                                  prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens,
-                                  logprobs=held if final.blocked is None and held else None)
+            tail = final.text
+            yield GenerationChunk(
+                text + tail,
+                finish_reason=reason,  # type: ignore[arg-type]
+                prompt_tokens=chunk.prompt_tokens,
+                completion_tokens=chunk.completion_tokens,
+                logprobs=held if final.blocked is None and held else None,
+            )
             return
     finally:
         with contextlib.suppress(Exception):
@@ -77,7 +85,7 @@ async def merge(streams: list[AsyncIterator[GenerationChunk]]) -> AsyncIterator[
             await queue.put((i, None))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+        except BaseException as exc:
             await queue.put((i, exc))
         finally:
             with contextlib.suppress(Exception):

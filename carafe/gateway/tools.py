@@ -57,8 +57,15 @@ def plan_tools(tools: list[ToolDef] | None, tool_choice: str | dict[str, Any] | 
         tool = next(t for t in tools if t.function.name == name)
         return ToolPlan("named", tools, name, OutputConstraint("json_schema", _parameters(tool), param="tools"))
     if tool_choice == "required":
-        calls = [{"type": "object", "properties": {"name": {"const": t.function.name}, "arguments": _parameters(t)},
-                  "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+        calls = [
+            {
+                "type": "object",
+                "properties": {"name": {"const": t.function.name}, "arguments": _parameters(t)},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for t in tools
+        ]
         schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
         return ToolPlan("required", tools, None, OutputConstraint("json_schema", schema, param="tools"))
     return ToolPlan("auto", tools)
@@ -66,10 +73,12 @@ def plan_tools(tools: list[ToolDef] | None, tool_choice: str | dict[str, Any] | 
 
 def tools_system_prompt(plan: ToolPlan) -> str:
     sigs = "\n".join(json.dumps(t.model_dump(exclude_none=True)) for t in plan.tools)
-    return ("You may call one or more functions to assist with the user query. You are provided with function "
-            f"signatures within <tools></tools> XML tags:\n<tools>\n{sigs}\n</tools>\n\nFor each function call, "
-            "return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
-            f'{OPEN}\n{{"name": <function-name>, "arguments": <args-json-object>}}\n{CLOSE}')
+    return (
+        "You may call one or more functions to assist with the user query. You are provided with function "
+        f"signatures within <tools></tools> XML tags:\n<tools>\n{sigs}\n</tools>\n\nFor each function call, "
+        "return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n"
+        f'{OPEN}\n{{"name": <function-name>, "arguments": <args-json-object>}}\n{CLOSE}'
+    )
 
 
 def render_messages(messages: list[ChatMessageIn], plan: ToolPlan) -> list[ChatMessage]:
@@ -79,8 +88,11 @@ def render_messages(messages: list[ChatMessageIn], plan: ToolPlan) -> list[ChatM
         role = "system" if m.role == "developer" else m.role
         text = m.text()
         if m.tool_calls:
-            calls = [f'{OPEN}\n{{"name": {json.dumps(c.function.name)}, "arguments": {c.function.arguments or "{}"}}}\n'
-                     f"{CLOSE}" for c in m.tool_calls]
+            calls = [
+                f'{OPEN}\n{{"name": {json.dumps(c.function.name)}, "arguments": {c.function.arguments or "{}"}}}\n'
+                f"{CLOSE}"
+                for c in m.tool_calls
+            ]
             text = "\n".join(([text] if text else []) + calls)
         if role == "tool":
             text = f"<tool_response>\n{text}\n</tool_response>"
@@ -147,16 +159,16 @@ class ToolCallParser:
         found = self.text.find(OPEN, self._released)
         if found >= 0:
             self._in_call = True
-            out, self._released = self.text[self._released:found], found
+            out, self._released = self.text[self._released : found], found
             return out
         keep = next((n for n in range(min(len(OPEN) - 1, len(self.text)), 0, -1) if self.text.endswith(OPEN[:n])), 0)
         end = len(self.text) - keep
-        out, self._released = self.text[self._released:end], max(self._released, end)
+        out, self._released = self.text[self._released : end], max(self._released, end)
         return out
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """(content still held back, the parsed calls)."""
-        content, calls = parse_tagged(self.text, self._names)
+        _content, calls = parse_tagged(self.text, self._names)
         if calls:
             return "", calls
-        return self.text[self._released:], []
+        return self.text[self._released :], []

@@ -29,8 +29,16 @@ _LAZY = {
 }
 
 __all__ = [
-    "CheckSettings", "GuardError", "GuardPipeline", "GuardVerdict", "GuardsConfig", "InputResult",
-    "OutputStream", "PolicyConfig", "Release", "UnknownPolicy",
+    "CheckSettings",
+    "GuardError",
+    "GuardPipeline",
+    "GuardVerdict",
+    "GuardsConfig",
+    "InputResult",
+    "OutputStream",
+    "PolicyConfig",
+    "Release",
+    "UnknownPolicy",
 ]
 
 

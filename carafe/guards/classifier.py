@@ -48,7 +48,7 @@ class LinearClassifier:
         return {"key": self.key, "coef": [round(float(c), 6) for c in self.coef], "intercept": self.intercept}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LinearClassifier":
+    def from_json(cls, data: dict[str, Any]) -> LinearClassifier:
         return cls(np.asarray(data["coef"], dtype=np.float32), float(data["intercept"]), data["key"])
 
 
@@ -71,12 +71,21 @@ class NgramClassifier:
 
         # Two vectorizers stacked by hand: sklearn's FeatureUnion costs ~3 ms per call in overhead.
         word, char = vocabularies or (None, None)
-        return (TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=NgramClassifier.MAX_FEATURES, vocabulary=word),
-                TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
-                                max_features=NgramClassifier.MAX_FEATURES, vocabulary=char))
+        return (
+            TfidfVectorizer(
+                ngram_range=(1, 2), sublinear_tf=True, max_features=NgramClassifier.MAX_FEATURES, vocabulary=word
+            ),
+            TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=(3, 5),
+                sublinear_tf=True,
+                max_features=NgramClassifier.MAX_FEATURES,
+                vocabulary=char,
+            ),
+        )
 
     @classmethod
-    def fit(cls, rows: list[dict[str, Any]], *, c: float = 4.0, key: str = "") -> "NgramClassifier":
+    def fit(cls, rows: list[dict[str, Any]], *, c: float = 4.0, key: str = "") -> NgramClassifier:
         from scipy.sparse import hstack
         from sklearn.linear_model import LogisticRegression
 
@@ -100,11 +109,16 @@ class NgramClassifier:
 
     def to_json(self) -> dict[str, Any]:
         vocab = [sorted(v.vocabulary_, key=v.vocabulary_.get) for v in self.vectorizers]
-        return {"key": self.key, "vocabulary": vocab, "idf": [[round(float(x), 5) for x in v.idf_] for v in self.vectorizers],
-                "coef": [round(float(c), 6) for c in self.coef], "intercept": self.intercept}
+        return {
+            "key": self.key,
+            "vocabulary": vocab,
+            "idf": [[round(float(x), 5) for x in v.idf_] for v in self.vectorizers],
+            "coef": [round(float(c), 6) for c in self.coef],
+            "intercept": self.intercept,
+        }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "NgramClassifier":
+    def from_json(cls, data: dict[str, Any]) -> NgramClassifier:
         vectorizers = cls._vectorizers((data["vocabulary"][0], data["vocabulary"][1]))
         for vec, idf in zip(vectorizers, data["idf"]):
             vec._validate_vocabulary()  # a fixed vocabulary: no fit needed
@@ -117,7 +131,9 @@ def load_or_fit_ngram(rows: list[dict[str, Any]], cache_dir: Path | None) -> Ngr
     import gzip
 
     key = training_key(rows, f"ngram-{NgramClassifier.MAX_CHARS}-{NgramClassifier.MAX_FEATURES}")
-    candidates = [data_path("injection_ngram.json.gz")] + ([cache_dir / f"injection_ngram_{key}.json.gz"] if cache_dir else [])
+    candidates = [data_path("injection_ngram.json.gz")] + (
+        [cache_dir / f"injection_ngram_{key}.json.gz"] if cache_dir else []
+    )
     for path in candidates:
         try:
             data = json.loads(gzip.decompress(path.read_bytes()))
@@ -130,7 +146,9 @@ def load_or_fit_ngram(rows: list[dict[str, Any]], cache_dir: Path | None) -> Ngr
     if cache_dir is not None:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            (cache_dir / f"injection_ngram_{key}.json.gz").write_bytes(gzip.compress(json.dumps(clf.to_json()).encode()))
+            (cache_dir / f"injection_ngram_{key}.json.gz").write_bytes(
+                gzip.compress(json.dumps(clf.to_json()).encode())
+            )
         except OSError as exc:
             log.warning("cannot cache the n-gram classifier in %s: %s", cache_dir, exc)
     return clf
@@ -156,8 +174,9 @@ def fit(rows: list[dict[str, Any]], embedder: Any, key: str, *, c: float = 1.0) 
     return LinearClassifier(model.coef_[0].astype(np.float32), float(model.intercept_[0]), key)
 
 
-def load_or_fit(name: str, rows: list[dict[str, Any]], embedder: Any, model_id: str,
-                cache_dir: Path | None) -> LinearClassifier:
+def load_or_fit(
+    name: str, rows: list[dict[str, Any]], embedder: Any, model_id: str, cache_dir: Path | None
+) -> LinearClassifier:
     """The fitted classifier for ``rows``: shipped weights, cached weights, or a fresh fit."""
     key = training_key(rows, model_id)
     candidates = [data_path(f"{name}_classifier.json"), data_path(f"{name}_classifier-int8.json")]  # shipped

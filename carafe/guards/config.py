@@ -21,8 +21,12 @@ BUILTIN_OUTPUT = "pii, toxicity, grounding, leak, guardian"
 class CheckSettings(BaseModel):
     """How one check behaves inside a policy."""
 
-    action: PolicyAction = Field("block", description="What a hit does: block the request/answer, redact the span, or log only")
-    threshold: float = Field(0.5, description="Score at or above which the check fires (grounding: score BELOW which it fires)")
+    action: PolicyAction = Field(
+        "block", description="What a hit does: block the request/answer, redact the span, or log only"
+    )
+    threshold: float = Field(
+        0.5, description="Score at or above which the check fires (grounding: score BELOW which it fires)"
+    )
     enabled: bool = Field(True, description="Turn the check off without deleting its settings")
 
 
@@ -49,16 +53,27 @@ def _default_output() -> dict[str, CheckSettings]:
 class PolicyConfig(BaseModel):
     """One named policy."""
 
-    input: dict[str, CheckSettings] = Field(default_factory=_default_input, description=f"Input checks by name ({BUILTIN_INPUT}, or a plugin)")
-    output: dict[str, CheckSettings] = Field(default_factory=_default_output, description=f"Output checks by name ({BUILTIN_OUTPUT}, or a plugin)")
-    deny_topics: list[str] = Field(default_factory=list, description="Names of topics (from guards.topics) this policy refuses")
+    input: dict[str, CheckSettings] = Field(
+        default_factory=_default_input, description=f"Input checks by name ({BUILTIN_INPUT}, or a plugin)"
+    )
+    output: dict[str, CheckSettings] = Field(
+        default_factory=_default_output, description=f"Output checks by name ({BUILTIN_OUTPUT}, or a plugin)"
+    )
+    deny_topics: list[str] = Field(
+        default_factory=list, description="Names of topics (from guards.topics) this policy refuses"
+    )
     pii_mode: PiiMode | None = Field(None, description="Override of guards.pii_mode for this policy")
+
 
 class TopicConfig(BaseModel):
     """A topic a policy can deny: keyword phrases plus descriptions for embedding similarity."""
 
-    phrases: list[str] = Field(default_factory=list, description="Words/phrases that mark the topic (case-insensitive, whole words)")
-    descriptions: list[str] = Field(default_factory=list, description="Sentences describing the topic; texts close to one (cosine) are on-topic")
+    phrases: list[str] = Field(
+        default_factory=list, description="Words/phrases that mark the topic (case-insensitive, whole words)"
+    )
+    descriptions: list[str] = Field(
+        default_factory=list, description="Sentences describing the topic; texts close to one (cosine) are on-topic"
+    )
 
 
 def _default_topics() -> dict[str, TopicConfig]:
@@ -66,18 +81,29 @@ def _default_topics() -> dict[str, TopicConfig]:
     return {
         "medical_advice": TopicConfig(
             phrases=["dosage", "diagnose me", "prescription", "dose of"],
-            descriptions=["what medication should I take", "how much of this medicine should I take for my pain",
-                          "diagnose my symptoms", "is this symptom serious, do I need treatment"],
+            descriptions=[
+                "what medication should I take",
+                "how much of this medicine should I take for my pain",
+                "diagnose my symptoms",
+                "is this symptom serious, do I need treatment",
+            ],
         ),
         "legal_advice": TopicConfig(
             phrases=["sue my employer", "file a lawsuit"],
-            descriptions=["can I sue someone", "should I take legal action against my employer or landlord",
-                          "legal advice about a lawsuit or court case"],
+            descriptions=[
+                "can I sue someone",
+                "should I take legal action against my employer or landlord",
+                "legal advice about a lawsuit or court case",
+            ],
         ),
         "investment_advice": TopicConfig(
             phrases=["which stocks should i buy", "crypto tips"],
-            descriptions=["should I invest my money in stocks or crypto", "which shares or cryptocurrency should I buy",
-                          "investment advice for my savings", "is it a good time to buy bitcoin"],
+            descriptions=[
+                "should I invest my money in stocks or crypto",
+                "which shares or cryptocurrency should I buy",
+                "investment advice for my savings",
+                "is it a good time to buy bitcoin",
+            ],
         ),
     }
 
@@ -90,8 +116,11 @@ def _default_policies() -> dict[str, PolicyConfig]:
         "strict": PolicyConfig(
             deny_topics=["medical_advice", "legal_advice", "investment_advice"],
             # blocking costs the user an answer: a lower bar than the default policy's logging
-            output={**_default_output(), "grounding": CheckSettings(action="block", threshold=0.5),
-                    "leak": CheckSettings(action="block", threshold=0.85)},
+            output={
+                **_default_output(),
+                "grounding": CheckSettings(action="block", threshold=0.5),
+                "leak": CheckSettings(action="block", threshold=0.85),
+            },
         ),
         "log_only": PolicyConfig(input=log_only, output=log_out),
     }
@@ -101,13 +130,21 @@ class GuardianConfig(BaseModel):
     """A guardian model behind an OpenAI-compatible endpoint (off by default)."""
 
     enabled: bool = Field(False, description="Call the guardian model (needs base_url and model)")
-    base_url: str = Field("http://127.0.0.1:8001/v1", description="OpenAI-compatible base URL of the server hosting the guardian")
+    base_url: str = Field(
+        "http://127.0.0.1:8001/v1", description="OpenAI-compatible base URL of the server hosting the guardian"
+    )
     model: str = Field("ibm-granite/granite-guardian-3.2-3b-a800m", description="Model name on that server")
     api_key: str = Field("none", description="Bearer token for the endpoint")
-    prompt_format: Literal["granite_guardian", "llama_guard"] = Field("granite_guardian", description="Prompt/answer format the model speaks")
-    risk: str = Field("harm", description="Granite Guardian risk name to ask about (harm, jailbreak, social_bias, groundedness...)")
+    prompt_format: Literal["granite_guardian", "llama_guard"] = Field(
+        "granite_guardian", description="Prompt/answer format the model speaks"
+    )
+    risk: str = Field(
+        "harm", description="Granite Guardian risk name to ask about (harm, jailbreak, social_bias, groundedness...)"
+    )
     timeout_s: float = Field(5.0, description="Per-call timeout; a timeout or error yields an unavailable verdict")
-    fail_closed: bool = Field(False, description="Block when the guardian cannot be reached (default: allow and record the error)")
+    fail_closed: bool = Field(
+        False, description="Block when the guardian cannot be reached (default: allow and record the error)"
+    )
 
 
 class PluginConfig(BaseModel):
@@ -124,26 +161,51 @@ class GuardsConfig(BaseModel):
     enabled: bool = Field(True, description="Run the guardrails at all")
     default_policy: str = Field("default", description="Policy for routes that name none")
     policies: dict[str, PolicyConfig] = Field(default_factory=_default_policies, description="Named policies")
-    topics: dict[str, TopicConfig] = Field(default_factory=_default_topics, description="Topics that policies may deny by name")
-    pii_mode: PiiMode = Field("tag", description="PII redaction: mask (****), hash (<EMAIL:1a2b3c4d>), or tag (<EMAIL>)")
+    topics: dict[str, TopicConfig] = Field(
+        default_factory=_default_topics, description="Topics that policies may deny by name"
+    )
+    pii_mode: PiiMode = Field(
+        "tag", description="PII redaction: mask (****), hash (<EMAIL:1a2b3c4d>), or tag (<EMAIL>)"
+    )
     pii_entities: list[str] = Field(
-        default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "UK_NINO", "DE_TAX_ID", "ES_NIF", "FR_NIR", "IP_ADDRESS"],
+        default_factory=lambda: [
+            "EMAIL",
+            "PHONE",
+            "CREDIT_CARD",
+            "IBAN",
+            "US_SSN",
+            "UK_NINO",
+            "DE_TAX_ID",
+            "ES_NIF",
+            "FR_NIR",
+            "IP_ADDRESS",
+        ],
         description="PII types to detect",
     )
     pii_hash_salt: str = Field("carafe", description="Salt for the hash redaction mode (same value → same hash)")
-    max_check_chars: int = Field(8000, description="Longer texts are checked on their first and last max_check_chars/2 characters")
+    max_check_chars: int = Field(
+        8000, description="Longer texts are checked on their first and last max_check_chars/2 characters"
+    )
     min_grounding_words: int = Field(4, description="Sentences shorter than this are not scored for grounding")
-    stream_max_pending_chars: int = Field(400, description="A streamed piece without sentence end is checked and released at this length")
+    stream_max_pending_chars: int = Field(
+        400, description="A streamed piece without sentence end is checked and released at this length"
+    )
     injection_classifier: Literal["ngram", "embedding", "ensemble"] = Field(
-        "ngram", description="Injection classifier: word/char n-grams (default: no model call, ~1 ms, holds best on corpora "
-        "it never saw), MiniLM embeddings, or the mean of both")
-    injection_train_data: str | None = Field(None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on")
+        "ngram",
+        description="Injection classifier: word/char n-grams (default: no model call, ~1 ms, holds best on corpora "
+        "it never saw), MiniLM embeddings, or the mean of both",
+    )
+    injection_train_data: str | None = Field(
+        None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on"
+    )
     cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
-    plugins: dict[str, PluginConfig] = Field(default_factory=dict, description="Extra checks by name, from an import path")
+    plugins: dict[str, PluginConfig] = Field(
+        default_factory=dict, description="Extra checks by name, from an import path"
+    )
 
     @model_validator(mode="after")
-    def _refs(self) -> "GuardsConfig":
+    def _refs(self) -> GuardsConfig:
         from carafe.guards.registry import available
 
         specs = available(self)
@@ -154,7 +216,10 @@ class GuardsConfig(BaseModel):
                 if unknown:
                     raise ValueError(f"policy {name!r}: unknown {stage} check(s) {unknown}; known: {', '.join(known)}")
         if self.default_policy not in self.policies:
-            raise ValueError(f"guards.default_policy {self.default_policy!r} is not among guards.policies ({', '.join(self.policies)})")
+            raise ValueError(
+                f"guards.default_policy {self.default_policy!r} is not among guards.policies "
+                f"({', '.join(self.policies)})"
+            )
         for name, pol in self.policies.items():
             missing = [t for t in pol.deny_topics if t not in self.topics]
             if missing:

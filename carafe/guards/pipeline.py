@@ -55,8 +55,14 @@ class LazyEmbedder:
 class GuardPipeline:
     """Runs a policy's checks; cheap checks start first, a block cancels the rest."""
 
-    def __init__(self, config: GuardsConfig, checks: dict[str, Check], *, embedder: Any = None,
-                 leak_index: LeakIndex | None = None) -> None:
+    def __init__(
+        self,
+        config: GuardsConfig,
+        checks: dict[str, Check],
+        *,
+        embedder: Any = None,
+        leak_index: LeakIndex | None = None,
+    ) -> None:
         self.config = config
         self.checks = checks
         self.embedder = embedder
@@ -64,8 +70,9 @@ class GuardPipeline:
         self._tracer = trace.get_tracer(__name__)
 
     @classmethod
-    def from_config(cls, config: GuardsConfig, *, embedder: EmbedderLike | None = None,
-                    leak_index: LeakIndex | None = None) -> GuardPipeline:
+    def from_config(
+        cls, config: GuardsConfig, *, embedder: EmbedderLike | None = None, leak_index: LeakIndex | None = None
+    ) -> GuardPipeline:
         """Build every registered check the config can use (the policy picks per request)."""
         emb = embedder if embedder is not None else LazyEmbedder()
         checks: dict[str, Check] = {}
@@ -81,13 +88,24 @@ class GuardPipeline:
         try:
             return self.config.policies[key]
         except KeyError:
-            raise UnknownPolicy(f"unknown guard policy {key!r}; defined policies: {', '.join(self.config.policies)} "
-                                f"(add it under guards.policies in carafe.yaml)", param="guard_policy") from None
+            raise UnknownPolicy(
+                f"unknown guard policy {key!r}; defined policies: {', '.join(self.config.policies)} "
+                f"(add it under guards.policies in carafe.yaml)",
+                param="guard_policy",
+            ) from None
 
-    def subject(self, text: str, stage: Stage, policy: PolicyConfig, *, principal: Any = None,
-                passage_index: Any = None) -> Subject:
-        return Subject(text=text, normalized=normalize(text, max_chars=self.config.max_check_chars), stage=stage,
-                       principal=principal, embedder=self.embedder, policy=policy, passage_index=passage_index)
+    def subject(
+        self, text: str, stage: Stage, policy: PolicyConfig, *, principal: Any = None, passage_index: Any = None
+    ) -> Subject:
+        return Subject(
+            text=text,
+            normalized=normalize(text, max_chars=self.config.max_check_chars),
+            stage=stage,
+            principal=principal,
+            embedder=self.embedder,
+            policy=policy,
+            passage_index=passage_index,
+        )
 
     async def run(self, subject: Subject, stage: Stage, policy: PolicyConfig) -> list[GuardVerdict]:
         """Every enabled check of ``policy`` for ``stage`` on ``subject``, concurrently.
@@ -99,8 +117,15 @@ class GuardPipeline:
         missing = [n for n, s in settings.items() if s.enabled and n not in self.checks]
         names.sort(key=lambda n: self.checks[n].cost)
         verdicts: list[GuardVerdict] = [
-            GuardVerdict(check=n, category="skipped", skipped=True, stage=stage,
-                         reason=f"the {n} check is not configured (see guards.{n} in carafe.yaml)") for n in missing]
+            GuardVerdict(
+                check=n,
+                category="skipped",
+                skipped=True,
+                stage=stage,
+                reason=f"the {n} check is not configured (see guards.{n} in carafe.yaml)",
+            )
+            for n in missing
+        ]
         tasks = [asyncio.ensure_future(self._timed(self.checks[n], subject, settings[n])) for n in names]
         pending = set(tasks)
         try:
@@ -125,8 +150,14 @@ class GuardPipeline:
             raise
         except Exception as exc:  # a broken check is reported in the trace, not hidden
             log.exception("guard check %s failed", check.name)
-            verdict = GuardVerdict(check=check.name, category="error", skipped=True, flagged=True,
-                                   reason=f"the check failed: {type(exc).__name__}: {exc}", stage=subject.stage)
+            verdict = GuardVerdict(
+                check=check.name,
+                category="error",
+                skipped=True,
+                flagged=True,
+                reason=f"the check failed: {type(exc).__name__}: {exc}",
+                stage=subject.stage,
+            )
         verdict.latency_ms = (time.perf_counter() - start) * 1000
         verdict.stage = subject.stage
         return verdict
@@ -138,10 +169,13 @@ class GuardPipeline:
             return InputResult(text=text)
         verdicts = await self.run(self.subject(text, "input", pol, principal=principal), "input", pol)
         blocked = next((v for v in verdicts if v.action == "block"), None)
-        return InputResult(text=text if blocked else apply_redactions(text, verdicts), verdicts=verdicts, blocked=blocked)
+        return InputResult(
+            text=text if blocked else apply_redactions(text, verdicts), verdicts=verdicts, blocked=blocked
+        )
 
-    def output_stream(self, *, policy: str | None = None, principal: Any = None,
-                      passages: list[Any] | None = None) -> OutputStream:
+    def output_stream(
+        self, *, policy: str | None = None, principal: Any = None, passages: list[Any] | None = None
+    ) -> OutputStream:
         """A guard for one streamed (or whole) answer."""
         return OutputStream(self, self.policy(policy), principal=principal, passages=list(passages or []))
 
@@ -150,4 +184,3 @@ class GuardPipeline:
         for check in self.checks.values():
             if isinstance(check, ClosableCheck):
                 await check.aclose()
-

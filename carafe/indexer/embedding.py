@@ -44,7 +44,9 @@ def _int8(model: Any) -> Any:
 class Embedder:
     """Thread-safe wrapper around a local SentenceTransformer."""
 
-    def __init__(self, model: str = MINILM, *, device: str = "cpu", batch_size: int = 8, quantize: bool = False) -> None:
+    def __init__(
+        self, model: str = MINILM, *, device: str = "cpu", batch_size: int = 8, quantize: bool = False
+    ) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.path = resolve_embedding_model(model)
@@ -64,10 +66,14 @@ class Embedder:
         self.max_seq_length: int = int(self._model.max_seq_length or 256)
 
     @classmethod
-    def from_config(cls, config: Any, *, quantize: bool | None = None) -> "Embedder":
+    def from_config(cls, config: Any, *, quantize: bool | None = None) -> Embedder:
         """The embedder ``indexer.embedding`` describes (``quantize`` overrides its setting)."""
-        return cls(config.model, device=config.device, batch_size=config.batch_size,
-                   quantize=config.quantize if quantize is None else quantize)
+        return cls(
+            config.model,
+            device=config.device,
+            batch_size=config.batch_size,
+            quantize=config.quantize if quantize is None else quantize,
+        )
 
     def encode(self, texts: list[str], *, normalize: bool = True) -> np.ndarray:
         """Float32 array of shape (len(texts), dim), L2-normalized by default."""
@@ -75,8 +81,11 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             out = self._model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=normalize,
-                convert_to_numpy=True, show_progress_bar=False,
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
         return out.astype(np.float32, copy=False)
 

@@ -49,12 +49,12 @@ def split_front_matter(text: str, name: str) -> tuple[dict[str, Any], str]:
         meta = {}
     if not isinstance(meta, dict):
         raise DocumentRejected(f"{name}: front matter must be a YAML mapping, got {type(meta).__name__}")
-    return meta, text[match.end():]
+    return meta, text[match.end() :]
 
 
 class _HtmlText(HTMLParser):
-    _SKIP = {"script", "style", "head", "noscript", "template"}
-    _BLOCK = {"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol", "blockquote", "pre"}
+    _SKIP = frozenset({"script", "style", "head", "noscript", "template"})
+    _BLOCK = frozenset({"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol", "blockquote", "pre"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -21,7 +21,7 @@ from carafe.indexer.sources import Source
 from carafe.indexer.sparse import Bm25
 from carafe.indexer.stores import Store, open_store
 from carafe.indexer.stores.base import Hit, HybridQuery
-from carafe.indexer.sync import Progress, SyncReport, Syncer
+from carafe.indexer.sync import Progress, Syncer, SyncReport
 
 tracer = trace.get_tracer("carafe.indexer")
 
@@ -29,9 +29,14 @@ tracer = trace.get_tracer("carafe.indexer")
 def passage_of(hit: Hit) -> Passage:
     p = hit.payload
     return Passage(
-        doc_id=str(p.get("doc_id", "")), title=str(p.get("title", "")), version=str(p.get("version", "")),
-        chunk=int(p.get("chunk", 0)), text=str(p.get("text", "")), score=hit.score,
-        path=str(p.get("path", "")), sensitivity=str(p.get("sensitivity", "")),
+        doc_id=str(p.get("doc_id", "")),
+        title=str(p.get("title", "")),
+        version=str(p.get("version", "")),
+        chunk=int(p.get("chunk", 0)),
+        text=str(p.get("text", "")),
+        score=hit.score,
+        path=str(p.get("path", "")),
+        sensitivity=str(p.get("sensitivity", "")),
     )
 
 
@@ -74,8 +79,14 @@ class Index:
         with self._sync_lock, tracer.start_as_current_span("carafe.index.sync") as span:
             span.set_attribute("carafe.index.source", source or "*")
             manifest = Manifest(self.state_dir / "manifest.json")
-            syncer = Syncer(self.store, self.embedder, manifest, chunking=self.config.chunking, bm25=self.bm25,
-                            batch_chunks=self.config.sync_batch_chunks)
+            syncer = Syncer(
+                self.store,
+                self.embedder,
+                manifest,
+                chunking=self.config.chunking,
+                bm25=self.bm25,
+                batch_chunks=self.config.sync_batch_chunks,
+            )
             report = syncer.sync(self.sources(source), complete=source is None, progress=progress)
             write_json_atomic(self.state_dir / "last_sync.json", report.to_dict())
             for kind, n in report.counts().items():
@@ -93,18 +104,29 @@ class Index:
             return None
 
     # -- search -------------------------------------------------------------------------
-    def search_vectors(self, dense: Sequence[float], query: str, scope: AccessScope, *, top_k: int | None = None,
-                       mode: str = "hybrid") -> list[Passage]:
+    def search_vectors(
+        self, dense: Sequence[float], query: str, scope: AccessScope, *, top_k: int | None = None, mode: str = "hybrid"
+    ) -> list[Passage]:
         """Store query only (the query already embedded); ``mode``: hybrid, dense or sparse."""
         r = self.config.retrieval
-        hits = self.store.search(HybridQuery(
-            dense=dense, sparse=self.bm25.query(query), scope=scope, limit=top_k or r.top_k,
-            candidates=max(r.candidates, top_k or r.top_k), rrf_k=r.rrf_k, weights=(r.dense_weight, r.sparse_weight),
-            use_dense=mode != "sparse", use_sparse=mode != "dense",
-        ))
+        hits = self.store.search(
+            HybridQuery(
+                dense=dense,
+                sparse=self.bm25.query(query),
+                scope=scope,
+                limit=top_k or r.top_k,
+                candidates=max(r.candidates, top_k or r.top_k),
+                rrf_k=r.rrf_k,
+                weights=(r.dense_weight, r.sparse_weight),
+                use_dense=mode != "sparse",
+                use_sparse=mode != "dense",
+            )
+        )
         return [passage_of(h) for h in hits]
 
-    def search(self, query: str, scope: AccessScope, *, top_k: int | None = None, mode: str = "hybrid") -> list[Passage]:
+    def search(
+        self, query: str, scope: AccessScope, *, top_k: int | None = None, mode: str = "hybrid"
+    ) -> list[Passage]:
         """The passages ``scope`` may read that best answer ``query`` (ACL filter inside the query)."""
         if not query.strip():
             return []
@@ -119,8 +141,11 @@ class Index:
         if scope.unrestricted or not text.strip():
             return []
         dense = self.embedder.encode([text])[0]
-        hits = self.store.search(HybridQuery(dense=dense, sparse=self.bm25.query(""), scope=scope, limit=limit,
-                                             use_sparse=False, complement=True))
+        hits = self.store.search(
+            HybridQuery(
+                dense=dense, sparse=self.bm25.query(""), scope=scope, limit=limit, use_sparse=False, complement=True
+            )
+        )
         return [(str(h.payload.get("doc_id", "")), h.score, str(h.payload.get("text", ""))) for h in hits]
 
     def stats(self) -> dict[str, Any]:
@@ -132,10 +157,12 @@ class Index:
         last = self.last_report() or {}
         return {
             "store": self.config.qdrant.url or str(self.store_path),
-            "documents": len(docs), "chunks": sum(len(v) for v in docs.values()),
+            "documents": len(docs),
+            "chunks": sum(len(v) for v in docs.values()),
             "documents_per_source": per_source,
             "embedding_model": getattr(self.embedder, "model_id", ""),
-            "last_sync_at": last.get("started_at"), "last_sync_counts": last.get("counts"),
+            "last_sync_at": last.get("started_at"),
+            "last_sync_counts": last.get("counts"),
         }
 
     def close(self) -> None:

@@ -76,5 +76,11 @@ class Manifest:
         return changed
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"version": self.VERSION, "embedding_model": self.embedding_model,
-                                      "docs": {k: asdict(v) for k, v in sorted(self.docs.items())}})
+        write_json_atomic(
+            self.path,
+            {
+                "version": self.VERSION,
+                "embedding_model": self.embedding_model,
+                "docs": {k: asdict(v) for k, v in sorted(self.docs.items())},
+            },
+        )

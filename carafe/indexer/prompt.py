@@ -41,9 +41,7 @@ def render_context(passages: Sequence[Passage]) -> str:
     """Passages numbered from 1, each a header line then its text, blank-line separated."""
     if not passages:
         return NO_CONTEXT
-    return "\n\n".join(
-        f"{_header(n, p)}\n{p.text.strip()}" for n, p in enumerate(passages, start=1)
-    )
+    return "\n\n".join(f"{_header(n, p)}\n{p.text.strip()}" for n, p in enumerate(passages, start=1))
 
 
 def rag_system_prompt(passages: Sequence[Passage], base_system: str | None = None) -> str:

@@ -74,7 +74,8 @@ class Source:
         default = config.default_acl
         self.default = (
             Acl(tuple(sorted(default.groups)), tuple(sorted(default.users)), default.sensitivity)
-            if default is not None else ADMINS_ONLY
+            if default is not None
+            else ADMINS_ONLY
         )
 
     def files(self) -> Iterator[Path]:
@@ -132,7 +133,9 @@ class Source:
         try:
             size = path.stat().st_size
             if size > self.max_file_bytes:
-                raise DocumentRejected(f"{name}: file too large ({size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.1f} MB)")
+                raise DocumentRejected(
+                    f"{name}: file too large ({size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.1f} MB)"
+                )
             data = path.read_bytes()
         except OSError as exc:
             raise DocumentRejected(f"{name}: unreadable ({exc.strerror or exc})") from exc
@@ -144,9 +147,14 @@ class Source:
         content_hash = hashlib.sha256(f"{extracted.title}\n{extracted.text}".encode()).hexdigest()
         version = extracted.meta.get("version")
         return Document(
-            doc_id=doc_id_for(self.name, name), source=self.name, path=name, title=extracted.title,
-            text=extracted.text, version=str(version) if version is not None else content_hash[:12],
-            content_hash=content_hash, acl=acl,
+            doc_id=doc_id_for(self.name, name),
+            source=self.name,
+            path=name,
+            title=extracted.title,
+            text=extracted.text,
+            version=str(version) if version is not None else content_hash[:12],
+            content_hash=content_hash,
+            acl=acl,
         )
 
     def scan(self) -> tuple[list[Document], list[Rejection]]:

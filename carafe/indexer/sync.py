@@ -80,8 +80,14 @@ class Syncer:
     """Brings the store in line with a set of sources."""
 
     def __init__(
-        self, store: Store, embedder: Any, manifest: Manifest, *, chunking: ChunkingConfig,
-        bm25: Bm25 | None = None, batch_chunks: int = 256,
+        self,
+        store: Store,
+        embedder: Any,
+        manifest: Manifest,
+        *,
+        chunking: ChunkingConfig,
+        bm25: Bm25 | None = None,
+        batch_chunks: int = 256,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -145,9 +151,19 @@ class Syncer:
         report.duration_s = time.perf_counter() - t0
         return report
 
-    def _embed_all(self, docs: list[Document], stored: dict[str, set[str]], report: SyncReport, progress: Progress | None) -> None:
+    def _embed_all(
+        self, docs: list[Document], stored: dict[str, set[str]], report: SyncReport, progress: Progress | None
+    ) -> None:
         chunked = [
-            (doc, chunk_text(doc.text, max_tokens=self.chunking.max_tokens, overlap_tokens=self.chunking.overlap_tokens, title=doc.title))
+            (
+                doc,
+                chunk_text(
+                    doc.text,
+                    max_tokens=self.chunking.max_tokens,
+                    overlap_tokens=self.chunking.overlap_tokens,
+                    title=doc.title,
+                ),
+            )
             for doc in docs
         ]
         total = sum(len(c) for _, c in chunked)
@@ -165,18 +181,33 @@ class Syncer:
         if batch:
             self._write_batch(batch, stored, report, done, total, progress)
 
-    def _write_batch(self, batch: list[tuple[Document, list[Chunk]]], stored: dict[str, set[str]], report: SyncReport,
-                     done: int, total: int, progress: Progress | None) -> int:
+    def _write_batch(
+        self,
+        batch: list[tuple[Document, list[Chunk]]],
+        stored: dict[str, set[str]],
+        report: SyncReport,
+        done: int,
+        total: int,
+        progress: Progress | None,
+    ) -> int:
         texts = [f"{doc.title}\n{c.text}" for doc, chunks in batch for c in chunks]
         dense = self.embedder.encode(texts)
         points, row = [], 0
         for doc, chunks in batch:
             for c in chunks:
                 payload = {
-                    "doc_id": doc.doc_id, "chunk": c.number, "title": doc.title, "source": doc.source,
-                    "content_hash": doc.content_hash, "heading": c.heading, "text": c.text, **meta_payload(doc),
+                    "doc_id": doc.doc_id,
+                    "chunk": c.number,
+                    "title": doc.title,
+                    "source": doc.source,
+                    "content_hash": doc.content_hash,
+                    "heading": c.heading,
+                    "text": c.text,
+                    **meta_payload(doc),
                 }
-                points.append(StoredChunk(point_id(doc.doc_id, c.number), dense[row], self.bm25.document(texts[row]), payload))
+                points.append(
+                    StoredChunk(point_id(doc.doc_id, c.number), dense[row], self.bm25.document(texts[row]), payload)
+                )
                 row += 1
         self.store.upsert(points)
         _crash_point("after_upsert", self._crashes)
@@ -184,7 +215,9 @@ class Syncer:
             stale = stored.get(doc.doc_id, set()) - point_ids(doc.doc_id, len(chunks))
             self.store.delete(stale)
             _crash_point("after_delete_stale", self._crashes)
-            (report.updated if doc.doc_id in stored or doc.doc_id in self.manifest.docs else report.added).append(doc.doc_id)
+            (report.updated if doc.doc_id in stored or doc.doc_id in self.manifest.docs else report.added).append(
+                doc.doc_id
+            )
             self.manifest.docs[doc.doc_id] = DocState(doc.content_hash, meta_hash(doc), len(chunks))
         self.store.flush()
         self.manifest.save()

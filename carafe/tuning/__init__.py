@@ -31,17 +31,34 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "changed_leaves": "carafe.tuning.diff",
-    "Workspace": "carafe.tuning.pipeline", "eval_stage": "carafe.tuning.pipeline",
-    "generate_stage": "carafe.tuning.pipeline", "publish_stage": "carafe.tuning.pipeline",
+    "Workspace": "carafe.tuning.pipeline",
+    "eval_stage": "carafe.tuning.pipeline",
+    "generate_stage": "carafe.tuning.pipeline",
+    "publish_stage": "carafe.tuning.pipeline",
     "train_stage": "carafe.tuning.pipeline",
-    "Issue": "carafe.tuning.validate", "ValidationReport": "carafe.tuning.validate",
+    "Issue": "carafe.tuning.validate",
+    "ValidationReport": "carafe.tuning.validate",
     "validate_taxonomy": "carafe.tuning.validate",
 }
 
 __all__ = [
-    "TuningConfig", "Workspace", "validate_taxonomy", "changed_leaves", "generate_stage", "train_stage", "eval_stage",
-    "publish_stage", "Issue", "ValidationReport", "TuningError", "RecipeInvalid", "DocumentNotFound", "TeacherUnavailable",
-    "EmptyLeaf", "StageMissing", "GateFailed",
+    "DocumentNotFound",
+    "EmptyLeaf",
+    "GateFailed",
+    "Issue",
+    "RecipeInvalid",
+    "StageMissing",
+    "TeacherUnavailable",
+    "TuningConfig",
+    "TuningError",
+    "ValidationReport",
+    "Workspace",
+    "changed_leaves",
+    "eval_stage",
+    "generate_stage",
+    "publish_stage",
+    "train_stage",
+    "validate_taxonomy",
 ]
 
 

@@ -11,8 +11,10 @@ class TeacherConfig(BaseModel):
     """Which model writes the synthetic data."""
 
     endpoint: str | None = Field(
-        None, description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1; "
-        "None uses the embedded base model (slow, for local tries)")
+        None,
+        description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1; "
+        "None uses the embedded base model (slow, for local tries)",
+    )
     model: str = Field("teacher", description="Model name sent to the endpoint")
     api_key: str | None = Field(None, description="Bearer key for the endpoint (secret)")
     concurrency: int = Field(4, ge=1, le=256, description="Most teacher requests in flight at once")
@@ -28,10 +30,19 @@ class GenerationConfig(BaseModel):
     chunk_words: int = Field(60, ge=20, description="Knowledge documents are cut into chunks of about this many words")
     qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
     instructions_per_seed: int = Field(10, ge=1, description="New instructions asked per skill seed example")
-    raft_share: float = Field(0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)")
+    raft_share: float = Field(
+        0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)"
+    )
     raft_distractors: int = Field(1, ge=0, le=8, description="Distractor passages beside the gold one")
-    raft_no_answer_share: float = Field(0.2, ge=0, le=1, description="Share of RAFT samples whose gold passage is removed (answer: not in context)")
-    holdout_seeds: int = Field(3, ge=0, description="Skill seed examples per recipe kept out of generation for evaluation (knowledge: the last Q&A of each context)")
+    raft_no_answer_share: float = Field(
+        0.2, ge=0, le=1, description="Share of RAFT samples whose gold passage is removed (answer: not in context)"
+    )
+    holdout_seeds: int = Field(
+        3,
+        ge=0,
+        description="Skill seed examples per recipe kept out of generation for evaluation (knowledge: the last Q&A of "
+        "each context)",
+    )
     seed: int = Field(7, description="Random seed of sampling choices")
 
 
@@ -41,9 +52,13 @@ class FilterConfig(BaseModel):
     min_answer_chars: int = Field(8, ge=0, description="Shorter answers are dropped")
     max_answer_chars: int = Field(1200, ge=16, description="Longer answers are dropped")
     min_question_chars: int = Field(8, ge=0, description="Shorter questions are dropped")
-    near_duplicate: float = Field(0.95, gt=0, le=1, description="Cosine similarity (MiniLM) above which a question is a near-duplicate")
+    near_duplicate: float = Field(
+        0.95, gt=0, le=1, description="Cosine similarity (MiniLM) above which a question is a near-duplicate"
+    )
     judge: bool = Field(True, description="Ask the teacher to score faithfulness, relevance and quality (1-5)")
-    min_judge_score: float = Field(3.0, ge=1, le=5, description="Samples whose lowest judge score is below this are dropped")
+    min_judge_score: float = Field(
+        3.0, ge=1, le=5, description="Samples whose lowest judge score is below this are dropped"
+    )
 
 
 class PhaseConfig(BaseModel):
@@ -54,13 +69,18 @@ class PhaseConfig(BaseModel):
     dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Modules that get LoRA weights")
+        description="Modules that get LoRA weights",
+    )
     epochs: float = Field(2.0, gt=0, le=20, description="Passes over the phase's data")
     learning_rate: float = Field(5e-4, gt=0, description="AdamW learning rate")
     batch_size: int = Field(4, ge=1, description="Samples per optimiser step")
     max_seq_len: int = Field(384, ge=32, description="Longer samples are truncated")
-    replay_share: float = Field(0.0, ge=0, le=1, description="Share of earlier phases' data replayed, relative to this phase's size")
-    general_share: float = Field(0.2, ge=0, le=1, description="Share of general instruction data mixed in, relative to this phase's size")
+    replay_share: float = Field(
+        0.0, ge=0, le=1, description="Share of earlier phases' data replayed, relative to this phase's size"
+    )
+    general_share: float = Field(
+        0.2, ge=0, le=1, description="Share of general instruction data mixed in, relative to this phase's size"
+    )
 
 
 def _knowledge_phase() -> PhaseConfig:
@@ -74,8 +94,11 @@ def _skills_phase() -> PhaseConfig:
 
 
 class TrainingConfig(BaseModel):
-    base_model: str = Field("smollm2", description="The base to train on: `smollm2`, a .gguf file or a model folder; "
-                            "the CLI uses adapters.engine.model, so adapters fit the served base")
+    base_model: str = Field(
+        "smollm2",
+        description="The base to train on: `smollm2`, a .gguf file or a model folder; "
+        "the CLI uses adapters.engine.model, so adapters fit the served base",
+    )
     knowledge: PhaseConfig = Field(default_factory=_knowledge_phase, description="Phase 1: knowledge data")
     skills: PhaseConfig = Field(default_factory=_skills_phase, description="Phase 2: skills + style data, with replay")
     seed: int = Field(42, description="Seed of torch, shuffling and LoRA init")
@@ -87,10 +110,18 @@ class TrainingConfig(BaseModel):
 class GateConfig(BaseModel):
     """When an evaluated adapter may be published."""
 
-    min_rougel_gain: float = Field(0.0, description="Adapter ROUGE-L on held-out recipe questions minus base's must be at least this")
+    min_rougel_gain: float = Field(
+        0.0, description="Adapter ROUGE-L on held-out recipe questions minus base's must be at least this"
+    )
     min_style_rate: float = Field(0.8, ge=0, le=1, description="Style recipes: share of answers carrying the sign-off")
-    max_perplexity_increase: float = Field(0.05, ge=0, description="General-text perplexity may grow by at most this share")
-    min_judge_gain: float | None = Field(None, description="With eval_judge: adapter's mean judge score (1-5) minus base's must be at least this; None: reported only")
+    max_perplexity_increase: float = Field(
+        0.05, ge=0, description="General-text perplexity may grow by at most this share"
+    )
+    min_judge_gain: float | None = Field(
+        None,
+        description="With eval_judge: adapter's mean judge score (1-5) minus base's must be at least this; None: "
+        "reported only",
+    )
     enforce: bool = Field(True, description="False: report the gate but publish anyway")
 
 
@@ -98,19 +129,26 @@ class TuningConfig(BaseModel):
     """The `tuning:` section of carafe.yaml."""
 
     taxonomy: Path = Field(Path("taxonomy"), description="Default taxonomy folder")
-    output_dir: Path | None = Field(None, description="Stage outputs (data, checkpoints, eval); default <data_dir>/tuning")
+    output_dir: Path | None = Field(
+        None, description="Stage outputs (data, checkpoints, eval); default <data_dir>/tuning"
+    )
     document_mirrors: dict[str, Path] = Field(
-        default_factory=dict, description="Local copies of knowledge recipes' remote document repos, {URL: path} "
+        default_factory=dict,
+        description="Local copies of knowledge recipes' remote document repos, {URL: path} "
         "(a git clone, read at the recipe's commit, or a plain folder); an unmirrored URL is cloned into "
-        "<output_dir>/documents when reachable")
+        "<output_dir>/documents when reachable",
+    )
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     eval_max_new_tokens: int = Field(64, ge=8, description="Answer length during evaluation")
-    eval_judge: bool = Field(True, description="Let the teacher grade base and adapter answers on held-out questions "
-                             "(faithfulness to the reference, relevance, quality; 1-5); skipped when the teacher is the embedded model")
+    eval_judge: bool = Field(
+        True,
+        description="Let the teacher grade base and adapter answers on held-out questions "
+        "(faithfulness to the reference, relevance, quality; 1-5); skipped when the teacher is the embedded model",
+    )
 
     def out_dir(self, data_dir: Path) -> Path:
         return self.output_dir or data_dir / "tuning"

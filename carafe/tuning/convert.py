@@ -94,9 +94,17 @@ def convert_recipe(path: Path, leaf: str, *, write: bool = True) -> Conversion:
     if version >= latest and "version" in contents:
         return Conversion(str(path), version, False, text)
     if "document" in contents or leaf.startswith("knowledge/"):
-        return Conversion(str(path), version, False, text, refused=(
-            f"knowledge v{version} cannot be converted mechanically: v{latest} needs a domain, a document_outline and "
-            "seed_examples as 5 document contexts with 3 questions_and_answers each; rewrite it by hand"))
+        return Conversion(
+            str(path),
+            version,
+            False,
+            text,
+            refused=(
+                f"knowledge v{version} cannot be converted mechanically: v{latest} needs a domain, a document_outline "
+                f"and "
+                "seed_examples as 5 document contexts with 3 questions_and_answers each; rewrite it by hand"
+            ),
+        )
     new = upgraded_text(text, latest)
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / leaf / path.name

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from carafe.tuning.errors import TuningError
 from carafe.errors import InvalidInput
+from carafe.tuning.errors import TuningError
 from carafe.tuning.recipe import QNA_FILE, TAXONOMY_ROOTS
 
 
@@ -30,11 +30,15 @@ def changed_leaves(taxonomy: Path, base: str = "origin/main") -> list[Path]:
     try:
         top = Path(_git(taxonomy, "rev-parse", "--show-toplevel").strip())
     except NotAGitTaxonomy:
-        raise NotAGitTaxonomy(f"{taxonomy} is not inside a git repository; run `git init` there or use `taxonomy validate`") from None
+        raise NotAGitTaxonomy(
+            f"{taxonomy} is not inside a git repository; run `git init` there or use `taxonomy validate`"
+        ) from None
     try:
         merge_base = _git(top, "merge-base", base, "HEAD").strip()
     except NotAGitTaxonomy:
-        raise NotAGitTaxonomy(f"base {base!r} is not a ref of the repo at {top}; pass --base with a branch, tag or commit") from None
+        raise NotAGitTaxonomy(
+            f"base {base!r} is not a ref of the repo at {top}; pass --base with a branch, tag or commit"
+        ) from None
     names = set(_git(top, "diff", "--name-only", merge_base, "--").splitlines())
     names |= set(_git(top, "ls-files", "--others", "--exclude-standard").splitlines())
     leaves: list[Path] = []

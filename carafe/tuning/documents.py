@@ -15,7 +15,15 @@ from pathlib import Path
 from carafe.tuning.errors import DocumentNotFound
 from carafe.tuning.recipe import Recipe
 
-__all__ = ["Document", "Chunk", "DocumentNotFound", "DocumentSource", "is_remote", "resolve_documents", "chunk_documents"]
+__all__ = [
+    "Chunk",
+    "Document",
+    "DocumentNotFound",
+    "DocumentSource",
+    "chunk_documents",
+    "is_remote",
+    "resolve_documents",
+]
 
 CLONE_TIMEOUT_S = 120
 
@@ -47,7 +55,9 @@ def _git(repo: Path, *args: str, timeout: float | None = None) -> str:
     except subprocess.TimeoutExpired:
         raise DocumentNotFound(f"git {' '.join(args)} took more than {timeout:.0f} s") from None
     if out.returncode != 0:
-        raise DocumentNotFound(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"git {' '.join(args)} failed")
+        raise DocumentNotFound(
+            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"git {' '.join(args)} failed"
+        )
     return out.stdout
 
 
@@ -78,16 +88,20 @@ class DocumentSource:
             path = Path(repo.removeprefix("file://")).expanduser()
             path = path if path.is_absolute() else recipe.path.parent / path
             if not path.is_dir():
-                raise DocumentNotFound(f"{recipe.leaf}: document repo {repo} does not exist (looked at {path.resolve()})", param="repo")
+                raise DocumentNotFound(
+                    f"{recipe.leaf}: document repo {repo} does not exist (looked at {path.resolve()})", param="repo"
+                )
             return path.resolve()
         mirror = self._mirror(repo)
         if mirror is not None:
             if not mirror.is_dir():
-                raise DocumentNotFound(f"{recipe.leaf}: the mirror of {repo} configured in tuning.document_mirrors, "
-                                       f"{mirror}, does not exist; clone it there (git clone {repo} {mirror})", param="repo")
+                raise DocumentNotFound(
+                    f"{recipe.leaf}: the mirror of {repo} configured in tuning.document_mirrors, "
+                    f"{mirror}, does not exist; clone it there (git clone {repo} {mirror})",
+                    param="repo",
+                )
             return mirror.resolve()
-        how = (f"clone it (git clone {repo} PATH) and add it to carafe.yaml as tuning.document_mirrors: "
-               f"{{{repo}: PATH}}")
+        how = f"clone it (git clone {repo} PATH) and add it to carafe.yaml as tuning.document_mirrors: {{{repo}: PATH}}"
         if self.clone_dir is None:
             raise DocumentNotFound(f"{recipe.leaf}: document repo {repo} has no mirror; {how}", param="repo")
         dest = self._clone_path(repo)
@@ -96,8 +110,10 @@ class DocumentSource:
             try:
                 _git(dest.parent, "clone", "--quiet", "--no-checkout", repo, dest.name, timeout=CLONE_TIMEOUT_S)
             except DocumentNotFound as exc:
-                raise DocumentNotFound(f"{recipe.leaf}: document repo {repo} has no mirror and cloning it failed "
-                                       f"({exc.message}); {how}", param="repo") from None
+                raise DocumentNotFound(
+                    f"{recipe.leaf}: document repo {repo} has no mirror and cloning it failed ({exc.message}); {how}",
+                    param="repo",
+                ) from None
         return dest
 
     def read(self, recipe: Recipe) -> list[Document]:
@@ -114,10 +130,17 @@ class DocumentSource:
             try:
                 _git(root, "cat-file", "-e", f"{commit}^{{commit}}")
             except DocumentNotFound:
-                raise DocumentNotFound(f"{recipe.leaf}: commit {commit} is not in the document repo {root}; "
-                                       f"fetch it (git -C {root} fetch origin {commit})", param="commit") from None
+                raise DocumentNotFound(
+                    f"{recipe.leaf}: commit {commit} is not in the document repo {root}; "
+                    f"fetch it (git -C {root} fetch origin {commit})",
+                    param="commit",
+                ) from None
             names = _git(root, "ls-tree", "-r", "--name-only", commit).splitlines()
-            docs = [Document(n, _git(root, "show", f"{commit}:{n}")) for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+            docs = [
+                Document(n, _git(root, "show", f"{commit}:{n}"))
+                for n in names
+                if any(fnmatch.fnmatch(n, p) for p in patterns)
+            ]
             where = f"{root} at commit {commit}"
         else:
             found = [f for p in patterns for f in sorted(root.glob(p)) if f.is_file()]
@@ -126,8 +149,9 @@ class DocumentSource:
             where = str(root)
         if not docs:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else "no files"
-            raise DocumentNotFound(f"{recipe.leaf}: no file in {where} matches patterns {patterns} (it holds: {shown})",
-                                   param="patterns")
+            raise DocumentNotFound(
+                f"{recipe.leaf}: no file in {where} matches patterns {patterns} (it holds: {shown})", param="patterns"
+            )
         return docs
 
 
@@ -146,7 +170,9 @@ def chunk_documents(docs: list[Document], words: int) -> list[Chunk]:
         for para in paragraphs:
             size = len(para.split())
             if current and count + size > words:
-                carry = [current.pop()] if current[-1].startswith("#") and len(current) > 1 else []  # keep a heading with its text
+                carry = (
+                    [current.pop()] if current[-1].startswith("#") and len(current) > 1 else []
+                )  # keep a heading with its text
                 chunks.append(Chunk(f"{doc.name}#{n}", "\n\n".join(current)))
                 current, count, n = carry, sum(len(c.split()) for c in carry), n + 1
             current.append(para)

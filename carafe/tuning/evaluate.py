@@ -27,8 +27,49 @@ if TYPE_CHECKING:
     from carafe.tuning.teacher import Teacher
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.:-][a-z0-9]+)*")
-_STOP = set("the a an of to in on and or is are be for with by at it this that what how who when where do does can i my "
-            "your you we our yes no per every each from".split())
+_STOP = set(
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "in",
+        "on",
+        "and",
+        "or",
+        "is",
+        "are",
+        "be",
+        "for",
+        "with",
+        "by",
+        "at",
+        "it",
+        "this",
+        "that",
+        "what",
+        "how",
+        "who",
+        "when",
+        "where",
+        "do",
+        "does",
+        "can",
+        "i",
+        "my",
+        "your",
+        "you",
+        "we",
+        "our",
+        "yes",
+        "no",
+        "per",
+        "every",
+        "each",
+        "from",
+    ]
+)
 
 
 def tokens(text: str) -> list[str]:
@@ -56,7 +97,9 @@ def rouge_l(reference: str, candidate: str) -> float:
 def key_facts(answer: str, question: str) -> set[str]:
     """The answer's content words that the question does not give away (numbers, names, terms)."""
     q = set(tokens(question))
-    return {t for t in tokens(answer) if t not in _STOP and t not in q and (any(ch.isdigit() for ch in t) or len(t) > 3)}
+    return {
+        t for t in tokens(answer) if t not in _STOP and t not in q and (any(ch.isdigit() for ch in t) or len(t) > 3)
+    }
 
 
 def fact_recall(reference: str, question: str, candidate: str) -> float:
@@ -136,7 +179,7 @@ async def _judge_all(teacher: Teacher, items: list[EvalItem], concurrency: int) 
 
     sides = ("base", "adapter")
     got = await asyncio.gather(*(one(i, which) for which in sides for i in items))
-    return {which: list(got[k * len(items):(k + 1) * len(items)]) for k, which in enumerate(sides)}
+    return {which: list(got[k * len(items) : (k + 1) * len(items)]) for k, which in enumerate(sides)}
 
 
 def judge_scores(teacher: Teacher, items: list[EvalItem], *, concurrency: int = 4) -> dict[str, dict[str, float]]:
@@ -161,11 +204,16 @@ def apply_gate(metrics: dict[str, dict[str, float]], gate: GateConfig) -> dict[s
     base, ad = metrics["base"], metrics["adapter"]
     failed: list[str] = []
     if "rougeL" in ad and ad["rougeL"] - base.get("rougeL", 0.0) < gate.min_rougel_gain:
-        failed.append(f"ROUGE-L gain {ad['rougeL'] - base.get('rougeL', 0.0):+.3f} < {gate.min_rougel_gain:+.3f} on held-out recipe questions")
+        failed.append(
+            f"ROUGE-L gain {ad['rougeL'] - base.get('rougeL', 0.0):+.3f} < {gate.min_rougel_gain:+.3f} on held-out "
+            f"recipe questions"
+        )
     if "style_adherence" in ad and ad["style_adherence"] < gate.min_style_rate:
         failed.append(f"style adherence {ad['style_adherence']:.0%} < {gate.min_style_rate:.0%}")
     if gate.min_judge_gain is not None and "judge" not in ad:
-        failed.append("no judge score to gate on (eval_judge off, the teacher is the embedded model, or it was unreachable)")
+        failed.append(
+            "no judge score to gate on (eval_judge off, the teacher is the embedded model, or it was unreachable)"
+        )
     elif gate.min_judge_gain is not None:
         gain = ad["judge"] - base.get("judge", 0.0)
         if gain < gate.min_judge_gain:
@@ -196,16 +244,24 @@ class Evaluator:
         self.tok.padding_side = "left"
         out: list[str] = []
         for i in range(0, len(questions), batch):
-            prompts = [self.tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-                       for q in questions[i:i + batch]]
+            prompts = [
+                self.tok.apply_chat_template(
+                    [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+                )
+                for q in questions[i : i + batch]
+            ]
             enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.no_grad():
                 if adapter:
-                    gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id)
+                    gen = self.model.generate(
+                        **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id
+                    )
                 else:
                     with self.model.disable_adapter():
-                        gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id)
-            out += self.tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                        gen = self.model.generate(
+                            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id
+                        )
+            out += self.tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         return [o.strip() for o in out]
 
     def perplexity(self, texts: list[str], *, adapter: bool) -> float:
@@ -226,13 +282,25 @@ class Evaluator:
         return math.exp(nll / max(count, 1))
 
 
-def evaluate(recipes: list[Recipe], heldout: list[tuple[Recipe, SeedExample]], models_dir: Path, adapter_dir: Path,
-             gate: GateConfig, *, max_new_tokens: int = 64, device: Any = "cpu", base_model: str = "smollm2",
-             judge: Teacher | None = None, judge_concurrency: int = 4) -> EvalReport:
+def evaluate(
+    recipes: list[Recipe],
+    heldout: list[tuple[Recipe, SeedExample]],
+    models_dir: Path,
+    adapter_dir: Path,
+    gate: GateConfig,
+    *,
+    max_new_tokens: int = 64,
+    device: Any = "cpu",
+    base_model: str = "smollm2",
+    judge: Teacher | None = None,
+    judge_concurrency: int = 4,
+) -> EvalReport:
     """Score base vs adapter (and let ``judge`` grade both when given), then apply the gate."""
     ev = Evaluator(models_dir, adapter_dir, device, base_model)
-    qs: list[tuple[str, str, str, str]] = [(r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
-          for r, s in heldout]
+    qs: list[tuple[str, str, str, str]] = [
+        (r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
+        for r, s in heldout
+    ]
     qs += [("general", "general", g["question"], g["answer"]) for g in general_questions()]
     prompts = [q for _, _, q, _ in qs]
     base = ev.answers(prompts, max_new_tokens, adapter=False)

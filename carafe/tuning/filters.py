@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from carafe.tuning.config import FilterConfig
 
@@ -43,14 +44,27 @@ class DropReport:
             examples.append(why[:160])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"leaf": self.leaf, "generated": self.generated, "format_failures": self.format_failures,
-                "dropped": dict(self.dropped), "reasons": self.reasons, "kept": self.kept}
+        return {
+            "leaf": self.leaf,
+            "generated": self.generated,
+            "format_failures": self.format_failures,
+            "dropped": dict(self.dropped),
+            "reasons": self.reasons,
+            "kept": self.kept,
+        }
 
     def emptied_by(self) -> str:
         """The stage that left nothing (for the empty-leaf error)."""
         if self.generated == 0:
-            return "format (no teacher answer could be parsed)" if self.format_failures else "generation (the teacher produced nothing)"
-        last = next(reversed([s for s in ("length", "exact_duplicate", "near_duplicate", "judge") if self.dropped.get(s)]), "filters")
+            return (
+                "format (no teacher answer could be parsed)"
+                if self.format_failures
+                else "generation (the teacher produced nothing)"
+            )
+        last = next(
+            reversed([s for s in ("length", "exact_duplicate", "near_duplicate", "judge") if self.dropped.get(s)]),
+            "filters",
+        )
         return last
 
 
@@ -60,7 +74,9 @@ def length_filter(cands: list[Candidate], cfg: FilterConfig, report: DropReport)
         if len(c.question) < cfg.min_question_chars:
             report.drop("length", f"question shorter than {cfg.min_question_chars} chars: {c.question!r}")
         elif not cfg.min_answer_chars <= len(c.answer) <= cfg.max_answer_chars:
-            report.drop("length", f"answer of {len(c.answer)} chars outside [{cfg.min_answer_chars}, {cfg.max_answer_chars}]")
+            report.drop(
+                "length", f"answer of {len(c.answer)} chars outside [{cfg.min_answer_chars}, {cfg.max_answer_chars}]"
+            )
         else:
             kept.append(c)
     return kept
@@ -81,7 +97,9 @@ def exact_dedup(cands: list[Candidate], report: DropReport, seen: set[str] | Non
 Encoder = Callable[[list[str]], Any]  # texts -> normalised embedding matrix (numpy)
 
 
-def near_dedup(cands: list[Candidate], cfg: FilterConfig, report: DropReport, encode: Encoder | None) -> list[Candidate]:
+def near_dedup(
+    cands: list[Candidate], cfg: FilterConfig, report: DropReport, encode: Encoder | None
+) -> list[Candidate]:
     """Drop a sample whose question+answer is too close (cosine) to an earlier kept one."""
     if encode is None or len(cands) < 2:
         return cands
@@ -92,7 +110,9 @@ def near_dedup(cands: list[Candidate], cfg: FilterConfig, report: DropReport, en
             sims = vecs[kept_idx] @ vecs[i]
             j = int(sims.argmax())
             if float(sims[j]) >= cfg.near_duplicate:
-                report.drop("near_duplicate", f"{c.question!r} ~ {cands[kept_idx[j]].question!r} ({float(sims[j]):.3f})")
+                report.drop(
+                    "near_duplicate", f"{c.question!r} ~ {cands[kept_idx[j]].question!r} ({float(sims[j]):.3f})"
+                )
                 continue
         kept_idx.append(i)
     return [cands[i] for i in kept_idx]

@@ -10,9 +10,10 @@ import asyncio
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from carafe.tuning import prompts
 from carafe.tuning.config import TuningConfig
@@ -80,15 +81,26 @@ def estimate(recipes: list[Recipe], cfg: TuningConfig, docs: DocumentSource | No
             grounded = any(s.context for s in seeds)
             samples = len(seeds) * g.instructions_per_seed
             calls = len(seeds) + samples * (2 if cfg.filters.judge else 1) + (1 if grounded else 0)
-        rows.append({"leaf": r.leaf, "kind": r.kind, "teacher_calls": calls, "samples": samples, "approx_bytes": samples * 400})
+        rows.append(
+            {"leaf": r.leaf, "kind": r.kind, "teacher_calls": calls, "samples": samples, "approx_bytes": samples * 400}
+        )
     return rows
 
 
 class LeafGenerator:
     """Generates, filters and renders one leaf's samples."""
 
-    def __init__(self, recipe: Recipe, cfg: TuningConfig, teacher: Teacher, out: Path, sem: asyncio.Semaphore,
-                 encode: Encoder | None, advance: Advance | None, docs: DocumentSource) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        cfg: TuningConfig,
+        teacher: Teacher,
+        out: Path,
+        sem: asyncio.Semaphore,
+        encode: Encoder | None,
+        advance: Advance | None,
+        docs: DocumentSource,
+    ) -> None:
         self.r, self.cfg, self.teacher, self.sem, self.encode, self.docs = recipe, cfg, teacher, sem, encode, docs
         self.advance = advance or (lambda stage, n: None)
         self.folder = out / leaf_slug(recipe.leaf)
@@ -115,9 +127,11 @@ class LeafGenerator:
                 except TeacherUnavailable as exc:
                     if attempt + 1 == tries:
                         raise TeacherUnavailable(
-                            f"leaf {self.r.leaf}: {exc.message} (after {tries} tries). The {len(log.done)} answers received so "
-                            f"far are kept in {log.path}; run again to resume.") from exc
-                    await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+                            f"leaf {self.r.leaf}: {exc.message} (after {tries} tries). The {len(log.done)} answers "
+                            f"received so "
+                            f"far are kept in {log.path}; run again to resume."
+                        ) from exc
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
                     continue
                 log.put(unit, text)
                 return value
@@ -129,37 +143,81 @@ class LeafGenerator:
     async def _knowledge(self) -> tuple[list[Candidate], dict[str, str]]:
         g = self.cfg.generation
         chunks = chunk_documents(self.docs.read(self.r), g.chunk_words)
-        answers = await asyncio.gather(*(
-            self.ask(f"qa:{c.id}:{_sha(c.text)}", prompts.knowledge_qa(self.r, self.seeds, c.text, g.qa_per_chunk),
-                     prompts.parse_pairs, "generate") for c in chunks))
-        cands = [Candidate(p["question"], p["answer"], "knowledge_qa", source=c.text, chunk=c.id)
-                 for c, pairs in zip(chunks, answers) for p in (pairs or [])]
+        answers = await asyncio.gather(
+            *(
+                self.ask(
+                    f"qa:{c.id}:{_sha(c.text)}",
+                    prompts.knowledge_qa(self.r, self.seeds, c.text, g.qa_per_chunk),
+                    prompts.parse_pairs,
+                    "generate",
+                )
+                for c in chunks
+            )
+        )
+        cands = [
+            Candidate(p["question"], p["answer"], "knowledge_qa", source=c.text, chunk=c.id)
+            for c, pairs in zip(chunks, answers)
+            for p in (pairs or [])
+        ]
         return cands, {c.id: c.text for c in chunks}
 
     async def _skill(self) -> list[Candidate]:
         g = self.cfg.generation
         contexts: list[str | None] = [None]
         if any(s.context for s in self.seeds):
-            found = await self.ask("contexts", prompts.grounded_contexts(self.r, self.seeds, len(self.seeds)),
-                                   prompts.parse_strings, "generate")
+            found = await self.ask(
+                "contexts",
+                prompts.grounded_contexts(self.r, self.seeds, len(self.seeds)),
+                prompts.parse_strings,
+                "generate",
+            )
             contexts = list(found or [])
         jobs = []
         for i in range(len(self.seeds) if contexts == [None] else len(contexts)):
             ctx = contexts[0] if contexts == [None] else contexts[i]
-            rotated = self.seeds[i % len(self.seeds):] + self.seeds[: i % len(self.seeds)]
-            jobs.append((ctx, self.ask(f"instr:{i}:{_sha(str(ctx))}", prompts.skill_instructions(self.r, rotated, g.instructions_per_seed, ctx),
-                                       prompts.parse_strings, "generate")))
-        instructions = [(ctx, q) for (ctx, _), found in zip(jobs, await asyncio.gather(*(j for _, j in jobs))) for q in (found or [])]
-        responses = await asyncio.gather(*(
-            self.ask(f"resp:{_sha(str(ctx) + q)}", prompts.skill_response(self.r, self.seeds, q, ctx), prompts.parse_text, "generate")
-            for ctx, q in instructions))
+            rotated = self.seeds[i % len(self.seeds) :] + self.seeds[: i % len(self.seeds)]
+            jobs.append(
+                (
+                    ctx,
+                    self.ask(
+                        f"instr:{i}:{_sha(str(ctx))}",
+                        prompts.skill_instructions(self.r, rotated, g.instructions_per_seed, ctx),
+                        prompts.parse_strings,
+                        "generate",
+                    ),
+                )
+            )
+        instructions = [
+            (ctx, q)
+            for (ctx, _), found in zip(jobs, await asyncio.gather(*(j for _, j in jobs)))
+            for q in (found or [])
+        ]
+        responses = await asyncio.gather(
+            *(
+                self.ask(
+                    f"resp:{_sha(str(ctx) + q)}",
+                    prompts.skill_response(self.r, self.seeds, q, ctx),
+                    prompts.parse_text,
+                    "generate",
+                )
+                for ctx, q in instructions
+            )
+        )
         stage = "grounded_skill" if contexts != [None] else "skill"
         return [Candidate(q, a, stage, source=ctx, context=ctx) for (ctx, q), a in zip(instructions, responses) if a]
 
     async def _judge(self, cands: list[Candidate]) -> None:
-        scores = await asyncio.gather(*(
-            self.ask(f"judge:{_sha(c.key() + c.answer)}", prompts.judge(c.question, c.answer, c.source), prompts.parse_scores, "judge")
-            for c in cands))
+        scores = await asyncio.gather(
+            *(
+                self.ask(
+                    f"judge:{_sha(c.key() + c.answer)}",
+                    prompts.judge(c.question, c.answer, c.source),
+                    prompts.parse_scores,
+                    "judge",
+                )
+                for c in cands
+            )
+        )
         for c, s in zip(cands, scores):
             c.scores = s or {}
 
@@ -174,9 +232,17 @@ class LeafGenerator:
         return [self._sample(_plain(s.question, s.answer, ctx(s)), "seed", {}) for s in self.seeds]
 
     def _sample(self, messages: list[dict[str, str]], stage: str, extra: dict[str, Any]) -> dict[str, Any]:
-        return {"messages": messages, "phase": "knowledge" if self.r.is_knowledge else "skills",
-                "provenance": {"leaf": self.r.leaf, "recipe_sha256": self.r.sha256, "teacher": self.teacher.name,
-                               "stage": stage, **extra}}
+        return {
+            "messages": messages,
+            "phase": "knowledge" if self.r.is_knowledge else "skills",
+            "provenance": {
+                "leaf": self.r.leaf,
+                "recipe_sha256": self.r.sha256,
+                "teacher": self.teacher.name,
+                "stage": stage,
+                **extra,
+            },
+        }
 
     async def run(self) -> LeafResult:
         self.log = UnitLog(self.folder / "units.jsonl")
@@ -194,9 +260,11 @@ class LeafGenerator:
         finally:
             self.log.close()
         if not cands:
-            raise EmptyLeaf(f"leaf {self.r.leaf}: no sample left after the {self.report.emptied_by()} stage "
-                            f"(generated {self.report.generated}, dropped {dict(self.report.dropped)}); "
-                            f"see the teacher's answers in {self.folder / 'units.jsonl'}")
+            raise EmptyLeaf(
+                f"leaf {self.r.leaf}: no sample left after the {self.report.emptied_by()} stage "
+                f"(generated {self.report.generated}, dropped {dict(self.report.dropped)}); "
+                f"see the teacher's answers in {self.folder / 'units.jsonl'}"
+            )
         self.report.kept = len(cands)
         samples = self._seed_samples() + self._render(cands, chunks)
         return LeafResult(self.r.leaf, "knowledge" if self.r.is_knowledge else "skills", samples, self.report)
@@ -210,8 +278,14 @@ class LeafGenerator:
             extra = {"chunk": c.chunk, "scores": c.scores}
             if use_raft and rng.random() < g.raft_share:
                 no_answer = rng.random() < g.raft_no_answer_share
-                msgs = raft_messages(c, chunks, rng, distractors=g.raft_distractors, no_answer=no_answer,
-                                     title=self.r.domain or self.r.leaf)
+                msgs = raft_messages(
+                    c,
+                    chunks,
+                    rng,
+                    distractors=g.raft_distractors,
+                    no_answer=no_answer,
+                    title=self.r.domain or self.r.leaf,
+                )
                 out.append(self._sample(msgs, "raft_no_answer" if no_answer else "raft", extra))
             else:
                 out.append(self._sample(_plain(c.question, c.answer, c.context), c.stage, extra))
@@ -223,8 +297,16 @@ def _plain(question: str, answer: str, context: str | None) -> list[dict[str, st
     return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-async def generate_leaves(recipes: list[Recipe], cfg: TuningConfig, teacher: Teacher, out: Path, *, encode: Encoder | None = None,
-                          advance: Advance | None = None, docs: DocumentSource | None = None) -> list[LeafResult]:
+async def generate_leaves(
+    recipes: list[Recipe],
+    cfg: TuningConfig,
+    teacher: Teacher,
+    out: Path,
+    *,
+    encode: Encoder | None = None,
+    advance: Advance | None = None,
+    docs: DocumentSource | None = None,
+) -> list[LeafResult]:
     """Generate every leaf concurrently under one bound on teacher requests in flight."""
     sem = asyncio.Semaphore(cfg.teacher.concurrency)
     docs = docs or DocumentSource(cfg.document_mirrors)

@@ -15,9 +15,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from carafe.tuning.config import TuningConfig
 from carafe.tuning.documents import DocumentSource
@@ -61,29 +62,50 @@ class Workspace:
         report = validate_taxonomy(self.taxonomy)
         if not report.ok:
             errors = [str(i) for i in report.issues if i.severity == "error"]
-            raise RecipeInvalid(f"the taxonomy {self.taxonomy} has {len(errors)} error(s): " + "; ".join(errors[:5]), report.issues)
+            raise RecipeInvalid(
+                f"the taxonomy {self.taxonomy} has {len(errors)} error(s): " + "; ".join(errors[:5]), report.issues
+            )
         return report.recipes
 
 
-def generate_stage(ws: Workspace, recipes: list[Recipe], *, teacher: Teacher | None = None, force: bool = False,
-                   advance: Advance | None = None, encode: Callable | None = None) -> dict[str, Any]:
+def generate_stage(
+    ws: Workspace,
+    recipes: list[Recipe],
+    *,
+    teacher: Teacher | None = None,
+    force: bool = False,
+    advance: Advance | None = None,
+    encode: Callable | None = None,
+) -> dict[str, Any]:
     """Generate and filter data for every leaf; reuse it when recipes and settings are unchanged."""
     teacher = teacher or make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model)
-    key = _hash([[r.leaf, r.sha256] for r in recipes] + [ws.cfg.generation.model_dump(mode="json"),
-                ws.cfg.filters.model_dump(mode="json"), teacher.name])
+    key = _hash(
+        [[r.leaf, r.sha256] for r in recipes]
+        + [ws.cfg.generation.model_dump(mode="json"), ws.cfg.filters.model_dump(mode="json"), teacher.name]
+    )
     stamp = ws.stamp("data")
     if not force and stamp and stamp["input"] == key and (ws.out / "data" / "train.jsonl").is_file():
         return {**stamp, "reused": True}
     if encode is None and ws.cfg.filters.near_duplicate < 1:
         log.warning("near-duplicate filter off: no sentence encoder given (the CLI passes the configured embedder)")
     t0 = time.perf_counter()
-    results = asyncio.run(generate_leaves(recipes, ws.cfg, teacher, ws.out / "generate", encode=encode, advance=advance,
-                                        docs=ws.documents()))
+    results = asyncio.run(
+        generate_leaves(
+            recipes, ws.cfg, teacher, ws.out / "generate", encode=encode, advance=advance, docs=ws.documents()
+        )
+    )
     path = ws.out / "data" / "train.jsonl"
     sha, n = write_dataset(results, path)
-    summary = {"input": key, "data_sha256": sha, "samples": n, "bytes": path.stat().st_size, "teacher": teacher.name,
-               "seconds": round(time.perf_counter() - t0, 1), "reports": [r.report.to_dict() for r in results],
-               "by_phase": {p: sum(r.phase == p for r in results for _ in r.samples) for p in ("knowledge", "skills")}}
+    summary = {
+        "input": key,
+        "data_sha256": sha,
+        "samples": n,
+        "bytes": path.stat().st_size,
+        "teacher": teacher.name,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "reports": [r.report.to_dict() for r in results],
+        "by_phase": {p: sum(r.phase == p for r in results for _ in r.samples) for p in ("knowledge", "skills")},
+    }
     ws.write_stamp("data", summary)
     return {**summary, "reused": False}
 
@@ -96,22 +118,41 @@ def load_dataset(ws: Workspace) -> tuple[list[dict], dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()], stamp
 
 
-def train_stage(ws: Workspace, *, force: bool = False, on_step: OnStep | None = None, replay: bool = True,
-                folder: str = "train") -> dict[str, Any]:
+def train_stage(
+    ws: Workspace, *, force: bool = False, on_step: OnStep | None = None, replay: bool = True, folder: str = "train"
+) -> dict[str, Any]:
     from carafe.tuning.train import train
 
     samples, data = load_dataset(ws)
     key = _hash([data["data_sha256"], ws.cfg.training.model_dump(mode="json"), replay])
     stamp = ws.stamp(folder)
-    if not force and stamp and stamp["input"] == key and (ws.out / folder / "adapter" / "adapter_model.safetensors").is_file():
+    if (
+        not force
+        and stamp
+        and stamp["input"] == key
+        and (ws.out / folder / "adapter" / "adapter_model.safetensors").is_file()
+    ):
         return {**stamp, "reused": True}
     t0 = time.perf_counter()
     stats = train(samples, ws.cfg.training, ws.models_dir, ws.out / folder, replay=replay, on_step=on_step)
-    summary = {"input": key, "adapter": str(ws.out / folder / "adapter"), "replay": replay,
-               "seconds": round(time.perf_counter() - t0, 1),
-               "phases": [{"name": s.name, "samples": s.samples, "steps": s.steps, "tokens": s.tokens,
-                           "tokens_per_s": round(s.tokens_per_s, 1), "final_loss": round(s.final_loss, 4),
-                           "hyperparameters": s.hyperparameters} for s in stats]}
+    summary = {
+        "input": key,
+        "adapter": str(ws.out / folder / "adapter"),
+        "replay": replay,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "phases": [
+            {
+                "name": s.name,
+                "samples": s.samples,
+                "steps": s.steps,
+                "tokens": s.tokens,
+                "tokens_per_s": round(s.tokens_per_s, 1),
+                "final_loss": round(s.final_loss, 4),
+                "hyperparameters": s.hyperparameters,
+            }
+            for s in stats
+        ],
+    }
     ws.write_stamp(folder, summary)
     return {**summary, "reused": False}
 
@@ -124,27 +165,51 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
     adapter = ws.out / folder / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise StageMissing(f"no trained adapter in {adapter}: run `carafe tune train` first")
-    judge = make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model) if ws.cfg.eval_judge and ws.cfg.teacher.endpoint else None
-    key = _hash([content_digest(adapter), [[r.leaf, r.sha256] for r in recipes], ws.cfg.eval_max_new_tokens,
-                 ws.cfg.generation.holdout_seeds, judge.name if judge else None])
+    judge = (
+        make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model)
+        if ws.cfg.eval_judge and ws.cfg.teacher.endpoint
+        else None
+    )
+    key = _hash(
+        [
+            content_digest(adapter),
+            [[r.leaf, r.sha256] for r in recipes],
+            ws.cfg.eval_max_new_tokens,
+            ws.cfg.generation.holdout_seeds,
+            judge.name if judge else None,
+        ]
+    )
     path = ws.out / "eval" / f"{folder}.json"
     if not force and path.is_file() and (old := json.loads(path.read_text())).get("input") == key:
         old["gate"] = apply_gate(old["metrics"], ws.cfg.gate)  # the gate may have been re-configured
         return {**old, "reused": True}
     t0 = time.perf_counter()
-    report = evaluate(recipes, holdout(recipes, ws.cfg), ws.models_dir, adapter, ws.cfg.gate,
-                      max_new_tokens=ws.cfg.eval_max_new_tokens, device=pick_device(ws.cfg.training.device),
-                      base_model=ws.cfg.training.base_model,
-                      judge=judge, judge_concurrency=ws.cfg.teacher.concurrency)
-    summary = {"input": key, "seconds": round(time.perf_counter() - t0, 1),
-               "judge": judge.name if judge else None, **report.to_dict()}
+    report = evaluate(
+        recipes,
+        holdout(recipes, ws.cfg),
+        ws.models_dir,
+        adapter,
+        ws.cfg.gate,
+        max_new_tokens=ws.cfg.eval_max_new_tokens,
+        device=pick_device(ws.cfg.training.device),
+        base_model=ws.cfg.training.base_model,
+        judge=judge,
+        judge_concurrency=ws.cfg.teacher.concurrency,
+    )
+    summary = {
+        "input": key,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "judge": judge.name if judge else None,
+        **report.to_dict(),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2))
     return {**summary, "reused": False}
 
 
-def publish_stage(ws: Workspace, recipes: list[Recipe], *, name: str | None = None, force: bool = False,
-                  actor: str = "carafe-tune") -> dict[str, Any]:
+def publish_stage(
+    ws: Workspace, recipes: list[Recipe], *, name: str | None = None, force: bool = False, actor: str = "carafe-tune"
+) -> dict[str, Any]:
     from carafe.tuning.base_model import base_ref
     from carafe.tuning.publish import adapter_identity, build_manifest, publish
 
@@ -152,23 +217,43 @@ def publish_stage(ws: Workspace, recipes: list[Recipe], *, name: str | None = No
     train_stamp = ws.stamp("train")
     evaluation = ws.out / "eval" / "train.json"
     if not train_stamp or not evaluation.is_file():
-        raise StageMissing("publish needs a trained and evaluated adapter: run `carafe tune train` and `carafe tune eval` first")
+        raise StageMissing(
+            "publish needs a trained and evaluated adapter: run `carafe tune train` and `carafe tune eval` first"
+        )
     report = json.loads(evaluation.read_text())
     from carafe.tuning.evaluate import apply_gate
 
     gate = apply_gate(report["metrics"], ws.cfg.gate)
     if not gate["passed"] and ws.cfg.gate.enforce and not force:
-        raise GateFailed("the evaluation gate refused to publish: " + "; ".join(gate["failed"])
-                         + " (improve the recipes/data, relax tuning.gate, or pass --force)")
+        raise GateFailed(
+            "the evaluation gate refused to publish: "
+            + "; ".join(gate["failed"])
+            + " (improve the recipes/data, relax tuning.gate, or pass --force)"
+        )
     adapter_name, kind, description = adapter_identity(read_sidecar(ws.taxonomy), recipes, name)
     hyper = {p["name"]: p["hyperparameters"] for p in train_stamp["phases"]}
     hyper["seed"] = ws.cfg.training.seed
     hyper["replay"] = train_stamp["replay"]
-    manifest = build_manifest(base=base_ref(ws.cfg.training.base_model), name=adapter_name, kind=kind,
-                              description=description, recipes=recipes, taxonomy=ws.taxonomy,
-                              data_sha256=data["data_sha256"], data_size=data["samples"], data_bytes=data["bytes"],
-                              teacher=data["teacher"], hyperparameters=hyper,
-                              metrics={**report["metrics"], "gate": gate})
+    manifest = build_manifest(
+        base=base_ref(ws.cfg.training.base_model),
+        name=adapter_name,
+        kind=kind,
+        description=description,
+        recipes=recipes,
+        taxonomy=ws.taxonomy,
+        data_sha256=data["data_sha256"],
+        data_size=data["samples"],
+        data_bytes=data["bytes"],
+        teacher=data["teacher"],
+        hyperparameters=hyper,
+        metrics={**report["metrics"], "gate": gate},
+    )
     stored = publish(ws.out / "train" / "adapter", manifest, ws.registry_dir, ws.out / "publish-staging", actor=actor)
-    return {"name": stored.name, "version": stored.version, "ref": stored.ref, "registry": str(ws.registry_dir),
-            "gate": gate, "manifest": json.loads(stored.model_dump_json())}
+    return {
+        "name": stored.name,
+        "version": stored.version,
+        "ref": stored.ref,
+        "registry": str(ws.registry_dir),
+        "gate": gate,
+        "manifest": json.loads(stored.model_dump_json()),
+    }

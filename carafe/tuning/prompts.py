@@ -29,44 +29,64 @@ def _examples(seeds: list[SeedExample], with_context: bool = False) -> str:
 
 
 def knowledge_qa(recipe: Recipe, seeds: list[SeedExample], chunk: str, n: int) -> Messages:
-    system = ("Task: knowledge_qa\nYou write question-answer pairs that teach facts from a document. "
-              "Every answer must be supported by the document chunk alone. Reply with a JSON list of "
-              'objects {"question": ..., "answer": ...} and nothing else.')
-    user = (f"Domain: {recipe.domain}\nDocument outline: {recipe.document_outline}\n\n"
-            f"Examples of good pairs:\n<examples>\n{_examples(seeds[:6])}\n</examples>\n\n"
-            f"Document chunk:\n<chunk>\n{chunk}\n</chunk>\n\nWrite {n} new pairs about this chunk.")
+    system = (
+        "Task: knowledge_qa\nYou write question-answer pairs that teach facts from a document. "
+        "Every answer must be supported by the document chunk alone. Reply with a JSON list of "
+        'objects {"question": ..., "answer": ...} and nothing else.'
+    )
+    user = (
+        f"Domain: {recipe.domain}\nDocument outline: {recipe.document_outline}\n\n"
+        f"Examples of good pairs:\n<examples>\n{_examples(seeds[:6])}\n</examples>\n\n"
+        f"Document chunk:\n<chunk>\n{chunk}\n</chunk>\n\nWrite {n} new pairs about this chunk."
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def skill_instructions(recipe: Recipe, seeds: list[SeedExample], n: int, context: str | None = None) -> Messages:
-    system = ("Task: skill_instructions\nYou write new user requests for a skill, varied but similar in kind to the "
-              "examples. Reply with a JSON list of strings and nothing else.")
+    system = (
+        "Task: skill_instructions\nYou write new user requests for a skill, varied but similar in kind to the "
+        "examples. Reply with a JSON list of strings and nothing else."
+    )
     ctx = f"\nThe requests must be answerable from this context:\n<context>\n{context}\n</context>\n" if context else ""
-    user = (f"Skill: {recipe.task_description}\n\nExamples:\n<examples>\n{_examples(seeds)}\n</examples>\n{ctx}\n"
-            f"Write {n} new requests.")
+    user = (
+        f"Skill: {recipe.task_description}\n\nExamples:\n<examples>\n{_examples(seeds)}\n</examples>\n{ctx}\n"
+        f"Write {n} new requests."
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def grounded_contexts(recipe: Recipe, seeds: list[SeedExample], n: int) -> Messages:
-    system = ("Task: grounded_contexts\nYou write short new contexts (documents, emails, tables) like the examples' "
-              "contexts. Reply with a JSON list of strings and nothing else.")
-    user = (f"Skill: {recipe.task_description}\n\nExamples:\n<examples>\n{_examples(seeds, True)}\n</examples>\n\n"
-            f"Write {n} new contexts.")
+    system = (
+        "Task: grounded_contexts\nYou write short new contexts (documents, emails, tables) like the examples' "
+        "contexts. Reply with a JSON list of strings and nothing else."
+    )
+    user = (
+        f"Skill: {recipe.task_description}\n\nExamples:\n<examples>\n{_examples(seeds, True)}\n</examples>\n\n"
+        f"Write {n} new contexts."
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def skill_response(recipe: Recipe, seeds: list[SeedExample], instruction: str, context: str | None = None) -> Messages:
-    system = (f"Task: skill_response\n{recipe.task_description}\nAnswer exactly in the manner of the examples.\n"
-              f"<examples>\n{_examples(seeds, True)}\n</examples>")
+    system = (
+        f"Task: skill_response\n{recipe.task_description}\nAnswer exactly in the manner of the examples.\n"
+        f"<examples>\n{_examples(seeds, True)}\n</examples>"
+    )
     user = f"Context: {context}\n\n{instruction}" if context else instruction
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def judge(question: str, answer: str, source: str | None) -> Messages:
-    system = ("Task: judge\nYou grade a training sample from 1 (bad) to 5 (excellent) on faithfulness (the answer "
-              "is supported by the source), relevance (the answer addresses the question) and quality (clear, "
-              'correct, well written). Reply with JSON {"faithfulness": n, "relevance": n, "quality": n} only.')
-    src = f"Source:\n<source>\n{source}\n</source>\n\n" if source else "Source: none (grade faithfulness 5 unless the answer invents facts)\n\n"
+    system = (
+        "Task: judge\nYou grade a training sample from 1 (bad) to 5 (excellent) on faithfulness (the answer "
+        "is supported by the source), relevance (the answer addresses the question) and quality (clear, "
+        'correct, well written). Reply with JSON {"faithfulness": n, "relevance": n, "quality": n} only.'
+    )
+    src = (
+        f"Source:\n<source>\n{source}\n</source>\n\n"
+        if source
+        else "Source: none (grade faithfulness 5 unless the answer invents facts)\n\n"
+    )
     user = f"{src}Question: {question}\n\nAnswer: {answer}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -89,8 +109,11 @@ def parse_pairs(text: str) -> list[dict[str, str]]:
     data = _json_block(text)
     if not isinstance(data, list):
         raise JunkAnswer("expected a JSON list of pairs")
-    pairs = [{"question": str(d["question"]).strip(), "answer": str(d["answer"]).strip()}
-             for d in data if isinstance(d, dict) and d.get("question") and d.get("answer")]
+    pairs = [
+        {"question": str(d["question"]).strip(), "answer": str(d["answer"]).strip()}
+        for d in data
+        if isinstance(d, dict) and d.get("question") and d.get("answer")
+    ]
     if not pairs:
         raise JunkAnswer("no question/answer pair in the list")
     return pairs

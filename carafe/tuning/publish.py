@@ -22,23 +22,45 @@ def adapter_identity(root: Sidecar | None, recipes: list[Recipe], name: str | No
 
     name = name or (root.adapter if root else None)
     if not name:
-        raise RecipeInvalid("the adapter has no name: put `adapter: <name>` in the taxonomy's carafe.adapter.yaml or pass --name")
+        raise RecipeInvalid(
+            "the adapter has no name: put `adapter: <name>` in the taxonomy's carafe.adapter.yaml or pass --name"
+        )
     kinds = {r.kind for r in recipes}
     kind = (root.kind if root and root.kind else None) or (kinds.pop() if len(kinds) == 1 else "skill")
     description = (root.description if root and root.description else None) or "; ".join(
-        r.sidecar.description or r.task_description for r in recipes)
+        r.sidecar.description or r.task_description for r in recipes
+    )
     return name, kind, description
 
 
-def build_manifest(*, base: BaseModelRef, name: str, kind: str, description: str, recipes: list[Recipe], taxonomy: Path, data_sha256: str,
-                   data_size: int, data_bytes: int, teacher: str, hyperparameters: dict[str, Any],
-                   metrics: dict[str, Any]) -> Manifest:
+def build_manifest(
+    *,
+    base: BaseModelRef,
+    name: str,
+    kind: str,
+    description: str,
+    recipes: list[Recipe],
+    taxonomy: Path,
+    data_sha256: str,
+    data_size: int,
+    data_bytes: int,
+    teacher: str,
+    hyperparameters: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Manifest:
     return Manifest(
-        name=name, version=0, base_model=base, kind=kind,
+        name=name,
+        version=0,
+        base_model=base,
+        kind=kind,
         description=description,
         recipes=[SourceRef(path=_rel(r.path, taxonomy), sha256=r.sha256) for r in recipes],
-        data=DataRef(sha256=data_sha256, size=data_size), teacher=teacher, hyperparameters=hyperparameters,
-        metrics=metrics, created_at=dt.datetime.now(dt.timezone.utc), data_bytes=data_bytes,
+        data=DataRef(sha256=data_sha256, size=data_size),
+        teacher=teacher,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+        created_at=dt.datetime.now(dt.UTC),
+        data_bytes=data_bytes,
     )
 
 
@@ -49,7 +71,9 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def publish(adapter_dir: Path, manifest: Manifest, registry_dir: Path, staging: Path, *, actor: str = "carafe-tune") -> Manifest:
+def publish(
+    adapter_dir: Path, manifest: Manifest, registry_dir: Path, staging: Path, *, actor: str = "carafe-tune"
+) -> Manifest:
     """Copy the PEFT files and manifest into the registry as the next version; return the stored manifest."""
     if staging.exists():
         shutil.rmtree(staging)

@@ -21,21 +21,25 @@ def raft_available() -> bool:
     return True
 
 
-def raft_messages(cand: Candidate, chunks: dict[str, str], rng: random.Random, *, distractors: int,
-                  no_answer: bool, title: str) -> list[dict[str, str]]:
+def raft_messages(
+    cand: Candidate, chunks: dict[str, str], rng: random.Random, *, distractors: int, no_answer: bool, title: str
+) -> list[dict[str, str]]:
     """Messages with numbered passages: the gold chunk (unless `no_answer`) among distractors."""
     from carafe.indexer.prompt import Passage, rag_system_prompt
 
     others = [cid for cid in chunks if cid != cand.chunk]
     picked = rng.sample(others, min(distractors + (1 if no_answer else 0), len(others)))
-    ids = picked if no_answer else picked + [cand.chunk or ""]
+    ids = picked if no_answer else [*picked, cand.chunk or ""]
     rng.shuffle(ids)
-    passages = [Passage(doc_id=cid.split("#")[0], title=title, version="1", chunk=int(cid.rsplit("#", 1)[-1] or 0),
-                        text=chunks[cid]) for cid in ids]
-    if no_answer:
-        answer = NO_ANSWER
-    else:
-        answer = f"{cand.answer} [{ids.index(cand.chunk or '') + 1}]"
-    return [{"role": "system", "content": rag_system_prompt(passages, None)},
-            {"role": "user", "content": cand.question},
-            {"role": "assistant", "content": answer}]
+    passages = [
+        Passage(
+            doc_id=cid.split("#")[0], title=title, version="1", chunk=int(cid.rsplit("#", 1)[-1] or 0), text=chunks[cid]
+        )
+        for cid in ids
+    ]
+    answer = NO_ANSWER if no_answer else f"{cand.answer} [{ids.index(cand.chunk or '') + 1}]"
+    return [
+        {"role": "system", "content": rag_system_prompt(passages, None)},
+        {"role": "user", "content": cand.question},
+        {"role": "assistant", "content": answer},
+    ]

@@ -64,9 +64,11 @@ class Recipe:
         """
         if self.is_knowledge:
             last = {s.context: s for s in self.seeds}
-            held = [s for s in self.seeds if last[s.context] is s and sum(x.context == s.context for x in self.seeds) > 1]
+            held = [
+                s for s in self.seeds if last[s.context] is s and sum(x.context == s.context for x in self.seeds) > 1
+            ]
         else:
-            held = self.seeds[len(self.seeds) - min(holdout, max(len(self.seeds) - 1, 0)):] if holdout else []
+            held = self.seeds[len(self.seeds) - min(holdout, max(len(self.seeds) - 1, 0)) :] if holdout else []
         return [s for s in self.seeds if s not in held], held
 
 
@@ -101,9 +103,16 @@ def recipe_from_contents(leaf: str, path: Path, contents: dict, sidecar: Sidecar
         default_kind = "skill"
     side = sidecar or Sidecar()
     return Recipe(
-        leaf=leaf, path=path, version=version, kind=side.kind or default_kind,
+        leaf=leaf,
+        path=path,
+        version=version,
+        kind=side.kind or default_kind,
         task_description=str(contents.get("task_description") or contents.get("domain") or leaf),
-        seeds=seeds, created_by=str(contents["created_by"]), domain=contents.get("domain"),
-        document=contents.get("document"), document_outline=contents.get("document_outline"),
-        sidecar=side, sha256=file_sha256(path),
+        seeds=seeds,
+        created_by=str(contents["created_by"]),
+        domain=contents.get("domain"),
+        document=contents.get("document"),
+        document_outline=contents.get("document_outline"),
+        sidecar=side,
+        sha256=file_sha256(path),
     )

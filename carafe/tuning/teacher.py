@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import asyncio
+from pathlib import Path
 from typing import Protocol
 
 from carafe.tuning.config import TeacherConfig
@@ -30,21 +29,28 @@ class OpenAITeacher:
         self.cfg = cfg
         self.name = f"{cfg.model}@{cfg.endpoint}"
         # Retries are ours (they also cover junk answers), so the SDK's own are off.
-        self.client = AsyncOpenAI(base_url=cfg.endpoint, api_key=cfg.api_key or "none", timeout=cfg.timeout_s, max_retries=0)
+        self.client = AsyncOpenAI(
+            base_url=cfg.endpoint, api_key=cfg.api_key or "none", timeout=cfg.timeout_s, max_retries=0
+        )
 
     async def complete(self, messages: Messages) -> str:
         import openai
 
         try:
             resp = await self.client.chat.completions.create(
-                model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,  # type: ignore[arg-type]
-                max_tokens=self.cfg.max_tokens)
+                model=self.cfg.model,
+                messages=messages,  # type: ignore[arg-type]
+                temperature=self.cfg.temperature,
+                max_tokens=self.cfg.max_tokens,
+            )
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             raise TeacherUnavailable(f"teacher {self.name} cannot be reached: {exc}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code >= 500 or exc.status_code == 429:
                 raise TeacherUnavailable(f"teacher {self.name} failed with HTTP {exc.status_code}") from exc
-            raise TeacherUnavailable(f"teacher {self.name} refused the request (HTTP {exc.status_code}): {exc.message}") from exc
+            raise TeacherUnavailable(
+                f"teacher {self.name} refused the request (HTTP {exc.status_code}): {exc.message}"
+            ) from exc
         return resp.choices[0].message.content or "" if resp.choices else ""
 
 
@@ -62,11 +68,18 @@ class LocalTeacher:
     def _generate(self, messages: Messages) -> str:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=self.cfg.max_tokens, do_sample=self.cfg.temperature > 0,
-                                      temperature=max(self.cfg.temperature, 1e-3), pad_token_id=self.tokenizer.eos_token_id)
-        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self.model.generate(
+                **ids,
+                max_new_tokens=self.cfg.max_tokens,
+                do_sample=self.cfg.temperature > 0,
+                temperature=max(self.cfg.temperature, 1e-3),
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
     async def complete(self, messages: Messages) -> str:
         async with self._lock:  # one CPU model: requests run one at a time off the event loop

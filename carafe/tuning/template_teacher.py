@@ -17,17 +17,45 @@ from typing import Literal
 
 from carafe.tuning.prompts import Messages
 
-_QUESTION_FORMS = ["What does the handbook say about {t}?", "What should I know about {t}?", "Can you explain the rules on {t}?",
-                   "Tell me about {t}.", "I have a question about {t}. What applies?", "What are the facts on {t}?"]
+_QUESTION_FORMS = [
+    "What does the handbook say about {t}?",
+    "What should I know about {t}?",
+    "Can you explain the rules on {t}?",
+    "Tell me about {t}.",
+    "I have a question about {t}. What applies?",
+    "What are the facts on {t}?",
+]
 _PARAPHRASES = ["{q}", "Quick question: {q}", "Could you tell me: {q}", "I was wondering, {q}"]
-_TOPICS = ["request a parking spot", "change my bank account", "enrol in the pension plan", "report sick leave",
-           "book a training course", "change my working hours", "get a new laptop", "claim travel expenses",
-           "take a sabbatical", "register a side job", "update my emergency contact", "get a company phone",
-           "take a day off for moving house", "see my remaining leave", "attend a conference", "bring my dog to the office"]
+_TOPICS = [
+    "request a parking spot",
+    "change my bank account",
+    "enrol in the pension plan",
+    "report sick leave",
+    "book a training course",
+    "change my working hours",
+    "get a new laptop",
+    "claim travel expenses",
+    "take a sabbatical",
+    "register a side job",
+    "update my emergency contact",
+    "get a company phone",
+    "take a day off for moving house",
+    "see my remaining leave",
+    "attend a conference",
+    "bring my dog to the office",
+]
 _REQUEST_FORMS = ["How do I {x}?", "Can I {x}?", "Who can help me {x}?", "What is the process to {x}?"]
 # Questions about things rather than actions, as a real teacher would also vary them.
-_THINGS = ["the next payroll date", "the summer party", "the canteen menu", "my performance review",
-           "the office opening hours", "the holiday calendar", "the new pension rules", "the bike lease offer"]
+_THINGS = [
+    "the next payroll date",
+    "the summer party",
+    "the canteen menu",
+    "my performance review",
+    "the office opening hours",
+    "the holiday calendar",
+    "the new pension rules",
+    "the bike lease offer",
+]
 _THING_FORMS = ["When is {y}?", "Where can I find {y}?", "What about {y}?", "Is there news on {y}?"]
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9:.-]*")
 
@@ -65,8 +93,10 @@ def _knowledge_pairs(user: str) -> list[dict[str, str]]:
     chunk_words = _words(chunk)
     for q, a in examples:  # seed questions whose answer this chunk supports, paraphrased
         if len(_words(a) & chunk_words) >= max(2, len(_words(a)) // 2):
-            pairs += [{"question": form.format(q=q[0].lower() + q[1:]) if form != "{q}" else q, "answer": a.strip()}
-                      for form in _PARAPHRASES[1:]]
+            pairs += [
+                {"question": form.format(q=q[0].lower() + q[1:]) if form != "{q}" else q, "answer": a.strip()}
+                for form in _PARAPHRASES[1:]
+            ]
     return pairs[: max(n, 1) * 2]
 
 
@@ -90,12 +120,16 @@ def _response(system: str, instruction: str) -> str:
     signoff = lines[-1] if len(lines) > 1 else ""
     action = re.match(r"^(?:How do I|Can I|Who can help me|What is the process to) (.*)", instruction.rstrip("?."))
     if action:
-        body = (f"thank you for your question about how to {action[1]}. This is arranged through the HR portal, "
-                "where you will find the form and the people to contact. Please reach out if anything is unclear.")
+        body = (
+            f"thank you for your question about how to {action[1]}. This is arranged through the HR portal, "
+            "where you will find the form and the people to contact. Please reach out if anything is unclear."
+        )
     else:
         thing = re.sub(r"^(?:When is|Where can I find|What about|Is there news on) ", "", instruction.rstrip("?."))
-        body = (f"thank you for asking about {thing}. You will find the current details in the HR portal, "
-                "and we announce any change by email. Please reach out if anything is unclear.")
+        body = (
+            f"thank you for asking about {thing}. You will find the current details in the HR portal, "
+            "and we announce any change by email. Please reach out if anything is unclear."
+        )
     return "\n".join(x for x in (f"{greeting} {body}".strip(), signoff) if x)
 
 
@@ -127,8 +161,12 @@ class TemplateTeacher:
         if task == "skill_instructions":
             return json.dumps(_requests(user, n))
         if task == "grounded_contexts":
-            return json.dumps([f"Note {i + 1}: " + _pick([c for c in re.findall(r"Context: (.*)", user)] or ["none"], user, i)
-                               for i in range(n)])
+            return json.dumps(
+                [
+                    f"Note {i + 1}: " + _pick([c for c in re.findall(r"Context: (.*)", user)] or ["none"], user, i)
+                    for i in range(n)
+                ]
+            )
         if task == "skill_response":
             return _response(system, user)
         if task == "judge":
@@ -151,8 +189,13 @@ def teacher_app(mode: Literal["good", "junk"] = "good"):
     async def chat(body: dict) -> dict:
         app.state.calls += 1
         text = teacher.answer(body["messages"])
-        return {"id": f"chatcmpl-{app.state.calls}", "object": "chat.completion", "created": 0, "model": body.get("model", "t"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+        return {
+            "id": f"chatcmpl-{app.state.calls}",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "t"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
 
     return app

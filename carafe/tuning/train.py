@@ -13,10 +13,11 @@ import json
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from carafe.errors import InvalidInput
 from carafe.tuning.base_model import load_base, pick_device
@@ -90,7 +91,7 @@ def encode(sample: dict, tokenizer: Any, max_len: int) -> tuple[list[int], list[
     prompt = tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False)
     full = tokenizer.apply_chat_template(msgs, tokenize=True, return_dict=False)
     ids = list(full)[:max_len]
-    labels = [-100] * min(len(prompt), len(ids)) + ids[len(prompt):]
+    labels = [-100] * min(len(prompt), len(ids)) + ids[len(prompt) :]
     return ids, labels[: len(ids)]
 
 
@@ -102,8 +103,8 @@ def _batches(lengths: list[int], size: int, seed: int, epoch: int) -> list[list[
     pool = size * 8
     batches = []
     for i in range(0, len(order), pool):
-        group = sorted(order[i:i + pool], key=lambda j: lengths[j])
-        batches += [group[k:k + size] for k in range(0, len(group), size)]
+        group = sorted(order[i : i + pool], key=lambda j: lengths[j])
+        batches += [group[k : k + size] for k in range(0, len(group), size)]
     rng.shuffle(batches)
     return batches
 
@@ -113,8 +114,16 @@ def _run_key(samples: list[dict], cfg: TrainingConfig, replay: bool) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path, *, replay: bool = True,
-          on_step: OnStep | None = None, max_steps: int | None = None) -> list[PhaseStats]:
+def train(
+    samples: list[dict],
+    cfg: TrainingConfig,
+    models_dir: Path,
+    out: Path,
+    *,
+    replay: bool = True,
+    on_step: OnStep | None = None,
+    max_steps: int | None = None,
+) -> list[PhaseStats]:
     """Train the adapter into ``out/adapter``; resume from ``out/checkpoint`` when it matches.
 
     ``max_steps`` stops after that many steps as an interruption would: the checkpoint is
@@ -128,14 +137,21 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
         raise StageMissing("no training data: run `carafe tune generate` first")
     first, second = cfg.knowledge, cfg.skills
     if (first.rank, first.alpha, first.target_modules) != (second.rank, second.alpha, second.target_modules):
-        raise TrainingInvalid("all phases train one adapter: knowledge and skills must share rank, alpha and target_modules")
+        raise TrainingInvalid(
+            "all phases train one adapter: knowledge and skills must share rank, alpha and target_modules"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     model, tok, _ = load_base(models_dir, device, cfg.base_model)
-    lora = LoraConfig(r=first.rank, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=list(first.target_modules),
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=first.rank,
+        lora_alpha=first.alpha,
+        lora_dropout=first.dropout,
+        target_modules=list(first.target_modules),
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     mixes = phase_mix(samples, cfg, replay=replay)
     key = _run_key(samples, cfg, replay)
@@ -148,16 +164,20 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
     interrupted = False
     for name, mix in mixes.items():
         pc: PhaseConfig = getattr(cfg, name)
-        st = PhaseStats(name, {src: sum(s["source"] == src for s in mix) for src in ("own", "replay", "general")},
-                        hyperparameters=pc.model_dump(mode="json"))
+        st = PhaseStats(
+            name,
+            {src: sum(s["source"] == src for s in mix) for src in ("own", "replay", "general")},
+            hyperparameters=pc.model_dump(mode="json"),
+        )
         encoded = [encode(s, tok, pc.max_seq_len) for s in mix]
         epochs = max(1, round(pc.epochs))
         lengths = [len(ids) for ids, _ in encoded]
         plan = [b for e in range(epochs) for b in _batches(lengths, pc.batch_size, cfg.seed, e)]
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=pc.learning_rate, weight_decay=0.0)
-        n = len(plan)
+        opt = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=pc.learning_rate, weight_decay=0.0
+        )
 
-        def warmup_then_decay(s: int) -> float:
+        def warmup_then_decay(s: int, n: int = len(plan)) -> float:
             return min(1.0, (s + 1) / max(1, n // 10)) * max(0.1, 1 - s / n)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_then_decay)
@@ -173,9 +193,20 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
         for i in range(start, len(plan)):
             if step_budget is not None and step_budget <= 0:
                 interrupted = True
-                _save_state(model, opt, ckpt, {"key": key, "phase": name, "step": i, "tokens": st.tokens,
-                                               "seconds": st.seconds, "scheduler": sched.state_dict(),
-                                               "done": {s.name: _stats_dict(s) for s in stats}})
+                _save_state(
+                    model,
+                    opt,
+                    ckpt,
+                    {
+                        "key": key,
+                        "phase": name,
+                        "step": i,
+                        "tokens": st.tokens,
+                        "seconds": st.seconds,
+                        "scheduler": sched.state_dict(),
+                        "done": {s.name: _stats_dict(s) for s in stats},
+                    },
+                )
                 break
             t0 = time.perf_counter()
             loss, ntok = _step(model, [encoded[j] for j in plan[i]], tok.pad_token_id, device)
@@ -190,9 +221,20 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
             if on_step:
                 on_step(StepInfo(name, i + 1, len(plan), loss, st.tokens_per_s))
             if (i + 1) % cfg.save_every_steps == 0 and i + 1 < len(plan):
-                _save_state(model, opt, ckpt, {"key": key, "phase": name, "step": i + 1, "tokens": st.tokens,
-                                               "seconds": st.seconds, "scheduler": sched.state_dict(),
-                                               "done": {s.name: _stats_dict(s) for s in stats}})
+                _save_state(
+                    model,
+                    opt,
+                    ckpt,
+                    {
+                        "key": key,
+                        "phase": name,
+                        "step": i + 1,
+                        "tokens": st.tokens,
+                        "seconds": st.seconds,
+                        "scheduler": sched.state_dict(),
+                        "done": {s.name: _stats_dict(s) for s in stats},
+                    },
+                )
         st.steps = max(st.steps, start)
         stats.append(st)
         state = None
@@ -200,15 +242,36 @@ def train(samples: list[dict], cfg: TrainingConfig, models_dir: Path, out: Path,
             break
         nxt = [n for n in mixes if PHASES.index(n) > PHASES.index(name)]
         if nxt:  # phase boundary: a rerun starts at the next phase
-            _save_state(model, opt, ckpt, {"key": key, "phase": nxt[0], "step": 0, "tokens": 0, "seconds": 0.0,
-                                           "scheduler": None, "done": {s.name: _stats_dict(s) for s in stats}}, optimizer=False)
+            _save_state(
+                model,
+                opt,
+                ckpt,
+                {
+                    "key": key,
+                    "phase": nxt[0],
+                    "step": 0,
+                    "tokens": 0,
+                    "seconds": 0.0,
+                    "scheduler": None,
+                    "done": {s.name: _stats_dict(s) for s in stats},
+                },
+                optimizer=False,
+            )
     model.eval()
     adapter = out / "adapter"
     if adapter.exists():
         shutil.rmtree(adapter)
     model.save_pretrained(str(adapter))
-    (out / "training.json").write_text(json.dumps({"key": key, "replay": replay, "phases": [
-        {**_stats_dict(s), "tokens_per_s": round(s.tokens_per_s, 1)} for s in stats]}, indent=2))
+    (out / "training.json").write_text(
+        json.dumps(
+            {
+                "key": key,
+                "replay": replay,
+                "phases": [{**_stats_dict(s), "tokens_per_s": round(s.tokens_per_s, 1)} for s in stats],
+            },
+            indent=2,
+        )
+    )
     if not interrupted:
         shutil.rmtree(ckpt, ignore_errors=True)
     return stats

@@ -10,9 +10,9 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from carafe.tuning.validate import find_recipe_files, leaf_of, validate_file
 
@@ -67,6 +67,14 @@ def compare(taxonomy: Path) -> list[FileVerdict]:
         _, issues = validate_file(f, leaf_of(f, taxonomy), str(f.relative_to(taxonomy)))
         errors = [str(i) for i in issues if i.severity == "error"]
         n = upstream_errors(f)
-        out.append(FileVerdict(f.relative_to(taxonomy).as_posix(), n == 0, not errors, n, errors,
-                               sum(i.severity == "warning" for i in issues)))
+        out.append(
+            FileVerdict(
+                f.relative_to(taxonomy).as_posix(),
+                n == 0,
+                not errors,
+                n,
+                errors,
+                sum(i.severity == "warning" for i in issues),
+            )
+        )
     return out

@@ -155,8 +155,11 @@ def validate_file(path: Path, leaf: str, display: str) -> tuple[Recipe | None, l
     for line, rule, desc in lint:
         err(line, rule, desc, severity="error" if version > 1 else "warning")
     if version not in known_versions():
-        err(_line_of(root, ["version"]), "version",
-            f"unknown schema version {contents.get('version')!r}; instructlab-schema knows {known_versions()}")
+        err(
+            _line_of(root, ["version"]),
+            "version",
+            f"unknown schema version {contents.get('version')!r}; instructlab-schema knows {known_versions()}",
+        )
         return None, issues
     name = _schema_name(leaf, contents)
     schema, registry = _schema(version, name)
@@ -164,21 +167,35 @@ def validate_file(path: Path, leaf: str, display: str) -> tuple[Recipe | None, l
         err(_line_of(root, ["version"]), "version", schema.get("description") or f"{name} v{version} is deprecated")
         return None, issues
     if version < (latest := latest_version()):
-        missing = "has no `version` key, so it is read as version 1" if "version" not in contents else f"is version {version}"
-        issues.append(Issue(display, _line_of(root, ["version"]), "version-deprecated",
-                            f"{name} {missing}, which InstructLab deprecates (still valid)",
-                            f"run `carafe taxonomy convert {display}` to rewrite it as version {latest}", "warning"))
+        missing = (
+            "has no `version` key, so it is read as version 1" if "version" not in contents else f"is version {version}"
+        )
+        issues.append(
+            Issue(
+                display,
+                _line_of(root, ["version"]),
+                "version-deprecated",
+                f"{name} {missing}, which InstructLab deprecates (still valid)",
+                f"run `carafe taxonomy convert {display}` to rewrite it as version {latest}",
+                "warning",
+            )
+        )
     validator = validator_for(schema)(schema, registry=registry)
     for ve in sorted(validator.iter_errors(contents), key=lambda e: list(map(str, e.absolute_path))):
         where = ".".join(map(str, ve.absolute_path)) or "."
-        msg = (f"{where}: needs at least {ve.validator_value} items" if ve.validator == "minItems"
-               else f"{where}: {ve.message[-200:]}")
+        msg = (
+            f"{where}: needs at least {ve.validator_value} items"
+            if ve.validator == "minItems"
+            else f"{where}: {ve.message[-200:]}"
+        )
         err(_line_of(root, list(ve.absolute_path)), f"schema.{ve.validator}", msg, str(ve.validator))
     sidecar = None
     try:
         sidecar = read_sidecar(path.parent)
     except (ValidationError, yaml.YAMLError) as exc:
-        issues.append(Issue(f"{Path(display).parent / SIDECAR_FILE}", 1, "sidecar", str(exc).splitlines()[0], _HINTS["sidecar"]))
+        issues.append(
+            Issue(f"{Path(display).parent / SIDECAR_FILE}", 1, "sidecar", str(exc).splitlines()[0], _HINTS["sidecar"])
+        )
     if any(i.severity == "error" for i in issues):
         return None, issues
     recipe = recipe_from_contents(leaf, path, contents, sidecar, version)
@@ -212,8 +229,15 @@ def validate_taxonomy(taxonomy: Path, only: list[Path] | None = None) -> Validat
     recipes: list[Recipe] = []
     issues: list[Issue] = []
     if not files:
-        issues.append(Issue(str(taxonomy), 1, "empty", "no recipes found",
-                            f"add leaves as <{'|'.join(TAXONOMY_ROOTS)}>/<path>/{QNA_FILE}"))
+        issues.append(
+            Issue(
+                str(taxonomy),
+                1,
+                "empty",
+                "no recipes found",
+                f"add leaves as <{'|'.join(TAXONOMY_ROOTS)}>/<path>/{QNA_FILE}",
+            )
+        )
     for f in files:
         recipe, found = validate_file(f, leaf_of(f, taxonomy), str(f))
         issues += found

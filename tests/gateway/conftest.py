@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from carafe.gateway.app import create_app
 from carafe.config import load_config
+from carafe.gateway.app import create_app
+from carafe.guards import CheckSettings, GuardsConfig, PolicyConfig
 from tests.conftest import MODELS_CACHE
 from tests.servers import RunningServer, serve_in_thread
-from carafe.guards import CheckSettings, GuardsConfig, PolicyConfig
-from pathlib import Path
 
 BASE_MODEL = "SmolLM2-135M-Instruct"
 
@@ -79,8 +79,9 @@ class RagGateway:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[user], max_retries=0)
 
     def sync(self) -> dict:
-        r = httpx.post(f"{self.url}/admin/index/sync", headers={"Authorization": f"Bearer {self.keys['root']}"},
-                       timeout=300)
+        r = httpx.post(
+            f"{self.url}/admin/index/sync", headers={"Authorization": f"Bearer {self.keys['root']}"}, timeout=300
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -95,13 +96,22 @@ def rag(tmp_path_factory) -> Iterator[RagGateway]:
     for rel, (acl, title, text) in DOCS.items():
         write_doc(docs, rel, acl, title, text)
     cfg = load_config(
-        None, data_dir=root / "data", models_cache=MODELS_CACHE,
+        None,
+        data_dir=root / "data",
+        models_cache=MODELS_CACHE,
         indexer={"sources": [{"name": "docs", "path": str(docs)}]},
-        routing={"retrieval": {"enabled": True, "top_k": 5},
-                 "aliases": {"grounded-only": {"retrieval": {"enabled": True, "top_k": 3},
-                                               "guard_policy": "block-ungrounded"}}},
-        guards={"policies": {**GuardsConfig().policies, "block-ungrounded": PolicyConfig(
-            output={"grounding": CheckSettings(action="block", threshold=1.01)})}},
+        routing={
+            "retrieval": {"enabled": True, "top_k": 5},
+            "aliases": {
+                "grounded-only": {"retrieval": {"enabled": True, "top_k": 3}, "guard_policy": "block-ungrounded"}
+            },
+        },
+        guards={
+            "policies": {
+                **GuardsConfig().policies,
+                "block-ungrounded": PolicyConfig(output={"grounding": CheckSettings(action="block", threshold=1.01)}),
+            }
+        },
     )
     app = create_app(cfg)
     keys = {u: app.state.carafe.keys.create(u, groups=g, admin=a, rpm=100_000)[0] for u, (g, a) in USERS.items()}
@@ -112,5 +122,3 @@ def rag(tmp_path_factory) -> Iterator[RagGateway]:
         yield gw
     finally:
         server.stop()
-
-

@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from carafe.errors import RateLimited
-from carafe.gateway.auth import KeyStore
 from carafe.cli.main import app
 from carafe.config import load_config
+from carafe.errors import RateLimited
+from carafe.gateway.auth import KeyStore
 from carafe.gateway.ratelimit import RateLimiter
 
 
@@ -86,8 +86,9 @@ def test_cli_config_show_hides_secrets(tmp_path) -> None:
 def test_cli_keys_create_prints_key_once_and_it_authenticates(tmp_path) -> None:
     f = tmp_path / "carafe.yaml"
     f.write_text(f"data_dir: {tmp_path / 'data'}\n")
-    out = CliRunner().invoke(app, ["keys", "create", "--config", str(f), "--user", "ann", "--groups", "a,b", "--admin",
-                                   "--json"])
+    out = CliRunner().invoke(
+        app, ["keys", "create", "--config", str(f), "--user", "ann", "--groups", "a,b", "--admin", "--json"]
+    )
     assert out.exit_code == 0, out.output
     made = json.loads(out.output)
     store = KeyStore(tmp_path / "data" / "keys.json")

@@ -53,27 +53,70 @@ def assert_openai_error(r: httpx.Response, status: int, param: str | None = "__a
         ({"model": BASE_MODEL, "messages": MSG, "top_logprobs": 2}, "top_logprobs"),
         ({"model": BASE_MODEL, "messages": MSG, "logprobs": True, "top_logprobs": 99}, "top_logprobs"),
         ({"model": BASE_MODEL, "messages": MSG, "response_format": {"type": "yaml"}}, "response_format"),
-        ({"model": BASE_MODEL, "messages": MSG, "response_format": {
-            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format"),
-        ({"model": BASE_MODEL, "messages": MSG, "response_format": {
-            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "(?<=a)b"}}}},
-         "response_format"),
+        (
+            {
+                "model": BASE_MODEL,
+                "messages": MSG,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "nonsense"}},
+                },
+            },
+            "response_format",
+        ),
+        (
+            {
+                "model": BASE_MODEL,
+                "messages": MSG,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "(?<=a)b"}},
+                },
+            },
+            "response_format",
+        ),
         ({"model": BASE_MODEL, "messages": MSG, "guided_regex": "(unclosed"}, "guided_regex"),
-        ({"model": BASE_MODEL, "messages": MSG, "response_format": {"type": "json_schema", "json_schema": {
-            "name": "x", "strict": True, "schema": {"type": "array", "uniqueItems": True}}}}, "response_format"),
+        (
+            {
+                "model": BASE_MODEL,
+                "messages": MSG,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "strict": True, "schema": {"type": "array", "uniqueItems": True}},
+                },
+            },
+            "response_format",
+        ),
         ({"model": BASE_MODEL, "messages": MSG, "structured_outputs": {"xml": "<a/>"}}, "structured_outputs"),
         ({"model": BASE_MODEL, "messages": MSG, "guided_json": {"type": "object"}, "guided_regex": "a"}, None),
         ({"model": BASE_MODEL, "messages": MSG, "use_beam_search": True}, "use_beam_search"),
-        ({"model": BASE_MODEL, "messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}],
-          "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+        (
+            {
+                "model": BASE_MODEL,
+                "messages": MSG,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+        ),
         ({"model": BASE_MODEL, "messages": MSG, "tool_choice": "required"}, "tool_choice"),
-        ({"model": BASE_MODEL, "messages": MSG, "tools": [{"type": "function", "function": {"name": "f",
-          "parameters": {"type": "nonsense"}}}], "tool_choice": "required"}, "tools"),
+        (
+            {
+                "model": BASE_MODEL,
+                "messages": MSG,
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}],
+                "tool_choice": "required",
+            },
+            "tools",
+        ),
         ({"model": BASE_MODEL, "messages": MSG, "tools": [{"type": "retrieval"}]}, None),
         ({"model": BASE_MODEL, "messages": [{"role": "tool", "content": "42"}]}, "messages[0]"),
         ({"model": BASE_MODEL, "messages": MSG, "stream_options": {"include_usage": True}}, "stream_options"),
         ({"model": BASE_MODEL, "messages": [{"role": "user"}]}, "messages[0]"),
-        ({"model": BASE_MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, None),
+        (
+            {"model": BASE_MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            None,
+        ),
     ],
 )
 def test_invalid_chat_bodies_are_400_naming_the_field(gateway: Gateway, body, param) -> None:
@@ -130,12 +173,16 @@ def test_wrong_method_is_openai_shaped(gateway: Gateway) -> None:
 
 def test_completions_and_embeddings_bad_input(gateway: Gateway) -> None:
     assert_openai_error(post(gateway, {"model": BASE_MODEL, "prompt": []}, path="/v1/completions"), 400, "prompt")
-    assert_openai_error(post(gateway, {"model": BASE_MODEL, "prompt": "x", "suffix": "y"}, path="/v1/completions"),
-                        400, "suffix")
+    assert_openai_error(
+        post(gateway, {"model": BASE_MODEL, "prompt": "x", "suffix": "y"}, path="/v1/completions"), 400, "suffix"
+    )
     assert_openai_error(post(gateway, {"model": "all-MiniLM-L6-v2", "input": []}, path="/v1/embeddings"), 400, "input")
     assert_openai_error(post(gateway, {"model": "nope", "input": "x"}, path="/v1/embeddings"), 404, "model")
-    assert_openai_error(post(gateway, {"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 3},
-                             path="/v1/embeddings"), 400, "dimensions")
+    assert_openai_error(
+        post(gateway, {"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 3}, path="/v1/embeddings"),
+        400,
+        "dimensions",
+    )
 
 
 # --- auth ----------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,9 @@ class Pet(BaseModel):
 
 
 def chat_model(gateway: Gateway, **kw):
-    return langchain_openai.ChatOpenAI(model=BASE_MODEL, base_url=f"{gateway.url}/v1", api_key=gateway.user_key,
-                                       temperature=0, max_retries=0, **kw)
+    return langchain_openai.ChatOpenAI(
+        model=BASE_MODEL, base_url=f"{gateway.url}/v1", api_key=gateway.user_key, temperature=0, max_retries=0, **kw
+    )
 
 
 def test_langchain_invoke_and_stream_with_usage(gateway: Gateway) -> None:
@@ -56,18 +56,30 @@ def test_langchain_bind_tools(gateway: Gateway) -> None:
 def test_litellm_as_a_client(gateway: Gateway) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the price list at import
     litellm = pytest.importorskip("litellm")
-    kw = dict(model=f"openai/{BASE_MODEL}", api_base=f"{gateway.url}/v1", api_key=gateway.user_key,
-              max_tokens=60, temperature=0)
+    kw = dict(
+        model=f"openai/{BASE_MODEL}",
+        api_base=f"{gateway.url}/v1",
+        api_key=gateway.user_key,
+        max_tokens=60,
+        temperature=0,
+    )
     r = litellm.completion(messages=[{"role": "user", "content": "Name three colours."}], **kw)
     assert r.choices[0].message.content
-    r = litellm.completion(messages=[{"role": "user", "content": "What is the weather in Oslo?"}], tools=[WEATHER],
-                           tool_choice="required", **kw)
+    r = litellm.completion(
+        messages=[{"role": "user", "content": "What is the weather in Oslo?"}],
+        tools=[WEATHER],
+        tool_choice="required",
+        **kw,
+    )
     call = r.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments)["unit"] in ("c", "f")
 
 
-LLAMA_PYTHON = Path(os.environ.get("CARAFE_LLAMAINDEX_PYTHON",
-                                   Path(__file__).resolve().parents[2] / ".carafe/venv-llamaindex/bin/python"))
+LLAMA_PYTHON = Path(
+    os.environ.get(
+        "CARAFE_LLAMAINDEX_PYTHON", Path(__file__).resolve().parents[2] / ".carafe/venv-llamaindex/bin/python"
+    )
+)
 LLAMA_SCRIPT = """
 import json, sys
 from llama_index.llms.openai_like import OpenAILike
@@ -81,13 +93,18 @@ print(json.dumps({"chat": chat, "streamed": streamed}))
 """
 
 
-@pytest.mark.skipif(not LLAMA_PYTHON.exists(), reason="LlamaIndex needs openai<3: its own venv (CARAFE_LLAMAINDEX_PYTHON)")
+@pytest.mark.skipif(
+    not LLAMA_PYTHON.exists(), reason="LlamaIndex needs openai<3: its own venv (CARAFE_LLAMAINDEX_PYTHON)"
+)
 def test_llama_index_openai_like(gateway: Gateway) -> None:
     # llama-index-llms-openai pins openai<3, so it runs in its own environment as a real separate client
-    out = subprocess.run([str(LLAMA_PYTHON), "-c", LLAMA_SCRIPT, f"{gateway.url}/v1", gateway.user_key, BASE_MODEL],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
+    out = subprocess.run(
+        [str(LLAMA_PYTHON), "-c", LLAMA_SCRIPT, f"{gateway.url}/v1", gateway.user_key, BASE_MODEL],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["chat"] and result["streamed"]
-
-

@@ -13,15 +13,26 @@ from schemathesis import GenerationMode
 
 from tests.gateway.conftest import Gateway, make_gateway
 
-FUZZED = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/v1/models", "/v1/models/{model_id}",
-          "/admin/keys", "/admin/keys/{key_id}", "/healthz", "/readyz"}
+FUZZED = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/{model_id}",
+    "/admin/keys",
+    "/admin/keys/{key_id}",
+    "/healthz",
+    "/readyz",
+}
 
 
 @pytest.fixture(scope="module")
 def small_gateway(tmp_path_factory) -> Iterator[Gateway]:
     # tiny generation limits so that valid fuzzed requests stay cheap on the real model
-    yield from make_gateway(tmp_path_factory, "fuzz", max_tokens_limit=4, default_max_tokens=2, max_n=2,
-                            max_body_bytes=256 * 1024)
+    yield from make_gateway(
+        tmp_path_factory, "fuzz", max_tokens_limit=4, default_max_tokens=2, max_n=2, max_body_bytes=256 * 1024
+    )
 
 
 def _operations(gw: Gateway):
@@ -35,7 +46,9 @@ def _operations(gw: Gateway):
 
 
 def _check(response, case) -> None:
-    assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    )
     if response.status_code >= 400:
         body = response.json()
         assert set(body) == {"error"}, body
@@ -49,8 +62,10 @@ def test_fuzz_no_5xx_and_openai_errors(small_gateway: Gateway, mode) -> None:
     headers = {"Authorization": f"Bearer {small_gateway.admin_key}"}
     no_invalid_form: list[str] = []  # e.g. GET /healthz has nothing to make invalid
     for op in ops:
-        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=25, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+        )
         @given(case=op.as_strategy(generation_mode=mode))
         def run(case) -> None:
             response = case.call(base_url=small_gateway.url, headers=headers, timeout=120)

@@ -24,7 +24,9 @@ def test_chat_non_streaming_real_generation(gateway: Gateway) -> None:
     assert choice.finish_reason in ("stop", "length")
     # usage is counted with the real tokenizer
     engine = gateway.state.engine
-    prompt = engine.chat_prompt([__import__("carafe.adapters.engine", fromlist=["ChatMessage"]).ChatMessage(**HELLO[0])])
+    prompt = engine.chat_prompt(
+        [__import__("carafe.adapters.engine", fromlist=["ChatMessage"]).ChatMessage(**HELLO[0])]
+    )
     assert resp.usage.prompt_tokens == engine.count_tokens(prompt)
     assert 0 < resp.usage.completion_tokens <= 24
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
@@ -32,8 +34,10 @@ def test_chat_non_streaming_real_generation(gateway: Gateway) -> None:
 
 def test_finish_reason_length_counts_exactly_max_tokens(gateway: Gateway) -> None:
     resp = gateway.client().chat.completions.create(
-        model=BASE_MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}],
-        max_tokens=5, temperature=0,
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_tokens=5,
+        temperature=0,
     )
     assert resp.choices[0].finish_reason == "length"
     assert resp.usage.completion_tokens == 5
@@ -43,7 +47,11 @@ def test_streaming_matches_non_streaming_and_reports_usage(gateway: Gateway) -> 
     client = gateway.client()
     full = client.chat.completions.create(model=BASE_MODEL, messages=HELLO, max_tokens=20, temperature=0)
     stream = client.chat.completions.create(
-        model=BASE_MODEL, messages=HELLO, max_tokens=20, temperature=0, stream=True,
+        model=BASE_MODEL,
+        messages=HELLO,
+        max_tokens=20,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -60,8 +68,13 @@ def test_streaming_matches_non_streaming_and_reports_usage(gateway: Gateway) -> 
 
 def test_stream_wire_format_ends_with_done(gateway: Gateway) -> None:
     body = {"model": BASE_MODEL, "messages": HELLO, "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {gateway.user_key}"}, timeout=120) as r:
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {gateway.user_key}"},
+        timeout=120,
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line for line in r.iter_lines() if line]
@@ -83,16 +96,24 @@ def test_seed_gives_same_output_and_temperature_zero_is_deterministic(gateway: G
 
 def test_different_seeds_differ_for_high_temperature(gateway: Gateway) -> None:
     client = gateway.client()
-    kw = dict(model=BASE_MODEL, messages=[{"role": "user", "content": "Invent a name for a cat."}],
-              max_tokens=12, temperature=1.5)
+    kw = dict(
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": "Invent a name for a cat."}],
+        max_tokens=12,
+        temperature=1.5,
+    )
     outs = {client.chat.completions.create(**kw, seed=s).choices[0].message.content for s in range(4)}
     assert len(outs) > 1
 
 
 def test_stop_sequence_is_honoured_and_excluded(gateway: Gateway) -> None:
     client = gateway.client()
-    kw = dict(model=BASE_MODEL, messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
-              max_tokens=40, temperature=0)
+    kw = dict(
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        max_tokens=40,
+        temperature=0,
+    )
     free = client.chat.completions.create(**kw).choices[0].message.content
     assert "," in free, free
     stopped = client.chat.completions.create(**kw, stop=[","])
@@ -103,7 +124,12 @@ def test_stop_sequence_is_honoured_and_excluded(gateway: Gateway) -> None:
 
 def test_n_choices(gateway: Gateway) -> None:
     resp = gateway.client().chat.completions.create(
-        model=BASE_MODEL, messages=HELLO, max_tokens=8, temperature=1.0, seed=7, n=3,
+        model=BASE_MODEL,
+        messages=HELLO,
+        max_tokens=8,
+        temperature=1.0,
+        seed=7,
+        n=3,
     )
     assert [c.index for c in resp.choices] == [0, 1, 2]
     assert all(c.message.content for c in resp.choices)
@@ -112,7 +138,13 @@ def test_n_choices(gateway: Gateway) -> None:
 
 def test_streaming_n_choices_have_their_indices(gateway: Gateway) -> None:
     stream = gateway.client().chat.completions.create(
-        model=BASE_MODEL, messages=HELLO, max_tokens=6, temperature=0.8, seed=3, n=2, stream=True,
+        model=BASE_MODEL,
+        messages=HELLO,
+        max_tokens=6,
+        temperature=0.8,
+        seed=3,
+        n=2,
+        stream=True,
     )
     finished = {c.choices[0].index for c in stream if c.choices and c.choices[0].finish_reason}
     assert finished == {0, 1}
@@ -125,8 +157,10 @@ def test_completions_endpoint(gateway: Gateway) -> None:
     assert resp.choices[0].text
     assert resp.usage.completion_tokens <= 6
     streamed = "".join(
-        c.choices[0].text for c in client.completions.create(
-            model=BASE_MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True)
+        c.choices[0].text
+        for c in client.completions.create(
+            model=BASE_MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True
+        )
         if c.choices
     )
     assert streamed == resp.choices[0].text
@@ -140,8 +174,12 @@ def test_models_list_shows_base_and_adapters_with_parent(gateway: Gateway, tmp_p
     ids = [m.id for m in gateway.client().models.list().data]
     assert BASE_MODEL in ids
     path = make_lora(tmp_path / "style", seed=1)
-    r = httpx.post(f"{gateway.url}/v1/load_lora_adapter", json={"lora_name": "e2e-style", "lora_path": str(path)},
-                   headers={"Authorization": f"Bearer {gateway.admin_key}"}, timeout=120)
+    r = httpx.post(
+        f"{gateway.url}/v1/load_lora_adapter",
+        json={"lora_name": "e2e-style", "lora_path": str(path)},
+        headers={"Authorization": f"Bearer {gateway.admin_key}"},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     cards = {m.id: m for m in gateway.client().models.list().data}
     assert "e2e-style" in cards
@@ -166,31 +204,36 @@ def test_embeddings_with_minilm(gateway: Gateway) -> None:
     assert resp.usage.prompt_tokens > 0
     import base64
 
-    b64 = client.embeddings.create(model="all-MiniLM-L6-v2", input=["How many vacation days do I get?"],
-                                   encoding_format="base64")
+    b64 = client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=["How many vacation days do I get?"], encoding_format="base64"
+    )
     decoded = np.frombuffer(base64.b64decode(b64.data[0].embedding), dtype="<f4")
     assert np.allclose(decoded, vecs[0], atol=1e-5)
 
 
 def test_overhead_header_on_every_response(gateway: Gateway) -> None:
-    raw = gateway.client().chat.completions.with_raw_response.create(
-        model=BASE_MODEL, messages=HELLO, max_tokens=2)
+    raw = gateway.client().chat.completions.with_raw_response.create(model=BASE_MODEL, messages=HELLO, max_tokens=2)
     assert float(raw.headers["x-carafe-overhead-duration-ms"]) >= 0
     assert raw.headers["x-carafe-adapter"] == BASE_MODEL
-    for r in (httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {gateway.user_key}"}),
-              httpx.get(f"{gateway.url}/v1/models"),  # an error response too
-              httpx.get(f"{gateway.url}/healthz")):
+    for r in (
+        httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {gateway.user_key}"}),
+        httpx.get(f"{gateway.url}/v1/models"),  # an error response too
+        httpx.get(f"{gateway.url}/healthz"),
+    ):
         assert float(r.headers["x-carafe-overhead-duration-ms"]) >= 0
 
 
 def test_concurrent_async_clients(gateway: Gateway) -> None:
     async def run() -> list[str]:
         client = gateway.async_client()
-        outs = await asyncio.gather(*(
-            client.chat.completions.create(model=BASE_MODEL, messages=[{"role": "user", "content": f"Say {i}"}],
-                                           max_tokens=6, temperature=0)
-            for i in range(6)
-        ))
+        outs = await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=BASE_MODEL, messages=[{"role": "user", "content": f"Say {i}"}], max_tokens=6, temperature=0
+                )
+                for i in range(6)
+            )
+        )
         return [o.choices[0].message.content for o in outs]
 
     outs = asyncio.run(run())
@@ -215,10 +258,20 @@ def test_client_disconnect_mid_stream_frees_the_slot(gateway: Gateway) -> None:
 
     engine = gateway.state.engine
     before = engine.stats()["requests_cancelled"]
-    body = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "Tell a very long story."}],
-            "max_tokens": 2000, "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {gateway.user_key}"}, timeout=120) as r:
+    body = {
+        "model": BASE_MODEL,
+        "messages": [{"role": "user", "content": "Tell a very long story."}],
+        "max_tokens": 2000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {gateway.user_key}"},
+        timeout=120,
+    ) as r:
         for n, _ in enumerate(r.iter_lines()):
             if n >= 3:
                 break  # hang up after a few tokens

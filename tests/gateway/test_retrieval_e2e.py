@@ -7,19 +7,28 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import openai
 import pytest
 
-from tests.gateway.conftest import BASE_MODEL
-from tests.gateway.conftest import RagGateway, write_doc
+from tests.gateway.conftest import BASE_MODEL, RagGateway, write_doc
 
 DOCS = {
-    "hr/bonus.md": ("groups: [hr]", "Bonus policy", "The bonus approval code is ZEBRA-HR-5521. Bonuses are paid in March."),
-    "finance/ledger.md": ("groups: [finance]", "Ledger rules",
-                          "The ledger unlock code is OTTER-FIN-9043. Budgets close in October."),
+    "hr/bonus.md": (
+        "groups: [hr]",
+        "Bonus policy",
+        "The bonus approval code is ZEBRA-HR-5521. Bonuses are paid in March.",
+    ),
+    "finance/ledger.md": (
+        "groups: [finance]",
+        "Ledger rules",
+        "The ledger unlock code is OTTER-FIN-9043. Budgets close in October.",
+    ),
     "legal/hold.md": ("users: [lea]", "Litigation hold", "The litigation hold code is PUFFIN-LEGAL-3310."),
-    "staff/holidays.md": ("groups: [staff]", "Office holidays", "The office is closed on New Year's day and code word is HERON-STAFF-1200."),
+    "staff/holidays.md": (
+        "groups: [staff]",
+        "Office holidays",
+        "The office is closed on New Year's day and code word is HERON-STAFF-1200.",
+    ),
     "misc/unlabelled.md": (None, "Unlabelled note", "The vault override code is FALCON-ADM-7788."),
 }
 SECRET = {
@@ -57,12 +66,12 @@ def secrets_of(paths: set[str]) -> set[str]:
     return {SECRET[p] for p in paths}
 
 
-async def ask_async(gw: RagGateway, user: str, question: str, *, stream: bool,
-                    max_tokens: int = 16) -> tuple[set[str], str] | None:
+async def ask_async(
+    gw: RagGateway, user: str, question: str, *, stream: bool, max_tokens: int = 16
+) -> tuple[set[str], str] | None:
     """(cited doc paths, everything the caller received as text), or None if the guard blocked it."""
     client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=gw.keys[user], max_retries=0)
-    kw = dict(model=BASE_MODEL, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
-              temperature=0)
+    kw = dict(model=BASE_MODEL, messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0)
     try:
         if stream:
             cited, text = set(), ""

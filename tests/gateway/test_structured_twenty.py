@@ -28,21 +28,51 @@ CASES = [
     ("Pick a colour.", obj({"colour": {"enum": ["red", "green", "blue"]}})),
     ("What is the temperature outside?", obj({"celsius": {"type": "number", "minimum": -50, "maximum": 60}})),
     ("Make a todo item.", obj({"title": s(40), "done": {"type": "boolean"}, "priority": {"enum": ["low", "high"]}})),
-    ("Describe a book.", obj({"title": s(), "author": obj({"first": s(), "last": s()}),
-                              "year": {"type": "integer", "minimum": 1000, "maximum": 2100}})),
+    (
+        "Describe a book.",
+        obj(
+            {
+                "title": s(),
+                "author": obj({"first": s(), "last": s()}),
+                "year": {"type": "integer", "minimum": 1000, "maximum": 2100},
+            }
+        ),
+    ),
     ("Give an HTTP status code.", obj({"code": {"type": "integer", "minimum": 100, "maximum": 599}})),
-    ("Sentiment of 'I love it'.", obj({"label": {"enum": ["positive", "negative", "neutral"]},
-                                       "score": {"type": "number", "minimum": 0, "maximum": 1}})),
+    (
+        "Sentiment of 'I love it'.",
+        obj(
+            {
+                "label": {"enum": ["positive", "negative", "neutral"]},
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+            }
+        ),
+    ),
     ("Give me a product SKU.", obj({"sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}})),
     ("A point on a plane.", obj({"x": {"type": "integer"}, "y": {"type": "integer"}})),
     ("Name a planet, maybe with a moon.", obj({"planet": s(), "moon": {"anyOf": [s(), {"type": "null"}]}})),
-    ("Two tags for a blog post on cooking.", obj({"tags": {"type": "array", "items": {"enum": ["food", "home", "tips"]},
-                                                           "minItems": 2, "maxItems": 2}})),
+    (
+        "Two tags for a blog post on cooking.",
+        obj({"tags": {"type": "array", "items": {"enum": ["food", "home", "tips"]}, "minItems": 2, "maxItems": 2}}),
+    ),
     ("Give an address.", obj({"street": s(30), "zip": {"type": "string", "pattern": "^[0-9]{5}$"}})),
-    ("Summarise: the cat sat on the mat.", obj({"summary": s(50), "words": {"type": "integer", "minimum": 1,
-                                                                            "maximum": 50}})),
-    ("An order with two lines.", obj({"lines": {"type": "array", "maxItems": 2, "minItems": 1, "items": obj(
-        {"item": s(16), "qty": {"type": "integer", "minimum": 1, "maximum": 9}})}})),
+    (
+        "Summarise: the cat sat on the mat.",
+        obj({"summary": s(50), "words": {"type": "integer", "minimum": 1, "maximum": 50}}),
+    ),
+    (
+        "An order with two lines.",
+        obj(
+            {
+                "lines": {
+                    "type": "array",
+                    "maxItems": 2,
+                    "minItems": 1,
+                    "items": obj({"item": s(16), "qty": {"type": "integer", "minimum": 1, "maximum": 9}}),
+                }
+            }
+        ),
+    ),
     ("A yes/no answer: is the sun a star?", {"enum": ["yes", "no"]}),
     ("An optional nickname for Robert.", obj({"first": s(), "nick": s(12)}, required=["first"])),
 ]
@@ -55,9 +85,13 @@ def test_twenty_structured_outputs_validate(gateway: Gateway) -> None:
     def run(case: tuple[str, dict]) -> tuple[str, dict]:
         prompt, schema = case
         r = client.chat.completions.create(
-            model=BASE_MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=160, temperature=0.7,
-            seed=7, response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": schema,
-                                                                             "strict": True}})
+            model=BASE_MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=160,
+            temperature=0.7,
+            seed=7,
+            response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}},
+        )
         return r.choices[0].message.content, schema
 
     with ThreadPoolExecutor(8) as pool:  # eight at a time: constrained rows batched together

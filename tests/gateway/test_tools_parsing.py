@@ -9,8 +9,17 @@ from carafe.adapters.vllm import sampling_body
 from carafe.gateway.protocol import ChatMessageIn, ToolDef
 from carafe.gateway.tools import ToolCallParser, parse_tagged, plan_tools, render_messages
 
-TOOLS = [ToolDef.model_validate({"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})]
+TOOLS = [
+    ToolDef.model_validate(
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    )
+]
 
 
 def test_plans() -> None:
@@ -23,20 +32,32 @@ def test_plans() -> None:
 
 
 def test_render_puts_tools_calls_and_results_in_the_prompt() -> None:
-    msgs = [ChatMessageIn(role="user", content="Weather in Oslo?"),
-            ChatMessageIn.model_validate({"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
-                "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}),
-            ChatMessageIn(role="tool", content="sunny", tool_call_id="c1")]
+    msgs = [
+        ChatMessageIn(role="user", content="Weather in Oslo?"),
+        ChatMessageIn.model_validate(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            }
+        ),
+        ChatMessageIn(role="tool", content="sunny", tool_call_id="c1"),
+    ]
     out = render_messages(msgs, plan_tools(TOOLS, "auto"))
     assert out[0].role == "system" and "<tools>" in out[0].content and '"get_weather"' in out[0].content
-    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>' == out[2].content
+    assert out[2].content == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
     assert out[3].role == "tool" and "sunny" in out[3].content
     assert all("<tools>" not in m.content for m in render_messages(msgs, plan_tools(TOOLS, "none")))
 
 
 def test_auto_parser_streams_text_and_holds_the_call() -> None:
     parser = ToolCallParser(plan_tools(TOOLS, "auto"))
-    pieces = ["Let me check. <to", "ol_call>\n{\"name\": \"get_weather\", ", "\"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>"]
+    pieces = ["Let me check. <to", 'ol_call>\n{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}\n</tool_call>']
     shown = "".join(parser.feed(p) for p in pieces)
     assert shown == "Let me check. "
     held, calls = parser.finish()
@@ -54,7 +75,9 @@ def test_auto_parser_keeps_plain_text_and_unknown_tools_as_text() -> None:
 def test_vllm_gets_structured_outputs_and_logprobs() -> None:
     body = sampling_body(SamplingParams(constraint=OutputConstraint("json_schema", {"type": "object"})))
     assert body["structured_outputs"] == {"json": {"type": "object"}}
-    assert sampling_body(SamplingParams(constraint=OutputConstraint("regex", "a+")))["structured_outputs"] == {"regex": "a+"}
+    assert sampling_body(SamplingParams(constraint=OutputConstraint("regex", "a+")))["structured_outputs"] == {
+        "regex": "a+"
+    }
 
 
 def test_the_trace_records_the_called_tool_names() -> None:

@@ -15,7 +15,7 @@ def _key(text: str) -> str:
 
 def _grams(text: str, n: int = 6) -> set[tuple[str, ...]]:
     w = _key(text).split()
-    return {tuple(w[i:i + n]) for i in range(max(len(w) - n + 1, 1))}
+    return {tuple(w[i : i + n]) for i in range(max(len(w) - n + 1, 1))}
 
 
 def test_held_out_sources_share_nothing_with_the_training_rows():

@@ -22,9 +22,15 @@ class FakeGuardian:
         @self.app.post("/v1/chat/completions")
         async def chat(request: Request) -> dict:
             self.bodies.append(await request.json())
-            return {"id": "x", "object": "chat.completion", "created": 0, "model": "guardian",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": self.reply}}]}
+            return {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "guardian",
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.reply}}
+                ],
+            }
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,10 @@ def fake() -> Iterator[tuple[FakeGuardian, str]]:
 
 
 def guards_with(embedder, **guardian) -> GuardPipeline:
-    policy = PolicyConfig(input={"guardian": CheckSettings(action="block", threshold=0.5)},
-                          output={"guardian": CheckSettings(action="block", threshold=0.5)})
+    policy = PolicyConfig(
+        input={"guardian": CheckSettings(action="block", threshold=0.5)},
+        output={"guardian": CheckSettings(action="block", threshold=0.5)},
+    )
     cfg = GuardsConfig(cache_dir="", policies={"default": policy}, guardian=GuardianConfig(enabled=True, **guardian))
     return GuardPipeline.from_config(cfg, embedder=embedder)
 

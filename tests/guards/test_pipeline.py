@@ -37,8 +37,9 @@ async def test_denied_topic_blocks_under_strict_only(pipeline):
 
 
 async def test_topic_found_by_meaning_without_keywords(pipeline):
-    blocked = (await pipeline.check_input("Should I put my savings into Tesla shares or bitcoin this month?",
-                                          policy="strict")).blocked
+    blocked = (
+        await pipeline.check_input("Should I put my savings into Tesla shares or bitcoin this month?", policy="strict")
+    ).blocked
     assert blocked is not None and blocked.category == "investment_advice"
 
 

@@ -32,10 +32,12 @@ def build_shouting(ctx: CheckContext) -> ShoutingCheck:
 
 def _config(**plugin) -> GuardsConfig:
     return GuardsConfig(
-        plugins={"shouting": {"path": "tests.guards.test_plugins:build_shouting", "options": {"min_letters": 3},
-                              **plugin}},
-        policies={"default": {"input": {"shouting": {"action": "block", "threshold": 0.8},
-                                        "pii": {"action": "redact"}}}},
+        plugins={
+            "shouting": {"path": "tests.guards.test_plugins:build_shouting", "options": {"min_letters": 3}, **plugin}
+        },
+        policies={
+            "default": {"input": {"shouting": {"action": "block", "threshold": 0.8}, "pii": {"action": "redact"}}}
+        },
     )
 
 

@@ -23,7 +23,7 @@ async def test_any_text_streams_safely(pipeline, text, cuts):
     out, i, k = [], 0, 0
     while i < len(text):
         step = cuts[k % len(cuts)]
-        out.append((await stream.feed(text[i:i + step])).text)
+        out.append((await stream.feed(text[i : i + step])).text)
         i, k = i + step, k + 1
     out.append((await stream.finish()).text)
     if not any(v.action in ("redact", "block") for v in stream.verdicts):

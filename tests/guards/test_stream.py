@@ -15,7 +15,7 @@ def test_sentence_split_waits_for_the_whitespace_after_a_stop():
 
 
 def test_a_long_run_without_stop_is_cut_at_a_space():
-    pieces, rest = split_complete("word " * 100, 50)
+    pieces, _rest = split_complete("word " * 100, 50)
     assert pieces and len(pieces[0]) <= 50 and pieces[0].endswith(" ")
 
 

@@ -50,10 +50,21 @@ def policies(tmp_path: Path) -> Path:
     return target
 
 
-SMALL = ["hr/_acl.yaml", "hr/salary-bands-2026.md", "hr/annual-leave.md", "finance/_acl.yaml",
-         "finance/price-list-2026.md", "finance/travel-expenses.md", "legal/_acl.yaml", "legal/litigation-hold.md",
-         "public/_acl.yaml", "public/company-overview.md", "engineering/_acl.yaml", "engineering/on-call.md",
-         "engineering/architecture-overview.html"]
+SMALL = [
+    "hr/_acl.yaml",
+    "hr/salary-bands-2026.md",
+    "hr/annual-leave.md",
+    "finance/_acl.yaml",
+    "finance/price-list-2026.md",
+    "finance/travel-expenses.md",
+    "legal/_acl.yaml",
+    "legal/litigation-hold.md",
+    "public/_acl.yaml",
+    "public/company-overview.md",
+    "engineering/_acl.yaml",
+    "engineering/on-call.md",
+    "engineering/architecture-overview.html",
+]
 
 
 @pytest.fixture

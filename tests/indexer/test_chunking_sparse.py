@@ -5,13 +5,16 @@ from __future__ import annotations
 from carafe.indexer.chunking import chunk_text, count_tokens
 from carafe.indexer.sparse import Bm25, term_id, terms
 
-DOC = """# Handbook
+DOC = (
+    """# Handbook
 
 Opening words.
 
 ## Annual leave
 
-""" + " ".join(f"Sentence number {i} explains one more leave rule in detail." for i in range(80)) + """
+"""
+    + " ".join(f"Sentence number {i} explains one more leave rule in detail." for i in range(80))
+    + """
 
 ### Carry-over
 
@@ -21,6 +24,7 @@ Five days carry over.
 
 Call your manager before ten.
 """
+)
 
 
 def test_chunks_respect_the_budget_and_carry_their_heading_trail():

@@ -17,9 +17,20 @@ from carafe.indexer.sync import CRASH_ENV
 from tests.conftest import REPO
 from tests.indexer.conftest import POLICIES, write
 
-SUBSET = ["_acl.yaml", "hr/_acl.yaml", "hr/annual-leave.md", "finance/_acl.yaml", "finance/q3-forecast.md",
-          "finance/budget-2027.md", "finance/budget-2027.md.acl.yaml", "legal/_acl.yaml", "legal/data-retention.md",
-          "public/_acl.yaml", "public/support-hours.md", "public/company-overview.md"]
+SUBSET = [
+    "_acl.yaml",
+    "hr/_acl.yaml",
+    "hr/annual-leave.md",
+    "finance/_acl.yaml",
+    "finance/q3-forecast.md",
+    "finance/budget-2027.md",
+    "finance/budget-2027.md.acl.yaml",
+    "legal/_acl.yaml",
+    "legal/data-retention.md",
+    "public/_acl.yaml",
+    "public/support-hours.md",
+    "public/company-overview.md",
+]
 
 SYNC_SCRIPT = """
 import json, sys
@@ -41,7 +52,11 @@ def snapshot(index: Index) -> dict[str, dict]:
 
 def mutate(root: Path) -> None:
     """Content changes (with fewer chunks), an ACL-only change, a deletion, a new document."""
-    write(root, "hr/annual-leave.md", "---\nacl: {groups: [employees]}\n---\n# Annual Leave Policy\n\nLeave is now 30 days.")
+    write(
+        root,
+        "hr/annual-leave.md",
+        "---\nacl: {groups: [employees]}\n---\n# Annual Leave Policy\n\nLeave is now 30 days.",
+    )
     write(root, "finance/q3-forecast.md", "# Q3 2026 Revenue Forecast\n\nRevised: 15.0 million euros.")
     write(root, "legal/data-retention.md.acl.yaml", "acl: {groups: [legal, compliance]}\nsensitivity: restricted\n")
     (root / "public" / "support-hours.md").unlink()
@@ -68,8 +83,13 @@ def test_kill_9_mid_sync_then_resync_equals_a_fresh_index(crash_at, tmp_path, re
     mutate(policies)
 
     env = {**os.environ, CRASH_ENV: crash_at, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", SYNC_SCRIPT, config.model_dump_json(), str(data)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SYNC_SCRIPT, config.model_dump_json(), str(data)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
     index = Index(config, real_embedder, data_dir=data)

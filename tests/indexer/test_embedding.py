@@ -7,8 +7,11 @@ import pytest
 
 from carafe.indexer.embedding import Embedder
 
-TEXTS = ["How many vacation days do I get?", "What is the annual leave allowance for part-time staff in 2026?",
-         "GPU kernel tuning"]
+TEXTS = [
+    "How many vacation days do I get?",
+    "What is the annual leave allowance for part-time staff in 2026?",
+    "GPU kernel tuning",
+]
 
 
 @pytest.mark.parametrize("quantize", [False, True], ids=["fp32", "int8"])

@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from carafe.gateway.admin_index import router
 from carafe.adapters.local import LocalEngine
-from carafe.gateway.auth import KeyStore, Principal
 from carafe.config import CarafeConfig
+from carafe.gateway.admin_index import router
+from carafe.gateway.auth import KeyStore, Principal
 from carafe.gateway.errors import install_error_handlers
 from carafe.gateway.retrieval import Retriever, citations, scope_of
 from carafe.gateway.state import build_state
@@ -23,7 +23,9 @@ from carafe.indexer.sources import Source
 
 
 def _config(tmp_path, small_policies) -> CarafeConfig:
-    return CarafeConfig(data_dir=tmp_path / "data", indexer={"sources": [{"name": "policies", "path": str(small_policies)}]})
+    return CarafeConfig(
+        data_dir=tmp_path / "data", indexer={"sources": [{"name": "policies", "path": str(small_policies)}]}
+    )
 
 
 async def test_retriever_maps_principal_and_cites_what_it_returns(make_index, real_embedder, small_policies, tmp_path):
@@ -40,7 +42,9 @@ async def test_retriever_maps_principal_and_cites_what_it_returns(make_index, re
     [top, *_] = await retriever.retrieve("What are the salary bands for engineers?", hr, top_k=3)
     assert top.doc_id == "policies:hr/salary-bands-2026.md"
     cites = citations([top])
-    assert cites == [{"index": 1, "doc_id": top.doc_id, "title": "Salary Bands 2026", "version": "2026.1", "chunk": top.chunk}]
+    assert cites == [
+        {"index": 1, "doc_id": top.doc_id, "title": "Salary Bands 2026", "version": "2026.1", "chunk": top.chunk}
+    ]
     assert await retriever.retrieve("   ", hr) == []
 
 
@@ -58,8 +62,12 @@ def admin_client(make_index, real_embedder, small_policies, tmp_path):
     user_key, _ = keys.create("bob", groups=["employees"])
     index = make_index(SourceConfig(name="policies", path=small_policies))
     # no model: the admin index API needs the keys and the retriever only
-    state = build_state(config, engine=LocalEngine(config.adapters.engine, models_dir=config.models_dir),
-                        embedder=real_embedder, retriever=Retriever(config, real_embedder, index=index))
+    state = build_state(
+        config,
+        engine=LocalEngine(config.adapters.engine, models_dir=config.models_dir),
+        embedder=real_embedder,
+        retriever=Retriever(config, real_embedder, index=index),
+    )
     state.keys = keys
     app = FastAPI()
     install_error_handlers(app)
@@ -101,7 +109,8 @@ def test_cli_sync_search_as_user_and_stats(small_policies, tmp_path):
     from carafe.cli.index import app
 
     (tmp_path / "carafe.yaml").write_text(
-        f"data_dir: {tmp_path / 'data'}\nindexer:\n  sources:\n    - name: policies\n      path: {small_policies}\n")
+        f"data_dir: {tmp_path / 'data'}\nindexer:\n  sources:\n    - name: policies\n      path: {small_policies}\n"
+    )
     KeyStore(tmp_path / "data" / "keys.json").create("fred", groups=["finance"])
     runner = CliRunner()
     cfg = ["--config", str(tmp_path / "carafe.yaml")]
@@ -114,7 +123,9 @@ def test_cli_sync_search_as_user_and_stats(small_policies, tmp_path):
     assert run["attributes"]["carafe.index.added"] == 8 and run["attributes"]["carafe.index.failed"] == 0
     unknown = runner.invoke(app, ["search", "price list", "--as", "mallory", *cfg])
     assert unknown.exit_code != 0 and "unknown user 'mallory'" in unknown.output
-    found = runner.invoke(app, ["search", "Enterprise plan price per user", "--as", "fred", "--top-k", "3", "--json", *cfg])
+    found = runner.invoke(
+        app, ["search", "Enterprise plan price per user", "--as", "fred", "--top-k", "3", "--json", *cfg]
+    )
     assert found.exit_code == 0, found.output
     result = json.loads(found.stdout)
     assert result["passages"][0]["doc_id"] == "policies:finance/price-list-2026.md"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from carafe.config import CarafeConfig
 from carafe.gateway.auth import Principal
 from carafe.gateway.retrieval import Retriever, citations
-from carafe.config import CarafeConfig
 from carafe.indexer.acl import AccessScope
 from carafe.indexer.config import SourceConfig
 from carafe.indexer.prompt import rag_system_prompt
@@ -45,8 +45,12 @@ def allowed(user: str, doc: str) -> bool:
         return True
     if front is None:
         return False
-    groups = {"hr/raises.md": {"hr"}, "finance/deal.md": {"finance"}, "legal/case.md": {"legal"},
-              "eng/keys.md": {"engineering", "security"}}[doc]
+    groups = {
+        "hr/raises.md": {"hr"},
+        "finance/deal.md": {"finance"},
+        "legal/case.md": {"legal"},
+        "eng/keys.md": {"engineering", "security"},
+    }[doc]
     return bool(groups & set(p.groups)) or (doc == "legal/case.md" and user == "carol")
 
 
@@ -60,7 +64,11 @@ def secret_corpus(tmp_path):
 
 
 async def test_every_secret_reaches_only_allowed_users_then_revocation_removes_it(
-    make_index, real_embedder, secret_corpus, store_kind, tmp_path,
+    make_index,
+    real_embedder,
+    secret_corpus,
+    store_kind,
+    tmp_path,
 ):
     index = make_index(SourceConfig(name="sec", path=secret_corpus), kind=store_kind)
     index.sync()
@@ -74,8 +82,12 @@ async def test_every_secret_reaches_only_allowed_users_then_revocation_removes_i
             assert (secret in seen) == allowed(user, doc), (user, doc)
 
     # revoke finance from the deal (ACL-only change), sync, and it is gone for fred
-    write(secret_corpus, "finance/deal.md",
-          "---\nacl: {groups: [board]}\n---\n# finance/deal.md\n\nThe secret code for this document is FIN-SECRET-2290. Keep it confidential.")
+    write(
+        secret_corpus,
+        "finance/deal.md",
+        "---\nacl: {groups: [board]}\n---\n# finance/deal.md\n\nThe secret code for this document is FIN-SECRET-2290. "
+        "Keep it confidential.",
+    )
     report = index.sync()
     assert report.acl_updated == ["sec:finance/deal.md"]
     for query in QUERIES:
@@ -87,7 +99,11 @@ def test_filter_is_inside_the_query_not_after_it(make_index, tmp_path, store_kin
     """Many forbidden chunks outrank the one allowed chunk; top_k=1 still finds it."""
     root = tmp_path / "crowd"
     for i in range(60):
-        write(root, f"forbidden/{i}.md", f"---\nacl: {{groups: [other]}}\n---\n# Tulip report {i}\ntulip tulip tulip bulbs {i}")
+        write(
+            root,
+            f"forbidden/{i}.md",
+            f"---\nacl: {{groups: [other]}}\n---\n# Tulip report {i}\ntulip tulip tulip bulbs {i}",
+        )
     write(root, "allowed.md", "---\nacl: {groups: [mine]}\n---\n# Garden\nsome tulip notes")
     index = make_index(SourceConfig(name="c", path=root), kind=store_kind)
     index.sync()
@@ -98,7 +114,11 @@ def test_filter_is_inside_the_query_not_after_it(make_index, tmp_path, store_kin
 
 
 async def test_leak_guard_index_finds_only_what_the_caller_may_not_read(
-    make_index, real_embedder, secret_corpus, store_kind, tmp_path,
+    make_index,
+    real_embedder,
+    secret_corpus,
+    store_kind,
+    tmp_path,
 ):
     index = make_index(SourceConfig(name="sec", path=secret_corpus), kind=store_kind)
     index.sync()

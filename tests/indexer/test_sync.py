@@ -19,8 +19,14 @@ def test_full_then_unchanged_sync_embeds_nothing(make_index, embedder, policies)
     chunks = index.store.count()
     assert chunks == first.chunks_embedded == embedder.texts
     again = index.sync()
-    assert again.counts() == {"added": 0, "updated": 0, "acl_updated": 0, "deleted": 0,
-                              "unchanged": len(first.added), "failed": 0}
+    assert again.counts() == {
+        "added": 0,
+        "updated": 0,
+        "acl_updated": 0,
+        "deleted": 0,
+        "unchanged": len(first.added),
+        "failed": 0,
+    }
     assert embedder.texts == chunks  # nothing re-embedded
     assert index.store.count() == chunks
 
@@ -49,7 +55,11 @@ def test_changed_doc_replaces_all_its_chunks(make_index, tmp_path):
     index.sync()
     before = index.store.doc_points()["s:handbook.md"]
     assert len(before) > 3
-    write(root, "handbook.md", "---\nacl: {groups: [staff]}\n---\n# Handbook\n\nNow a single short paragraph about zebras.")
+    write(
+        root,
+        "handbook.md",
+        "---\nacl: {groups: [staff]}\n---\n# Handbook\n\nNow a single short paragraph about zebras.",
+    )
     report = index.sync()
     assert report.updated == ["s:handbook.md"]
     after = index.store.doc_points()["s:handbook.md"]
@@ -100,7 +110,10 @@ def test_bad_file_leaves_nothing_and_the_rest_is_indexed(make_index, tmp_path):
     flaky.write_text("---\nacl: {groups: [staff\n---\n# Flaky\nthe flamingo rota, edited")
     (root / "junk.pdf").write_bytes(b"%PDF-1.7 garbage")
     report = index.sync()
-    assert {f.path: f.reason.split(":")[1].strip()[:6] for f in report.failed} == {"flaky.md": "broken", "junk.pdf": "unread"}
+    assert {f.path: f.reason.split(":")[1].strip()[:6] for f in report.failed} == {
+        "flaky.md": "broken",
+        "junk.pdf": "unread",
+    }
     assert set(index.store.doc_points()) == {"s:ok.md"}  # nothing partial, no stale ACL left behind
 
 

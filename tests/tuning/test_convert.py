@@ -24,7 +24,11 @@ def test_v1_without_version_gets_the_key_and_keeps_its_comment(tmp_path):
     assert after == before.replace("created_by:", "version: 3\ncreated_by:", 1)
     assert after.startswith("# A v1 skill")
     report = validate_taxonomy(path)
-    assert report.ok and report.recipes[0].version == 3 and not [i for i in report.issues if i.rule == "version-deprecated"]
+    assert (
+        report.ok
+        and report.recipes[0].version == 3
+        and not [i for i in report.issues if i.rule == "version-deprecated"]
+    )
 
 
 def test_v2_version_is_rewritten_in_place(tmp_path):
@@ -38,7 +42,8 @@ def test_what_v3_would_reject_is_reported_and_the_file_left_alone(tmp_path):
     leaf = tmp_path / "compositional_skills/few"
     leaf.mkdir(parents=True)
     text = "created_by: me\ntask_description: Three seeds are enough for v1.\nseed_examples:\n" + "".join(
-        f"  - question: Q{i}?\n    answer: A{i}.\n" for i in range(3))
+        f"  - question: Q{i}?\n    answer: A{i}.\n" for i in range(3)
+    )
     (leaf / "qna.yaml").write_text(text)
     done = convert_recipe(leaf / "qna.yaml", "compositional_skills/few")
     assert not done.ok and [i.rule for i in done.remaining if i.severity == "error"] == ["schema.minItems"]

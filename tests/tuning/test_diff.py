@@ -29,8 +29,11 @@ def test_committed_modified_and_untracked_leaves(repo):
     write_leaf(repo, "compositional_skills/untracked", skill_yaml())
     write_leaf(repo, "compositional_skills/untracked", "not a leaf", name="notes.md")
     got = [p.relative_to(repo).as_posix() for p in changed_leaves(repo, "main")]
-    assert got == ["compositional_skills/touched/qna.yaml", "compositional_skills/untracked/qna.yaml",
-                   "knowledge/committed/qna.yaml"]
+    assert got == [
+        "compositional_skills/touched/qna.yaml",
+        "compositional_skills/untracked/qna.yaml",
+        "knowledge/committed/qna.yaml",
+    ]
 
 
 def test_no_changes(repo):

@@ -46,31 +46,42 @@ def test_a_git_mirror_is_read_at_the_pinned_commit(recipe, tmp_path):
     recipe.document["commit"] = "5f7158a5ce83c4ff493bfe341fe31ecad64ff697"
     with pytest.raises(DocumentNotFound) as exc:
         DocumentSource({CORPUS_DOC_URL: tmp_path / "mirror"}).read(recipe)
-    assert exc.value.message == (f"{LEAF}: commit 5f7158a5ce83c4ff493bfe341fe31ecad64ff697 is not in the document repo "
-                                 f"{(tmp_path / 'mirror').resolve()}; fetch it (git -C {(tmp_path / 'mirror').resolve()} "
-                                 "fetch origin 5f7158a5ce83c4ff493bfe341fe31ecad64ff697)")
+    assert exc.value.message == (
+        f"{LEAF}: commit 5f7158a5ce83c4ff493bfe341fe31ecad64ff697 is not in the document repo "
+        f"{(tmp_path / 'mirror').resolve()}; fetch it (git -C {(tmp_path / 'mirror').resolve()} "
+        "fetch origin 5f7158a5ce83c4ff493bfe341fe31ecad64ff697)"
+    )
 
 
 def test_patterns_must_match_a_file(recipe):
     recipe.document["patterns"] = ["birds/*.md"]
     with pytest.raises(DocumentNotFound) as exc:
         DocumentSource({CORPUS_DOC_URL: CORPUS_MIRROR}).read(recipe)
-    assert exc.value.message == f"{LEAF}: no file in {CORPUS_MIRROR} matches patterns ['birds/*.md'] (it holds: chickadee.md)"
+    assert (
+        exc.value.message
+        == f"{LEAF}: no file in {CORPUS_MIRROR} matches patterns ['birds/*.md'] (it holds: chickadee.md)"
+    )
 
 
 def test_unmirrored_remote_repo_says_how_to_mirror_it(recipe, tmp_path):
     with pytest.raises(DocumentNotFound) as exc:
         DocumentSource().read(recipe)
-    assert exc.value.message == (f"{LEAF}: document repo {CORPUS_DOC_URL} has no mirror; clone it (git clone {CORPUS_DOC_URL} PATH) "
-                                 f"and add it to carafe.yaml as tuning.document_mirrors: {{{CORPUS_DOC_URL}: PATH}}")
+    assert exc.value.message == (
+        f"{LEAF}: document repo {CORPUS_DOC_URL} has no mirror; clone it (git clone {CORPUS_DOC_URL} PATH) "
+        f"and add it to carafe.yaml as tuning.document_mirrors: {{{CORPUS_DOC_URL}: PATH}}"
+    )
     recipe.document["repo"] = "http://127.0.0.1:9/nothing.git"  # nothing listens on the discard port
     with pytest.raises(DocumentNotFound) as exc:
         DocumentSource(clone_dir=tmp_path / "clones").read(recipe)
-    assert "has no mirror and cloning it failed (" in exc.value.message and "tuning.document_mirrors" in exc.value.message
+    assert (
+        "has no mirror and cloning it failed (" in exc.value.message and "tuning.document_mirrors" in exc.value.message
+    )
     with pytest.raises(DocumentNotFound) as exc:
         DocumentSource({"http://127.0.0.1:9/nothing": tmp_path / "absent"}).read(recipe)
-    assert exc.value.message.endswith(f"{tmp_path / 'absent'}, does not exist; clone it there "
-                                      f"(git clone http://127.0.0.1:9/nothing.git {tmp_path / 'absent'})")
+    assert exc.value.message.endswith(
+        f"{tmp_path / 'absent'}, does not exist; clone it there "
+        f"(git clone http://127.0.0.1:9/nothing.git {tmp_path / 'absent'})"
+    )
 
 
 def test_a_reachable_repo_is_cloned_once_and_read_at_the_commit(recipe, tmp_path):

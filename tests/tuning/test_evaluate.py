@@ -23,8 +23,22 @@ def test_fact_recall_counts_facts_the_question_does_not_give_away():
 
 def _items(adapter_style: str) -> list[EvalItem]:
     return [
-        EvalItem("hr/style", "style", "Can I?", "Dear colleague, yes.\nKind regards, the Acme HR Desk", "Sure!", adapter_style),
-        EvalItem("acme/benefits", "knowledge", "How large is the budget?", "It is 640 euros.", "It is big.", "It is 640 euros."),
+        EvalItem(
+            "hr/style",
+            "style",
+            "Can I?",
+            "Dear colleague, yes.\nKind regards, the Acme HR Desk",
+            "Sure!",
+            adapter_style,
+        ),
+        EvalItem(
+            "acme/benefits",
+            "knowledge",
+            "How large is the budget?",
+            "It is 640 euros.",
+            "It is big.",
+            "It is 640 euros.",
+        ),
         EvalItem("general", "general", "Capital of Germany?", "Berlin.", "Berlin.", "Berlin."),
     ]
 
@@ -39,12 +53,20 @@ def test_score_reports_style_adherence_and_recall():
 
 
 def test_gate_passes_a_better_adapter_and_names_each_failure():
-    good = {"base": {"rougeL": 0.2, "perplexity": 10.0}, "adapter": {"rougeL": 0.5, "style_adherence": 0.9, "perplexity": 10.3}}
+    good = {
+        "base": {"rougeL": 0.2, "perplexity": 10.0},
+        "adapter": {"rougeL": 0.5, "style_adherence": 0.9, "perplexity": 10.3},
+    }
     assert apply_gate(good, GateConfig())["passed"]
-    bad = {"base": {"rougeL": 0.2, "perplexity": 10.0}, "adapter": {"rougeL": 0.1, "style_adherence": 0.5, "perplexity": 12.0}}
+    bad = {
+        "base": {"rougeL": 0.2, "perplexity": 10.0},
+        "adapter": {"rougeL": 0.1, "style_adherence": 0.5, "perplexity": 12.0},
+    }
     result = apply_gate(bad, GateConfig())
     assert not result["passed"] and len(result["failed"]) == 3
-    assert any("perplexity +20.0%" in f for f in result["failed"]) and any("style adherence 50%" in f for f in result["failed"])
+    assert any("perplexity +20.0%" in f for f in result["failed"]) and any(
+        "style adherence 50%" in f for f in result["failed"]
+    )
     assert apply_gate(bad, GateConfig(min_rougel_gain=-1, min_style_rate=0.4, max_perplexity_increase=0.25))["passed"]
 
 

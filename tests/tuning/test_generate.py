@@ -102,15 +102,30 @@ async def test_junk_teacher_empties_the_leaf_with_the_stage_named(recipes, junk_
 
 def test_estimate_before_starting(recipes):
     rows = {r["leaf"]: r for r in estimate(recipes, TuningConfig())}
-    assert rows["knowledge/acme/benefits"]["teacher_calls"] > 0 and rows["compositional_skills/hr/desk_style"]["samples"] > 0
+    assert (
+        rows["knowledge/acme/benefits"]["teacher_calls"] > 0
+        and rows["compositional_skills/hr/desk_style"]["samples"] > 0
+    )
 
 
 def test_length_and_judge_filters_report_why():
     cfg = TuningConfig().filters
     report = DropReport("leaf")
-    cands = [Candidate("A real question?", "ok", "skill"), Candidate("A real question?", "A fine, long answer.", "skill",
-                                                                     scores={"faithfulness": 2, "relevance": 5, "quality": 5}),
-             Candidate("Another question?", "Another fine answer.", "skill", scores={"faithfulness": 5, "relevance": 4, "quality": 4})]
+    cands = [
+        Candidate("A real question?", "ok", "skill"),
+        Candidate(
+            "A real question?",
+            "A fine, long answer.",
+            "skill",
+            scores={"faithfulness": 2, "relevance": 5, "quality": 5},
+        ),
+        Candidate(
+            "Another question?",
+            "Another fine answer.",
+            "skill",
+            scores={"faithfulness": 5, "relevance": 4, "quality": 4},
+        ),
+    ]
     kept = judge_filter(length_filter(cands, cfg, report), cfg, report)
     assert [c.question for c in kept] == ["Another question?"]
     assert report.dropped == {"length": 1, "judge": 1} and "faithfulness=2" in report.reasons["judge"][0]
@@ -122,8 +137,11 @@ def test_near_duplicates_by_embedding():
 
     cfg = TuningConfig().filters.model_copy(update={"near_duplicate": 0.9})
     report = DropReport("leaf")
-    cands = [Candidate("How many vacation days do I get?", "27 days.", "k"), Candidate("How many vacation days do I get ?", "27 days.", "k"),
-             Candidate("Where is the HR desk?", "In room B-214.", "k")]
+    cands = [
+        Candidate("How many vacation days do I get?", "27 days.", "k"),
+        Candidate("How many vacation days do I get ?", "27 days.", "k"),
+        Candidate("Where is the HR desk?", "In room B-214.", "k"),
+    ]
     kept = near_dedup(cands, cfg, report, Embedder().encode)
     assert [c.question for c in kept] == ["How many vacation days do I get?", "Where is the HR desk?"]
     assert report.dropped["near_duplicate"] == 1
@@ -140,9 +158,11 @@ async def test_raft_samples_use_the_gateways_numbered_context_prompt(recipes, tm
     raft = [s for s in result.samples if s["provenance"]["stage"] == "raft"]
     no_answer = [s for s in result.samples if s["provenance"]["stage"] == "raft_no_answer"]
     assert raft and no_answer
-    system, user, assistant = (m["content"] for m in raft[0]["messages"])
+    system, _user, assistant = (m["content"] for m in raft[0]["messages"])
     # The same function the gateway uses renders the passages; the header comes out identical.
-    header = rag_system_prompt([Passage(doc_id="d", title="t", version="1", chunk=0, text="PASSAGE")], None).split("PASSAGE")[0][:40]
+    header = rag_system_prompt([Passage(doc_id="d", title="t", version="1", chunk=0, text="PASSAGE")], None).split(
+        "PASSAGE"
+    )[0][:40]
     assert system.startswith(header)
     cited = int(assistant.rsplit("[", 1)[1].rstrip("]"))
     assert f"[{cited}]" in system and 1 <= cited <= cfg.generation.raft_distractors + 1
@@ -158,7 +178,9 @@ async def test_community_format_leaves_all_produce_data(tmp_path):
     cfg = _cfg("template")
     cfg.document_mirrors = {CORPUS_DOC_URL: CORPUS_MIRROR}
     cfg.filters.judge = False  # the rule-based stand-in teacher judges HR answers only
-    results = await generate_leaves(recipes, cfg, TemplateTeacher(), tmp_path / "gen", docs=DocumentSource(cfg.document_mirrors))
+    results = await generate_leaves(
+        recipes, cfg, TemplateTeacher(), tmp_path / "gen", docs=DocumentSource(cfg.document_mirrors)
+    )
     by_leaf = {r.leaf: r for r in results}
     assert set(by_leaf) == {r.leaf for r in recipes} and len(by_leaf) == 6
     for r in results:
@@ -167,5 +189,7 @@ async def test_community_format_leaves_all_produce_data(tmp_path):
     assert {s["provenance"]["stage"] for s in grounded.samples} >= {"seed", "grounded_skill"}
     knowledge = by_leaf["knowledge/science/animals/birds/chickadee"]
     assert knowledge.phase == "knowledge"
-    assert {s["provenance"]["chunk"].split("#")[0] for s in knowledge.samples if "chunk" in s["provenance"]} == {"chickadee.md"}
+    assert {s["provenance"]["chunk"].split("#")[0] for s in knowledge.samples if "chunk" in s["provenance"]} == {
+        "chickadee.md"
+    }
     assert estimate(recipes, cfg)[-1]["teacher_calls"] > 0  # the estimate reads the mirror too

@@ -13,15 +13,31 @@ def _sample(q: str, a: str, phase: str) -> dict:
     return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "phase": phase}
 
 
-SAMPLES = ([_sample(f"Days in plan {i}?", f"Plan {i}: {20 + i} days.", "knowledge") for i in range(4)]
-           + [_sample(f"Can I do {i}?", f"Yes. Regards, HR {i}", "skills") for i in range(4)])
+SAMPLES = [_sample(f"Days in plan {i}?", f"Plan {i}: {20 + i} days.", "knowledge") for i in range(4)] + [
+    _sample(f"Can I do {i}?", f"Yes. Regards, HR {i}", "skills") for i in range(4)
+]
 
 
 def _tiny(**phase: object) -> TrainingConfig:
-    p = dict(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], epochs=1, learning_rate=1e-3,
-             batch_size=2, max_seq_len=48, general_share=0.0, **phase)
-    return TrainingConfig(knowledge=PhaseConfig(**p), skills=PhaseConfig(**{**p, "replay_share": 0.5}), seed=1,
-                          save_every_steps=100, device="cpu")
+    p = dict(
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        target_modules=["q_proj", "v_proj"],
+        epochs=1,
+        learning_rate=1e-3,
+        batch_size=2,
+        max_seq_len=48,
+        general_share=0.0,
+        **phase,
+    )
+    return TrainingConfig(
+        knowledge=PhaseConfig(**p),
+        skills=PhaseConfig(**{**p, "replay_share": 0.5}),
+        seed=1,
+        save_every_steps=100,
+        device="cpu",
+    )
 
 
 def test_phase_mix_replays_earlier_data_and_general_instructions():
@@ -29,7 +45,11 @@ def test_phase_mix_replays_earlier_data_and_general_instructions():
     mix = phase_mix(SAMPLES, cfg)
     assert list(mix) == ["knowledge", "skills"]
     sources = [s["source"] for s in mix["skills"]]
-    assert sources.count("own") == 4 and sources.count("replay") == round(0.3 * 4) and sources.count("general") == round(0.2 * 4)
+    assert (
+        sources.count("own") == 4
+        and sources.count("replay") == round(0.3 * 4)
+        and sources.count("general") == round(0.2 * 4)
+    )
     replayed = [s for s in mix["skills"] if s["source"] == "replay"]
     assert all(s["phase"] == "knowledge" for s in replayed)
     assert "replay" not in [s["source"] for s in phase_mix(SAMPLES, cfg, replay=False)["skills"]]
@@ -64,7 +84,10 @@ def test_training_resumes_and_produces_a_loadable_peft_adapter(tmp_path):
     assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
     train(SAMPLES, cfg, MODELS_CACHE, tmp_path / "cut")
     assert not (tmp_path / "cut" / "checkpoint").exists()
-    whole, resumed = load_file(adapter / "adapter_model.safetensors"), load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors")
+    whole, resumed = (
+        load_file(adapter / "adapter_model.safetensors"),
+        load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors"),
+    )
     assert whole.keys() == resumed.keys()
     assert all(torch.allclose(whole[k], resumed[k], atol=1e-5) for k in whole)
 

@@ -16,17 +16,23 @@ def test_same_verdict_as_instructlab_on_every_corpus_file():
     assert accepted == {v.file for v in verdicts if "/invalid/" not in v.file}
     # Carafe's messages carry file, line, rule and a fix on top of the shared verdict.
     few = next(v for v in verdicts if "too_few_seeds" in v.file)
-    assert few.carafe_errors == [f"{few.file}:4: [schema.minItems] seed_examples: needs at least 5 items "
-                                 "(fix: add examples: skills need at least 5 seed_examples, knowledge 5 contexts with 3 Q&A each)"]
+    assert few.carafe_errors == [
+        f"{few.file}:4: [schema.minItems] seed_examples: needs at least 5 items "
+        "(fix: add examples: skills need at least 5 seed_examples, knowledge 5 contexts with 3 Q&A each)"
+    ]
 
 
 def test_old_versions_are_warnings_that_name_the_upgrade(tmp_path):
     report = validate_taxonomy(copy_corpus(tmp_path))
     assert report.ok, [str(i) for i in report.issues if i.severity == "error"]
     assert {r.leaf: r.version for r in report.recipes} == {
-        "compositional_skills/writing/freeform/haiku": 1, "compositional_skills/extraction/receipt/total": 1,
-        "compositional_skills/linguistics/synonyms": 2, "compositional_skills/grounded/linguistics/inclusion": 3,
-        "foundational_skills/reasoning/odd_one_out": 1, "knowledge/science/animals/birds/chickadee": 3}
+        "compositional_skills/writing/freeform/haiku": 1,
+        "compositional_skills/extraction/receipt/total": 1,
+        "compositional_skills/linguistics/synonyms": 2,
+        "compositional_skills/grounded/linguistics/inclusion": 3,
+        "foundational_skills/reasoning/odd_one_out": 1,
+        "knowledge/science/animals/birds/chickadee": 3,
+    }
     warned = {i.file.split("taxonomy/", 1)[1]: i for i in report.issues if i.rule == "version-deprecated"}
     haiku = warned["compositional_skills/writing/freeform/haiku/qna.yaml"]
     assert haiku.severity == "warning" and "no `version` key, so it is read as version 1" in haiku.message

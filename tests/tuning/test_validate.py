@@ -89,7 +89,11 @@ def test_document_commit_not_in_repo(tmp_path):
     assert validate_taxonomy(taxonomy).ok
     qna.write_text(qna.read_text().replace(head, "0" * 40))
     issues = _only_issue(taxonomy)
-    assert issues[0].rule == "document" and "0" * 40 in issues[0].message and "not in the document repo" in issues[0].message
+    assert (
+        issues[0].rule == "document"
+        and "0" * 40 in issues[0].message
+        and "not in the document repo" in issues[0].message
+    )
 
 
 def test_cli_exit_code_and_json(tmp_path):

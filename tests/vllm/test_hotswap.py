@@ -24,13 +24,15 @@ pytestmark = pytest.mark.vllm
 
 def ask(gateway: Gateway, model: str, **kw: object) -> str:
     raw = gateway.openai().chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1, **kw)
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=1, **kw
+    )
     raw.parse()
     return raw.headers["x-carafe-adapter"]
 
 
-def test_a_full_lru_never_evicts_the_version_a_request_streams_on(gateway: Gateway, vllm_server: VLLMServer,
-                                                                   loras: list[Path]) -> None:
+def test_a_full_lru_never_evicts_the_version_a_request_streams_on(
+    gateway: Gateway, vllm_server: VLLMServer, loras: list[Path]
+) -> None:
     manager = gateway.state.adapters
     with gateway.http() as c:
         for i, name in enumerate(NAMES):
@@ -41,8 +43,13 @@ def test_a_full_lru_never_evicts_the_version_a_request_streams_on(gateway: Gatew
             assert sorted(manager.resident()) == sorted(f"{n}@1" for n in NAMES[:MAX_LORAS])
 
             stream = gateway.openai().chat.completions.with_raw_response.create(
-                model=NAMES[0], messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=TOKENS,
-                stream=True, stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+                model=NAMES[0],
+                messages=[{"role": "user", "content": "Tell me a story."}],
+                max_tokens=TOKENS,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
             assert stream.headers["x-carafe-adapter"] == "lru0@1"
             chunks = stream.parse()
             first = next(iter(chunks))

@@ -24,7 +24,9 @@ class RetrievalPolicyConfig(BaseModel):
 class RouteAlias(BaseModel):
     """A name applications send as `model`, mapped to an adapter and policies."""
 
-    adapter: str | None = Field(None, description="Adapter name (its channels), `name@version`, or null for the base model")
+    adapter: str | None = Field(
+        None, description="Adapter name (its channels), `name@version`, or null for the base model"
+    )
     retrieval: RetrievalPolicyConfig = Field(default_factory=RetrievalPolicyConfig)
     guard_policy: str | None = Field(None, description="Guardrail policy name (null: guards.default_policy)")
     record_content: bool = Field(False, description="Record prompt/answer text in the audit trace (else hashes only)")
@@ -34,15 +36,27 @@ class RouteAlias(BaseModel):
 class AutoRoutingConfig(BaseModel):
     enabled: bool = Field(True, description="Accept `model: auto`")
     name: str = Field("auto", description="The model name that triggers auto routing")
-    threshold: float = Field(0.35, ge=-1.0, le=1.0, description="Least cosine similarity between query and an adapter's description; below it the base model answers")
+    threshold: float = Field(
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="Least cosine similarity between query and an adapter's description; below it the base model "
+        "answers",
+    )
     retrieval: RetrievalPolicyConfig = Field(default_factory=RetrievalPolicyConfig)
 
 
 class RoutingConfig(BaseModel):
     """How a request's `model` becomes an adapter version plus policies."""
 
-    aliases: dict[str, RouteAlias] = Field(default_factory=dict, description="Route aliases: name -> adapter + retrieval/guard policy")
+    aliases: dict[str, RouteAlias] = Field(
+        default_factory=dict, description="Route aliases: name -> adapter + retrieval/guard policy"
+    )
     auto: AutoRoutingConfig = Field(default_factory=AutoRoutingConfig)
-    retrieval: RetrievalPolicyConfig = Field(default_factory=RetrievalPolicyConfig, description="Retrieval for plain adapter/base requests")
+    retrieval: RetrievalPolicyConfig = Field(
+        default_factory=RetrievalPolicyConfig, description="Retrieval for plain adapter/base requests"
+    )
     record_content: bool = Field(False, description="Default of record_content for plain adapter/base requests")
-    canary_sticky: bool = Field(True, description="A user always lands on the same side of a canary split (hash of user + adapter)")
+    canary_sticky: bool = Field(
+        True, description="A user always lands on the same side of a canary split (hash of user + adapter)"
+    )

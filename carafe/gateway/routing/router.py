@@ -62,8 +62,9 @@ def canary_bucket(user: str, name: str) -> int:
 
 
 def _not_found(model: str) -> NotFound:
-    return AdapterNotFound(f"the model {model!r} does not exist (see GET /v1/models)", param="model",
-                           code="model_not_found")
+    return AdapterNotFound(
+        f"the model {model!r} does not exist (see GET /v1/models)", param="model", code="model_not_found"
+    )
 
 
 def _forbidden(model: str) -> Forbidden:
@@ -86,11 +87,15 @@ class Router:
         """Registry + resident-set manager + router over ``engine`` (not started)."""
         adapters = config.adapters
         registry = Registry(config.registry_dir, max_rank=adapters.engine.max_lora_rank)
-        manager = AdapterManager(engine, registry, max_resident=adapters.engine.max_loras,
-                                 reconcile_interval_s=adapters.registry.reconcile_interval_s,
-                                 retire_grace_s=adapters.registry.retire_grace_s,
-                                 retry_failed_s=adapters.registry.retry_failed_s,
-                                 warm_rollback=adapters.registry.warm_rollback)
+        manager = AdapterManager(
+            engine,
+            registry,
+            max_resident=adapters.engine.max_loras,
+            reconcile_interval_s=adapters.registry.reconcile_interval_s,
+            retire_grace_s=adapters.registry.retire_grace_s,
+            retry_failed_s=adapters.registry.retry_failed_s,
+            warm_rollback=adapters.registry.warm_rollback,
+        )
         return cls(config.routing, manager, embedder=embedder)
 
     @property
@@ -126,8 +131,9 @@ class Router:
             if model and model in self._loaded_outside_registry():
                 if not principal.may_use(model):
                     raise _forbidden(model)
-                return RouteDecision(model, model, model, model, RetrievalPolicy.of(cfg.retrieval), None,
-                                     cfg.record_content)
+                return RouteDecision(
+                    model, model, model, model, RetrievalPolicy.of(cfg.retrieval), None, cfg.record_content
+                )
             raise _not_found(model)
         if not principal.may_use(name):
             raise _forbidden(model)
@@ -138,8 +144,9 @@ class Router:
         """Adapters loaded into the engine directly (``/v1/load_lora_adapter``): name -> path."""
         return {a.name: a.path for a in self.engine.adapters() if parse_ref(a.name) is None}
 
-    def _base(self, model: str, route: str, retrieval: RetrievalPolicy, guard: str | None,
-              record: bool) -> RouteDecision:
+    def _base(
+        self, model: str, route: str, retrieval: RetrievalPolicy, guard: str | None, record: bool
+    ) -> RouteDecision:
         return RouteDecision(model, None, self.base_id, route, retrieval, guard, record)
 
     async def _alias(self, alias: str, spec: RouteAlias, principal: Principal) -> RouteDecision:
@@ -152,8 +159,11 @@ class Router:
             return self._base(alias, alias, retrieval, spec.guard_policy, spec.record_content)
         name, _, pinned = target.partition("@")
         if not self.registry.exists(name):
-            raise AdapterNotFound(f"route {alias!r} points at adapter {name!r}, which is not in the registry",
-                                  param="model", code="model_not_found")
+            raise AdapterNotFound(
+                f"route {alias!r} points at adapter {name!r}, which is not in the registry",
+                param="model",
+                code="model_not_found",
+            )
         ref = await self._select(name, int(pinned) if pinned.isdigit() else None, principal)
         return RouteDecision(alias, ref, ref, alias, retrieval, spec.guard_policy, spec.record_content)
 
@@ -164,8 +174,7 @@ class Router:
             return await self.manager.ensure(name, pinned)
         ch = self.registry.channels(name)
         if ch.stable is None:
-            raise AdapterNotFound(f"adapter {name!r} has no stable version yet", param="model",
-                                  code="model_not_found")
+            raise AdapterNotFound(f"adapter {name!r} has no stable version yet", param="model", code="model_not_found")
         version = ch.stable
         if ch.canary is not None and ch.canary_weight > 0:
             bucket = canary_bucket(principal.user, name) if self.config.canary_sticky else random.randrange(100)
@@ -225,7 +234,7 @@ class Router:
         missing = [d for n, d in candidates if (n, d) not in self._description_vectors]
         texts = [query, *missing]
         vectors = await asyncio.to_thread(self.embedder.encode, texts)
-        for (text, vec) in zip(missing, vectors[1:]):
+        for text, vec in zip(missing, vectors[1:]):
             for n, d in candidates:
                 if d == text:
                     self._description_vectors[(n, d)] = np.asarray(vec)
@@ -240,8 +249,9 @@ class Router:
         common = {"object": "model", "owned_by": "carafe", "max_model_len": engine.max_model_len}
         cards: list[dict[str, Any]] = []
         if principal.may_use(base):
-            cards.append({"id": base, "created": 0, "parent": None, "root": base,
-                          "digest": engine.model_digest, **common})
+            cards.append(
+                {"id": base, "created": 0, "parent": None, "root": base, "digest": engine.model_digest, **common}
+            )
         for name in self.registry.names():
             if not principal.may_use(name):
                 continue
@@ -251,20 +261,48 @@ class Router:
             except CarafeError:
                 continue
             canary = {"version": ch.canary, "weight": ch.canary_weight} if ch.canary is not None else None
-            cards.append({"id": name, "created": int(stable.manifest.created_at.timestamp()), "parent": base,
-                          "root": stable.ref, "version": stable.version, "canary": canary,
-                          "kind": stable.manifest.kind, "description": stable.manifest.description, **common})
+            cards.append(
+                {
+                    "id": name,
+                    "created": int(stable.manifest.created_at.timestamp()),
+                    "parent": base,
+                    "root": stable.ref,
+                    "version": stable.version,
+                    "canary": canary,
+                    "kind": stable.manifest.kind,
+                    "description": stable.manifest.description,
+                    **common,
+                }
+            )
         for name, path in self._loaded_outside_registry().items():
             if principal.may_use(name):  # as vLLM lists runtime-loaded LoRAs
                 cards.append({"id": name, "created": 0, "parent": base, "root": path, **common})
         for alias, spec in self.config.aliases.items():
             target = spec.adapter or base
             if principal.may_use(alias) or principal.may_use(target.partition("@")[0]):
-                cards.append({"id": alias, "created": 0, "parent": base, "root": target, "route": "alias",
-                              "description": spec.description, **common})
+                cards.append(
+                    {
+                        "id": alias,
+                        "created": 0,
+                        "parent": base,
+                        "root": target,
+                        "route": "alias",
+                        "description": spec.description,
+                        **common,
+                    }
+                )
         if self.config.auto.enabled:
-            cards.append({"id": self.config.auto.name, "created": 0, "parent": base, "root": None, "route": "auto",
-                          "description": "picks the adapter whose description best matches the question", **common})
+            cards.append(
+                {
+                    "id": self.config.auto.name,
+                    "created": 0,
+                    "parent": base,
+                    "root": None,
+                    "route": "auto",
+                    "description": "picks the adapter whose description best matches the question",
+                    **common,
+                }
+            )
         return cards
 
 

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ _GUARD_ACTION = re.compile(r"^carafe\.guard\.([^.]+)\.action$")
 
 def parse_when(text: str, *, param: str = "since", now: datetime | None = None) -> datetime:
     """``7d`` / ``12h`` / ``30m`` / ``2w`` (that long ago) or an ISO date/time (UTC if no zone)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     m = _DURATION.match(text)
     if m:
         return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
@@ -37,7 +37,7 @@ def parse_when(text: str, *, param: str = "since", now: datetime | None = None) 
             f"cannot read time {text!r}: use a duration like 7d, 12h, 30m, 2w or an ISO date like 2026-01-31T12:00",
             param=param,
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def trace_files(path: Path) -> list[Path]:
@@ -45,7 +45,7 @@ def trace_files(path: Path) -> list[Path]:
     path = Path(path)
     rotated = []
     for p in path.parent.glob(path.name + ".*"):
-        suffix = p.name[len(path.name) + 1:]
+        suffix = p.name[len(path.name) + 1 :]
         if suffix.isdigit():
             rotated.append((int(suffix), p))
     files = [p for _, p in sorted(rotated, reverse=True)]
@@ -121,8 +121,11 @@ def _absorb(rec: AuditRecord, span: dict[str, Any]) -> None:
     rec.user = attrs.get(attr.CARAFE_PRINCIPAL, rec.user)
     rec.route = attrs.get(attr.CARAFE_ROUTE, rec.route)
     rec.model = attrs.get(attr.GEN_AI_REQUEST_MODEL, rec.model)
-    adapter = attrs.get(attr.CARAFE_ADAPTER_VERSION) or attrs.get(attr.GEN_AI_RESPONSE_MODEL) \
-        or attrs.get(attr.CARAFE_ADAPTER_NAME)  # an admin change to a whole adapter (rollback, remove)
+    adapter = (
+        attrs.get(attr.CARAFE_ADAPTER_VERSION)
+        or attrs.get(attr.GEN_AI_RESPONSE_MODEL)
+        or attrs.get(attr.CARAFE_ADAPTER_NAME)
+    )  # an admin change to a whole adapter (rollback, remove)
     if adapter:
         rec.adapter = str(adapter)
     # gen_ai.data_source.id names the store (collection), not a document: only carafe.retrieval.doc_ids counts
@@ -205,7 +208,9 @@ class Exposure:
     trace_ids: list[str]
 
 
-def who_was_shown(path: TracePaths, doc: str, *, since: datetime | None = None, until: datetime | None = None) -> list[Exposure]:
+def who_was_shown(
+    path: TracePaths, doc: str, *, since: datetime | None = None, until: datetime | None = None
+) -> list[Exposure]:
     """Who was shown ``doc`` (retrieved into their prompt) in the time range, most exposures first."""
     by_user: dict[str, Exposure] = {}
     for rec in query(path, doc=doc, since=since, until=until):

@@ -13,13 +13,14 @@ Exports run on the batch processor's worker thread, never on a request's path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -66,7 +67,7 @@ def _attrs(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
@@ -85,7 +86,9 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         "duration_ms": round((end - start) / 1e6, 3) if start is not None and end is not None else None,
         "status": {"code": span.status.status_code.name, "description": span.status.description},
         "attributes": _attrs(span.attributes),
-        "events": [{"name": e.name, "time": _iso(e.timestamp), "attributes": _attrs(e.attributes)} for e in span.events],
+        "events": [
+            {"name": e.name, "time": _iso(e.timestamp), "attributes": _attrs(e.attributes)} for e in span.events
+        ],
         "resource": _attrs(span.resource.attributes) if span.resource is not None else {},
         "scope": span.instrumentation_scope.name if span.instrumentation_scope is not None else None,
     }
@@ -149,10 +152,8 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def _close_file(self) -> None:
         if self._file is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._file.close()
-            except OSError:
-                pass
             self._file = None
 
     def shutdown(self) -> None:
@@ -205,7 +206,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._queue is not None and span.context is not None and span.context.trace_flags.sampled:
-            if len(self._queue) >= self._max_queue:
-                record_spans_dropped(1, exporter=self._name, reason="queue_full")
+        if (
+            self._queue is not None
+            and span.context is not None
+            and span.context.trace_flags.sampled
+            and len(self._queue) >= self._max_queue
+        ):
+            record_spans_dropped(1, exporter=self._name, reason="queue_full")
         super().on_end(span)

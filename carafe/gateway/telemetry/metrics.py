@@ -10,8 +10,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811 - re-exported name
 
 if TYPE_CHECKING:
     from carafe.adapters.engine import Engine
@@ -24,26 +24,53 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _RETRIEVAL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-REQUESTS = Counter("carafe_requests_total", "Requests served, by route, adapter and HTTP status",
-                   ["route", "adapter", "status"], registry=REGISTRY)
-REQUEST_DURATION = Histogram("carafe_request_duration_seconds", "Request wall time, by route and adapter",
-                             ["route", "adapter"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-TTFT = Histogram("carafe_time_to_first_token_seconds", "Time from engine call to first token, by adapter",
-                 ["adapter"], buckets=_TTFT_BUCKETS, registry=REGISTRY)
-TOKENS = Counter("carafe_tokens_total", "Tokens in (prompt) and out (completion), by adapter",
-                 ["direction", "adapter"], registry=REGISTRY)
-GUARD_ACTIONS = Counter("carafe_guard_actions_total", "Guardrail decisions, by check and action",
-                        ["check", "action"], registry=REGISTRY)
-RETRIEVAL_DURATION = Histogram("carafe_retrieval_duration_seconds", "Permission-filtered retrieval latency",
-                               buckets=_RETRIEVAL_BUCKETS, registry=REGISTRY)
+REQUESTS = Counter(
+    "carafe_requests_total",
+    "Requests served, by route, adapter and HTTP status",
+    ["route", "adapter", "status"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "carafe_request_duration_seconds",
+    "Request wall time, by route and adapter",
+    ["route", "adapter"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+TTFT = Histogram(
+    "carafe_time_to_first_token_seconds",
+    "Time from engine call to first token, by adapter",
+    ["adapter"],
+    buckets=_TTFT_BUCKETS,
+    registry=REGISTRY,
+)
+TOKENS = Counter(
+    "carafe_tokens_total",
+    "Tokens in (prompt) and out (completion), by adapter",
+    ["direction", "adapter"],
+    registry=REGISTRY,
+)
+GUARD_ACTIONS = Counter(
+    "carafe_guard_actions_total", "Guardrail decisions, by check and action", ["check", "action"], registry=REGISTRY
+)
+RETRIEVAL_DURATION = Histogram(
+    "carafe_retrieval_duration_seconds",
+    "Permission-filtered retrieval latency",
+    buckets=_RETRIEVAL_BUCKETS,
+    registry=REGISTRY,
+)
 RETRIEVAL_HITS = Counter("carafe_retrieval_hits_total", "Passages returned by retrieval", registry=REGISTRY)
 ADAPTERS_RESIDENT = Gauge("carafe_adapters_resident", "LoRA adapters resident in the engine", registry=REGISTRY)
 ENGINE_QUEUE_DEPTH = Gauge("carafe_engine_queue_depth", "Requests waiting for the engine", registry=REGISTRY)
-INDEX_SYNC = Counter("carafe_index_sync_total", "Index sync runs, by result (ok, failed, partial)",
-                     ["result"], registry=REGISTRY)
-SPANS_DROPPED = Counter("carafe_telemetry_spans_dropped_total",
-                        "Spans lost because the trace destination failed or the queue was full",
-                        ["exporter", "reason"], registry=REGISTRY)
+INDEX_SYNC = Counter(
+    "carafe_index_sync_total", "Index sync runs, by result (ok, failed, partial)", ["result"], registry=REGISTRY
+)
+SPANS_DROPPED = Counter(
+    "carafe_telemetry_spans_dropped_total",
+    "Spans lost because the trace destination failed or the queue was full",
+    ["exporter", "reason"],
+    registry=REGISTRY,
+)
 
 
 def _safe(fn: Any) -> Any:

@@ -11,6 +11,7 @@ used instead of a second one.
 from __future__ import annotations
 
 import time
+
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_span_id, format_trace_id
@@ -40,8 +41,10 @@ def _trace_headers(span: trace.Span) -> list[tuple[bytes, bytes]]:
         return []
     trace_id = format_trace_id(ctx.trace_id)
     flags = "01" if ctx.trace_flags.sampled else "00"
-    return [(TRACE_ID_HEADER.encode(), trace_id.encode()),
-            (b"traceparent", f"00-{trace_id}-{format_span_id(ctx.span_id)}-{flags}".encode())]
+    return [
+        (TRACE_ID_HEADER.encode(), trace_id.encode()),
+        (b"traceparent", f"00-{trace_id}-{format_span_id(ctx.span_id)}-{flags}".encode()),
+    ]
 
 
 def _route_of(scope: Scope) -> str:
@@ -69,7 +72,9 @@ class TraceMiddleware:
         owns_span = getattr(outer, "kind", None) is not SpanKind.SERVER or not outer.is_recording()
         if owns_span:
             span = _tracer.start_span(
-                method, context=_incoming_context(scope), kind=SpanKind.SERVER,
+                method,
+                context=_incoming_context(scope),
+                kind=SpanKind.SERVER,
                 attributes={HTTP_REQUEST_METHOD: method, URL_PATH: scope.get("path", "")},
             )
         else:

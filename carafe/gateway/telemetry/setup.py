@@ -61,9 +61,16 @@ class _ActiveSampler(Sampler):
     def __init__(self) -> None:
         self.current: Sampler = ALWAYS_OFF
 
-    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
-                      kind: SpanKind | None = None, attributes: Attributes = None,
-                      links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
         return self.current.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
     def get_description(self) -> str:
@@ -175,7 +182,9 @@ def setup_telemetry(
         exporters.append((file_exporter, "file"))
     processors = [
         CountingBatchSpanProcessor(
-            CountingExporter(exp, name), name=name, max_queue_size=config.max_queue_size,
+            CountingExporter(exp, name),
+            name=name,
+            max_queue_size=config.max_queue_size,
             max_export_batch_size=min(config.export_batch_size, config.max_queue_size),
             schedule_delay_millis=config.schedule_delay_ms,
         )

@@ -35,13 +35,14 @@ class Subject:
     embedder: Any = None
     policy: Any = None  # the PolicyConfig in force (deny_topics, pii_mode)
     passage_index: Any = None  # grounding.PassageIndex of the request's passages (output only)
-    _embedding: "asyncio.Future[np.ndarray] | None" = field(default=None, repr=False)
+    _embedding: asyncio.Future[np.ndarray] | None = field(default=None, repr=False)
 
     async def embedding(self) -> np.ndarray:
         """L2-normalized embedding(s) of the normalized text: shape (windows, dim)."""
         if self._embedding is None:
             self._embedding = asyncio.ensure_future(
-                asyncio.to_thread(self.embedder.encode, embedding_windows(self.normalized)))
+                asyncio.to_thread(self.embedder.encode, embedding_windows(self.normalized))
+            )
         return await asyncio.shield(self._embedding)
 
 
@@ -50,7 +51,7 @@ def embedding_windows(text: str, size: int = 1000, limit: int = 3) -> list[str]:
     if len(text) <= size:
         return [text or " "]
     starts = [0, max(0, len(text) - size), max(0, len(text) // 2 - size // 2)][:limit]
-    return [text[s:s + size] for s in dict.fromkeys(starts)]
+    return [text[s : s + size] for s in dict.fromkeys(starts)]
 
 
 INLINE_CHARS = 2000
@@ -83,8 +84,18 @@ class ClosableCheck(Check, Protocol):
     async def aclose(self) -> None: ...
 
 
-def decide(check: str, category: str, score: float, settings: CheckSettings, reason: str, *,
-           stage: Stage, can_redact: bool = False, redacted: str | None = None, below: bool = False) -> GuardVerdict:
+def decide(
+    check: str,
+    category: str,
+    score: float,
+    settings: CheckSettings,
+    reason: str,
+    *,
+    stage: Stage,
+    can_redact: bool = False,
+    redacted: str | None = None,
+    below: bool = False,
+) -> GuardVerdict:
     """Turn a score into a verdict under a policy's settings.
 
     A hit with action ``redact`` on a check that cannot redact blocks (fail safe).
@@ -95,10 +106,20 @@ def decide(check: str, category: str, score: float, settings: CheckSettings, rea
         return GuardVerdict(check=check, category="none", score=score, reason="", stage=stage)
     action = settings.action
     if action == "log":
-        return GuardVerdict(check=check, category=category, action="allow", score=score, reason=reason,
-                            flagged=True, stage=stage)
+        return GuardVerdict(
+            check=check, category=category, action="allow", score=score, reason=reason, flagged=True, stage=stage
+        )
     if action == "redact" and can_redact and redacted is not None:
-        return GuardVerdict(check=check, category=category, action="redact", score=score, reason=reason,
-                            redacted=redacted, flagged=True, stage=stage)
-    return GuardVerdict(check=check, category=category, action="block", score=score, reason=reason,
-                        flagged=True, stage=stage)
+        return GuardVerdict(
+            check=check,
+            category=category,
+            action="redact",
+            score=score,
+            reason=reason,
+            redacted=redacted,
+            flagged=True,
+            stage=stage,
+        )
+    return GuardVerdict(
+        check=check, category=category, action="block", score=score, reason=reason, flagged=True, stage=stage
+    )

@@ -12,8 +12,8 @@ import numpy as np
 
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings
-from carafe.guards.verdict import GuardVerdict, skipped
 from carafe.guards.registry import CheckContext, register
+from carafe.guards.verdict import GuardVerdict, skipped
 
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -77,11 +77,22 @@ class GroundingCheck:
             return skipped(self.name, "no passages were retrieved for this answer", stage=subject.stage)
         low, n, _ = await self.support(subject.text, index)
         if n == 0:
-            return GuardVerdict(check=self.name, category="none", score=low, stage=subject.stage,
-                                reason="no sentence long enough to score")
-        return decide(self.name, "ungrounded", low, settings,
-                      f"a sentence of the answer is weakly supported by the passages (similarity {low:.2f})",
-                      stage=subject.stage, below=True)
+            return GuardVerdict(
+                check=self.name,
+                category="none",
+                score=low,
+                stage=subject.stage,
+                reason="no sentence long enough to score",
+            )
+        return decide(
+            self.name,
+            "ungrounded",
+            low,
+            settings,
+            f"a sentence of the answer is weakly supported by the passages (similarity {low:.2f})",
+            stage=subject.stage,
+            below=True,
+        )
 
 
 @register("grounding", stages=("output",))

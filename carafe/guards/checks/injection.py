@@ -12,8 +12,8 @@ from carafe.guards.checks.injection_rules import match_rules
 from carafe.guards.classifier import LinearClassifier, NgramClassifier, load_jsonl, load_or_fit, load_or_fit_ngram
 from carafe.guards.config import CheckSettings
 from carafe.guards.corpora import training_rows
-from carafe.guards.verdict import GuardVerdict
 from carafe.guards.registry import CheckContext, register
+from carafe.guards.verdict import GuardVerdict
 
 RULE_SCORE = 0.97
 
@@ -28,8 +28,14 @@ class InjectionCheck:
     name = "injection"
     cost = 3
 
-    def __init__(self, embedder_model_id: str = "all-MiniLM-L6-v2", *, extra_train: str | None = None,
-                 cache_dir: str | Path | None = None, kind: str = "ngram") -> None:
+    def __init__(
+        self,
+        embedder_model_id: str = "all-MiniLM-L6-v2",
+        *,
+        extra_train: str | None = None,
+        cache_dir: str | Path | None = None,
+        kind: str = "ngram",
+    ) -> None:
         self.rows = training_rows()
         if extra_train:
             self.rows += load_jsonl(extra_train)
@@ -38,7 +44,9 @@ class InjectionCheck:
         self._clf: LinearClassifier | None = None
         self._lock = threading.Lock()
         self.kind = kind
-        self._ngram: NgramClassifier | None = load_or_fit_ngram(self.rows, self.cache_dir) if kind != "embedding" else None
+        self._ngram: NgramClassifier | None = (
+            load_or_fit_ngram(self.rows, self.cache_dir) if kind != "embedding" else None
+        )
 
     def classifier(self, embedder: Any) -> LinearClassifier:
         with self._lock:
@@ -50,21 +58,43 @@ class InjectionCheck:
         hit = await off_loop(len(subject.normalized), match_rules, subject.normalized)
         if hit is not None:
             via = "" if hit.via == "plain" else f" (in a {hit.via}-encoded payload)"
-            return decide(self.name, hit.family, RULE_SCORE, settings,
-                          f"the text matches the {hit.family.replace('_', ' ')} rules{via}", stage=subject.stage)
+            return decide(
+                self.name,
+                hit.family,
+                RULE_SCORE,
+                settings,
+                f"the text matches the {hit.family.replace('_', ' ')} rules{via}",
+                stage=subject.stage,
+            )
         if self.kind == "ngram":
             score = await self._ngram_score(subject)
-            return decide(self.name, "classifier", score, settings,
-                          f"the injection classifier (n-grams) scores the text {score:.2f}", stage=subject.stage)
+            return decide(
+                self.name,
+                "classifier",
+                score,
+                settings,
+                f"the injection classifier (n-grams) scores the text {score:.2f}",
+                stage=subject.stage,
+            )
         if subject.embedder is None:
-            return GuardVerdict(check=self.name, category="none", stage=subject.stage,
-                                reason="rules only: no embedder for the classifier")
+            return GuardVerdict(
+                check=self.name,
+                category="none",
+                stage=subject.stage,
+                reason="rules only: no embedder for the classifier",
+            )
         emb = await subject.embedding()
         score = float(self.classifier(subject.embedder).proba(emb).max())
         if self.kind == "ensemble":
             score = (score + await self._ngram_score(subject)) / 2
-        return decide(self.name, "classifier", score, settings,
-                      f"the injection classifier scores the text {score:.2f}", stage=subject.stage)
+        return decide(
+            self.name,
+            "classifier",
+            score,
+            settings,
+            f"the injection classifier scores the text {score:.2f}",
+            stage=subject.stage,
+        )
 
     async def _ngram_score(self, subject: Subject) -> float:
         assert self._ngram is not None
@@ -74,8 +104,12 @@ class InjectionCheck:
 @register("injection", stages=("input",))
 def build(ctx: CheckContext) -> InjectionCheck:
     c = ctx.config
-    check = InjectionCheck(getattr(ctx.embedder, "model_id", "all-MiniLM-L6-v2"), extra_train=c.injection_train_data,
-                           cache_dir=Path(c.cache_dir).expanduser() if c.cache_dir else None, kind=c.injection_classifier)
+    check = InjectionCheck(
+        getattr(ctx.embedder, "model_id", "all-MiniLM-L6-v2"),
+        extra_train=c.injection_train_data,
+        cache_dir=Path(c.cache_dir).expanduser() if c.cache_dir else None,
+        kind=c.injection_classifier,
+    )
     if c.injection_classifier != "ngram":
         check.classifier(ctx.embedder)  # shipped/cached weights load at once; a refit happens here, not on a request
     return check

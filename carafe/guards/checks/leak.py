@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings
-from carafe.guards.verdict import GuardVerdict, skipped
 from carafe.guards.registry import CheckContext, register
+from carafe.guards.verdict import GuardVerdict, skipped
 
 WITHHELD = "[withheld: this passage matches content you are not permitted to see]"
 
@@ -24,10 +24,10 @@ class LeakIndex(Protocol):
 def _overlap(answer: str, chunk: str, n: int = 5) -> float:
     """Share of the answer's word 5-grams found verbatim in the chunk (memorization shows as copying)."""
     a, c = answer.lower().split(), chunk.lower().split()
-    grams = {tuple(a[i:i + n]) for i in range(len(a) - n + 1)}
+    grams = {tuple(a[i : i + n]) for i in range(len(a) - n + 1)}
     if not grams:
         return 0.0
-    chunk_grams = {tuple(c[i:i + n]) for i in range(len(c) - n + 1)}
+    chunk_grams = {tuple(c[i : i + n]) for i in range(len(c) - n + 1)}
     return len(grams & chunk_grams) / len(grams)
 
 
@@ -46,15 +46,22 @@ class LeakCheck:
         if len(subject.text.split()) < 4:
             return GuardVerdict(check=self.name, category="none", stage=subject.stage, reason="too short to compare")
         matches = await self.index.restricted_matches(subject.text, subject.principal)
-        best, best_doc = 0.0, ""
+        best, _best_doc = 0.0, ""
         for doc_id, sim, chunk in matches:
             score = max(float(sim), _overlap(subject.text, chunk))
             if score > best:
-                best, best_doc = score, doc_id
+                best, _best_doc = score, doc_id
         # Never name the restricted document in the reason: its id may itself be sensitive.
-        return decide(self.name, "restricted_content", best, settings,
-                      f"the text closely matches a document you may not see (similarity {best:.2f})",
-                      stage=subject.stage, can_redact=True, redacted=WITHHELD)
+        return decide(
+            self.name,
+            "restricted_content",
+            best,
+            settings,
+            f"the text closely matches a document you may not see (similarity {best:.2f})",
+            stage=subject.stage,
+            can_redact=True,
+            redacted=WITHHELD,
+        )
 
 
 @register("leak", stages=("output",))

@@ -6,11 +6,11 @@ import hashlib
 import unicodedata
 
 from carafe.guards.checks import Subject, decide, off_loop
-from carafe.guards.config import CheckSettings, PiiMode
 from carafe.guards.checks.pii_recognizers import find_pii
+from carafe.guards.config import CheckSettings, PiiMode
 from carafe.guards.normalize import INVISIBLE
-from carafe.guards.verdict import GuardVerdict, Span
 from carafe.guards.registry import CheckContext, register
+from carafe.guards.verdict import GuardVerdict, Span
 
 
 def _cleaned_with_map(text: str) -> tuple[str, list[int]]:
@@ -33,7 +33,7 @@ def redact(text: str, spans: list[Span], mode: PiiMode, salt: str = "carafe") ->
     parts: list[str] = []
     last = 0
     for s in spans:
-        value = text[s.start:s.end]
+        value = text[s.start : s.end]
         if mode == "mask":
             repl = "".join("*" if ch.isalnum() else ch for ch in value)
         elif mode == "hash":
@@ -41,7 +41,7 @@ def redact(text: str, spans: list[Span], mode: PiiMode, salt: str = "carafe") ->
             repl = f"<{s.kind}:{digest}>"
         else:
             repl = f"<{s.kind}>"
-        parts.append(text[last:s.start])
+        parts.append(text[last : s.start])
         parts.append(repl)
         last = s.end
     parts.append(text[last:])
@@ -76,9 +76,12 @@ class PiiCheck:
             spans: list[Span] = []
             step = self.max_chars
             for off in range(0, len(text), step):
-                piece = text[off:off + step + 64]
-                spans += [Span(s.start + off, s.end + off, s.kind) for s in detect(piece, self.kinds)
-                          if not spans or s.start + off >= spans[-1].end]
+                piece = text[off : off + step + 64]
+                spans += [
+                    Span(s.start + off, s.end + off, s.kind)
+                    for s in detect(piece, self.kinds)
+                    if not spans or s.start + off >= spans[-1].end
+                ]
             return spans
         return detect(text, self.kinds)
 
@@ -89,9 +92,16 @@ class PiiCheck:
             return GuardVerdict(check=self.name, category="none", stage=subject.stage)
         kinds = sorted({s.kind for s in spans})
         redacted = redact(subject.text, spans, mode or self.mode, self.salt)
-        verdict = decide(self.name, ",".join(kinds), 1.0, settings,
-                         f"found {len(spans)} PII item(s): {', '.join(kinds)}", stage=subject.stage,
-                         can_redact=True, redacted=redacted)
+        verdict = decide(
+            self.name,
+            ",".join(kinds),
+            1.0,
+            settings,
+            f"found {len(spans)} PII item(s): {', '.join(kinds)}",
+            stage=subject.stage,
+            can_redact=True,
+            redacted=redacted,
+        )
         verdict.spans = spans
         return verdict
 

@@ -21,8 +21,13 @@ PHONE_REGIONS = ("US", "GB", "DE")
 # Words right before a number that make it an identifier of a thing, not a person.
 _NOT_PERSONAL = re.compile(
     r"\b(order|invoice|inv|ticket|tracking|ref(erence)?|po|sku|part|item|serial|build|version|release|case|"
-    r"transaction|batch|lot|model|id|contract|booking|shipment)\s*(no\.?|nr\.?|number|#)?\W{0,4}$", re.IGNORECASE)
-_VERSION_BEFORE = re.compile(r"(\bv|version\s*|release\s*|build\s*|firmware\s*|python\s*|ver\.?\s*|mask\s*(to\s*|of\s*|is\s*|:\s*)?)$", re.IGNORECASE)
+    r"transaction|batch|lot|model|id|contract|booking|shipment)\s*(no\.?|nr\.?|number|#)?\W{0,4}$",
+    re.IGNORECASE,
+)
+_VERSION_BEFORE = re.compile(
+    r"(\bv|version\s*|release\s*|build\s*|firmware\s*|python\s*|ver\.?\s*|mask\s*(to\s*|of\s*|is\s*|:\s*)?)$",
+    re.IGNORECASE,
+)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -46,16 +51,38 @@ def iban_ok(raw: str) -> bool:
     return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
 
 
-_IBAN_LENGTHS = {"DE": 22, "GB": 22, "FR": 27, "ES": 24, "IT": 27, "NL": 18, "BE": 16, "CH": 21, "AT": 20,
-                 "IE": 22, "PL": 28, "PT": 25, "SE": 24, "DK": 18, "NO": 15, "FI": 18, "LU": 20}
+_IBAN_LENGTHS = {
+    "DE": 22,
+    "GB": 22,
+    "FR": 27,
+    "ES": 24,
+    "IT": 27,
+    "NL": 18,
+    "BE": 16,
+    "CH": 21,
+    "AT": 20,
+    "IE": 22,
+    "PL": 28,
+    "PT": 25,
+    "SE": 24,
+    "DK": 18,
+    "NO": 15,
+    "FI": 18,
+    "LU": 20,
+}
 
 
 def card_ok(raw: str) -> bool:
     digits = re.sub(r"\D", "", raw)
     if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
         return False
-    iin_ok = (digits[0] == "4" or digits[:2] in {"51", "52", "53", "54", "55", "34", "37", "35", "36", "38", "65"}
-              or 2221 <= int(digits[:4]) <= 2720 or digits[:4] == "6011" or 300 <= int(digits[:3]) <= 305)
+    iin_ok = (
+        digits[0] == "4"
+        or digits[:2] in {"51", "52", "53", "54", "55", "34", "37", "35", "36", "38", "65"}
+        or 2221 <= int(digits[:4]) <= 2720
+        or digits[:4] == "6011"
+        or 300 <= int(digits[:3]) <= 305
+    )
     return iin_ok and luhn_ok(digits)
 
 
@@ -120,16 +147,26 @@ _CTX_DE_TAX = re.compile(r"(steuer|tax|idnr|identifikationsnummer|\bTIN\b)", re.
 _CTX_SSN = re.compile(r"(ssn|social\s+security)", re.IGNORECASE)
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
-    Recognizer("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b"), lambda s: True),
-    Recognizer("CREDIT_CARD", re.compile(r"(?<![\d\-])(?:\d[ \-]?){12,18}\d(?![\d\-])"), card_ok, reject_before=_VERSION_BEFORE),
+    Recognizer(
+        "EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b"), lambda s: True
+    ),
+    Recognizer(
+        "CREDIT_CARD", re.compile(r"(?<![\d\-])(?:\d[ \-]?){12,18}\d(?![\d\-])"), card_ok, reject_before=_VERSION_BEFORE
+    ),
     Recognizer("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"), iban_ok),
-    Recognizer("US_SSN", re.compile(r"(?<![\d\-])\d{3}([- ])\d{2}\1\d{4}(?![\d\-])"), ssn_ok, reject_before=_NOT_PERSONAL),
+    Recognizer(
+        "US_SSN", re.compile(r"(?<![\d\-])\d{3}([- ])\d{2}\1\d{4}(?![\d\-])"), ssn_ok, reject_before=_NOT_PERSONAL
+    ),
     Recognizer("US_SSN", re.compile(r"(?<!\d)\d{9}(?!\d)"), ssn_ok, context=_CTX_SSN),
     Recognizer("UK_NINO", re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), nino_ok),
     Recognizer("DE_TAX_ID", re.compile(r"(?<!\d)[1-9]\d(?: ?\d{3}){3}(?!\d)"), de_tax_id_ok, context=_CTX_DE_TAX),
     Recognizer("ES_NIF", re.compile(r"\b(?:\d{8}|[XYZ]\d{7})-?[A-Z]\b"), es_nif_ok),
-    Recognizer("FR_NIR", re.compile(r"(?<!\d)[12] ?\d{2} ?\d{2} ?(?:\d{2}|2A|2B) ?\d{3} ?\d{3} ?\d{2}(?!\d)"), fr_nir_ok),
-    Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)"), ip_ok, reject_before=_VERSION_BEFORE),
+    Recognizer(
+        "FR_NIR", re.compile(r"(?<!\d)[12] ?\d{2} ?\d{2} ?(?:\d{2}|2A|2B) ?\d{3} ?\d{3} ?\d{2}(?!\d)"), fr_nir_ok
+    ),
+    Recognizer(
+        "IP_ADDRESS", re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)"), ip_ok, reject_before=_VERSION_BEFORE
+    ),
     Recognizer("IP_ADDRESS", re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"), ip_ok),
 )
 
@@ -142,7 +179,7 @@ def _phones(text: str) -> Iterator[Span]:
             if key in seen:
                 continue
             seen.add(key)
-            before = text[max(0, m.start - 24):m.start]
+            before = text[max(0, m.start - 24) : m.start]
             digits_only = re.fullmatch(r"\+?\d+", m.raw_string) is not None
             if _NOT_PERSONAL.search(before) and not m.raw_string.startswith("+"):
                 continue
@@ -163,7 +200,7 @@ def find_pii(text: str, kinds: frozenset[str] | set[str]) -> list[Span]:
             raw = m.group(0).strip()
             if not raw or not rec.validate(raw):
                 continue
-            before = text[max(0, m.start() - 40):m.start()]
+            before = text[max(0, m.start() - 40) : m.start()]
             if rec.context is not None and not rec.context.search(before):
                 continue
             if rec.reject_before is not None and rec.reject_before.search(before):

@@ -10,8 +10,8 @@ import numpy as np
 
 from carafe.guards.checks import Subject, decide
 from carafe.guards.config import CheckSettings, TopicConfig
-from carafe.guards.verdict import GuardVerdict
 from carafe.guards.registry import CheckContext, register
+from carafe.guards.verdict import GuardVerdict
 
 
 class TopicsCheck:
@@ -24,7 +24,8 @@ class TopicsCheck:
         self.topics = topics
         self._phrases = {
             name: re.compile(r"\b(" + "|".join(re.escape(p) for p in t.phrases) + r")\b", re.IGNORECASE)
-            for name, t in topics.items() if t.phrases
+            for name, t in topics.items()
+            if t.phrases
         }
         self._desc: dict[str, np.ndarray] = {}
         self._lock = asyncio.Lock()
@@ -44,18 +45,32 @@ class TopicsCheck:
         for name in names:
             rx = self._phrases.get(name)
             if rx is not None and rx.search(subject.normalized):
-                return decide(self.name, name, 1.0, settings, f"the text is about a denied topic: {name.replace('_', ' ')}",
-                              stage=subject.stage)
+                return decide(
+                    self.name,
+                    name,
+                    1.0,
+                    settings,
+                    f"the text is about a denied topic: {name.replace('_', ' ')}",
+                    stage=subject.stage,
+                )
         if subject.embedder is None:
-            return GuardVerdict(check=self.name, category="none", stage=subject.stage, reason="phrases only: no embedder")
+            return GuardVerdict(
+                check=self.name, category="none", stage=subject.stage, reason="phrases only: no embedder"
+            )
         emb = await subject.embedding()
         best, best_name = 0.0, "none"
         for name, desc in (await self._descriptions(subject.embedder, names)).items():
             sim = float((emb @ desc.T).max())
             if sim > best:
                 best, best_name = sim, name
-        return decide(self.name, best_name, best, settings,
-                      f"the text is close ({best:.2f}) to the denied topic {best_name.replace('_', ' ')}", stage=subject.stage)
+        return decide(
+            self.name,
+            best_name,
+            best,
+            settings,
+            f"the text is close ({best:.2f}) to the denied topic {best_name.replace('_', ' ')}",
+            stage=subject.stage,
+        )
 
 
 @register("topics", stages=("input",))

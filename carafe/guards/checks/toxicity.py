@@ -11,18 +11,21 @@ import numpy as np
 
 from carafe.guards.checks import Subject, decide, off_loop
 from carafe.guards.config import CheckSettings
-from carafe.guards.verdict import GuardVerdict
 from carafe.guards.registry import CheckContext, register
+from carafe.guards.verdict import GuardVerdict
 
 # Threat phrasings: a linear model over single words misses them ("I will find you").
 _THREATS = re.compile(
     r"\b(i\s*('?ll|will|am\s+going\s+to|'?m\s+going\s+to|'?m\s+gonna|gonna)\s+(kill|hurt|find|destroy|beat|end)\s+(you|u|your\s+family)|"
     r"you\s+(should|deserve\s+to|ought\s+to)\s+(die|be\s+killed|suffer)|go\s+(kill|hang)\s+yourself|kys)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 # Dehumanizing a group: each word alone is harmless ("trash the old drafts").
 _DEHUMANIZING = re.compile(
     r"\b(people|they|them|those|these|you|all\s+of\s+them|immigrants|foreigners)\b[^.!?]{0,30}\b(are|is|were|as)\b[^.!?]{0,15}"
-    r"\b(subhuman|vermin|trash|animals|parasites|cockroaches|rats|filth)\b", re.IGNORECASE)
+    r"\b(subhuman|vermin|trash|animals|parasites|cockroaches|rats|filth)\b",
+    re.IGNORECASE,
+)
 
 
 def _fast_profanity_model() -> Callable[[list[str]], np.ndarray]:
@@ -37,8 +40,15 @@ def _fast_profanity_model() -> Callable[[list[str]], np.ndarray]:
 
     model, vectorizer = pc.model, pc.vectorizer
     try:
-        parts = [(c.estimator.coef_.ravel().astype(np.float64), float(c.estimator.intercept_[0]),
-                  float(c.calibrators[0].a_), float(c.calibrators[0].b_)) for c in model.calibrated_classifiers_]
+        parts = [
+            (
+                c.estimator.coef_.ravel().astype(np.float64),
+                float(c.estimator.intercept_[0]),
+                float(c.calibrators[0].a_),
+                float(c.calibrators[0].b_),
+            )
+            for c in model.calibrated_classifiers_
+        ]
         assert model.method == "sigmoid" and list(model.classes_) == [0, 1]
     except (AttributeError, AssertionError, IndexError):
         return lambda texts: np.asarray(pc.predict_prob(texts))
@@ -77,8 +87,14 @@ class ToxicityCheck:
 
     async def check(self, subject: Subject, settings: CheckSettings) -> GuardVerdict:
         score, category = await off_loop(len(subject.normalized), self.score, subject.normalized)
-        return decide(self.name, category, score, settings,
-                      f"offensive language ({category}) scored {score:.2f}", stage=subject.stage)
+        return decide(
+            self.name,
+            category,
+            score,
+            settings,
+            f"offensive language ({category}) scored {score:.2f}",
+            stage=subject.stage,
+        )
 
 
 @register("toxicity", stages=("input", "output"))

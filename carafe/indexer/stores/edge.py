@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,23 +83,39 @@ class EdgeStore:
         if flt is not None and not query.complement and not flt.should:
             return []  # nobody to match: never widen to match-all
         if query.complement:  # one dense ranking, raw cosine scores
-            request = qe.QueryRequest(limit=query.limit, query=qe.Query.Nearest([float(x) for x in query.dense], using=DENSE),
-                                      filter=flt, with_payload=True)
+            request = qe.QueryRequest(
+                limit=query.limit,
+                query=qe.Query.Nearest([float(x) for x in query.dense], using=DENSE),
+                filter=flt,
+                with_payload=True,
+            )
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
         prefetches = []
         weights = []
         if query.use_dense:
-            prefetches.append(qe.Prefetch(limit=query.candidates, query=qe.Query.Nearest([float(x) for x in query.dense], using=DENSE), filter=flt))
+            prefetches.append(
+                qe.Prefetch(
+                    limit=query.candidates,
+                    query=qe.Query.Nearest([float(x) for x in query.dense], using=DENSE),
+                    filter=flt,
+                )
+            )
             weights.append(query.weights[0])
         if query.use_sparse and query.sparse.indices:
-            prefetches.append(qe.Prefetch(limit=query.candidates, query=qe.Query.Nearest(_sparse(query.sparse), using=SPARSE), filter=flt))
+            prefetches.append(
+                qe.Prefetch(
+                    limit=query.candidates, query=qe.Query.Nearest(_sparse(query.sparse), using=SPARSE), filter=flt
+                )
+            )
             weights.append(query.weights[1])
         if not prefetches:
             return []
         request = qe.QueryRequest(
-            limit=query.limit, query=qe.Fusion.Rrf(k=query.rrf_k, weights=weights),  # type: ignore[arg-type]  # Rrf is a Fusion
+            limit=query.limit,
+            query=qe.Fusion.Rrf(k=query.rrf_k, weights=weights),  # type: ignore[arg-type]  # Rrf is a Fusion
             prefetches=prefetches,
-            filter=flt, with_payload=True,
+            filter=flt,
+            with_payload=True,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self._shard.query(request)]
 
@@ -107,7 +123,9 @@ class EdgeStore:
         out: dict[str, set[str]] = defaultdict(set)
         offset = None
         while True:
-            records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=_SCROLL, with_payload=["doc_id"], with_vector=False))
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=_SCROLL, with_payload=["doc_id"], with_vector=False)
+            )
             for r in records:
                 out[str((r.payload or {}).get("doc_id", ""))].add(str(r.id))
             if offset is None:

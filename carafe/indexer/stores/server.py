@@ -52,7 +52,9 @@ class ServerStore:
     def upsert(self, chunks: Sequence[StoredChunk]) -> None:
         if chunks:
             points = [
-                qm.PointStruct(id=c.id, vector={DENSE: [float(x) for x in c.dense], SPARSE: _sparse(c.sparse)}, payload=c.payload)
+                qm.PointStruct(
+                    id=c.id, vector={DENSE: [float(x) for x in c.dense], SPARSE: _sparse(c.sparse)}, payload=c.payload
+                )
                 for c in chunks
             ]
             self.client.upsert(self.collection, points, wait=True)
@@ -86,12 +88,20 @@ class ServerStore:
         if flt is not None and not query.complement and not flt.should:
             return []  # nobody to match: never widen to match-all
         if query.complement:  # one dense ranking, raw cosine scores
-            result = self.client.query_points(self.collection, query=[float(x) for x in query.dense], using=DENSE,
-                                              query_filter=flt, limit=query.limit, with_payload=True)
+            result = self.client.query_points(
+                self.collection,
+                query=[float(x) for x in query.dense],
+                using=DENSE,
+                query_filter=flt,
+                limit=query.limit,
+                with_payload=True,
+            )
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
         prefetch, weights = [], []
         if query.use_dense:
-            prefetch.append(qm.Prefetch(query=[float(x) for x in query.dense], using=DENSE, limit=query.candidates, filter=flt))
+            prefetch.append(
+                qm.Prefetch(query=[float(x) for x in query.dense], using=DENSE, limit=query.candidates, filter=flt)
+            )
             weights.append(query.weights[0])
         if query.use_sparse and query.sparse.indices:
             prefetch.append(qm.Prefetch(query=_sparse(query.sparse), using=SPARSE, limit=query.candidates, filter=flt))
@@ -99,8 +109,12 @@ class ServerStore:
         if not prefetch:
             return []
         result = self.client.query_points(
-            self.collection, prefetch=prefetch, query=qm.RrfQuery(rrf=qm.Rrf(k=query.rrf_k, weights=weights)),
-            query_filter=flt, limit=query.limit, with_payload=True,
+            self.collection,
+            prefetch=prefetch,
+            query=qm.RrfQuery(rrf=qm.Rrf(k=query.rrf_k, weights=weights)),
+            query_filter=flt,
+            limit=query.limit,
+            with_payload=True,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
 
@@ -119,7 +133,10 @@ class ServerStore:
     def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not ids:
             return {}
-        return {str(r.id): dict(r.payload or {}) for r in self.client.retrieve(self.collection, list(ids), with_payload=True)}
+        return {
+            str(r.id): dict(r.payload or {})
+            for r in self.client.retrieve(self.collection, list(ids), with_payload=True)
+        }
 
     def count(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)

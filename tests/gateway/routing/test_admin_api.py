@@ -15,8 +15,8 @@ from carafe.adapters.config import EngineConfig
 from carafe.adapters.engine import ChatMessage, SamplingParams
 from carafe.adapters.errors import AdapterConflict, InvalidAdapter
 from carafe.adapters.vllm import VLLMEngine
-from carafe.gateway.app import create_app
 from carafe.config import load_config
+from carafe.gateway.app import create_app
 from tests.gateway.routing.conftest import BASE_ID, DIGEST
 from tests.servers import serve_in_thread
 
@@ -27,9 +27,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 def gateway(tmp_path_factory, fake_vllm, lora_src):
     fake_vllm.app.state.loras.clear()
     data = tmp_path_factory.mktemp("gw")
-    cfg = load_config(None, data_dir=data, guards={"enabled": False},
-                      adapters={"engine": {"backend": "vllm", "vllm_url": fake_vllm.url, "vllm_model_digest": DIGEST},
-                                "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0}})
+    cfg = load_config(
+        None,
+        data_dir=data,
+        guards={"enabled": False},
+        adapters={
+            "engine": {"backend": "vllm", "vllm_url": fake_vllm.url, "vllm_model_digest": DIGEST},
+            "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0},
+        },
+    )
     app = create_app(cfg)
     keys = app.state.carafe.keys
     admin, _ = keys.create("root", admin=True, rpm=100_000)
@@ -57,10 +63,17 @@ async def test_admin_adapter_lifecycle(gateway, tmp_path):
     finally:
         tel.shutdown()
     # every change is an audited span: what, on which adapter, by whom
-    seen = {(s.name.rsplit(".", 1)[1], s.attributes.get("carafe.adapter.name"), s.attributes["carafe.principal"])
-            for s in spans}
-    assert {("add", "legal", "root"), ("promote", "legal", "root"), ("split", "legal", "root"),
-            ("rollback", "legal", "root"), ("remove", "legal", "root")} <= seen
+    seen = {
+        (s.name.rsplit(".", 1)[1], s.attributes.get("carafe.adapter.name"), s.attributes["carafe.principal"])
+        for s in spans
+    }
+    assert {
+        ("add", "legal", "root"),
+        ("promote", "legal", "root"),
+        ("split", "legal", "root"),
+        ("rollback", "legal", "root"),
+        ("remove", "legal", "root"),
+    } <= seen
     promote = next(s for s in spans if s.name.endswith(".promote"))
     assert promote.attributes["carafe.adapter.version"] == "legal@2"
 

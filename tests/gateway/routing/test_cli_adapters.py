@@ -68,7 +68,10 @@ def test_add_promote_split_rollback_show_list(cfg_file, lora_src):
     audited = runner.invoke(app, ["audit", "--adapter", "support", "--json", "--config", str(cfg_file)])
     assert audited.exit_code == 0, audited.output
     assert [r["name"] for r in json.loads(audited.output)][-3:] == [
-        "carafe.admin.adapters.promote", "carafe.admin.adapters.split", "carafe.admin.adapters.rollback"]
+        "carafe.admin.adapters.promote",
+        "carafe.admin.adapters.split",
+        "carafe.admin.adapters.rollback",
+    ]
 
 
 def flat(out: str) -> str:

@@ -24,10 +24,16 @@ QUESTION = [{"role": "user", "content": "Write a short poem about the sea."}]
 @pytest.fixture(scope="module")
 def two_slots(tmp_path_factory):
     root = tmp_path_factory.mktemp("two-slots")
-    cfg = load_config(None, data_dir=root / "data", models_cache=MODELS_CACHE, guards={"enabled": False},
-                      adapters={"engine": {"max_loras": 2},
-                                "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0,
-                                             "warm_rollback": False}})
+    cfg = load_config(
+        None,
+        data_dir=root / "data",
+        models_cache=MODELS_CACHE,
+        guards={"enabled": False},
+        adapters={
+            "engine": {"max_loras": 2},
+            "registry": {"reconcile_interval_s": 0, "retire_grace_s": 0, "warm_rollback": False},
+        },
+    )
     app = create_app(cfg)
     admin, _ = app.state.carafe.keys.create("root", admin=True, rpm=100_000)
     server = serve_in_thread(app)

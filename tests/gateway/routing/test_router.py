@@ -8,9 +8,9 @@ import os
 import pytest
 
 from carafe.adapters.errors import AdapterNotFound
+from carafe.config import load_config
 from carafe.errors import Forbidden
 from carafe.gateway.auth import Principal
-from carafe.config import load_config
 from carafe.gateway.routing import RetrievalPolicy, build_router, canary_bucket
 from tests.gateway.routing.conftest import BASE_ID
 
@@ -29,19 +29,38 @@ def embedder():
 
 @pytest.fixture
 async def router(tmp_path, vllm_engine, lora_src, embedder):
-    cfg = load_config(None, data_dir=tmp_path, routing={
-        "aliases": {"hr-assistant": {"adapter": "hr-style", "retrieval": {"enabled": True, "top_k": 6},
-                                     "guard_policy": "strict", "record_content": True},
-                    "plain": {"adapter": None}},
-        "auto": {"threshold": 0.3},
-    }, adapters={"registry": {"reconcile_interval_s": 0, "retire_grace_s": 0}})
+    cfg = load_config(
+        None,
+        data_dir=tmp_path,
+        routing={
+            "aliases": {
+                "hr-assistant": {
+                    "adapter": "hr-style",
+                    "retrieval": {"enabled": True, "top_k": 6},
+                    "guard_policy": "strict",
+                    "record_content": True,
+                },
+                "plain": {"adapter": None},
+            },
+            "auto": {"threshold": 0.3},
+        },
+        adapters={"registry": {"reconcile_interval_s": 0, "retire_grace_s": 0}},
+    )
     r = build_router(cfg, vllm_engine, embedder=embedder)
     reg = r.registry
-    reg.add(lora_src, actor="t", name="hr-style",
-            description="HR policies: vacation days, parental leave, sick leave and payroll questions")
+    reg.add(
+        lora_src,
+        actor="t",
+        name="hr-style",
+        description="HR policies: vacation days, parental leave, sick leave and payroll questions",
+    )
     reg.add(lora_src, actor="t", name="hr-style")
-    reg.add(lora_src, actor="t", name="code-review",
-            description="Reviewing Python source code: bugs, style, type hints and unit tests")
+    reg.add(
+        lora_src,
+        actor="t",
+        name="code-review",
+        description="Reviewing Python source code: bugs, style, type hints and unit tests",
+    )
     await r.start()
     yield r
     await r.close()

@@ -66,6 +66,7 @@ def build_app(*, native: bool = True) -> FastAPI:
             raise RuntimeError("engine exploded")
         headers = {"x-carafe-adapter": body.get("adapter", "hr-helper@3")}
         if body.get("stream"):
+
             async def chunks() -> AsyncIterator[bytes]:
                 for i in range(3):
                     await asyncio.sleep(0.01)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from carafe.errors import InvalidInput
 from carafe.cli.main import app as cli
+from carafe.errors import InvalidInput
 from carafe.gateway.telemetry import audit
 from carafe.gateway.telemetry.setup import Telemetry
 from tests.gateway.telemetry.conftest import read_trace_file
@@ -25,26 +25,45 @@ SALARY = "policies:hr/salaries.md"
 def _old_trace(when: datetime, user: str, doc: str) -> str:
     """A span line as the exporter wrote it weeks ago (rotated file)."""
     stamp = when.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return json.dumps({
-        "trace_id": hashlib.md5(user.encode()).hexdigest(), "span_id": "b" * 16, "parent_id": None, "name": "POST /v1/chat/completions",
-        "kind": "SERVER", "start": stamp, "end": stamp, "duration_ms": 1.0, "status": {"code": "UNSET"},
-        "attributes": {"carafe.principal": user, "carafe.retrieval.doc_ids": [f"{doc}@1"],
-                       "http.response.status_code": 200}, "events": [], "resource": {},
-    }) + "\n"
+    return (
+        json.dumps(
+            {
+                "trace_id": hashlib.md5(user.encode()).hexdigest(),
+                "span_id": "b" * 16,
+                "parent_id": None,
+                "name": "POST /v1/chat/completions",
+                "kind": "SERVER",
+                "start": stamp,
+                "end": stamp,
+                "duration_ms": 1.0,
+                "status": {"code": "UNSET"},
+                "attributes": {
+                    "carafe.principal": user,
+                    "carafe.retrieval.doc_ids": [f"{doc}@1"],
+                    "http.response.status_code": 200,
+                },
+                "events": [],
+                "resource": {},
+            }
+        )
+        + "\n"
+    )
 
 
 @pytest.fixture
 async def trail(client: httpx.AsyncClient, telemetry: Telemetry) -> Path:
     """alice twice and bob once saw the leave policy; carol's request was blocked; an old trace in a rotated file."""
     await client.post("/v1/chat/completions", json={"user": "alice", "adapter": "hr-helper@3", "docs": [f"{LEAVE}@4"]})
-    await client.post("/v1/chat/completions", json={"user": "alice", "adapter": "hr-helper@3",
-                                                    "docs": [f"{LEAVE}@5", f"{SALARY}@2"], "pii": "redact"})
+    await client.post(
+        "/v1/chat/completions",
+        json={"user": "alice", "adapter": "hr-helper@3", "docs": [f"{LEAVE}@5", f"{SALARY}@2"], "pii": "redact"},
+    )
     await client.post("/v1/chat/completions", json={"user": "bob", "adapter": "base", "docs": [f"{LEAVE}@5"]})
     await client.post("/v1/chat/completions", json={"user": "carol", "adapter": "style@1", "pii": "block"})
     read_trace_file(telemetry)
     path = telemetry.trace_file
     assert path is not None
-    path.with_name(path.name + ".1").write_text(_old_trace(datetime.now(timezone.utc) - timedelta(days=30), "mallory", LEAVE))
+    path.with_name(path.name + ".1").write_text(_old_trace(datetime.now(UTC) - timedelta(days=30), "mallory", LEAVE))
     return path
 
 
@@ -81,17 +100,17 @@ async def test_who_was_shown_a_document(trail: Path) -> None:
 
 
 def test_parse_when_reads_durations_and_dates() -> None:
-    now = datetime(2026, 1, 31, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 31, 12, tzinfo=UTC)
     assert audit.parse_when("7d", now=now) == now - timedelta(days=7)
     assert audit.parse_when("90m", now=now) == now - timedelta(minutes=90)
-    assert audit.parse_when("2026-01-01") == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert audit.parse_when("2026-01-01") == datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(InvalidInput, match="7d"):
         audit.parse_when("last tuesday")
 
 
 def test_torn_lines_are_skipped(tmp_path: Path) -> None:
     path = tmp_path / "traces.jsonl"
-    path.write_text(_old_trace(datetime.now(timezone.utc), "dave", LEAVE) + '{"trace_id": "cut off in the mid')
+    path.write_text(_old_trace(datetime.now(UTC), "dave", LEAVE) + '{"trace_id": "cut off in the mid')
     assert [r.user for r in audit.query(path)] == ["dave"]
 
 
@@ -121,8 +140,9 @@ def test_cli_explains_bad_input(tmp_path: Path) -> None:
 
 async def test_cli_reads_one_file_per_replica(trail: Path, tmp_path: Path) -> None:
     replica = tmp_path / "gateway-2.jsonl"
-    replica.write_text(_old_trace(datetime.now(timezone.utc) - timedelta(hours=1), "zoe", LEAVE))
-    res = CliRunner().invoke(cli, ["audit", "doc", LEAVE, "--since", "7d", "--file", str(trail), "--file", str(replica),
-                                   "--json"])
+    replica.write_text(_old_trace(datetime.now(UTC) - timedelta(hours=1), "zoe", LEAVE))
+    res = CliRunner().invoke(
+        cli, ["audit", "doc", LEAVE, "--since", "7d", "--file", str(trail), "--file", str(replica), "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert {e["user"] for e in json.loads(res.stdout)} == {"alice", "bob", "zoe"}

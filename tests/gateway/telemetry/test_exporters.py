@@ -29,8 +29,19 @@ def test_span_record_has_the_audit_fields(telemetry) -> None:
             inner.set_attribute("url.query", "api_key=sk-secret&page=2")
     spans = {s["name"]: s for s in read_trace_file(telemetry)}
     o, i = spans["outer"], spans["inner"]
-    assert set(o) >= {"trace_id", "span_id", "parent_id", "name", "start", "end", "duration_ms", "status",
-                      "attributes", "events", "resource"}
+    assert set(o) >= {
+        "trace_id",
+        "span_id",
+        "parent_id",
+        "name",
+        "start",
+        "end",
+        "duration_ms",
+        "status",
+        "attributes",
+        "events",
+        "resource",
+    }
     assert len(o["trace_id"]) == 32 and len(o["span_id"]) == 16
     assert o["parent_id"] is None and i["parent_id"] == o["span_id"] and i["trace_id"] == o["trace_id"]
     assert o["attributes"]["carafe.retrieval.doc_ids"] == ["policies:hr/leave.md@3"]
@@ -151,10 +162,17 @@ def _asgi_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://test")
 
 
-async def test_real_otlp_exporter_with_collector_down_keeps_serving_and_audit_file_still_written(tmp_path: Path) -> None:
+async def test_real_otlp_exporter_with_collector_down_keeps_serving_and_audit_file_still_written(
+    tmp_path: Path,
+) -> None:
     port = free_port()  # nothing listens there
-    cfg = TelemetryConfig(exporter="otlp", otlp_endpoint=f"http://127.0.0.1:{port}", otlp_timeout_s=0.5,
-                          audit_file=True, schedule_delay_ms=10)
+    cfg = TelemetryConfig(
+        exporter="otlp",
+        otlp_endpoint=f"http://127.0.0.1:{port}",
+        otlp_timeout_s=0.5,
+        audit_file=True,
+        schedule_delay_ms=10,
+    )
     tel = setup_telemetry(cfg, data_dir=tmp_path)
     before = metrics.spans_dropped()
     try:

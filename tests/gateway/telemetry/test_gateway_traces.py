@@ -15,13 +15,19 @@ from tests.gateway.telemetry.conftest import read_trace_file
 def test_chat_request_is_traced_audited_and_counted(gateway: Gateway, telemetry: Telemetry) -> None:
     client = gateway.client()
     raw = client.chat.completions.with_raw_response.create(
-        model=BASE_MODEL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=4, seed=1,
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": "Say hi"}],
+        max_tokens=4,
+        seed=1,
     )
     completion = raw.parse()
     trace_id = raw.headers[TRACE_ID_HEADER]
     assert len(trace_id) == 32 and completion.usage is not None
     stream = client.chat.completions.create(
-        model=BASE_MODEL, messages=[{"role": "user", "content": "Count"}], max_tokens=3, stream=True,
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": "Count"}],
+        max_tokens=3,
+        stream=True,
     )
     assert any(c.choices and c.choices[0].delta.content for c in stream)
     httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {gateway.admin_key}"})

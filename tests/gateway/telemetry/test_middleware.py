@@ -33,8 +33,11 @@ async def test_trace_id_header_matches_the_recorded_trace(client: httpx.AsyncCli
 
 async def test_api_key_never_reaches_the_trace_file(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
     for _ in range(3):
-        await client.post("/v1/chat/completions", json={}, headers={"Authorization": f"Bearer {SECRET}",
-                                                                   "x-api-key": SECRET, "cookie": f"s={SECRET}"})
+        await client.post(
+            "/v1/chat/completions",
+            json={},
+            headers={"Authorization": f"Bearer {SECRET}", "x-api-key": SECRET, "cookie": f"s={SECRET}"},
+        )
     read_trace_file(telemetry)
     text = telemetry.trace_file.read_text()
     assert text.count('"SERVER"') == 3
@@ -44,8 +47,9 @@ async def test_api_key_never_reaches_the_trace_file(client: httpx.AsyncClient, t
 
 async def test_incoming_traceparent_is_honoured(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    r = await client.post("/v1/chat/completions", json={},
-                          headers={"traceparent": f"00-{parent_trace}-{parent_span}-01"})
+    r = await client.post(
+        "/v1/chat/completions", json={}, headers={"traceparent": f"00-{parent_trace}-{parent_span}-01"}
+    )
     assert r.headers[TRACE_ID_HEADER] == parent_trace
     root = next(s for s in read_trace_file(telemetry) if s["kind"] == "SERVER")
     assert root["trace_id"] == parent_trace
@@ -59,7 +63,9 @@ async def test_malformed_traceparent_starts_a_new_trace(client: httpx.AsyncClien
     assert r.headers[TRACE_ID_HEADER] != "0" * 32
 
 
-async def test_streamed_response_is_untouched_and_span_covers_it(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
+async def test_streamed_response_is_untouched_and_span_covers_it(
+    client: httpx.AsyncClient, telemetry: Telemetry
+) -> None:
     async with client.stream("POST", "/v1/chat/completions", json={"stream": True}) as r:
         body = b"".join([chunk async for chunk in r.aiter_bytes()])
     assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: [DONE]\n\n"
@@ -74,7 +80,9 @@ async def test_server_error_marks_the_span(client: httpx.AsyncClient, telemetry:
     root = next(s for s in read_trace_file(telemetry) if s["kind"] == "SERVER")
     assert root["status"]["code"] == "ERROR"
     assert root["attributes"]["http.response.status_code"] == 500
-    assert root["attributes"].get("error.type") == "RuntimeError" or any(e["name"] == "exception" for e in root["events"])
+    assert root["attributes"].get("error.type") == "RuntimeError" or any(
+        e["name"] == "exception" for e in root["events"]
+    )
 
 
 async def test_unknown_path_is_traced_without_a_route_name(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
