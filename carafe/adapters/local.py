@@ -21,9 +21,11 @@ import torch
 
 from carafe.adapters import gathered
 from carafe.adapters.base_model import BaseModelFiles, prepare_base_model, resolve_source
+from carafe.adapters.decoder import LlamaDecoder
 from carafe.adapters.config import EngineConfig
 from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
+from carafe.adapters.lora_set import LoraWeights, read_lora
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
 from carafe.adapters.sampling import RowSampler
 from carafe.adapters.scheduler import Request, Scheduler
@@ -58,6 +60,7 @@ class LocalEngine:
         self._tokenizer: Any = None
         self._base: Any = None
         self._peft: Any = None
+        self._decoder: LlamaDecoder | None = None  # the fast path (adapters.engine.quantize != none)
         self._scheduler: Scheduler | None = None
         self._eos: frozenset[int] = frozenset()
         self._max_len = self.config.max_model_len
@@ -124,12 +127,20 @@ class LocalEngine:
         # shapes of the plain model's Linear layers, for checking adapters (taken before PEFT wraps them)
         self._linears = {n: (m.in_features, m.out_features) for n, m in model.named_modules()
                          if isinstance(m, torch.nn.Linear)}
-        scheduler = Scheduler(model, model.config, device=self.device, pad_id=pad,
+        served: Any = model
+        if self.config.quantize != "none":  # weights packed once; the transformers copy is dropped
+            served = self._decoder = LlamaDecoder(model, self.config.quantize)
+            self._base = None
+            del model
+            gc.collect()
+        scheduler = Scheduler(served, served.config, device=self.device, pad_id=pad,
                               max_batch_size=self.config.max_batch_size,
-                              batch_wait_s=self.config.batch_wait_ms / 1000)
+                              batch_wait_s=self.config.batch_wait_ms / 1000,
+                              prefill_chunk=self.config.prefill_chunk,
+                              prefix_cache_tokens=self.config.prefix_cache_tokens)
         scheduler.start()
         self._scheduler = scheduler
-        log.info("serving %s (%s) on %s", files.model_id, files.digest, self.device)
+        log.info("serving %s (%s) on %s, weights %s", files.model_id, files.digest, self.device, self.config.quantize)
 
     async def close(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
@@ -240,10 +251,14 @@ class LocalEngine:
                                          f"{self.model_id}; the adapter was trained for another model", param="path")
         return rank
 
-    def _attach(self, internal: str, folder: Path) -> None:
+    def _attach(self, internal: str, folder: Path, weights: LoraWeights | None) -> None:
         """Worker thread: add the adapter to the model (wrapping it on first use)."""
         from peft import PeftModel
 
+        assert self._scheduler is not None
+        if self._decoder is not None and weights is not None:
+            self._decoder.loras.add(internal, weights)
+            return
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self._base, str(folder), adapter_name=internal, is_trainable=False)
         else:
@@ -251,12 +266,15 @@ class LocalEngine:
         self._peft.eval()
         if self.config.gathered_lora:
             gathered.install(self._peft)  # mixed-adapter batches: two bmm per layer, not a loop per adapter
-        assert self._scheduler is not None
         self._scheduler.model, self._scheduler.peft = self._peft, True
 
     def _detach(self, internal: str) -> None:
         """Worker thread: delete the adapter's weights (unwrapping after the last one)."""
         assert self._scheduler is not None
+        self._scheduler.forget_prefixes(internal)
+        if self._decoder is not None:
+            self._decoder.loras.remove(internal)
+            return
         if list(self._peft.peft_config) == [internal]:
             self._base = self._peft.base_model.unload()
             self._peft = None
@@ -288,9 +306,10 @@ class LocalEngine:
             if not folder.is_dir():
                 raise InvalidAdapter(f"{folder} is not a folder", param="path")
             rank = await asyncio.to_thread(self._check_fits, folder)
+            weights = await asyncio.to_thread(read_lora, folder) if self._decoder is not None else None
             self._serial += 1
             internal = f"carafe_{self._serial}"
-            await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder)))
+            await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder, weights)))
             info = AdapterInfo(name=name, path=str(path), rank=rank)
             self._adapters[name] = _Resident(info, internal, folder.resolve())
             log.info("loaded adapter %s from %s (rank %s)", name, path, rank)
