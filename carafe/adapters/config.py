@@ -30,11 +30,11 @@ class EngineConfig(BaseModel):
         "none", description="Embedded engine: `none` serves the fp32 transformers + PEFT model; `bf16` / `int8` serve "
         "the fast decoder on bf16 or int8 weights (per-channel scales), LoRA kept fp32 on top (bench/peers.py)")
     prefill_chunk: int = Field(
-        512, ge=0, description="Embedded engine: prefill long prompts this many tokens at a time, with a decode step of "
+        256, ge=0, description="Embedded engine: prefill long prompts this many tokens at a time, with a decode step of "
         "the running streams between chunks (0: whole prompts at once)")
     prefix_cache_tokens: int = Field(
-        0, ge=0, description="Embedded engine: KV of recent prompts kept for reuse by prompts that start the same way "
-        "(system prompt, repeated passages), in tokens summed over entries (0: off)")
+        2048, ge=0, description="Fast path (quantize bf16/int8): KV of recent prompts kept for reuse by prompts that "
+        "start the same way (system prompt, repeated passages), in tokens summed over entries (~46 KB each; 0: off)")
     max_lora_rank: int = Field(64, ge=1, description="Adapters of a higher rank are refused")
     threads: int | None = Field(None, description="torch intra-op threads (default: torch's choice)")
     # vLLM backend

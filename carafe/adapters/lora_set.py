@@ -117,16 +117,16 @@ class LoraSet:
             raise KeyError(f"adapter {missing[0]!r} is not loaded")
         slot = {n: i for i, n in enumerate(names, start=1)}
         rows = torch.tensor([slot.get(n, 0) for n in adapter_names])
-        return RowDeltas(self._stacked(names), rows, single=len(set(adapter_names)) == 1)
+        return RowDeltas(self._stacked(names), rows)
 
 
 class RowDeltas:
     """The LoRA delta of each module for the rows of one batch."""
 
-    __slots__ = ("_stacks", "_rows", "_single", "_picked")
+    __slots__ = ("_stacks", "_rows", "_picked")
 
-    def __init__(self, stacks: dict[Target, tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor, single: bool) -> None:
-        self._stacks, self._rows, self._single = stacks, rows, single
+    def __init__(self, stacks: dict[Target, tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor) -> None:
+        self._stacks, self._rows = stacks, rows
         self._picked: dict[Target, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def delta(self, target: Target, x: torch.Tensor) -> torch.Tensor | None:
@@ -134,9 +134,6 @@ class RowDeltas:
         stack = self._stacks.get(target)
         if stack is None:
             return None
-        if self._single:  # every row on the same adapter: plain matmuls
-            slot = int(self._rows[0])
-            return (x @ stack[0][slot]) @ stack[1][slot]
         picked = self._picked.get(target)
         if picked is None:
             picked = self._picked[target] = (stack[0][self._rows], stack[1][self._rows])
