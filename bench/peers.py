@@ -1,6 +1,6 @@
 """Carafe's embedded engine against llama.cpp and vLLM CPU, same model, same load, one run.
 
-    python bench/peers.py [--quick] [--threads 2] [--tokens 64] [--no-vllm]
+    python bench/peers.py [--quick] [--threads 2] [--tokens 64] [--engines int8,llama.cpp,vLLM]
 
 Engines: Carafe embedded for each ``adapters.engine.quantize`` option (each in its own
 worker process, so its peak RSS is its own, with 8 LoRA adapters resident), the
@@ -220,12 +220,14 @@ async def run_http_peer(name: str, cmd: list[str], env: dict[str, str], model: s
         log.close()
 
 
-async def peers(args: argparse.Namespace, tokenizer, folder: Path, eos: int) -> dict[str, dict | str]:
+async def peers(args: argparse.Namespace, chosen: list[str], tokenizer, folder: Path, eos: int) -> dict[str, dict | str]:
     from carafe.adapters.base_model import smollm2_gguf
 
     found: dict[str, dict | str] = {}
     py = LLAMACPP / "bin" / "python"
-    if not py.exists():
+    if "llama.cpp" not in chosen:
+        found["llama.cpp"] = "not run (not in --engines)"
+    elif not py.exists():
         found["llama.cpp"] = f"not installed ({py} missing; build llama-cpp-python[server] there)"
     else:
         try:
@@ -236,8 +238,8 @@ async def peers(args: argparse.Namespace, tokenizer, folder: Path, eos: int) -> 
         except Exception as exc:  # report, never skip silently
             found["llama.cpp"] = f"failed ({exc}); see .carafe/peer-llama.cpp.log"
     vpy = VLLM / "bin" / "python"
-    if args.no_vllm:
-        found["vLLM"] = "not run (--no-vllm)"
+    if "vLLM" not in chosen:
+        found["vLLM"] = "not run (not in --engines)"
     elif not vpy.exists() or subprocess.run([str(vpy), "-c", "import vllm"], capture_output=True).returncode:
         found["vLLM"] = f"not installed ({VLLM} has no working vllm)"
     else:
@@ -321,7 +323,8 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer RAG streams, int8 and fp32 only")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every engine")
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--no-vllm", action="store_true", help="leave out the vLLM peer (its start-up takes minutes)")
+    ap.add_argument("--engines", default="none,bf16,int8,llama.cpp,vLLM",
+                    help="comma list of Carafe quantize options and peers to run (--quick: none,int8,llama.cpp,vLLM)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--engine-json", help=argparse.SUPPRESS)
     ap.add_argument("--scenarios", action="store_true", help=argparse.SUPPRESS)
@@ -336,14 +339,17 @@ async def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     print(f"threads {args.threads}, {args.tokens} tokens per request, greedy; RAG prompts "
           f"{len(tokenizer.encode(rag_prompts(tokenizer, 1)[0]))} tokens")
-    modes = ["none", "int8"] if args.quick else ["none", "bf16", "int8"]
+    chosen = args.engines.split(",")
+    if args.quick and "--engines" not in sys.argv:
+        chosen.remove("bf16")
+    modes = [m for m in ("none", "bf16", "int8") if m in chosen]
     results: dict[str, dict | str] = {}
     for mode in modes:
         try:
             results[f"carafe {mode}"] = run_carafe(mode, args, scenarios=mode == "int8")
         except RuntimeError as exc:
             results[f"carafe {mode}"] = str(exc).splitlines()[-1]
-    results.update(await peers(args, tokenizer, folder, int(tokenizer.eos_token_id)))
+    results.update(await peers(args, chosen, tokenizer, folder, int(tokenizer.eos_token_id)))
     labels = [label for label, _ in load_plan(tokenizer, args.quick)]
     table(results, labels)
     ours = {k: v for k, v in results.items() if k.startswith("carafe") and isinstance(v, dict)}
@@ -369,7 +375,7 @@ async def main() -> None:
                   f"repeated RAG TTFT {off['rag_ttft_repeat']:.3f}s")
         except RuntimeError as exc:
             print(f"  chunked prefill / prefix cache off: failed ({str(exc).splitlines()[-1]})")
-    quality(folder, modes[1:])
+    quality(folder, [m for m in modes if m != "none"] or ["int8"])
 
 
 if __name__ == "__main__":
