@@ -37,6 +37,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODELS = Path(os.environ.get("CARAFE_TEST_MODELS", REPO / ".carafe" / "models"))
 LLAMACPP = Path(os.environ.get("PEERS_LLAMACPP", "/work/cache/peers-llamacpp"))
 VLLM = Path(os.environ.get("PEERS_VLLM", "/work/cache/vllm-venv"))
+# ggml's AMX matmul (picked through its "extra buffer types") segfaults on this VM's CPU:
+# start the server with extra buffer types (AMX, weight repacking) off, as `--no-repack` does
+LLAMACPP_LAUNCH = """import runpy, sys
+import llama_cpp.llama_cpp as L
+_defaults = L.llama_model_default_params
+def _params():
+    p = _defaults()
+    p.use_extra_bufts = False
+    return p
+L.llama_model_default_params = _params
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+runpy.run_module("llama_cpp.server", run_name="__main__")
+"""
 SHORT = ["Explain how a bicycle works.", "Write a short poem about rain.", "List some uses of copper.",
          "Describe a busy market.", "Why is the sky blue?", "Give tips for learning to cook.",
          "What do bees do in winter?", "Summarise the water cycle."]
@@ -232,7 +245,7 @@ async def peers(args: argparse.Namespace, chosen: list[str], tokenizer, folder: 
     else:
         try:
             found["llama.cpp"] = await run_http_peer(
-                "llama.cpp", [str(py), "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--n_threads",
+                "llama.cpp", [str(py), "-c", LLAMACPP_LAUNCH, "--model", str(smollm2_gguf()), "--n_threads",
                               str(args.threads), "--n_ctx", "4096", "--model_alias", "smollm2"],
                 {}, "smollm2", eos, tokenizer, args, 120)
         except Exception as exc:  # report, never skip silently

@@ -36,9 +36,9 @@ class KVLayer:
         self._len = 0
 
     @staticmethod
-    def _roomy(t: torch.Tensor) -> torch.Tensor:
+    def _roomy(t: torch.Tensor, more: int = 0) -> torch.Tensor:
         shape = list(t.shape)
-        shape[2] += _SPARE
+        shape[2] += max(_SPARE, more)
         buf = t.new_empty(shape)
         buf[:, :, : t.shape[2]] = t
         return buf
@@ -67,7 +67,7 @@ class KVLayer:
             return self.keys, self.values
         n = k.shape[2]
         if self._len + n > self._k.shape[2] or self._k.shape[0] != k.shape[0]:
-            self._k, self._v = self._roomy(self.keys), self._roomy(self.values)
+            self._k, self._v = self._roomy(self.keys, n), self._roomy(self.values, n)
         self._k[:, :, self._len: self._len + n] = k
         self._v[:, :, self._len: self._len + n] = v
         self._len += n
