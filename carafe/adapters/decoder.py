@@ -28,12 +28,12 @@ _SPARE = 64  # cache columns allocated ahead, so most steps write in place
 class KVLayer:
     """One layer's keys and values (rows, kv_heads, length, head_dim) with spare room."""
 
-    __slots__ = ("_k", "_v", "_len")
+    __slots__ = ("_k", "_v", "_len", "_vlen")
 
     def __init__(self) -> None:
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
-        self._len = 0
+        self._len = self._vlen = 0  # apart: the scheduler sets keys, then reads values to build them
 
     @staticmethod
     def _roomy(t: torch.Tensor, more: int = 0) -> torch.Tensor:
@@ -55,11 +55,11 @@ class KVLayer:
     @property
     def values(self) -> torch.Tensor:
         assert self._v is not None
-        return self._v[:, :, : self._len]
+        return self._v[:, :, : self._vlen]
 
     @values.setter
     def values(self, t: torch.Tensor) -> None:
-        self._v = self._roomy(t)
+        self._v, self._vlen = self._roomy(t), t.shape[2]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._k is None or self._v is None:
@@ -71,6 +71,7 @@ class KVLayer:
         self._k[:, :, self._len: self._len + n] = k
         self._v[:, :, self._len: self._len + n] = v
         self._len += n
+        self._vlen += n
         return self.keys, self.values
 
 
