@@ -27,7 +27,7 @@ from carafe.adapters.local import LocalEngine
 from tests.adapters.conftest import ask, collect
 from tests.conftest import MODELS_CACHE
 
-AGREE_TOKENS, BATCH_TOKENS, TIE_MARGIN = 4, 4, 1.0
+AGREE_TOKENS, BATCH_TOKENS, TIE_MARGIN = 4, 12, 1.0
 PROMPTS = ["Name three colours.", "What is the capital of France?", "Summarise the water cycle."]
 # ~200 tokens, so a 32-token prefill chunk takes several passes
 LONG = "Passage: " + " ".join(f"Item {i} of the stock list is a box of {i * 7 % 13} red pens." for i in range(20))
