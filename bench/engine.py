@@ -2,10 +2,11 @@
 
     python bench/engine.py [--quick] [--tokens N] [--threads T]
 
-Prints tokens/s (wall clock and per CPU-second of this process), time to first token (p50/p99) and peak RSS, and compares the
-concurrent runs with the single stream measured in the same run (goals: 8 concurrent
->= 3x single-stream throughput; mixed adapters >= 80% of one adapter). CPU numbers
-are noisy when other processes share the machine.
+Prints tokens/s (wall clock and per CPU-second of this process), time to first
+token (p50/p99) and peak RSS, and compares the concurrent runs with the single
+stream measured in the same run (goals: 8 concurrent >= 3x single-stream
+throughput; mixed adapters >= 80% of one adapter). CPU numbers are noisy when
+other processes share the machine.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from carafe.adapters import ChatMessage, EngineConfig, LocalEngine, SamplingParams  # noqa: E402
 from tests.adapters.conftest import write_lora  # noqa: E402
 
-PROMPTS = ["Explain how a bicycle works.", "Write a short poem about rain.", "List some uses of copper.",
-           "Describe a busy market.", "Why is the sky blue?", "Give tips for learning to cook.",
-           "What do bees do in winter?", "Summarise the water cycle."]
+PROMPTS = [
+    "Explain how a bicycle works.",
+    "Write a short poem about rain.",
+    "List some uses of copper.",
+    "Describe a busy market.",
+    "Why is the sky blue?",
+    "Give tips for learning to cook.",
+    "What do bees do in winter?",
+    "Summarise the water cycle.",
+]
 
 
 async def one(engine: LocalEngine, prompt: str, tokens: int, adapter: str | None) -> tuple[float, int]:
@@ -51,9 +59,16 @@ async def scenario(engine: LocalEngine, adapters: list[str | None], tokens: int)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     ttfts = sorted(r[0] for r in results)
     total = sum(r[1] for r in results)
-    return {"streams": len(adapters), "tokens": total, "wall_s": wall, "tok_s": total / wall, "tok_cpu_s": total / max(cpu, 1e-9),
-            "ttft_p50": statistics.median(ttfts), "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
-            "steps": engine.stats()["steps"] - steps0}
+    return {
+        "streams": len(adapters),
+        "tokens": total,
+        "wall_s": wall,
+        "tok_s": total / wall,
+        "tok_cpu_s": total / max(cpu, 1e-9),
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+        "steps": engine.stats()["steps"] - steps0,
+    }
 
 
 async def main() -> None:
@@ -63,8 +78,9 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = ap.parse_args()
     tokens = args.tokens or (12 if args.quick else 48)
-    engine = LocalEngine(EngineConfig(device="cpu", max_batch_size=16, threads=args.threads),
-                         models_dir=REPO / ".carafe" / "models")
+    engine = LocalEngine(
+        EngineConfig(device="cpu", max_batch_size=16, threads=args.threads), models_dir=REPO / ".carafe" / "models"
+    )
     t0 = time.perf_counter()
     await engine.start()
     print(f"model loaded in {time.perf_counter() - t0:.1f}s; {tokens} tokens per request")
@@ -82,15 +98,22 @@ async def main() -> None:
             ("8 streams, 8 adapters", await scenario(engine, names, tokens)),
         ]
     await engine.close()
-    print(f"{'scenario':<24}{'tokens':>8}{'wall s':>9}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p99':>10}{'steps':>7}{'tok/CPU-s':>11}")
+    print(
+        f"{'scenario':<24}{'tokens':>8}{'wall s':>9}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p99':>10}"
+        f"{'steps':>7}{'tok/CPU-s':>11}"
+    )
     for label, r in rows:
-        print(f"{label:<24}{r['tokens']:>8}{r['wall_s']:>9.2f}{r['tok_s']:>9.1f}{r['ttft_p50']:>10.3f}"
-              f"{r['ttft_p99']:>10.3f}{r['steps']:>7}{r['tok_cpu_s']:>11.1f}")
+        print(
+            f"{label:<24}{r['tokens']:>8}{r['wall_s']:>9.2f}{r['tok_s']:>9.1f}{r['ttft_p50']:>10.3f}"
+            f"{r['ttft_p99']:>10.3f}{r['steps']:>7}{r['tok_cpu_s']:>11.1f}"
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for metric, what in (("tok_s", "wall-clock"), ("tok_cpu_s", "per CPU-second, robust to other load")):
         single, same, mixed = rows[1][1][metric], rows[3][1][metric], rows[4][1][metric]
-        print(f"[{what}] 8 streams / 1 stream (same adapter): {same / single:.2f}x (goal >= 3x); "
-              f"8 adapters / 1 adapter at 8 streams: {mixed / same:.0%} (goal >= 80%)")
+        print(
+            f"[{what}] 8 streams / 1 stream (same adapter): {same / single:.2f}x (goal >= 3x); "
+            f"8 adapters / 1 adapter at 8 streams: {mixed / same:.0%} (goal >= 80%)"
+        )
     print(f"peak RSS: {peak_mb:.0f} MB (goal <= 1536 MB)")
 
 

@@ -26,9 +26,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PROMPTS = [
-    "Explain what a LoRA adapter is.", "Write a welcome note.", "Three tips for clear emails.",
-    "List versus tuple in Python?", "Describe onboarding.", "Why do backups matter?",
-    "A haiku about autumn.", "How do I reset my password?",
+    "Explain what a LoRA adapter is.",
+    "Write a welcome note.",
+    "Three tips for clear emails.",
+    "List versus tuple in Python?",
+    "Describe onboarding.",
+    "Why do backups matter?",
+    "A haiku about autumn.",
+    "How do I reset my password?",
 ]
 
 
@@ -61,8 +66,12 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        cfg = load_config(None, data_dir=tmp, models_cache=REPO / ".carafe" / "models",
-                          adapters={"registry": {"reconcile_interval_s": 0}})
+        cfg = load_config(
+            None,
+            data_dir=tmp,
+            models_cache=REPO / ".carafe" / "models",
+            adapters={"registry": {"reconcile_interval_s": 0}},
+        )
         engine = LocalEngine(cfg.adapters.engine, models_dir=cfg.models_dir)
         await engine.start()
         router = build_router(cfg, engine)
@@ -79,8 +88,10 @@ async def main() -> None:
                 n, dt = await round_trip(engine, adapters, tokens)
                 rates.append(n / dt)
             results[name] = statistics.median(rates)
-            print(f"{name:<20} {results[name]:8.1f} tok/s  (median of {rounds}; rounds: "
-                  f"{', '.join(f'{r:.1f}' for r in rates)})")
+            print(
+                f"{name:<20} {results[name]:8.1f} tok/s  (median of {rounds}; rounds: "
+                f"{', '.join(f'{r:.1f}' for r in rates)})"
+            )
         # Baseline in the same run: PEFT's own mixed-batch path (a loop over adapters in every layer)
         from carafe.adapters import gathered
 
@@ -90,12 +101,16 @@ async def main() -> None:
             n, dt = await round_trip(engine, refs, tokens)
             rates.append(n / dt)
         results["peft loop"] = statistics.median(rates)
-        print(f"{'8 over 8, PEFT loop':<20} {results['peft loop']:8.1f} tok/s  (median of {rounds}; baseline: "
-              "adapters.engine.gathered_lora: false)")
+        print(
+            f"{'8 over 8, PEFT loop':<20} {results['peft loop']:8.1f} tok/s  (median of {rounds}; baseline: "
+            "adapters.engine.gathered_lora: false)"
+        )
         await asyncio.wrap_future(engine._scheduler.call(lambda: gathered.install(engine._peft)))
         ratio = results["8 over 8 adapters"] / results["8 on one adapter"]
-        print(f"mixed / single adapter: {ratio * 100:.0f}%  (goal >= 80%); with PEFT's loop: "
-              f"{results['peft loop'] / results['8 on one adapter'] * 100:.0f}%")
+        print(
+            f"mixed / single adapter: {ratio * 100:.0f}%  (goal >= 80%); with PEFT's loop: "
+            f"{results['peft loop'] / results['8 on one adapter'] * 100:.0f}%"
+        )
         print(f"single adapter / base:  {results['8 on one adapter'] / results['base model'] * 100:.0f}%")
         await router.close()
         await engine.close()

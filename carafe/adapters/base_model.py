@@ -13,6 +13,7 @@ in ``<models_dir>/.digests/``), keyed by the source's size and mtime.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -83,7 +84,8 @@ def resolve_source(model: str) -> tuple[Path, str]:
         return path, path.name
     raise ModelNotAvailable(
         f"base model {model!r} not found: use `smollm2`, a .gguf file, or a local folder with config.json",
-        param="model")
+        param="model",
+    )
 
 
 def identify(model: str) -> tuple[str, str]:
@@ -123,10 +125,8 @@ def _convert_gguf(gguf: Path, target: Path, marker: dict[str, object]) -> None:
     try:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        try:
+        with contextlib.suppress(ValueError):
             GenerationConfig.from_model_config(config).save_pretrained(tmp)
-        except ValueError:
-            pass
         (tmp / MARKER).write_text(json.dumps(marker, indent=1))
         if target.exists():  # a stale cache from another source: replace it
             shutil.rmtree(target)
@@ -153,7 +153,9 @@ def prepare_base_model(model: str, models_dir: Path, model_id: str | None = None
     models_dir = Path(models_dir)
     fingerprint = _fingerprint(source)
     if source.is_dir():
-        digest_file = models_dir / ".digests" / (hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16] + ".json")
+        digest_file = (
+            models_dir / ".digests" / (hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16] + ".json")
+        )
         weights = _weights_file(source)
         fingerprint = _fingerprint(weights)
         cached = _read_marker(digest_file)

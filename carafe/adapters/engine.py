@@ -77,7 +77,7 @@ class TokenLogprob:
     token: str
     logprob: float
     bytes: list[int]
-    top: list["TokenLogprob"] = field(default_factory=list)
+    top: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -32,7 +32,9 @@ def _stacks(layer: Any, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Ten
     first = layer.lora_A[names[0]].weight
     rank = max(int(layer.r[n]) for n in names)
     a = torch.zeros(len(names) + 1, first.shape[1], rank, dtype=first.dtype, device=first.device)
-    b = torch.zeros(len(names) + 1, rank, layer.lora_B[names[0]].weight.shape[0], dtype=first.dtype, device=first.device)
+    b = torch.zeros(
+        len(names) + 1, rank, layer.lora_B[names[0]].weight.shape[0], dtype=first.dtype, device=first.device
+    )
     with torch.no_grad():
         for i, name in enumerate(names, start=1):  # row 0 stays zero: the base model
             r = int(layer.r[name])
@@ -46,19 +48,24 @@ def _gathered_forward(self: Any, x: torch.Tensor, *args: Any, adapter_names: lis
     from peft.tuners.lora.layer import VARIANT_KWARG_KEYS
 
     present = tuple(sorted({n for n in adapter_names if n != BASE and n in self.lora_A}))
-    if (self.training or x.dim() != 3 or any(n in self.lora_variant for n in present)
-            or any(self.use_dora.get(n, False) for n in present) or any(kwargs.get(k) is not None for k in VARIANT_KWARG_KEYS)):
-        return type(self)._mixed_batch_forward(self, x, *args, adapter_names=adapter_names, **kwargs)
+    if (
+        self.training
+        or x.dim() != 3
+        or any(n in self.lora_variant for n in present)
+        or any(self.use_dora.get(n, False) for n in present)
+        or any(kwargs.get(k) is not None for k in VARIANT_KWARG_KEYS)
+    ):
+        return type(self)._mixed_batch_forward(self, x, *args, adapter_names=adapter_names, **kwargs)  # type: ignore[no-any-return]  # torch/transformers typing
     for key in VARIANT_KWARG_KEYS:  # PEFT passes them along; the base layer does not take them
         kwargs.pop(key, None)
     result = self.base_layer(x, *args, **kwargs)
     if not present:
-        return result
+        return result  # type: ignore[no-any-return]  # torch/transformers typing
     a, b = _stacks(self, present)
     slot = {n: i for i, n in enumerate(present, start=1)}
     rows = torch.tensor([slot.get(n, 0) for n in adapter_names], device=a.device)
     delta = torch.bmm(torch.bmm(x.to(a.dtype), a[rows]), b[rows])
-    return result + delta.to(result.dtype)
+    return result + delta.to(result.dtype)  # type: ignore[no-any-return]  # torch/transformers typing
 
 
 def install(model: Any) -> int:
@@ -70,7 +77,7 @@ def install(model: Any) -> int:
     for module in model.modules():
         if isinstance(module, LoraLinear):
             if "_mixed_batch_forward" not in module.__dict__:
-                module._mixed_batch_forward = types.MethodType(_gathered_forward, module)
+                module._mixed_batch_forward = types.MethodType(_gathered_forward, module)  # type: ignore[method-assign]  # torch/transformers typing
             module.__dict__.pop(_CACHE, None)
             patched += 1
     return patched

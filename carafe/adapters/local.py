@@ -21,8 +21,10 @@ import torch
 from carafe.adapters import gathered
 from carafe.adapters.base_model import BaseModelFiles, pick_device, prepare_base_model, resolve_source
 from carafe.adapters.config import EngineConfig
+from carafe.adapters.decoder import LlamaDecoder
 from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
+from carafe.adapters.lora_set import LoraWeights, read_lora
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
 from carafe.adapters.sampling import RowSampler
 from carafe.adapters.scheduler import Request, Scheduler
@@ -51,13 +53,14 @@ class LocalEngine:
         self._tokenizer: Any = None
         self._base: Any = None
         self._peft: Any = None
+        self._decoder: LlamaDecoder | None = None  # the fast path (adapters.engine.quantize != none)
         self._scheduler: Scheduler | None = None
         self._grammars: GrammarCompiler | None = None
         self._eos: frozenset[int] = frozenset()
         self._max_len = self.config.max_model_len
         self._adapters: dict[str, _Resident] = {}
         self._linears: dict[str, tuple[int, int]] = {}
-        self._retiring: dict[str, asyncio.Future] = {}
+        self._retiring: dict[str, asyncio.Future[Any]] = {}
         self._serial = 0
         self._start_lock = asyncio.Lock()
         self._adapter_lock = asyncio.Lock()
@@ -100,10 +103,14 @@ class LocalEngine:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         files = prepare_base_model(self.config.model, self.models_dir, self.config.model_id)
-        dtype = {"auto": torch.float32 if self.device.type == "cpu" else torch.bfloat16, "float32": torch.float32,
-                 "bfloat16": torch.bfloat16, "float16": torch.float16}[self.config.dtype]
+        dtype = {
+            "auto": torch.float32 if self.device.type == "cpu" else torch.bfloat16,
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[self.config.dtype]
         tokenizer = AutoTokenizer.from_pretrained(files.folder)
-        model = AutoModelForCausalLM.from_pretrained(files.folder, dtype=dtype).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(files.folder, dtype=dtype).to(self.device).eval()  # type: ignore[arg-type]  # torch/transformers typing
         eos = {tokenizer.eos_token_id}
         try:
             gen_eos = GenerationConfig.from_pretrained(files.folder).eos_token_id
@@ -117,14 +124,28 @@ class LocalEngine:
         self._files, self._tokenizer, self._base = files, tokenizer, model
         self._grammars = GrammarCompiler(tokenizer)
         # shapes of the plain model's Linear layers, for checking adapters (taken before PEFT wraps them)
-        self._linears = {n: (m.in_features, m.out_features) for n, m in model.named_modules()
-                         if isinstance(m, torch.nn.Linear)}
-        scheduler = Scheduler(model, model.config, device=self.device, pad_id=pad,
-                              max_batch_size=self.config.max_batch_size,
-                              batch_wait_s=self.config.batch_wait_ms / 1000)
+        self._linears = {
+            n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+        }
+        served: Any = model
+        if self.config.quantize != "none":  # weights packed once; the transformers copy is dropped
+            served = self._decoder = LlamaDecoder(model, self.config.quantize)
+            self._base = None
+            del model
+            gc.collect()
+        scheduler = Scheduler(
+            served,
+            served.config,
+            device=self.device,
+            pad_id=pad,
+            max_batch_size=self.config.max_batch_size,
+            batch_wait_s=self.config.batch_wait_ms / 1000,
+            prefill_chunk=self.config.prefill_chunk,
+            prefix_cache_tokens=self.config.prefix_cache_tokens,
+        )
         scheduler.start()
         self._scheduler = scheduler
-        log.info("serving %s (%s) on %s", files.model_id, files.digest, self.device)
+        log.info("serving %s (%s) on %s, weights %s", files.model_id, files.digest, self.device, self.config.quantize)
 
     async def close(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
@@ -133,8 +154,15 @@ class LocalEngine:
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: queue_depth, active_rows, steps, prefills, tokens_generated..."""
-        base = {"queue_depth": 0, "active_rows": 0, "steps": 0, "prefills": 0, "tokens_generated": 0,
-                "requests_finished": 0, "requests_cancelled": 0}
+        base = {
+            "queue_depth": 0,
+            "active_rows": 0,
+            "steps": 0,
+            "prefills": 0,
+            "tokens_generated": 0,
+            "requests_finished": 0,
+            "requests_cancelled": 0,
+        }
         if self._scheduler is not None:
             base.update(self._scheduler.stats())
         return {**base, "adapters": len(self._adapters)}
@@ -155,16 +183,25 @@ class LocalEngine:
 
     def chat_prompt(self, messages: list[ChatMessage]) -> str:
         self._require_ready()
-        return self._tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
-                                                   tokenize=False, add_generation_prompt=True)
+        return self._tokenizer.apply_chat_template(  # type: ignore[no-any-return]  # torch/transformers typing
+            [{"role": m.role, "content": m.content} for m in messages], tokenize=False, add_generation_prompt=True
+        )
 
-    def chat(self, messages: list[ChatMessage], params: SamplingParams, *, adapter: str | None = None,
-             request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
-        return self._generate(lambda: self._tokenizer.encode(self.chat_prompt(messages), add_special_tokens=False),
-                              params, adapter)
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        *,
+        adapter: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[GenerationChunk]:
+        return self._generate(
+            lambda: self._tokenizer.encode(self.chat_prompt(messages), add_special_tokens=False), params, adapter
+        )
 
-    def complete(self, prompt: str, params: SamplingParams, *, adapter: str | None = None,
-                 request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+    def complete(
+        self, prompt: str, params: SamplingParams, *, adapter: str | None = None, request_id: str | None = None
+    ) -> AsyncIterator[GenerationChunk]:
         return self._generate(lambda: self._tokenizer.encode(prompt, add_special_tokens=True), params, adapter)
 
     def _check_params(self, params: SamplingParams, prompt_len: int) -> None:
@@ -178,11 +215,17 @@ class LocalEngine:
         if any(not 0 <= t < vocab for t in params.stop_token_ids):
             raise InvalidInput(f"stop_token_ids must be token ids below {vocab}", param="stop_token_ids")
         if prompt_len + params.max_tokens > self._max_len:
-            raise TooLarge(f"the prompt has {prompt_len} tokens and max_tokens is {params.max_tokens}: together "
-                           f"{prompt_len + params.max_tokens}, over the model's limit of {self._max_len} tokens; "
-                           "shorten the prompt or lower max_tokens", param="max_tokens", code="context_length_exceeded")
+            raise TooLarge(
+                f"the prompt has {prompt_len} tokens and max_tokens is {params.max_tokens}: together "
+                f"{prompt_len + params.max_tokens}, over the model's limit of {self._max_len} tokens; "
+                "shorten the prompt or lower max_tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
 
-    async def _generate(self, encode: Any, params: SamplingParams, adapter: str | None) -> AsyncIterator[GenerationChunk]:
+    async def _generate(
+        self, encode: Any, params: SamplingParams, adapter: str | None
+    ) -> AsyncIterator[GenerationChunk]:
         scheduler = self._require_ready()
         internal = None
         if adapter is not None and adapter != self.model_id:
@@ -197,25 +240,33 @@ class LocalEngine:
         assert grammars is not None
         if params.constraint is not None:
             sampler.logits_processor = await asyncio.to_thread(
-                grammars.mask_for, params.constraint, self._tokenizer.eos_token_id)
+                grammars.mask_for, params.constraint, self._tokenizer.eos_token_id
+            )
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
 
         def emit(item: GenerationChunk | BaseException) -> None:
             if params.logprobs is not None and isinstance(item, GenerationChunk) and item.token_ids:
-                steps = sampler.logprob_steps[item.completion_tokens - len(item.token_ids):item.completion_tokens]
+                steps = sampler.logprob_steps[item.completion_tokens - len(item.token_ids) : item.completion_tokens]
                 item.logprobs = [
                     replace(grammars.logprob(t, lp), top=[grammars.logprob(a, alp) for a, alp in alts])
-                    for t, lp, alts in steps if not sampler.is_stop_token(t)
+                    for t, lp, alts in steps
+                    if not sampler.is_stop_token(t)
                 ]
             try:
                 loop.call_soon_threadsafe(chunks.put_nowait, item)
             except RuntimeError:  # the loop is gone: nobody listens anymore
                 request.cancelled = True
 
-        request = Request(prompt_ids=prompt_ids, params=params, emit=emit, adapter=internal, max_len=self._max_len,
-                          sampler=sampler,
-                          stream=TextStream(self._tokenizer, params.stop))
+        request = Request(
+            prompt_ids=prompt_ids,
+            params=params,
+            emit=emit,
+            adapter=internal,
+            max_len=self._max_len,
+            sampler=sampler,
+            stream=TextStream(self._tokenizer, params.stop),
+        )
         scheduler.submit(request)
         try:
             while True:
@@ -243,18 +294,28 @@ class LocalEngine:
                 name = key.split(f".{part}.")[0].removeprefix("base_model.model.")
                 module = modules.get(name)
                 if module is None:
-                    raise InvalidAdapter(f"{folder} targets {name!r}, which the base model {self.model_id} does not "
-                                         "have: the adapter was trained for another model", param="path")
+                    raise InvalidAdapter(
+                        f"{folder} targets {name!r}, which the base model {self.model_id} does not "
+                        "have: the adapter was trained for another model",
+                        param="path",
+                    )
                 want = module[0] if part == "lora_A" else module[1]
                 if int(meta["shape"][dim]) != want:
-                    raise InvalidAdapter(f"{folder}: {key} has shape {meta['shape']}, which does not fit {name} of "
-                                         f"{self.model_id}; the adapter was trained for another model", param="path")
+                    raise InvalidAdapter(
+                        f"{folder}: {key} has shape {meta['shape']}, which does not fit {name} of "
+                        f"{self.model_id}; the adapter was trained for another model",
+                        param="path",
+                    )
         return rank
 
-    def _attach(self, internal: str, folder: Path) -> None:
+    def _attach(self, internal: str, folder: Path, weights: LoraWeights | None) -> None:
         """Worker thread: add the adapter to the model (wrapping it on first use)."""
         from peft import PeftModel
 
+        assert self._scheduler is not None
+        if self._decoder is not None and weights is not None:
+            self._decoder.loras.add(internal, weights)
+            return
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self._base, str(folder), adapter_name=internal, is_trainable=False)
         else:
@@ -262,12 +323,15 @@ class LocalEngine:
         self._peft.eval()
         if self.config.gathered_lora:
             gathered.install(self._peft)  # mixed-adapter batches: two bmm per layer, not a loop per adapter
-        assert self._scheduler is not None
         self._scheduler.model, self._scheduler.peft = self._peft, True
 
     def _detach(self, internal: str) -> None:
         """Worker thread: delete the adapter's weights (unwrapping after the last one)."""
         assert self._scheduler is not None
+        self._scheduler.forget_prefixes(internal)
+        if self._decoder is not None:
+            self._decoder.loras.remove(internal)
+            return
         if list(self._peft.peft_config) == [internal]:
             self._base = self._peft.base_model.unload()
             self._peft = None
@@ -289,19 +353,26 @@ class LocalEngine:
             if current is not None:
                 if current.resolved == folder.resolve():
                     return current.info
-                raise AdapterConflict(f"adapter {name!r} is already loaded from {current.info.path}; unload it "
-                                      "first or pick another name", param="lora_name")
+                raise AdapterConflict(
+                    f"adapter {name!r} is already loaded from {current.info.path}; unload it "
+                    "first or pick another name",
+                    param="lora_name",
+                )
             if name == self.model_id:
                 raise AdapterConflict(f"{name!r} is the base model's name", param="lora_name")
             if len(self._adapters) >= self.config.max_loras:
-                raise AdapterConflict(f"{len(self._adapters)} adapters are loaded, the limit "
-                                      f"(adapters.engine.max_loras); unload one first", param="lora_name")
+                raise AdapterConflict(
+                    f"{len(self._adapters)} adapters are loaded, the limit "
+                    f"(adapters.engine.max_loras); unload one first",
+                    param="lora_name",
+                )
             if not folder.is_dir():
                 raise InvalidAdapter(f"{folder} is not a folder", param="path")
             rank = await asyncio.to_thread(self._check_fits, folder)
+            weights = await asyncio.to_thread(read_lora, folder) if self._decoder is not None else None
             self._serial += 1
             internal = f"carafe_{self._serial}"
-            await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder)))
+            await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder, weights)))
             info = AdapterInfo(name=name, path=str(path), rank=rank)
             self._adapters[name] = _Resident(info, internal, folder.resolve())
             log.info("loaded adapter %s from %s (rank %s)", name, path, rank)
@@ -321,4 +392,3 @@ class LocalEngine:
             if self._retiring.get(name) is done:
                 del self._retiring[name]
         log.info("unloaded adapter %s", name)
-

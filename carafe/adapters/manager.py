@@ -55,9 +55,17 @@ class ReconcileReport:
 class AdapterManager:
     """Keeps an engine's resident adapters in line with the registry."""
 
-    def __init__(self, engine: Engine, registry: Registry, *, max_resident: int = 8,
-                 reconcile_interval_s: float = 10.0, retire_grace_s: float = 5.0,
-                 retry_failed_s: float = 30.0, warm_rollback: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: Registry,
+        *,
+        max_resident: int = 8,
+        reconcile_interval_s: float = 10.0,
+        retire_grace_s: float = 5.0,
+        retry_failed_s: float = 30.0,
+        warm_rollback: bool = True,
+    ) -> None:
         self.raw_engine = engine
         self.engine = TrackedEngine(engine, self)
         self.registry = registry
@@ -154,8 +162,10 @@ class AdapterManager:
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.resident():
-                    raise EngineUnavailable(f"all {self.max_resident} adapter slots are busy; retry shortly "
-                                            "(or raise adapters.engine.max_loras)")
+                    raise EngineUnavailable(
+                        f"all {self.max_resident} adapter slots are busy; retry shortly "
+                        "(or raise adapters.engine.max_loras)"
+                    )
                 self._idle.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._idle.wait(), remaining)
@@ -302,8 +312,9 @@ class AdapterManager:
             try:
                 report = await self.reconcile()
                 if report.loaded or report.unloaded or report.failed:
-                    log.info("reconciled: loaded=%s unloaded=%s failed=%s", report.loaded, report.unloaded,
-                             report.failed)
+                    log.info(
+                        "reconciled: loaded=%s unloaded=%s failed=%s", report.loaded, report.unloaded, report.failed
+                    )
             except CarafeError as exc:  # e.g. vLLM down: try again next time
                 log.warning("reconcile failed: %s", exc.message)
             except Exception:  # the loop must survive one bad pass
@@ -371,8 +382,9 @@ class TrackedEngine:
     def stats(self) -> dict[str, int]:
         return self.inner.stats()
 
-    async def _tracked(self, make: Callable[[], AsyncIterator[GenerationChunk]],
-                       adapter: str | None) -> AsyncIterator[GenerationChunk]:
+    async def _tracked(
+        self, make: Callable[[], AsyncIterator[GenerationChunk]], adapter: str | None
+    ) -> AsyncIterator[GenerationChunk]:
         self._manager.begin(adapter)
         try:
             stream = make()
@@ -385,12 +397,19 @@ class TrackedEngine:
         finally:
             self._manager.end(adapter)
 
-    def chat(self, messages: list[ChatMessage], params: SamplingParams, *, adapter: str | None = None,
-             request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
-        return self._tracked(lambda: self.inner.chat(messages, params, adapter=adapter, request_id=request_id),
-                             adapter)
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        *,
+        adapter: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[GenerationChunk]:
+        return self._tracked(lambda: self.inner.chat(messages, params, adapter=adapter, request_id=request_id), adapter)
 
-    def complete(self, prompt: str, params: SamplingParams, *, adapter: str | None = None,
-                 request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
-        return self._tracked(lambda: self.inner.complete(prompt, params, adapter=adapter, request_id=request_id),
-                             adapter)
+    def complete(
+        self, prompt: str, params: SamplingParams, *, adapter: str | None = None, request_id: str | None = None
+    ) -> AsyncIterator[GenerationChunk]:
+        return self._tracked(
+            lambda: self.inner.complete(prompt, params, adapter=adapter, request_id=request_id), adapter
+        )

@@ -76,7 +76,7 @@ class Manifest(BaseModel):
     teacher: str | None = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Per phase, e.g. {'knowledge': {...}}")
     metrics: dict[str, Any] = Field(default_factory=dict)
-    created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @field_validator("name")
     @classmethod

@@ -40,8 +40,9 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
     header.pop("__metadata__", None)
     end = max((t["data_offsets"][1] for t in header.values()), default=0)
     if 8 + n + end != size:
-        raise InvalidAdapter(f"{path} is truncated or corrupted ({size} bytes, header describes {8 + n + end})",
-                             param="path")
+        raise InvalidAdapter(
+            f"{path} is truncated or corrupted ({size} bytes, header describes {8 + n + end})", param="path"
+        )
     return header
 
 
@@ -50,15 +51,21 @@ def check_peft_dir(folder: Path, *, max_rank: int) -> int:
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file():
-        hint = " (found adapter_model.bin: convert it to safetensors)" if (folder / "adapter_model.bin").exists() else ""
+        hint = (
+            " (found adapter_model.bin: convert it to safetensors)" if (folder / "adapter_model.bin").exists() else ""
+        )
         raise InvalidAdapter(f"{folder} is not a PEFT adapter: {CONFIG_FILE} is missing{hint}", param="path")
     try:
         config = json.loads(config_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidAdapter(f"{config_path} is not valid JSON: {exc}", param="path") from exc
     if not isinstance(config, dict) or str(config.get("peft_type", "")).upper() != "LORA":
-        raise InvalidAdapter(f"{folder} is not a LoRA adapter (peft_type={config.get('peft_type')!r}, expected 'LORA')"
-                             if isinstance(config, dict) else f"{config_path} is not a JSON object", param="path")
+        raise InvalidAdapter(
+            f"{folder} is not a LoRA adapter (peft_type={config.get('peft_type')!r}, expected 'LORA')"
+            if isinstance(config, dict)
+            else f"{config_path} is not a JSON object",
+            param="path",
+        )
     if not weights_path.is_file():
         raise InvalidAdapter(f"{folder} is not a PEFT adapter: {WEIGHTS_FILE} is missing", param="path")
     header = read_safetensors_header(weights_path)
@@ -69,8 +76,11 @@ def check_peft_dir(folder: Path, *, max_rank: int) -> int:
     declared = [config.get("r") or 0, *(config.get("rank_pattern") or {}).values()]
     rank = max([*ranks, *(int(r) for r in declared)], default=0)
     if rank > max_rank:
-        raise InvalidAdapter(f"{folder} has LoRA rank {rank}, over the engine's limit of {max_rank} "
-                             "(adapters.engine.max_lora_rank)", param="path", code="rank_too_large")
+        raise InvalidAdapter(
+            f"{folder} has LoRA rank {rank}, over the engine's limit of {max_rank} (adapters.engine.max_lora_rank)",
+            param="path",
+            code="rank_too_large",
+        )
     return rank
 
 
@@ -85,11 +95,17 @@ def copy_tree_inside(source: Path, target: Path) -> None:
             path = here / entry
             real = path.resolve()
             if real != root and root not in real.parents:
-                raise InvalidAdapter(f"{path} points outside the adapter folder ({real}); copy the file in instead",
-                                     param="path", code="path_escape")
+                raise InvalidAdapter(
+                    f"{path} points outside the adapter folder ({real}); copy the file in instead",
+                    param="path",
+                    code="path_escape",
+                )
             if path.is_symlink() and real.is_dir():
-                raise InvalidAdapter(f"{path} is a symlinked folder; adapter folders must be self-contained",
-                                     param="path", code="path_escape")
+                raise InvalidAdapter(
+                    f"{path} is a symlinked folder; adapter folders must be self-contained",
+                    param="path",
+                    code="path_escape",
+                )
         rel = here.relative_to(root)
         for d in dirnames:
             (target / rel / d).mkdir()

@@ -75,7 +75,7 @@ class AdapterVersion:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -123,8 +123,11 @@ class Registry:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and (p / "versions").is_dir())
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "versions").is_dir()
+        )
 
     def exists(self, name: str) -> bool:
         return (self.root / name / "versions").is_dir()
@@ -133,8 +136,11 @@ class Registry:
         check_name(name)
         folder = self.root / name
         if not (folder / "versions").is_dir():
-            raise AdapterNotFound(f"no adapter named {name!r} in the registry (see `carafe adapters list`)",
-                                  param="model", code="model_not_found")
+            raise AdapterNotFound(
+                f"no adapter named {name!r} in the registry (see `carafe adapters list`)",
+                param="model",
+                code="model_not_found",
+            )
         return folder
 
     def versions(self, name: str) -> list[int]:
@@ -144,15 +150,19 @@ class Registry:
     def get(self, name: str, version: int) -> AdapterVersion:
         path = self._require(name) / "versions" / str(version)
         if not path.is_dir():
-            raise AdapterNotFound(f"adapter {name!r} has no version {version} (versions: "
-                                  f"{', '.join(map(str, self.versions(name))) or 'none'})",
-                                  param="model", code="model_not_found")
+            raise AdapterNotFound(
+                f"adapter {name!r} has no version {version} (versions: "
+                f"{', '.join(map(str, self.versions(name))) or 'none'})",
+                param="model",
+                code="model_not_found",
+            )
         st = path.stat()  # a removed and re-added version is a new folder: new inode
         key, stamp = (name, version), (st.st_ino, st.st_mtime_ns)
         cached = self._manifest_cache.get(key)
         if cached is None or cached[0] != stamp:
-            manifest = read_manifest(path) or Manifest(name=name, version=version,
-                                                       base_model=BaseModelRef(id="?", digest="?"))
+            manifest = read_manifest(path) or Manifest(
+                name=name, version=version, base_model=BaseModelRef(id="?", digest="?")
+            )
             cached = self._manifest_cache[key] = (stamp, manifest)
         return AdapterVersion(name, version, path, cached[1])
 
@@ -174,8 +184,11 @@ class Registry:
     def stable(self, name: str) -> AdapterVersion:
         ch = self.channels(name)
         if ch.stable is None:
-            raise AdapterNotFound(f"adapter {name!r} has no stable version yet: "
-                                  f"`carafe adapters promote {name} VERSION`", param="model", code="model_not_found")
+            raise AdapterNotFound(
+                f"adapter {name!r} has no stable version yet: `carafe adapters promote {name} VERSION`",
+                param="model",
+                code="model_not_found",
+            )
         return self.get(name, ch.stable)
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -191,8 +204,11 @@ class Registry:
         av = self.get(name, version)
         expected = av.manifest.adapter_digest
         if expected and content_digest(av.path) != expected:
-            raise InvalidAdapter(f"{av.ref} is corrupted: its files no longer match the digest recorded when it "
-                                 "was added; remove it and add it again", param="version")
+            raise InvalidAdapter(
+                f"{av.ref} is corrupted: its files no longer match the digest recorded when it "
+                "was added; remove it and add it again",
+                param="version",
+            )
         return av
 
     # writing ---------------------------------------------------------------
@@ -236,8 +252,7 @@ class Registry:
             self._check_base(manifest, source)
             with self._lock:
                 final = self._commit_version(staging, name, version, manifest, rank, kind, description)
-                self._record(name, actor, "add", version=final.version, digest=final.adapter_digest,
-                             source=str(source))
+                self._record(name, actor, "add", version=final.version, digest=final.adapter_digest, source=str(source))
                 if self.channels(name).stable is None:
                     self._save_channels(name, self.channels(name).model_copy(update={"stable": final.version}))
                     self._record(name, actor, "promote", version=final.version, channel=STABLE, previous=None)
@@ -245,16 +260,26 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
         return self.get(name, final.version)
 
-    def _commit_version(self, staging: Path, name: str, version: int | None, manifest: Manifest | None,
-                        rank: int, kind: AdapterKind | None, description: str | None) -> Manifest:
+    def _commit_version(
+        self,
+        staging: Path,
+        name: str,
+        version: int | None,
+        manifest: Manifest | None,
+        rank: int,
+        kind: AdapterKind | None,
+        description: str | None,
+    ) -> Manifest:
         versions = self.root / name / "versions"
         versions.mkdir(parents=True, exist_ok=True)
         taken = set(self.versions(name))
         version = version or (manifest.version if manifest and manifest.version not in taken else None)
         version = version or (max(taken, default=0) + 1)
         if version in taken:
-            raise AdapterConflict(f"{name}@{version} already exists and versions are immutable; "
-                                  "add it under a new version", param="version")
+            raise AdapterConflict(
+                f"{name}@{version} already exists and versions are immutable; add it under a new version",
+                param="version",
+            )
         data = manifest.model_dump() if manifest else {}
         data.update(name=name, version=version, rank=rank, adapter_digest=content_digest(staging))
         data.setdefault("base_model", self.base.model_dump() if self.base else {"id": "?", "digest": "?"})
@@ -274,7 +299,8 @@ class Registry:
             raise InvalidAdapter(
                 f"{source} was trained on base model {manifest.base_model.id!r} ({manifest.base_model.digest}), "
                 f"but this gateway serves {self.base.id!r} ({self.base.digest}); retrain it on the served base model",
-                param="path", code="base_model_mismatch",
+                param="path",
+                code="base_model_mismatch",
             )
 
     def promote(self, name: str, version: int, *, actor: str, channel: str = STABLE) -> Channels:
@@ -288,8 +314,14 @@ class Registry:
                     return ch
                 previous = [*ch.previous, ch.stable] if ch.stable is not None else ch.previous
                 canary = None if ch.canary == version else ch.canary
-                ch = ch.model_copy(update={"stable": version, "previous": previous[-20:], "canary": canary,
-                                           "canary_weight": ch.canary_weight if canary is not None else 0})
+                ch = ch.model_copy(
+                    update={
+                        "stable": version,
+                        "previous": previous[-20:],
+                        "canary": canary,
+                        "canary_weight": ch.canary_weight if canary is not None else 0,
+                    }
+                )
             elif channel == CANARY:
                 ch = ch.model_copy(update={"canary": version})
             else:
@@ -304,8 +336,7 @@ class Registry:
         with self._lock:
             ch = self.channels(name)
             if not ch.previous:
-                raise AdapterConflict(f"adapter {name!r} has no previous stable version to roll back to",
-                                      param="name")
+                raise AdapterConflict(f"adapter {name!r} has no previous stable version to roll back to", param="name")
             *rest, target = ch.previous
             new = ch.model_copy(update={"stable": target, "previous": rest})
             self._save_channels(name, new)
@@ -331,7 +362,7 @@ class Registry:
                 self._record(name, actor, "remove")
                 graveyard = self.root / ".removed"
                 graveyard.mkdir(exist_ok=True)
-                os.rename(folder, graveyard / f"{name}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}")
+                os.rename(folder, graveyard / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}")
                 self._channels_cache.pop(name, None)
                 return
             av = self.get(name, version)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
 # JSON as compact as a small model writes it well: no free whitespace runs
-_JSON_OPTIONS: "JsonCompileOptions" = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+_JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
 
 
 def _grammar_source(c: OutputConstraint) -> str:
@@ -39,8 +39,9 @@ def _grammar_source(c: OutputConstraint) -> str:
         if not isinstance(c.spec, dict):
             raise InvalidInput(f"{c.param}: the JSON schema must be an object", param=c.param)
         try:
-            return llguidance.LLMatcher.grammar_from_json_schema(c.spec, defaults=_JSON_OPTIONS,
-                                                                  overrides=None if c.strict else {"lenient": True})
+            return llguidance.LLMatcher.grammar_from_json_schema(
+                c.spec, defaults=_JSON_OPTIONS, overrides=None if c.strict else {"lenient": True}
+            )
         except ValueError as exc:
             raise InvalidInput(f"{c.param}: the JSON schema is not valid: {exc}", param=c.param) from None
     if c.kind == "regex":
@@ -82,15 +83,18 @@ class GrammarCompiler:
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
         if is_error:
             what = {"json_object": "JSON", "json_schema": "JSON schema", "regex": "regex"}.get(c.kind, "grammar")
-            raise InvalidInput(f"{c.param}: the {what} cannot be compiled for constrained decoding: "
-                               f"{messages[0] if messages else 'unknown error'}", param=c.param)
+            raise InvalidInput(
+                f"{c.param}: the {what} cannot be compiled for constrained decoding: "
+                f"{messages[0] if messages else 'unknown error'}",
+                param=c.param,
+            )
         with self._lock:
             self._cache[key] = grammar
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return grammar
 
-    def mask_for(self, c: OutputConstraint, eos_id: int) -> "GrammarMask":
+    def mask_for(self, c: OutputConstraint, eos_id: int) -> GrammarMask:
         import llguidance
 
         matcher = llguidance.LLMatcher(self.tokenizer, self.compile(c), log_level=0)
@@ -122,7 +126,7 @@ class GrammarMask:
     def __call__(self, output_ids: list[int], row: torch.Tensor) -> None:
         m = self._matcher
         if len(output_ids) > self._consumed:
-            if not m.consume_tokens(output_ids[self._consumed:]):
+            if not m.consume_tokens(output_ids[self._consumed :]):
                 log.warning("constrained decoding: a token the grammar refused: %s", m.get_error())
             self._consumed = len(output_ids)
         vocab = row.shape[-1]

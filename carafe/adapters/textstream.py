@@ -29,11 +29,11 @@ class TextStream:
         return str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def _new_text(self, final: bool) -> str:
-        prefix_text = self._decode(self._ids[self._prefix:self._read])
-        full = self._decode(self._ids[self._prefix:])
+        prefix_text = self._decode(self._ids[self._prefix : self._read])
+        full = self._decode(self._ids[self._prefix :])
         if len(full) > len(prefix_text) and (final or not full.endswith("\ufffd")):
             self._prefix, self._read = self._read, len(self._ids)
-            return full[len(prefix_text):]
+            return full[len(prefix_text) :]
         return ""
 
     def push(self, token_ids: list[int]) -> str:
@@ -63,7 +63,7 @@ class TextStream:
                 self.text += buf[:cut]
                 return buf[:cut]
         keep = 0 if final else self._stop_prefix_len(buf)
-        out, self._held = buf[:len(buf) - keep], buf[len(buf) - keep:]
+        out, self._held = buf[: len(buf) - keep], buf[len(buf) - keep :]
         self.text += out
         return out
 

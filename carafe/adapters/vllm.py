@@ -38,7 +38,14 @@ from typing import Any
 import httpx
 
 from carafe.adapters.config import EngineConfig
-from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, OutputConstraint, SamplingParams, TokenLogprob
+from carafe.adapters.engine import (
+    AdapterInfo,
+    ChatMessage,
+    GenerationChunk,
+    OutputConstraint,
+    SamplingParams,
+    TokenLogprob,
+)
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
 from carafe.errors import CarafeError, Conflict, InvalidInput, TooLarge
 
@@ -47,17 +54,20 @@ log = logging.getLogger("carafe.adapters.vllm")
 
 def sampling_body(params: SamplingParams) -> dict[str, Any]:
     """OpenAI fields plus the vLLM extras that differ from their defaults."""
-    body: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature,
-                            "top_p": params.top_p}
+    body: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p}
     if params.seed is not None:
         body["seed"] = params.seed
     if params.stop:
         body["stop"] = list(params.stop)
-    extras = {"top_k": (params.top_k, -1), "min_p": (params.min_p, 0.0),
-              "repetition_penalty": (params.repetition_penalty, 1.0),
-              "presence_penalty": (params.presence_penalty, 0.0),
-              "frequency_penalty": (params.frequency_penalty, 0.0), "min_tokens": (params.min_tokens, 0),
-              "ignore_eos": (params.ignore_eos, False)}
+    extras = {
+        "top_k": (params.top_k, -1),
+        "min_p": (params.min_p, 0.0),
+        "repetition_penalty": (params.repetition_penalty, 1.0),
+        "presence_penalty": (params.presence_penalty, 0.0),
+        "frequency_penalty": (params.frequency_penalty, 0.0),
+        "min_tokens": (params.min_tokens, 0),
+        "ignore_eos": (params.ignore_eos, False),
+    }
     body.update({k: v for k, (v, default) in extras.items() if v != default})
     if params.stop_token_ids:
         body["stop_token_ids"] = list(params.stop_token_ids)
@@ -80,13 +90,25 @@ def _logprobs(choice: dict[str, Any], chat: bool) -> list[TokenLogprob] | None:
     if not lp:
         return None
     if chat:
-        return [TokenLogprob(t["token"], t["logprob"], t.get("bytes") or list(t["token"].encode()),
-                             [TokenLogprob(a["token"], a["logprob"], a.get("bytes") or list(a["token"].encode()))
-                              for a in t.get("top_logprobs") or []]) for t in lp.get("content") or []]
+        return [
+            TokenLogprob(
+                t["token"],
+                t["logprob"],
+                t.get("bytes") or list(t["token"].encode()),
+                [
+                    TokenLogprob(a["token"], a["logprob"], a.get("bytes") or list(a["token"].encode()))
+                    for a in t.get("top_logprobs") or []
+                ],
+            )
+            for t in lp.get("content") or []
+        ]
     tops = lp.get("top_logprobs") or [None] * len(lp.get("tokens", []))
-    return [TokenLogprob(tok, val, list(tok.encode()),
-                         [TokenLogprob(a, v, list(a.encode())) for a, v in (top or {}).items()])
-            for tok, val, top in zip(lp.get("tokens", []), lp.get("token_logprobs", []), tops)]
+    return [
+        TokenLogprob(
+            tok, val, list(tok.encode()), [TokenLogprob(a, v, list(a.encode())) for a, v in (top or {}).items()]
+        )
+        for tok, val, top in zip(lp.get("tokens", []), lp.get("token_logprobs", []), tops)
+    ]
 
 
 def _message(resp: httpx.Response) -> str:
@@ -139,25 +161,31 @@ class VLLMEngine:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             cfg = self.config
-            limits = httpx.Limits(max_connections=cfg.vllm_max_connections,
-                                  max_keepalive_connections=cfg.vllm_max_connections)
+            limits = httpx.Limits(
+                max_connections=cfg.vllm_max_connections, max_keepalive_connections=cfg.vllm_max_connections
+            )
             # The transport's `retries` applies to ConnectError/ConnectTimeout only: a request
             # that reached vLLM is never sent twice.
             transport = self._transport or httpx.AsyncHTTPTransport(retries=cfg.vllm_connect_retries, limits=limits)
             headers = {"Authorization": f"Bearer {cfg.vllm_api_key}"} if cfg.vllm_api_key else {}
             self._client = httpx.AsyncClient(
-                base_url=self.url, transport=transport, headers=headers,
+                base_url=self.url,
+                transport=transport,
+                headers=headers,
                 timeout=httpx.Timeout(cfg.vllm_timeout_s, connect=cfg.vllm_connect_timeout_s),
             )
         return self._client
 
     def _unavailable(self, exc: Exception) -> EngineUnavailable:
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-            return EngineUnavailable(f"vLLM at {self.url} did not answer within {self.config.vllm_timeout_s:g}s",
-                                     code="engine_timeout")
+            return EngineUnavailable(
+                f"vLLM at {self.url} did not answer within {self.config.vllm_timeout_s:g}s", code="engine_timeout"
+            )
         self._ready = False  # /readyz says so until vLLM answers again (the reconcile loop asks)
-        return EngineUnavailable(f"vLLM at {self.url} cannot be reached ({type(exc).__name__}); is it running? "
-                                 "(adapters.engine.vllm_url)", code="engine_unavailable")
+        return EngineUnavailable(
+            f"vLLM at {self.url} cannot be reached ({type(exc).__name__}); is it running? (adapters.engine.vllm_url)",
+            code="engine_unavailable",
+        )
 
     def _error(self, resp: httpx.Response, what: str) -> CarafeError:
         msg = f"vLLM {what}: {_message(resp)}"
@@ -208,8 +236,9 @@ class VLLMEngine:
             self._model_id = self.config.model_id or base["id"]
             self._max_model_len = int(base.get("max_model_len") or self._max_model_len)
             self._digest = self.config.vllm_model_digest or base.get("digest") or self._digest
-        self._adapters = {c["id"]: AdapterInfo(c["id"], str(c.get("root") or ""), c.get("rank"))
-                          for c in cards if c.get("parent")}
+        self._adapters = {
+            c["id"]: AdapterInfo(c["id"], str(c.get("root") or ""), c.get("rank")) for c in cards if c.get("parent")
+        }
         self._ready = True  # vLLM answered: also recovers an engine that started while vLLM was down
         return list(self._adapters.values())
 
@@ -229,26 +258,34 @@ class VLLMEngine:
         return "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant: "
 
     # generation --------------------------------------------------------------
-    def chat(self, messages: list[ChatMessage], params: SamplingParams, *, adapter: str | None = None,
-             request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        *,
+        adapter: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[GenerationChunk]:
         body = {"messages": [{"role": m.role, "content": m.content} for m in messages], **sampling_body(params)}
         if params.logprobs is not None:
             body.update(logprobs=True, top_logprobs=params.logprobs)
         return self._stream("/v1/chat/completions", body, adapter, request_id, chat=True)
 
-    def complete(self, prompt: str, params: SamplingParams, *, adapter: str | None = None,
-                 request_id: str | None = None) -> AsyncIterator[GenerationChunk]:
+    def complete(
+        self, prompt: str, params: SamplingParams, *, adapter: str | None = None, request_id: str | None = None
+    ) -> AsyncIterator[GenerationChunk]:
         body = {"prompt": prompt, **sampling_body(params)}
         if params.logprobs is not None:
             body["logprobs"] = params.logprobs
         return self._stream("/v1/completions", body, adapter, request_id, chat=False)
 
-    async def _stream(self, path: str, body: dict[str, Any], adapter: str | None, request_id: str | None,
-                      *, chat: bool) -> AsyncIterator[GenerationChunk]:
-        body = {**body, "model": adapter or self._model_id, "stream": True,
-                "stream_options": {"include_usage": True}}
+    async def _stream(
+        self, path: str, body: dict[str, Any], adapter: str | None, request_id: str | None, *, chat: bool
+    ) -> AsyncIterator[GenerationChunk]:
+        body = {**body, "model": adapter or self._model_id, "stream": True, "stream_options": {"include_usage": True}}
         headers = {"X-Request-Id": request_id} if request_id else {}
-        finish, usage = None, {}
+        finish: Any = None  # a FinishReason string from vLLM
+        usage: dict[str, int] = {}
         try:
             async with self._http().stream("POST", path, json=body, headers=headers) as resp:
                 if resp.status_code >= 400:
@@ -273,9 +310,12 @@ class VLLMEngine:
                             yield GenerationChunk(text=text, logprobs=lps)
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
-        yield GenerationChunk(text="", finish_reason=finish if finish in ("stop", "length") else "stop",
-                              prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                              completion_tokens=int(usage.get("completion_tokens", 0)))
+        yield GenerationChunk(
+            text="",
+            finish_reason=finish if finish in ("stop", "length") else "stop",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )
 
     # adapters ----------------------------------------------------------------
     def _lock(self, name: str) -> asyncio.Lock:
@@ -290,12 +330,14 @@ class VLLMEngine:
                 if current.path == path:
                     return current
                 if not replace:
-                    raise AdapterConflict(f"vLLM already serves {name!r} from {current.path}; unload it first",
-                                          param="lora_name")
+                    raise AdapterConflict(
+                        f"vLLM already serves {name!r} from {current.path}; unload it first", param="lora_name"
+                    )
                 await self._unload(name)
             try:
-                await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path},
-                                 f"loading adapter {name!r}")
+                await self._post(
+                    "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, f"loading adapter {name!r}"
+                )
             except InvalidInput as exc:
                 if "already been loaded" not in exc.message:
                     raise self._refused(name, path, exc) from exc
@@ -309,8 +351,11 @@ class VLLMEngine:
             await self.refresh()
             info = self._adapters.get(name)
             if info is None:
-                raise InvalidAdapter(f"vLLM answered the load of {name!r} with success but does not list it; "
-                                     f"is {path} present on the vLLM host?", param="lora_path")
+                raise InvalidAdapter(
+                    f"vLLM answered the load of {name!r} with success but does not list it; "
+                    f"is {path} present on the vLLM host?",
+                    param="lora_path",
+                )
             if info.path and info.path != path:
                 raise AdapterConflict(f"vLLM serves {name!r} from {info.path}, not {path}", param="lora_name")
             if self.config.vllm_verify_load:
@@ -322,26 +367,34 @@ class VLLMEngine:
 
     @staticmethod
     def _refused(name: str, path: str, exc: CarafeError) -> InvalidAdapter:
-        return InvalidAdapter(f"vLLM cannot load {path} as {name!r} ({exc.message}); the folder must hold a PEFT "
-                              "adapter, be visible to vLLM at the same path, and fit its --max-lora-rank",
-                              param="lora_path")
+        return InvalidAdapter(
+            f"vLLM cannot load {path} as {name!r} ({exc.message}); the folder must hold a PEFT "
+            "adapter, be visible to vLLM at the same path, and fit its --max-lora-rank",
+            param="lora_path",
+        )
 
     async def _probe(self, name: str, path: str) -> None:
         """A one-token completion: vLLM reads the files only when a request needs them."""
         try:
-            await self._post("/v1/completions", {"model": name, "prompt": "ok", "max_tokens": 1,
-                                                 "temperature": 0}, f"probing adapter {name!r}")
+            await self._post(
+                "/v1/completions",
+                {"model": name, "prompt": "ok", "max_tokens": 1, "temperature": 0},
+                f"probing adapter {name!r}",
+            )
         except EngineUnavailable as exc:
             if exc.code == "engine_unavailable":
                 raise
             await self._safe_unload(name)
-            raise InvalidAdapter(f"vLLM accepted {path} as {name!r} but cannot serve it ({exc.message}); "
-                                 "check the folder exists on the vLLM host and is a valid adapter",
-                                 param="lora_path") from exc
+            raise InvalidAdapter(
+                f"vLLM accepted {path} as {name!r} but cannot serve it ({exc.message}); "
+                "check the folder exists on the vLLM host and is a valid adapter",
+                param="lora_path",
+            ) from exc
         except (InvalidInput, AdapterNotFound, Conflict) as exc:
             await self._safe_unload(name)
-            raise InvalidAdapter(f"vLLM accepted {path} as {name!r} but cannot serve it ({exc.message})",
-                                 param="lora_path") from exc
+            raise InvalidAdapter(
+                f"vLLM accepted {path} as {name!r} but cannot serve it ({exc.message})", param="lora_path"
+            ) from exc
 
     async def _safe_unload(self, name: str) -> None:
         try:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carafe import errors as E  # noqa: N812 - the error kinds, read as E.NotFound
+from carafe import errors as E
 from carafe.gateway.protocol import UnsupportedParameter
 
 log = logging.getLogger("carafe.gateway")

@@ -44,8 +44,15 @@ def engine(base_model_dir: Path) -> Iterator[LocalEngine]:
         asyncio.run(eng.close())
 
 
-def write_lora(out: Path, base_dir: Path, *, rank: int = 8, seed: int = 0, scale: float = LORA_SCALE,
-               targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+def write_lora(
+    out: Path,
+    base_dir: Path,
+    *,
+    rank: int = 8,
+    seed: int = 0,
+    scale: float = LORA_SCALE,
+    targets: tuple[str, ...] = ("q_proj", "v_proj"),
+) -> Path:
     """A PEFT LoRA folder for the model in ``base_dir``, written in PEFT's own format
     (``LoraConfig.save_pretrained`` + ``adapter_model.safetensors`` keyed as PEFT keys
     them) with random non-zero A and B: as real as a trained one, without building a
@@ -57,8 +64,12 @@ def write_lora(out: Path, base_dir: Path, *, rank: int = 8, seed: int = 0, scale
     cfg = json.loads((base_dir / "config.json").read_text())
     head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head
-    shapes = {"q_proj": (cfg["hidden_size"], cfg["num_attention_heads"] * head), "k_proj": (cfg["hidden_size"], kv),
-              "v_proj": (cfg["hidden_size"], kv), "o_proj": (cfg["num_attention_heads"] * head, cfg["hidden_size"])}
+    shapes = {
+        "q_proj": (cfg["hidden_size"], cfg["num_attention_heads"] * head),
+        "k_proj": (cfg["hidden_size"], kv),
+        "v_proj": (cfg["hidden_size"], kv),
+        "o_proj": (cfg["num_attention_heads"] * head, cfg["hidden_size"]),
+    }
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for layer in range(cfg["num_hidden_layers"]):

@@ -45,7 +45,10 @@ def test_cached_model_computes_the_same_logits_as_the_gguf(base_model_dir: Path)
         theirs = original(ids).logits
     assert expected_tied  # lm_head shares the embedding, as in the GGUF
     assert torch.allclose(ours, theirs, atol=1e-4)
-    assert AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)("héllo 👋").input_ids == tok("héllo 👋").input_ids
+    assert (
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)("héllo 👋").input_ids
+        == tok("héllo 👋").input_ids
+    )
 
 
 def test_cached_model_ties_lm_head_to_the_embedding(base_model_dir: Path):

@@ -36,7 +36,7 @@ async def test_seed_gives_same_tokens_alone_and_in_a_batch(engine):
 
 async def test_stop_string_is_never_emitted(engine):
     full, _ = await collect(ask(engine, QUESTION, temperature=0, max_tokens=12))
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     text, chunks = await collect(ask(engine, QUESTION, temperature=0, max_tokens=12, stop=[stop]))
     assert text == full[: full.index(stop)]
     assert chunks[-1].finish_reason == "stop"
@@ -69,15 +69,18 @@ async def test_usage_counts_are_the_tokenizers(engine):
 
 
 async def test_complete_continues_raw_text(engine):
-    text, chunks = await collect(engine.complete("The capital of France is", SamplingParams(temperature=0, max_tokens=4)))
+    text, chunks = await collect(
+        engine.complete("The capital of France is", SamplingParams(temperature=0, max_tokens=4))
+    )
     assert "Paris" in text
     assert chunks[-1].prompt_tokens == engine.count_tokens("The capital of France is")
 
 
 async def test_concurrent_requests_share_forward_passes(engine):
     before = engine.stats()
-    results = await asyncio.gather(*[collect(ask(engine, f"Count to {i}.", temperature=0, max_tokens=4,
-                                                 ignore_eos=True)) for i in range(4)])
+    results = await asyncio.gather(
+        *[collect(ask(engine, f"Count to {i}.", temperature=0, max_tokens=4, ignore_eos=True)) for i in range(4)]
+    )
     after = engine.stats()
     tokens = after["tokens_generated"] - before["tokens_generated"]
     forwards = (after["steps"] - before["steps"]) + (after["prefills"] - before["prefills"])
@@ -140,8 +143,9 @@ async def test_adapter_changes_output_and_mixed_batch_matches_single_runs(engine
         singles = [(await collect(ask(engine, QUESTION, adapter=a, **greedy)))[0] for a in (None, "style-a", "style-b")]
         assert singles[0] == plain_base  # loaded adapters leave base-model requests untouched
         assert singles[1] != singles[0] and singles[2] != singles[0]
-        mixed = await asyncio.gather(*[collect(ask(engine, QUESTION, adapter=a, **greedy))
-                                       for a in (None, "style-a", "style-b")])
+        mixed = await asyncio.gather(
+            *[collect(ask(engine, QUESTION, adapter=a, **greedy)) for a in (None, "style-a", "style-b")]
+        )
         assert [m[0] for m in mixed] == singles
         assert {a.name for a in engine.adapters()} >= {"style-a", "style-b"}
     finally:
@@ -201,10 +205,13 @@ async def test_adapter_for_another_model_is_refused(engine, tmp_path):
 
     folder = tmp_path / "other"
     folder.mkdir()
-    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8,
-                                                            "target_modules": ["q_proj"]}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]})
+    )
     name = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{name}.lora_A.weight": torch.zeros(4, 1024), f"{name}.lora_B.weight": torch.zeros(1024, 4)},
-              str(folder / "adapter_model.safetensors"))
+    save_file(
+        {f"{name}.lora_A.weight": torch.zeros(4, 1024), f"{name}.lora_B.weight": torch.zeros(1024, 4)},
+        str(folder / "adapter_model.safetensors"),
+    )
     with pytest.raises(InvalidAdapter, match="another model"):
         await engine.load_adapter("other", str(folder))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from carafe.adapters.engine import ChatMessage, SamplingParams
-from carafe.gateway.auth import Principal
 from carafe.config import load_config
+from carafe.gateway.auth import Principal
 from carafe.gateway.routing import build_router
 from tests.conftest import MODELS_CACHE
 from tests.lora import make_lora
@@ -31,9 +31,12 @@ def sources(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture
 async def router(tmp_path, engine, sources):  # engine: the session LocalEngine of conftest.py
-    cfg = load_config(None, data_dir=tmp_path, models_cache=MODELS_CACHE,
-                      adapters={"registry": {"reconcile_interval_s": 0, "retire_grace_s": 0,
-                                             "warm_rollback": False}})  # a replaced version must go
+    cfg = load_config(
+        None,
+        data_dir=tmp_path,
+        models_cache=MODELS_CACHE,
+        adapters={"registry": {"reconcile_interval_s": 0, "retire_grace_s": 0, "warm_rollback": False}},
+    )  # a replaced version must go
     r = build_router(cfg, engine)
     for src in sources:
         r.registry.add(src, actor="t", name="style")

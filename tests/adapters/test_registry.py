@@ -119,12 +119,15 @@ def test_corrupted_version_is_detected_before_promote(registry, lora_src):
     assert registry.channels("hr-style").stable == 1
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("no_config", "adapter_config.json is missing"),
-    ("not_lora", "not a LoRA adapter"),
-    ("truncated", "truncated or corrupted"),
-    ("bin_only", "adapter_model.safetensors is missing"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no_config", "adapter_config.json is missing"),
+        ("not_lora", "not a LoRA adapter"),
+        ("truncated", "truncated or corrupted"),
+        ("bin_only", "adapter_model.safetensors is missing"),
+    ],
+)
 def test_add_refuses_invalid_peft_dirs(registry, lora_src, tmp_path, breakage, message):
     bad = copy_of(lora_src, tmp_path / "bad")
     if breakage == "no_config":
@@ -171,8 +174,12 @@ def test_add_refuses_names_that_escape(registry, lora_src):
 
 def test_add_refuses_a_different_base_model(registry, lora_src, tmp_path):
     other = copy_of(lora_src, tmp_path / "other")
-    manifest = Manifest(name="other", base_model=BaseModelRef(id="Llama-3-8B", digest="sha256:" + "b" * 64),
-                        kind="skill", description="x")
+    manifest = Manifest(
+        name="other",
+        base_model=BaseModelRef(id="Llama-3-8B", digest="sha256:" + "b" * 64),
+        kind="skill",
+        description="x",
+    )
     (other / "manifest.json").write_text(manifest.model_dump_json())
     with pytest.raises(InvalidAdapter, match="trained on base model 'Llama-3-8B'.*serves 'SmolLM2-135M-Instruct'"):
         registry.add(other, actor="a")
@@ -180,8 +187,15 @@ def test_add_refuses_a_different_base_model(registry, lora_src, tmp_path):
 
 def test_manifest_from_tuning_is_kept(registry, lora_src, tmp_path):
     src = copy_of(lora_src, tmp_path / "tuned")
-    manifest = Manifest(name="policies", base_model=BASE, kind="knowledge", description="company policies",
-                        teacher="smollm2", hyperparameters={"knowledge": {"lr": 1e-4}}, metrics={"mmlu": 0.3})
+    manifest = Manifest(
+        name="policies",
+        base_model=BASE,
+        kind="knowledge",
+        description="company policies",
+        teacher="smollm2",
+        hyperparameters={"knowledge": {"lr": 1e-4}},
+        metrics={"mmlu": 0.3},
+    )
     (src / "manifest.json").write_text(manifest.model_dump_json())
     av = registry.add(src, actor="tuning")
     assert av.ref == "policies@1"

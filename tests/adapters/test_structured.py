@@ -15,8 +15,11 @@ from tests.adapters.conftest import ask, collect
 
 PERSON = {
     "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0},
-                   "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3}},
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+    },
     "required": ["name", "age", "tags"],
     "additionalProperties": False,
 }
@@ -37,21 +40,41 @@ async def test_json_schema_output_validates_while_free_rows_share_the_batch(engi
 
 
 async def test_json_object_parses(engine):
-    text, _ = await collect(ask(engine, "Reply in JSON with keys name and colour for a cat.", temperature=0, max_tokens=120,
-                                constraint=OutputConstraint("json_object")))
+    text, _ = await collect(
+        ask(
+            engine,
+            "Reply in JSON with keys name and colour for a cat.",
+            temperature=0,
+            max_tokens=120,
+            constraint=OutputConstraint("json_object"),
+        )
+    )
     assert isinstance(json.loads(text), dict)
 
 
 async def test_regex_constraint(engine):
-    text, _ = await collect(ask(engine, "What is 2+2?", temperature=0, max_tokens=10,
-                                constraint=OutputConstraint("regex", r"(yes|no|[0-9]{1,3})")))
+    text, _ = await collect(
+        ask(
+            engine,
+            "What is 2+2?",
+            temperature=0,
+            max_tokens=10,
+            constraint=OutputConstraint("regex", r"(yes|no|[0-9]{1,3})"),
+        )
+    )
     assert text in ("yes", "no") or text.isdigit()
 
 
 async def test_bad_schema_is_invalid_input_naming_the_field(engine):
     with pytest.raises(InvalidInput) as err:
-        await collect(ask(engine, "Hi", max_tokens=5,
-                          constraint=OutputConstraint("json_schema", {"type": "nonsense"}, param="response_format")))
+        await collect(
+            ask(
+                engine,
+                "Hi",
+                max_tokens=5,
+                constraint=OutputConstraint("json_schema", {"type": "nonsense"}, param="response_format"),
+            )
+        )
     assert err.value.param == "response_format" and "nonsense" in str(err.value)
 
 

@@ -122,8 +122,11 @@ async def test_server_errors_are_503_and_never_retried(engine, fake_vllm):
 
 async def test_vllm_down_is_a_clear_503_and_start_does_not_crash():
     port = free_port()
-    eng = VLLMEngine(EngineConfig(backend="vllm", vllm_url=f"http://127.0.0.1:{port}",
-                                  vllm_connect_retries=1, vllm_connect_timeout_s=1))
+    eng = VLLMEngine(
+        EngineConfig(
+            backend="vllm", vllm_url=f"http://127.0.0.1:{port}", vllm_connect_retries=1, vllm_connect_timeout_s=1
+        )
+    )
     await eng.start()
     assert not eng.ready
     t0 = time.monotonic()

@@ -1,0 +1,227 @@
+"""The fast path: a Llama-family decoder written for serving (SmolLM2 is one).
+
+transformers' generic model spends a good part of a CPU decode step in Python and
+small ops (mask building, cache bookkeeping, PEFT wrappers around 210 Linear layers).
+This decoder does the same arithmetic with fewer, larger calls: q/k/v and gate/up
+fused into one matmul each, packed weights (:mod:`carafe.adapters.quant`), LoRA as
+gathered per-row deltas (:mod:`carafe.adapters.lora_set`) and a KV cache that grows
+in place instead of concatenating every step. It takes the arguments the scheduler
+gives a transformers model (``input_ids``, ``attention_mask``, ``position_ids``,
+``cache``, ``logits_to_keep``, ``adapter_names``) so the batching code is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from carafe.adapters.errors import ModelNotAvailable
+from carafe.adapters.lora_set import LoraSet, RowDeltas
+from carafe.adapters.quant import PackedLinear, Quantize
+
+_SPARE = 64  # cache columns allocated ahead, so most steps write in place
+
+
+class KVLayer:
+    """One layer's keys and values (rows, kv_heads, length, head_dim) with spare room."""
+
+    __slots__ = ("_k", "_len", "_v", "_vlen")
+
+    def __init__(self) -> None:
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._len = self._vlen = 0  # apart: the scheduler sets keys, then reads values to build them
+
+    @staticmethod
+    def _roomy(t: torch.Tensor, more: int = 0) -> torch.Tensor:
+        shape = list(t.shape)
+        shape[2] += max(_SPARE, more)
+        buf = t.new_empty(shape)
+        buf[:, :, : t.shape[2]] = t
+        return buf
+
+    @property
+    def keys(self) -> torch.Tensor:
+        assert self._k is not None
+        return self._k[:, :, : self._len]
+
+    @keys.setter
+    def keys(self, t: torch.Tensor) -> None:  # the scheduler merges and trims batches through these
+        self._k, self._len = self._roomy(t), t.shape[2]
+
+    @property
+    def values(self) -> torch.Tensor:
+        assert self._v is not None
+        return self._v[:, :, : self._vlen]
+
+    @values.setter
+    def values(self, t: torch.Tensor) -> None:
+        self._v, self._vlen = self._roomy(t), t.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._k is None or self._v is None:
+            self.keys, self.values = k, v
+            return self.keys, self.values
+        n = k.shape[2]
+        if self._len + n > self._k.shape[2] or self._k.shape[0] != k.shape[0]:
+            self._k, self._v = self._roomy(self.keys, n), self._roomy(self.values, n)
+        self._k[:, :, self._len : self._len + n] = k
+        self._v[:, :, self._len : self._len + n] = v
+        self._len += n
+        self._vlen += n
+        return self.keys, self.values
+
+
+class KVCache:
+    def __init__(self, layers: int) -> None:
+        self.layers = [KVLayer() for _ in range(layers)]
+
+
+@dataclass(slots=True)
+class DecoderOutput:
+    logits: torch.Tensor
+
+
+@dataclass(slots=True)
+class _Layer:
+    attn_norm: torch.Tensor
+    qkv: PackedLinear
+    o: PackedLinear
+    mlp_norm: torch.Tensor
+    gate_up: PackedLinear
+    down: PackedLinear
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaDecoder:
+    """Llama-architecture causal LM on packed weights with per-row LoRA."""
+
+    takes_adapter_names = True  # the scheduler passes one adapter name per row, always
+
+    def __init__(self, model: Any, quantize: Quantize) -> None:
+        cfg = model.config
+        if (
+            getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2")
+            or getattr(cfg, "attention_bias", False)
+            or getattr(cfg, "mlp_bias", False)
+            or getattr(cfg, "hidden_act", "silu") != "silu"
+        ):
+            raise ModelNotAvailable(
+                f"the fast path serves Llama-style models; {cfg.model_type} needs adapters.engine.quantize: none",
+                param="model",
+            )
+        rope = getattr(cfg, "rope_parameters", None) or {
+            "rope_type": "default",
+            "rope_theta": getattr(cfg, "rope_theta", 10000.0),
+        }
+        if rope.get("rope_type", "default") != "default":
+            raise ModelNotAvailable(
+                f"the fast path has no {rope['rope_type']} RoPE scaling; use adapters.engine.quantize: none",
+                param="model",
+            )
+        self.config = cfg
+        self.quantize = quantize
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.eps = float(cfg.rms_norm_eps)
+        self.inv_freq = 1.0 / (float(rope["rope_theta"]) ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        sd = {k: v.detach().float() for k, v in model.state_dict().items()}
+        self.layers: list[_Layer] = []
+        for i in range(cfg.num_hidden_layers):
+            p = f"model.layers.{i}."
+            self.layers.append(
+                _Layer(
+                    attn_norm=sd[p + "input_layernorm.weight"],
+                    qkv=PackedLinear(torch.cat([sd[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]), quantize),
+                    o=PackedLinear(sd[p + "self_attn.o_proj.weight"], quantize),
+                    mlp_norm=sd[p + "post_attention_layernorm.weight"],
+                    gate_up=PackedLinear(
+                        torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]]), quantize
+                    ),
+                    down=PackedLinear(sd[p + "mlp.down_proj.weight"], quantize),
+                )
+            )
+        self.norm = sd["model.norm.weight"]
+        self.embed = PackedLinear(sd["model.embed_tokens.weight"], quantize)
+        tied = getattr(cfg, "tie_word_embeddings", False) or "lm_head.weight" not in sd
+        self.lm_head = self.embed if tied else PackedLinear(sd["lm_head.weight"], quantize)
+        self.loras = LoraSet()
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        self._qkv_split = (q, kv, kv)
+        self._gate = cfg.intermediate_size
+
+    @property
+    def nbytes(self) -> int:
+        linears = [x for layer in self.layers for x in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        heads = [self.embed] if self.lm_head is self.embed else [self.embed, self.lm_head]
+        return sum(x.nbytes for x in [*linears, *heads])
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.layers))
+
+    def __call__(self, **kw: Any) -> DecoderOutput:
+        return self.forward(**kw)
+
+    def _project(
+        self, w: PackedLinear, x: torch.Tensor, lora: RowDeltas | None, layer: int, parts: tuple[tuple[str, int], ...]
+    ) -> torch.Tensor:
+        out = w(x)
+        if lora is not None:
+            start = 0
+            for name, width in parts:
+                delta = lora.delta((layer, name), x)
+                if delta is not None:
+                    out[..., start : start + width] += delta
+                start += width
+        return out
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: KVCache,
+        use_cache: bool = True,
+        logits_to_keep: int = 0,
+        adapter_names: list[str] | None = None,
+    ) -> DecoderOutput:
+        rows, seq = input_ids.shape
+        lora = self.loras.plan(adapter_names)
+        h = self.embed.rows(input_ids)
+        freqs = position_ids[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]
+        cos, sin = emb.cos(), emb.sin()
+        total = attention_mask.shape[1]
+        valid = attention_mask[:, None, None, :].bool()
+        if seq > 1:  # causal over the new tokens, and each attends itself (padding rows stay finite)
+            cols = torch.arange(total)
+            qpos = torch.arange(total - seq, total)[:, None]
+            valid = (valid & (cols[None, :] <= qpos)) | (cols[None, :] == qpos)
+        q_w, kv_w, _ = self._qkv_split
+        qkv_parts = (("q_proj", q_w), ("k_proj", kv_w), ("v_proj", kv_w))
+        mlp_parts = (("gate_proj", self._gate), ("up_proj", self._gate))
+        for i, layer in enumerate(self.layers):
+            x = F.rms_norm(h, (h.shape[-1],), layer.attn_norm, self.eps)
+            q, k, v = self._project(layer.qkv, x, lora, i, qkv_parts).split(self._qkv_split, dim=-1)  # type: ignore[no-untyped-call]  # torch/transformers typing
+            q = q.view(rows, seq, self.heads, self.head_dim).transpose(1, 2)
+            k = k.view(rows, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(rows, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            keys, values = cache.layers[i].append(k, v)
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=valid, enable_gqa=True)
+            attn = attn.transpose(1, 2).reshape(rows, seq, q_w)
+            h = h + self._project(layer.o, attn, lora, i, (("o_proj", h.shape[-1]),))
+            x = F.rms_norm(h, (h.shape[-1],), layer.mlp_norm, self.eps)
+            gate, up = self._project(layer.gate_up, x, lora, i, mlp_parts).split(self._gate, dim=-1)  # type: ignore[no-untyped-call]  # torch/transformers typing
+            h = h + self._project(layer.down, F.silu(gate) * up, lora, i, (("down_proj", h.shape[-1]),))
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        return DecoderOutput(self.lm_head(F.rms_norm(h, (h.shape[-1],), self.norm, self.eps)))

@@ -1,0 +1,150 @@
+"""LoRA adapters for the fast decoder: loaded from PEFT folders, applied per row.
+
+Each adapter is a map ``(layer, module) -> (A, B·scaling)`` in fp32. A forward pass
+gets one adapter name per row; for each targeted module the adapters present in the
+batch are stacked once per set of names (rank-padded with zeros, slot 0 = the base
+model) and every row gathers its own pair: two ``bmm`` per module whatever the mix,
+the CPU-side BGMV that :mod:`carafe.adapters.gathered` does for PEFT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from carafe.adapters.errors import InvalidAdapter
+from carafe.adapters.peft_check import CONFIG_FILE, WEIGHTS_FILE
+
+BASE = "__base__"
+MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+Target = tuple[int, str]  # (layer index, module name)
+
+
+@dataclass(slots=True)
+class LoraWeights:
+    """One adapter: fp32 ``A`` (in, r) and ``B·scaling`` (r, out) per targeted module."""
+
+    pairs: dict[Target, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def _alpha_for(name: str, config: dict[str, Any], rank: int) -> float:
+    alpha = float(config.get("lora_alpha") or rank)
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        if name == pattern or name.endswith("." + pattern):
+            alpha = float(value)
+    return alpha
+
+
+def read_lora(folder: Path) -> LoraWeights:
+    """Read a PEFT LoRA folder into fp32 pairs; InvalidAdapter for what the fast path cannot serve."""
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    unsupported = [k for k in ("use_dora", "lora_bias", "modules_to_save") if config.get(k)]
+    if unsupported:
+        raise InvalidAdapter(
+            f"{folder} uses {', '.join(unsupported)}, which the quantized fast path does not serve; "
+            "set adapters.engine.quantize: none to serve it",
+            param="path",
+        )
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    weights = LoraWeights()
+    for key, a in tensors.items():
+        if ".lora_A." not in key:
+            if ".lora_B." not in key:
+                raise InvalidAdapter(
+                    f"{folder}: tensor {key!r} is not a LoRA A/B weight; the quantized fast path "
+                    "serves plain LoRA only (adapters.engine.quantize: none serves it)",
+                    param="path",
+                )
+            continue
+        name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        parts = name.split(".")
+        if len(parts) != 5 or parts[:2] != ["model", "layers"] or parts[4] not in MODULES:
+            raise InvalidAdapter(
+                f"{folder} targets {name!r}; the quantized fast path serves LoRA on the attention and "
+                "MLP projections only (adapters.engine.quantize: none serves it)",
+                param="path",
+            )
+        b = tensors.get(key.replace(".lora_A.", ".lora_B."))
+        if b is None:
+            raise InvalidAdapter(f"{folder}: {key} has no matching lora_B weight", param="path")
+        rank = a.shape[0]
+        alpha = _alpha_for(name, config, rank)
+        scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+        weights.pairs[(int(parts[2]), parts[4])] = (a.float().T.contiguous(), (b.float().T * scaling).contiguous())
+    return weights
+
+
+class LoraSet:
+    """The resident adapters and the stacks of the current mix."""
+
+    def __init__(self) -> None:
+        self.adapters: dict[str, LoraWeights] = {}
+        self._stacks: tuple[tuple[str, ...], dict[Target, tuple[torch.Tensor, torch.Tensor]]] | None = None
+
+    def add(self, name: str, weights: LoraWeights) -> None:
+        self.adapters[name] = weights
+        self._stacks = None
+
+    def remove(self, name: str) -> None:
+        self.adapters.pop(name, None)
+        self._stacks = None  # no stacked copy outlives the adapter
+
+    def _stacked(self, names: tuple[str, ...]) -> dict[Target, tuple[torch.Tensor, torch.Tensor]]:
+        if self._stacks is not None and self._stacks[0] == names:
+            return self._stacks[1]
+        targets = sorted({t for n in names for t in self.adapters[n].pairs})
+        stacks: dict[Target, tuple[torch.Tensor, torch.Tensor]] = {}
+        for target in targets:
+            pairs = [self.adapters[n].pairs.get(target) for n in names]
+            first = next(p for p in pairs if p is not None)
+            rank = max(p[0].shape[1] for p in pairs if p is not None)
+            a = torch.zeros(len(names) + 1, first[0].shape[0], rank)
+            b = torch.zeros(len(names) + 1, rank, first[1].shape[1])
+            for i, p in enumerate(pairs, start=1):
+                if p is not None:
+                    a[i, :, : p[0].shape[1]] = p[0]
+                    b[i, : p[1].shape[0], :] = p[1]
+            stacks[target] = (a, b)
+        self._stacks = (names, stacks)
+        return stacks
+
+    def plan(self, adapter_names: list[str] | None) -> RowDeltas | None:
+        """What one forward pass adds for ``adapter_names`` (None: no LoRA in this batch)."""
+        if not adapter_names:
+            return None
+        names = tuple(sorted({n for n in adapter_names if n != BASE}))
+        if not names:
+            return None
+        missing = [n for n in names if n not in self.adapters]
+        if missing:
+            raise KeyError(f"adapter {missing[0]!r} is not loaded")
+        slot = {n: i for i, n in enumerate(names, start=1)}
+        rows = torch.tensor([slot.get(n, 0) for n in adapter_names])
+        return RowDeltas(self._stacked(names), rows)
+
+
+class RowDeltas:
+    """The LoRA delta of each module for the rows of one batch."""
+
+    __slots__ = ("_picked", "_rows", "_stacks")
+
+    def __init__(self, stacks: dict[Target, tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor) -> None:
+        self._stacks, self._rows = stacks, rows
+        self._picked: dict[Target, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def delta(self, target: Target, x: torch.Tensor) -> torch.Tensor | None:
+        """``x`` (rows, seq, in) -> the rows' LoRA outputs (rows, seq, out), or None if nobody targets it."""
+        stack = self._stacks.get(target)
+        if stack is None:
+            return None
+        picked = self._picked.get(target)
+        if picked is None:
+            picked = self._picked[target] = (stack[0][self._rows], stack[1][self._rows])
+        return torch.bmm(torch.bmm(x, picked[0]), picked[1])

@@ -1,0 +1,79 @@
+"""Prompt KV kept for reuse: a prompt that starts like a recent one (the same system
+prompt, the same retrieved passages) skips recomputing that start.
+
+Keys and values at position ``t`` depend only on tokens ``0..t`` (and the adapter, when
+its LoRA touches k/v projections), so the longest common token prefix with any stored
+prompt of the same adapter is exact to reuse. Entries are whole prompts, evicted least
+recently used first once their tokens exceed the budget. A hit is cut to a multiple of
+the prefill chunk, so the rest of the prompt is computed in the very chunks a miss
+computes it in and a single request gets the tokens it would get without the cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+MIN_REUSE = 32  # shorter common starts are cheaper to recompute than to copy
+
+
+@dataclass(slots=True)
+class PrefixHit:
+    length: int  # tokens reused
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, kv_heads, length, head_dim) keys, values
+
+
+class PrefixCache:
+    """Recent prompts' KV by (adapter, token ids), within ``budget_tokens``."""
+
+    def __init__(self, budget_tokens: int, align: int = 1) -> None:
+        self.budget = budget_tokens
+        self.align = max(1, align)
+        self._entries: OrderedDict[tuple[str | None, tuple[int, ...]], list[tuple[torch.Tensor, torch.Tensor]]] = (
+            OrderedDict()
+        )
+        self._tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, adapter: str | None, prompt: list[int]) -> PrefixHit | None:
+        """The longest stored start of ``prompt`` (leaving at least one token to compute)."""
+        best, best_key = 0, None
+        for key in self._entries:
+            if key[0] != adapter:
+                continue
+            stored = key[1]
+            n = min(len(stored), len(prompt) - 1)
+            common = 0
+            while common < n and stored[common] == prompt[common]:
+                common += 1
+            if common > best:
+                best, best_key = common, key
+        best -= best % self.align
+        if best_key is None or best < MIN_REUSE:
+            return None
+        self._entries.move_to_end(best_key)
+        return PrefixHit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in self._entries[best_key]])
+
+    def store(self, adapter: str | None, prompt: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep one prompt's KV (``layers``: per layer (1, kv_heads, len(prompt), head_dim), copied here)."""
+        if len(prompt) < MIN_REUSE or len(prompt) > self.budget:
+            return
+        key = (adapter, tuple(prompt))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        self._entries[key] = [(k.clone(), v.clone()) for k, v in layers]
+        self._tokens += len(prompt)
+        while self._tokens > self.budget:
+            old, _ = self._entries.popitem(last=False)
+            self._tokens -= len(old[1])
+
+    def forget(self, adapter: str | None) -> None:
+        """Drop every entry computed with ``adapter`` (it is being unloaded)."""
+        for key in [k for k in self._entries if k[0] == adapter]:
+            del self._entries[key]
+            self._tokens -= len(key[1])

@@ -1,0 +1,33 @@
+"""PrefixCache: longest common start per adapter, cut to the prefill chunk, LRU within budget."""
+
+from __future__ import annotations
+
+import torch
+
+from carafe.adapters.prefix_cache import MIN_REUSE, PrefixCache
+
+
+def _kv(n: int, fill: float = 1.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.full((1, 1, n, 2), fill), torch.full((1, 1, n, 2), -fill)) for _ in range(2)]
+
+
+def test_hit_is_the_common_start_cut_to_the_chunk_and_per_adapter():
+    cache = PrefixCache(1000, align=16)
+    prompt = list(range(100))
+    cache.store("a", prompt, _kv(100))
+    hit = cache.lookup("a", prompt[:70] + [999] * 10)
+    assert hit is not None and hit.length == 64 and hit.layers[0][0].shape[2] == 64
+    assert cache.lookup(None, prompt) is None  # another adapter's KV never serves
+    assert cache.lookup("a", prompt).length == 96  # at least one token is left to compute
+    assert cache.lookup("a", [5] * 100) is None
+
+
+def test_short_starts_are_not_reused_and_budget_evicts_oldest():
+    cache = PrefixCache(250)
+    cache.store(None, list(range(MIN_REUSE - 1)), _kv(MIN_REUSE - 1))
+    assert len(cache) == 0
+    for start in (0, 1000, 2000):
+        cache.store(None, list(range(start, start + 100)), _kv(100))
+    assert len(cache) == 2 and cache.lookup(None, list(range(0, 100))) is None
+    cache.forget(None)
+    assert len(cache) == 0
