@@ -36,14 +36,14 @@ test: setup vllm-env llamaindex-env
 # The check step (as starlette's scripts/check): formatting, lint with isort,
 # types (strict on adapters, indexer, guards) and the import contract between packages.
 check: setup
-	$(VENV)/bin/ruff format --check carafe tests bench
-	$(VENV)/bin/ruff check carafe tests bench
+	$(VENV)/bin/ruff format --check carafe tests bench scripts
+	$(VENV)/bin/ruff check carafe tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: setup
-	$(VENV)/bin/ruff format carafe tests bench
-	$(VENV)/bin/ruff check --fix carafe tests bench
+	$(VENV)/bin/ruff format carafe tests bench scripts
+	$(VENV)/bin/ruff check --fix carafe tests bench scripts
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
