@@ -7,9 +7,9 @@ loaded on first use, so a registry look-up does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from carafe._lazy import lazy_getattr
 from carafe.adapters.config import EngineConfig
 from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams, create_engine
 
@@ -43,8 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -10,9 +10,9 @@ config imports no check.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from carafe._lazy import lazy_getattr
 from carafe.guards.config import CheckSettings, GuardsConfig, PolicyConfig
 from carafe.guards.errors import GuardError, UnknownPolicy
 from carafe.guards.verdict import GuardVerdict
@@ -42,8 +42,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -5,16 +5,13 @@ Names are loaded on first use, so reading the config imports no router.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from carafe._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from carafe.gateway.routing.router import RetrievalPolicy, RouteDecision, Router, build_router, canary_bucket
 
 __all__ = ["RetrievalPolicy", "RouteDecision", "Router", "build_router", "canary_bucket"]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("carafe.gateway.routing.router"), name)
+__getattr__ = lazy_getattr(__name__, dict.fromkeys(__all__, "carafe.gateway.routing.router"))

@@ -12,9 +12,7 @@ Names are loaded on first use, so reading the config does not import the SDK.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from carafe._lazy import lazy_getattr
 from carafe.gateway.telemetry.config import TelemetryConfig
 
 _LAZY = {
@@ -28,8 +26,4 @@ _LAZY = {
 __all__ = ["TelemetryConfig", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
