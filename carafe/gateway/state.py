@@ -48,9 +48,9 @@ class AppState:
     router: Router
     keys: KeyStore
     limiter: RateLimiter
+    responses: ResponseStore  # conversations kept for previous_response_id
     owns_engine: bool = True  # close the engine with the app (False when a test shares one)
     guards: GuardPipeline | None = None  # None when ``guards.enabled`` is false
-    responses: ResponseStore = field(default_factory=lambda: ResponseStore(0, 0))  # for previous_response_id
     index_sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one /admin/index/sync at a time
     _embedder: Embedder | None = None
     _api_embedder: Embedder | None = None

@@ -189,24 +189,12 @@ def train(
         elif state is not None and PHASES.index(state["phase"]) > PHASES.index(name):
             stats.append(PhaseStats(**{**state["done"][name], "hyperparameters": pc.model_dump(mode="json")}))
             continue  # this phase finished before the interruption
+
         model.train()
         for i in range(start, len(plan)):
             if step_budget is not None and step_budget <= 0:
                 interrupted = True
-                _save_state(
-                    model,
-                    opt,
-                    ckpt,
-                    {
-                        "key": key,
-                        "phase": name,
-                        "step": i,
-                        "tokens": st.tokens,
-                        "seconds": st.seconds,
-                        "scheduler": sched.state_dict(),
-                        "done": {s.name: _stats_dict(s) for s in stats},
-                    },
-                )
+                _save_state(model, opt, ckpt, _resume_state(key, name, i, st, sched, stats))
                 break
             t0 = time.perf_counter()
             loss, ntok = _step(model, [encoded[j] for j in plan[i]], tok.pad_token_id, device)
@@ -221,20 +209,7 @@ def train(
             if on_step:
                 on_step(StepInfo(name, i + 1, len(plan), loss, st.tokens_per_s))
             if (i + 1) % cfg.save_every_steps == 0 and i + 1 < len(plan):
-                _save_state(
-                    model,
-                    opt,
-                    ckpt,
-                    {
-                        "key": key,
-                        "phase": name,
-                        "step": i + 1,
-                        "tokens": st.tokens,
-                        "seconds": st.seconds,
-                        "scheduler": sched.state_dict(),
-                        "done": {s.name: _stats_dict(s) for s in stats},
-                    },
-                )
+                _save_state(model, opt, ckpt, _resume_state(key, name, i + 1, st, sched, stats))
         st.steps = max(st.steps, start)
         stats.append(st)
         state = None
@@ -281,6 +256,21 @@ def _stats_dict(s: PhaseStats) -> dict[str, Any]:
     d = asdict(s)
     d.pop("hyperparameters")
     return d
+
+
+def _resume_state(
+    key: str, phase: str, step: int, st: PhaseStats, sched: Any, done: list[PhaseStats]
+) -> dict[str, Any]:
+    """The checkpoint's state that resumes ``phase`` at ``step``."""
+    return {
+        "key": key,
+        "phase": phase,
+        "step": step,
+        "tokens": st.tokens,
+        "seconds": st.seconds,
+        "scheduler": sched.state_dict(),
+        "done": {s.name: _stats_dict(s) for s in done},
+    }
 
 
 def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, device: Any) -> tuple[float, int]:
