@@ -148,6 +148,8 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
     print(row("ALL input checks, cross-source texts", None, None, await input_pipeline(guards, texts), len(texts)))
     short = [t for t in texts if len(t) <= 300]
     print(row("ALL input checks, those <= 300 chars", None, None, await input_pipeline(guards, short), len(short)))
+    long = [t for t in texts if len(t) > 300]
+    print(row("ALL input checks, those > 300 chars", None, None, await input_pipeline(guards, long), len(long)))
 
 
 async def input_pipeline(guards: GuardPipeline, texts: list[str]) -> list[float]:

@@ -30,6 +30,18 @@ def test_held_out_sources_share_nothing_with_the_training_rows():
     assert all(r["label"] == 0 for s in HELD_OUT_BENIGN for r in corpus(s))
 
 
+def test_every_corpus_is_listed_with_its_licence():
+    from carafe.guards.classifier import data_path
+
+    readme = data_path("corpora/README.md").read_text(encoding="utf-8")
+    for source in TRAIN_SOURCES + TRAIN_BENIGN + HELD_OUT_ATTACKS + HELD_OUT_BENIGN:
+        line = next((ln for ln in readme.splitlines() if ln.startswith(f"| {source}.jsonl |")), "")
+        role = "train" if source in TRAIN_SOURCES + TRAIN_BENIGN else "held out"
+        assert f"| {role}" in line, source
+        assert f"| {len(corpus(source))} |" in line, source
+        assert any(word in line for word in ("MIT", "Apache-2.0", "as Carafe")), source
+
+
 async def test_enterprise_questions_with_trigger_words_pass(pipeline):
     rows = corpus("carafe_enterprise_benign")
     words = ("ignore", "system", "password", "instructions")
