@@ -109,9 +109,8 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
         ("rules only", None, None),
         ("rules + MiniLM, own set (before, 0.7)", before, at(0.7)),
         ("rules + n-gram, own set (0.7)", own_ngram, at(0.7)),
-        ("rules + MiniLM, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="embedding"), at(0.7)),
+        ("rules + MiniLM, all train sources (0.9)", InjectionCheck(embedder.model_id, kind="embedding"), at(0.9)),
         ("rules + ensemble, all train sources (0.7)", InjectionCheck(embedder.model_id, kind="ensemble"), at(0.7)),
-        ("rules + n-gram, all train sources (0.6)", default, at(0.6)),
         (f"rules + n-gram (default, {policy.threshold})", default, policy),
     ]
     in_rows = load_jsonl(data_path("injection_eval.jsonl"))
@@ -149,6 +148,8 @@ async def cross_source(guards: GuardPipeline, embedder, quick: bool) -> None:
     print(row("ALL input checks, cross-source texts", None, None, await input_pipeline(guards, texts), len(texts)))
     short = [t for t in texts if len(t) <= 300]
     print(row("ALL input checks, those <= 300 chars", None, None, await input_pipeline(guards, short), len(short)))
+    long = [t for t in texts if len(t) > 300]
+    print(row("ALL input checks, those > 300 chars", None, None, await input_pipeline(guards, long), len(long)))
 
 
 async def input_pipeline(guards: GuardPipeline, texts: list[str]) -> list[float]:

