@@ -37,10 +37,11 @@ class EngineConfig(BaseModel):
         description="Embedded engine: run batches that mix adapters with two gathered matmuls per LoRA layer "
         "instead of PEFT's loop over adapters (bench/multilora.py); false = PEFT's own path",
     )
-    quantize: Literal["none", "bf16", "int8"] = Field(
+    quantize: Literal["none", "bf16", "int8", "int4"] = Field(
         "none",
-        description="Embedded engine: `none` serves the fp32 transformers + PEFT model; `bf16` / `int8` serve "
-        "the fast decoder on bf16 or int8 weights (per-channel scales), LoRA kept fp32 on top (bench/peers.py)",
+        description="Embedded engine: `none` serves the fp32 transformers + PEFT model; `bf16` / `int8` / `int4` "
+        "serve the fast decoder on bf16 weights, int8 (per-channel scales) or int4 (groups of 32 with scale and "
+        "minimum, GGUF Q4_1's layout; the output head int8), LoRA kept fp32 on top (bench/peers.py)",
     )
     prefill_chunk: int = Field(
         256,
@@ -51,7 +52,7 @@ class EngineConfig(BaseModel):
     prefix_cache_tokens: int = Field(
         2048,
         ge=0,
-        description="Fast path (quantize bf16/int8): KV of recent prompts kept for reuse by prompts that "
+        description="Fast path (quantize bf16/int8/int4): KV of recent prompts kept for reuse by prompts that "
         "start the same way (system prompt, repeated passages), in tokens summed over entries (~46 KB each; 0: off)",
     )
     max_lora_rank: int = Field(64, ge=1, description="Adapters of a higher rank are refused")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from carafe.adapters.sampling import RowSampler
 from carafe.adapters.scheduler import Request, Scheduler
 from carafe.adapters.structured import GrammarCompiler
 from carafe.adapters.textstream import TextStream
+from carafe.adapters.weights import TensorFiles
 from carafe.errors import InvalidInput, TooLarge
 
 log = logging.getLogger("carafe.adapters.local")
@@ -95,22 +98,54 @@ class LocalEngine:
     async def start(self) -> None:
         async with self._start_lock:
             if self._scheduler is None:
-                await asyncio.to_thread(self._load)
+                await asyncio.wrap_future(self._spawn())
 
-    def _load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    def _spawn(self) -> Future[None]:
+        """Load the model on a new thread that then runs the scheduler: one thread for all of torch's
+        work. OpenMP keeps a worker pool per calling thread; with more pooled threads than cores it
+        stops spinning between parallel regions, and a decode step (~150 of them) slows by half."""
+        loaded: Future[None] = Future()
+
+        def engine_thread() -> None:
+            try:
+                scheduler = self._load()
+            except BaseException as exc:
+                loaded.set_exception(exc)
+                return
+            self._scheduler = scheduler
+            loaded.set_result(None)
+            scheduler.run()
+
+        threading.Thread(target=engine_thread, name="carafe-engine", daemon=True).start()
+        return loaded
+
+    def _load(self) -> Scheduler:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         files = prepare_base_model(self.config.model, self.models_dir, self.config.model_id)
-        dtype = {
-            "auto": torch.float32 if self.device.type == "cpu" else torch.bfloat16,
-            "float32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "float16": torch.float16,
-        }[self.config.dtype]
         tokenizer = AutoTokenizer.from_pretrained(files.folder)
-        model = AutoModelForCausalLM.from_pretrained(files.folder, dtype=dtype).to(self.device).eval()  # type: ignore[arg-type]  # torch/transformers typing
+        model: Any
+        if self.config.quantize != "none":
+            # the fast path packs each weight as it is read: no fp32 copy of the model is ever whole
+            model = self._decoder = LlamaDecoder(
+                AutoConfig.from_pretrained(files.folder), TensorFiles(files.folder), self.config.quantize
+            )
+            self._linears = model.linear_shapes()
+        else:
+            dtype = {
+                "auto": torch.float32 if self.device.type == "cpu" else torch.bfloat16,
+                "float32": torch.float32,
+                "bfloat16": torch.bfloat16,
+                "float16": torch.float16,
+            }[self.config.dtype]
+            model = AutoModelForCausalLM.from_pretrained(files.folder, dtype=dtype).to(self.device).eval()  # type: ignore[arg-type]  # torch/transformers typing
+            # shapes of the plain model's Linear layers, for checking adapters (taken before PEFT wraps them)
+            self._linears = {
+                n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+            }
+            self._base = model
         eos = {tokenizer.eos_token_id}
         try:
             gen_eos = GenerationConfig.from_pretrained(files.folder).eos_token_id
@@ -121,21 +156,11 @@ class LocalEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self._eos)
         limit = getattr(model.config, "max_position_embeddings", None) or self.config.max_model_len
         self._max_len = min(self.config.max_model_len, int(limit))
-        self._files, self._tokenizer, self._base = files, tokenizer, model
+        self._files, self._tokenizer = files, tokenizer
         self._grammars = GrammarCompiler(tokenizer)
-        # shapes of the plain model's Linear layers, for checking adapters (taken before PEFT wraps them)
-        self._linears = {
-            n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
-        }
-        served: Any = model
-        if self.config.quantize != "none":  # weights packed once; the transformers copy is dropped
-            served = self._decoder = LlamaDecoder(model, self.config.quantize)
-            self._base = None
-            del model
-            gc.collect()
         scheduler = Scheduler(
-            served,
-            served.config,
+            model,
+            model.config,
             device=self.device,
             pad_id=pad,
             max_batch_size=self.config.max_batch_size,
@@ -143,9 +168,8 @@ class LocalEngine:
             prefill_chunk=self.config.prefill_chunk,
             prefix_cache_tokens=self.config.prefix_cache_tokens,
         )
-        scheduler.start()
-        self._scheduler = scheduler
         log.info("serving %s (%s) on %s, weights %s", files.model_id, files.digest, self.device, self.config.quantize)
+        return scheduler
 
     async def close(self) -> None:
         scheduler, self._scheduler = self._scheduler, None

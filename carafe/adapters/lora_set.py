@@ -147,4 +147,7 @@ class RowDeltas:
         picked = self._picked.get(target)
         if picked is None:
             picked = self._picked[target] = (stack[0][self._rows], stack[1][self._rows])
+        if x.shape[1] == 1:  # a decode step: per-row sums, so a row's delta is the same in any batch (bmm's isn't)
+            low = (x.transpose(1, 2) * picked[0]).sum(dim=1, keepdim=True)
+            return (low.transpose(1, 2) * picked[1]).sum(dim=1, keepdim=True)
         return torch.bmm(torch.bmm(x, picked[0]), picked[1])

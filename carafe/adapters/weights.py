@@ -1,0 +1,59 @@
+"""A model folder's safetensors tensors, read one at a time.
+
+The fast path packs each fp32 weight into a few bits as it is read, so the packed model
+(~100 MB for SmolLM2) is all that stays. Plain file reads keep it that way: a memory map
+(what ``safetensors.safe_open`` and transformers use) counts every page it touched
+toward the process's resident memory until it is closed, so packing through one would
+set the serving process's peak at the whole fp32 file (540 MB) plus the packed copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from carafe.adapters.errors import InvalidAdapter, ModelNotAvailable
+from carafe.adapters.peft_check import read_safetensors_header
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+class TensorFiles:
+    """``name -> tensor`` over every ``*.safetensors`` file of ``folder``; each read is a fresh tensor."""
+
+    def __init__(self, folder: Path) -> None:
+        self._index: dict[str, tuple[Path, int, int, str, list[int]]] = {}
+        files = sorted(Path(folder).glob("*.safetensors"))
+        if not files:
+            raise ModelNotAvailable(f"{folder} holds no model weights (*.safetensors)", param="model")
+        for path in files:
+            try:
+                header = read_safetensors_header(path)
+            except InvalidAdapter as exc:
+                raise ModelNotAvailable(str(exc).replace("adapter", "model"), param="model") from exc
+            base = 8 + int.from_bytes(_head(path), "little")  # data follow the 8-byte length and the header
+            for name, meta in header.items():
+                start, end = meta["data_offsets"]
+                self._index[name] = (path, base + start, base + end, meta["dtype"], list(meta["shape"]))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        path, start, end, dtype, shape = self._index[name]
+        if dtype not in _DTYPES:
+            raise ModelNotAvailable(
+                f"{path}: tensor {name} is {dtype}; the fast path reads float weights", param="model"
+            )
+        buf = torch.empty(end - start, dtype=torch.uint8)
+        with path.open("rb") as fh:
+            fh.seek(start)
+            if fh.readinto(buf.numpy().data) != end - start:
+                raise ModelNotAvailable(f"{path} is truncated (tensor {name})", param="model")
+        return buf.view(_DTYPES[dtype]).reshape(shape)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(8)
