@@ -41,7 +41,7 @@ class EngineConfig(BaseModel):
         "none",
         description="Embedded engine: `none` serves the fp32 transformers + PEFT model; `bf16` / `int8` / `int4` "
         "serve the fast decoder on bf16 weights, int8 (per-channel scales) or int4 (groups of 32 with scale and "
-        "minimum, GGUF Q4_1's layout; the output head int8), LoRA kept fp32 on top (bench/peers.py)",
+        "minimum, GGUF Q4_1's layout; the output head int8), LoRA kept fp32 on top; CPU only (bench/peers.py)",
     )
     prefill_chunk: int = Field(
         256,

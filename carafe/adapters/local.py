@@ -25,7 +25,13 @@ from carafe.adapters.base_model import BaseModelFiles, pick_device, prepare_base
 from carafe.adapters.config import EngineConfig
 from carafe.adapters.decoder import LlamaDecoder
 from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
-from carafe.adapters.errors import AdapterConflict, AdapterNotFound, EngineUnavailable, InvalidAdapter
+from carafe.adapters.errors import (
+    AdapterConflict,
+    AdapterNotFound,
+    EngineUnavailable,
+    InvalidAdapter,
+    ModelNotAvailable,
+)
 from carafe.adapters.lora_set import LoraWeights, read_lora
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
 from carafe.adapters.sampling import RowSampler
@@ -51,7 +57,16 @@ class LocalEngine:
     def __init__(self, config: EngineConfig | None = None, models_dir: Path | str = Path(".carafe/models")) -> None:
         self.config = config or EngineConfig()
         self.models_dir = Path(models_dir)
-        self.device = pick_device(self.config.device)
+        device = pick_device(self.config.device)
+        if self.config.quantize != "none" and device.type != "cpu":
+            if self.config.device != "auto":
+                raise ModelNotAvailable(
+                    f"adapters.engine.quantize: {self.config.quantize} is the CPU fast path; on {device} "
+                    "use quantize: none",
+                    param="model",
+                )
+            device = torch.device("cpu")  # auto + the CPU fast path: the CPU
+        self.device = device
         self._files: BaseModelFiles | None = None
         self._tokenizer: Any = None
         self._base: Any = None

