@@ -182,7 +182,7 @@ class LlamaDecoder:
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """``module name -> (in, out)`` of the Linear layers the transformers model would have (adapter checks)."""
         cfg, hidden = self.config, self.config.hidden_size
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        q, kv, _ = self._qkv_split
         shapes = {"lm_head": (hidden, cfg.vocab_size)}
         for i in range(len(self.layers)):
             p = f"model.layers.{i}."
@@ -208,14 +208,7 @@ class LlamaDecoder:
         self, w: PackedLinear, x: torch.Tensor, lora: RowDeltas | None, layer: int, parts: tuple[tuple[str, int], ...]
     ) -> torch.Tensor:
         out = w(x)
-        if lora is not None:
-            start = 0
-            for name, width in parts:
-                delta = lora.delta((layer, name), x)
-                if delta is not None:
-                    out[..., start : start + width] += delta
-                start += width
-        return out
+        return out if lora is None else self._add_lora(out, lora, layer, x, parts)
 
     def forward(
         self,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 Quantize = Literal["none", "bf16", "int8", "int4"]
-# up to this many rows the packed GEMV kernels win; above it a dequantised bf16 GEMM does
+# up to this many rows the int8 GEMV kernel wins; above it a dequantised bf16 GEMM does
 _GEMV_ROWS = 16
 GROUP = 32  # int4 weights per scale/minimum (GGUF Q4_1's block)
 _PACK_ROWS = 4096  # rows quantized at a time
@@ -74,12 +74,10 @@ class PackedLinear:
         low, high = groups.amin(dim=-1), groups.amax(dim=-1)
         scale = ((high - low) / 15.0).clamp(min=1e-10)
         q = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.uint8).view(n, k)
-        scale, low = scale.to(torch.bfloat16), low.to(torch.bfloat16)
+        scale, low = scale.to(torch.bfloat16).float(), low.to(torch.bfloat16).float()
         # the kernel computes (q - 8) · s + z: z = m + 8 s, per (group, out channel)
-        kernel_zero = low.float() + 8.0 * scale.float()
-        self.zeros = torch.stack([scale.float().t(), kernel_zero.t()], dim=-1).to(torch.bfloat16).contiguous()
+        self.zeros = torch.stack([scale.t(), (low + 8.0 * scale).t()], dim=-1).to(torch.bfloat16).contiguous()
         self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
-        self.scales = torch.stack([scale, low], dim=-1).contiguous()  # (n, k/32, 2) bf16
 
     @property
     def nbytes(self) -> int:
@@ -87,10 +85,8 @@ class PackedLinear:
         return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
     def dense(self) -> torch.Tensor:
-        """The weight as a float tensor (bf16 for packed modes; int4 dequantizes on each call)."""
-        if self.mode == "int4":
-            assert self.scales is not None
-            return _dequantize(_unpack(self.weight, self.out_features, self.in_features), self.scales)
+        """The weight as a float tensor (bf16 for packed modes); int4 is read through its kernel only."""
+        assert self.mode != "int4", "int4 weights are read through the int4 kernel only"
         if self._dense is None and self.scales is not None:
             return self.weight * self.scales[:, None]
         return self._dense if self._dense is not None else self.weight
@@ -119,26 +115,9 @@ class PackedLinear:
         return out.reshape(*shape[:-1], self.out_features)  # type: ignore[no-any-return]  # torch/transformers typing
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Rows ``ids`` of the weight as fp32 (an embedding lookup on a tied table)."""
-        if self.mode == "int4":
-            assert self.scales is not None
-            q = _unpack(self.weight, self.out_features, self.in_features)
-            return _dequantize(q[ids], self.scales[ids]).float()
+        """Rows ``ids`` of the weight as fp32 (an embedding lookup on a tied table; not int4)."""
+        assert self.mode != "int4", "an int4 table has no row look-up (the decoder keeps embeddings int8)"
         picked = self.weight[ids].float()
         if self.scales is not None:
             picked = picked * self.scales[ids].float().unsqueeze(-1)
         return picked
-
-
-def _unpack(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """The int4 kernel's layout back to ``(n, k)`` values 0..15: for each block of 64 output
-    channels, byte ``[k, j]`` holds channel ``j`` (low nibble) and ``j + 32`` (high nibble)."""
-    blocks = packed.view(n // _KERNEL_ROWS, k, _KERNEL_ROWS // 2)
-    return torch.cat((blocks & 15, blocks >> 4), dim=-1).transpose(1, 2).reshape(n, k)
-
-
-def _dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """int4 values (..., k) uint8 with ``scales`` (..., k/32, 2) [scale, minimum] -> bf16 (..., k)."""
-    lead, k = q.shape[:-1], q.shape[-1]
-    groups = q.reshape(*lead, k // GROUP, GROUP).to(torch.bfloat16)
-    return torch.addcmul(scales[..., 1:], groups, scales[..., :1]).view(*lead, k)

@@ -131,12 +131,6 @@ class Scheduler:
         return bool(getattr(self.model, "takes_adapter_names", False))
 
     # ---- event-loop side -------------------------------------------------
-    def start(self) -> None:
-        """Run the worker loop on a new thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="carafe-engine", daemon=True)
-            self._thread.start()
-
     def run(self) -> None:
         """Run the worker loop on the calling thread (the one that loaded the model) until :meth:`stop`."""
         self._thread = threading.current_thread()

@@ -32,7 +32,8 @@ class TensorFiles:
                 header = read_safetensors_header(path)
             except InvalidAdapter as exc:
                 raise ModelNotAvailable(str(exc).replace("adapter", "model"), param="model") from exc
-            base = 8 + int.from_bytes(_head(path), "little")  # data follow the 8-byte length and the header
+            # the header checks that its data end the file: they start where the last one ends, from the back
+            base = path.stat().st_size - max((t["data_offsets"][1] for t in header.values()), default=0)
             for name, meta in header.items():
                 start, end = meta["data_offsets"]
                 self._index[name] = (path, base + start, base + end, meta["dtype"], list(meta["shape"]))
@@ -52,8 +53,3 @@ class TensorFiles:
             if fh.readinto(buf.numpy().data) != end - start:
                 raise ModelNotAvailable(f"{path} is truncated (tensor {name})", param="model")
         return buf.view(_DTYPES[dtype]).reshape(shape)
-
-
-def _head(path: Path) -> bytes:
-    with path.open("rb") as fh:
-        return fh.read(8)
