@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -179,7 +178,7 @@ async def carafe_worker(args: argparse.Namespace) -> None:
             out["rag_ttft_first"], out["rag_ttft_repeat"] = first["ttft_p50"], again["ttft_p50"]
     out["stats"] = engine.stats()
     await engine.close()
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = _peak_rss_mb(os.getpid())
     print("RESULT " + json.dumps(out))
 
 
