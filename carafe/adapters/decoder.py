@@ -23,6 +23,10 @@ from carafe.adapters.lora_set import LoraSet, RowDeltas
 from carafe.adapters.quant import PackedLinear, Quantize
 
 _SPARE = 64  # cache columns allocated ahead, so most steps write in place
+# a prefill's attention runs on queries and keys padded to this many: CPU attention sums a
+# row's last partial block of keys in another order than a full one, so without it a token's
+# keys and values would depend on where the prompt was cut (chunks, a prefix-cache hit)
+_BLOCK = 16
 
 
 class Weights(Protocol):
@@ -45,9 +49,10 @@ class KVLayer:
     @staticmethod
     def _roomy(t: torch.Tensor, more: int = 0) -> torch.Tensor:
         shape = list(t.shape)
-        shape[2] += max(_SPARE, more)
+        shape[2] += max(_SPARE, more + _BLOCK)
         buf = t.new_empty(shape)
         buf[:, :, : t.shape[2]] = t
+        buf[:, :, t.shape[2] :] = 0  # read (masked) by padded prefills: finite
         return buf
 
     @property
@@ -73,13 +78,18 @@ class KVLayer:
             self.keys, self.values = k, v
             return self.keys, self.values
         n = k.shape[2]
-        if self._len + n > self._k.shape[2] or self._k.shape[0] != k.shape[0]:
+        if self._len + n + _BLOCK > self._k.shape[2] or self._k.shape[0] != k.shape[0]:
             self._k, self._v = self._roomy(self.keys, n), self._roomy(self.values, n)
         self._k[:, :, self._len : self._len + n] = k
         self._v[:, :, self._len : self._len + n] = v
         self._len += n
         self._vlen += n
         return self.keys, self.values
+
+    def padded(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values with zero columns up to ``length`` (at most ``_BLOCK - 1`` past the end)."""
+        assert self._k is not None and self._v is not None and self._k.shape[2] >= length
+        return self._k[:, :, :length], self._v[:, :, :length]
 
 
 class KVCache:
@@ -138,6 +148,10 @@ class LlamaDecoder:
             )
         self.config = cfg
         self.quantize = quantize
+        # int4's kernel computes each row alone and prefill attention runs on whole blocks, so a
+        # pass of two or more tokens gives each token the same KV and logits wherever a prompt is
+        # cut (chunks, a prefix-cache hit); bf16/int8 matmuls sum in an order set by the pass length
+        self.split_exact = quantize == "int4"
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.eps = float(cfg.rms_norm_eps)
@@ -229,11 +243,13 @@ class LlamaDecoder:
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = emb.cos(), emb.sin()
         total = attention_mask.shape[1]
-        valid = attention_mask[:, None, None, :].bool()
-        if seq > 1:  # causal over the new tokens, and each attends itself (padding rows stay finite)
-            cols = torch.arange(total)
-            qpos = torch.arange(total - seq, total)[:, None]
-            valid = (valid & (cols[None, :] <= qpos)) | (cols[None, :] == qpos)
+        # queries and keys padded to whole blocks (see _BLOCK); causal over the new tokens, and
+        # each query attends itself, so left-padded rows and the padding queries stay finite
+        seq_p, total_p = -(-seq // _BLOCK) * _BLOCK, -(-total // _BLOCK) * _BLOCK
+        cols = torch.arange(total_p)
+        qpos = torch.arange(total - seq, total - seq + seq_p)[:, None]
+        valid = F.pad(attention_mask, (0, total_p - total)).bool()[:, None, None, :]
+        valid = (valid & (cols <= qpos)) | (cols == qpos) | ((qpos >= total) & (cols == 0))
         q_w, kv_w, _ = self._qkv_split
         qkv_parts = (("q_proj", q_w), ("k_proj", kv_w), ("v_proj", kv_w))
         mlp_parts = (("gate_proj", self._gate), ("up_proj", self._gate))
@@ -245,9 +261,11 @@ class LlamaDecoder:
             v = v.view(rows, seq, self.kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            keys, values = cache.layers[i].append(k, v)
+            cache.layers[i].append(k, v)
+            keys, values = cache.layers[i].padded(total_p)
+            q = F.pad(q, (0, 0, 0, seq_p - seq))
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=valid, enable_gqa=True)
-            attn = attn.transpose(1, 2).reshape(rows, seq, q_w)
+            attn = attn[:, :, :seq].transpose(1, 2).reshape(rows, seq, q_w)
             h = h + self._project(layer.o, attn, lora, i, (("o_proj", h.shape[-1]),))
             x = F.rms_norm(h, (h.shape[-1],), layer.mlp_norm, self.eps)
             gate, up = self._project(layer.gate_up, x, lora, i, mlp_parts).split(self._gate, dim=-1)  # type: ignore[no-untyped-call]  # torch/transformers typing

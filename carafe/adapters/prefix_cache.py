@@ -4,9 +4,12 @@ prompt, the same retrieved passages) skips recomputing that start.
 Keys and values at position ``t`` depend only on tokens ``0..t`` (and the adapter, when
 its LoRA touches k/v projections), so the longest common token prefix with any stored
 prompt of the same adapter is exact to reuse. Entries are whole prompts, evicted least
-recently used first once their tokens exceed the budget. A hit is cut to a multiple of
-the prefill chunk, so the rest of the prompt is computed in the very chunks a miss
-computes it in and a single request gets the tokens it would get without the cache.
+recently used first once their tokens exceed the budget. A single request gets the
+tokens it would get without the cache: on int4 every prefill pass of two or more tokens
+gives a token the same keys, values and logits wherever the prompt is cut, so a hit may
+end anywhere (``align`` 1) as long as two tokens are left; on bf16/int8 (whose matmuls
+sum in an order that depends on the pass's length) a hit is cut to a multiple of the
+prefill chunk (``align``), so the rest is computed in the very chunks a miss computes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-MIN_REUSE = 32  # shorter common starts are cheaper to recompute than to copy
+MIN_REUSE = 16  # shorter common starts are cheaper to recompute than to copy
+LEFT = 2  # tokens a hit leaves to compute (a one-token pass takes the decode step's arithmetic)
 
 
 @dataclass(slots=True)
@@ -40,13 +44,13 @@ class PrefixCache:
         return len(self._entries)
 
     def lookup(self, adapter: str | None, prompt: list[int]) -> PrefixHit | None:
-        """The longest stored start of ``prompt`` (leaving at least one token to compute)."""
+        """The longest stored start of ``prompt`` (leaving at least ``LEFT`` tokens to compute)."""
         best, best_key = 0, None
         for key in self._entries:
             if key[0] != adapter:
                 continue
             stored = key[1]
-            n = min(len(stored), len(prompt) - 1)
+            n = min(len(stored), len(prompt) - LEFT)
             common = 0
             while common < n and stored[common] == prompt[common]:
                 common += 1

@@ -105,7 +105,9 @@ class Scheduler:
         self._chunk = prefill_chunk
         self._filling: _Fill | None = None
         # the fast decoder's cache can be seeded with stored KV; transformers' cache is left alone
-        self.prefixes = PrefixCache(prefix_cache_tokens, prefill_chunk) if prefix_cache_tokens and self._lean else None
+        # a hit may end anywhere where a prompt's cut does not change its tokens, else on a chunk boundary
+        align = 1 if getattr(model, "split_exact", False) else prefill_chunk
+        self.prefixes = PrefixCache(prefix_cache_tokens, align) if prefix_cache_tokens and self._lean else None
         self._inbox: queue.Queue[Request | tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._waiting: deque[Request] = deque()
         self._rows: list[Request] = []
@@ -287,6 +289,8 @@ class Scheduler:
         fill = self._filling
         width = fill.ids.shape[1]
         end = width if not self._chunk else min(width, fill.done + self._chunk)
+        if width - end == 1:  # never leave a one-token pass: it would take the decode step's arithmetic
+            end = width
         try:
             logits = self._forward(
                 fill.rows,

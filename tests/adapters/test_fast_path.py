@@ -266,3 +266,18 @@ async def test_prefix_cache_hit_gives_the_miss_output(fast):
         assert await _tokens(cold, LONG + " Question: which item has 3 pens?", 8) == first
     finally:
         await cold.close()
+
+
+async def test_prefix_hit_ending_mid_chunk_on_the_chat_template_gives_the_miss_output(fast):
+    # two short chats share only the template's system turn (~27 tokens, not a chunk multiple)
+    await _tokens(fast, "Explain how a bicycle works.", 2)
+    hits0, reused0 = fast.stats()["prefix_hits"], fast.stats()["prefix_tokens_reused"]
+    warm = await _tokens(fast, "Describe a busy market.", 12)
+    reused = fast.stats()["prefix_tokens_reused"] - reused0
+    assert fast.stats()["prefix_hits"] == hits0 + 1 and reused % 32 != 0
+    cold = _fast(prefix_cache_tokens=0, prefill_chunk=32)
+    await cold.start()
+    try:
+        assert await _tokens(cold, "Describe a busy market.", 12) == warm
+    finally:
+        await cold.close()

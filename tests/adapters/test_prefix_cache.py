@@ -1,10 +1,10 @@
-"""PrefixCache: longest common start per adapter, cut to the prefill chunk, LRU within budget."""
+"""PrefixCache: longest common start per adapter, cut to ``align``, LRU within budget."""
 
 from __future__ import annotations
 
 import torch
 
-from carafe.adapters.prefix_cache import MIN_REUSE, PrefixCache
+from carafe.adapters.prefix_cache import LEFT, MIN_REUSE, PrefixCache
 
 
 def _kv(n: int, fill: float = 1.0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -18,8 +18,18 @@ def test_hit_is_the_common_start_cut_to_the_chunk_and_per_adapter():
     hit = cache.lookup("a", prompt[:70] + [999] * 10)
     assert hit is not None and hit.length == 64 and hit.layers[0][0].shape[2] == 64
     assert cache.lookup(None, prompt) is None  # another adapter's KV never serves
-    assert cache.lookup("a", prompt).length == 96  # at least one token is left to compute
+    assert cache.lookup("a", prompt).length == 96  # at least LEFT tokens are left to compute
     assert cache.lookup("a", [5] * 100) is None
+
+
+def test_unaligned_hit_ends_anywhere_but_leaves_tokens_to_compute():
+    cache = PrefixCache(1000)  # align 1: int4, where a cut changes no token
+    prompt = list(range(40))
+    cache.store(None, prompt, _kv(40))
+    assert cache.lookup(None, [*prompt[:21], 7, 8, 9]).length == 21
+    hit = cache.lookup(None, prompt)
+    assert hit.length == 40 - LEFT and hit.layers[1][1].shape[2] == 40 - LEFT
+    assert torch.equal(hit.layers[1][1], torch.full((1, 1, 40 - LEFT, 2), -1.0))
 
 
 def test_short_starts_are_not_reused_and_budget_evicts_oldest():
