@@ -43,17 +43,25 @@ class EngineConfig(BaseModel):
         "serve the fast decoder on bf16 weights, int8 (per-channel scales) or int4 (groups of 32 with scale and "
         "minimum, GGUF Q4_1's layout; the output head int8), LoRA kept fp32 on top; CPU only (bench/peers.py)",
     )
+    kernels: Literal["auto", "native", "torch"] = Field(
+        "auto",
+        description="Fast path int4: `native` runs Carafe's C++ kernels (AVX512-VNNI int4 x int8 products, the "
+        "whole forward pass per-row in C++; compiled once per machine with g++, an error if that fails); `torch` "
+        "runs torch's int4 kernel from Python; `auto` takes native where it builds, else torch with a warning",
+    )
     prefill_chunk: int = Field(
         256,
         ge=0,
         description="Embedded engine: prefill long prompts this many tokens at a time, with a decode step of "
-        "the running streams between chunks (0: whole prompts at once)",
+        "the running streams between chunks (native int4: at most this many prompt tokens per pass, beside "
+        "the decoding rows' tokens; 0: whole prompts at once)",
     )
     prefix_cache_tokens: int = Field(
         2048,
         ge=0,
         description="Fast path (quantize bf16/int8/int4): KV of recent prompts kept for reuse by prompts that "
-        "start the same way (system prompt, repeated passages), in tokens summed over entries (~46 KB each; 0: off)",
+        "start the same way (system prompt, repeated passages), in tokens summed over entries (fp16, ~23 KB each "
+        "for SmolLM2; 0: off)",
     )
     max_lora_rank: int = Field(64, ge=1, description="Adapters of a higher rank are refused")
     threads: int | None = Field(None, description="torch intra-op threads (default: torch's choice)")

@@ -12,21 +12,23 @@ gives a transformers model (``input_ids``, ``attention_mask``, ``position_ids``,
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from carafe.adapters import native
 from carafe.adapters.errors import ModelNotAvailable
-from carafe.adapters.lora_set import LoraSet, RowDeltas
+from carafe.adapters.kv_cache import BLOCK, KVCache
+from carafe.adapters.kv_rows import RowKV
+from carafe.adapters.lora_set import BASE, MODULES, LoraSet, LoraWeights, RowDeltas
 from carafe.adapters.quant import PackedLinear, Quantize
+from carafe.adapters.weights import TensorFiles
 
-_SPARE = 64  # cache columns allocated ahead, so most steps write in place
-# a prefill's attention runs on queries and keys padded to this many: CPU attention sums a
-# row's last partial block of keys in another order than a full one, so without it a token's
-# keys and values would depend on where the prompt was cut (chunks, a prefix-cache hit)
-_BLOCK = 16
+log = logging.getLogger("carafe.adapters.decoder")
+Kernels = Literal["auto", "native", "torch"]
 
 
 class Weights(Protocol):
@@ -36,65 +38,11 @@ class Weights(Protocol):
     def __contains__(self, name: object, /) -> bool: ...
 
 
-class KVLayer:
-    """One layer's keys and values (rows, kv_heads, length, head_dim) with spare room."""
-
-    __slots__ = ("_k", "_len", "_v", "_vlen")
-
-    def __init__(self) -> None:
-        self._k: torch.Tensor | None = None
-        self._v: torch.Tensor | None = None
-        self._len = self._vlen = 0  # apart: the scheduler sets keys, then reads values to build them
-
-    @staticmethod
-    def _roomy(t: torch.Tensor, more: int = 0) -> torch.Tensor:
-        shape = list(t.shape)
-        shape[2] += max(_SPARE, more + _BLOCK)
-        buf = t.new_empty(shape)
-        buf[:, :, : t.shape[2]] = t
-        buf[:, :, t.shape[2] :] = 0  # read (masked) by padded prefills: finite
-        return buf
-
-    @property
-    def keys(self) -> torch.Tensor:
-        assert self._k is not None
-        return self._k[:, :, : self._len]
-
-    @keys.setter
-    def keys(self, t: torch.Tensor) -> None:  # the scheduler merges and trims batches through these
-        self._k, self._len = self._roomy(t), t.shape[2]
-
-    @property
-    def values(self) -> torch.Tensor:
-        assert self._v is not None
-        return self._v[:, :, : self._vlen]
-
-    @values.setter
-    def values(self, t: torch.Tensor) -> None:
-        self._v, self._vlen = self._roomy(t), t.shape[2]
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._k is None or self._v is None:
-            self.keys, self.values = k, v
-            return self.keys, self.values
-        n = k.shape[2]
-        if self._len + n + _BLOCK > self._k.shape[2] or self._k.shape[0] != k.shape[0]:
-            self._k, self._v = self._roomy(self.keys, n), self._roomy(self.values, n)
-        self._k[:, :, self._len : self._len + n] = k
-        self._v[:, :, self._len : self._len + n] = v
-        self._len += n
-        self._vlen += n
-        return self.keys, self.values
-
-    def padded(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values with zero columns up to ``length`` (at most ``_BLOCK - 1`` past the end)."""
-        assert self._k is not None and self._v is not None and self._k.shape[2] >= length
-        return self._k[:, :, :length], self._v[:, :, :length]
-
-
-class KVCache:
-    def __init__(self, layers: int) -> None:
-        self.layers = [KVLayer() for _ in range(layers)]
+def _rows(weights: Weights, name: str, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of a weight, read alone where the source can (:class:`TensorFiles`)."""
+    if isinstance(weights, TensorFiles):
+        return weights.rows(name, start, stop)
+    return weights[name][start:stop]
 
 
 @dataclass(slots=True)
@@ -122,7 +70,7 @@ class LlamaDecoder:
 
     takes_adapter_names = True  # the scheduler passes one adapter name per row, always
 
-    def __init__(self, config: Any, weights: Weights, quantize: Quantize) -> None:
+    def __init__(self, config: Any, weights: Weights, quantize: Quantize, kernels: Kernels = "auto") -> None:
         """``config``: the model's transformers config; ``weights``: its tensors by state-dict name,
         each read (and packed) once, so a :class:`~carafe.adapters.weights.TensorFiles` never holds
         more than one fp32 tensor at a time."""
@@ -157,8 +105,14 @@ class LlamaDecoder:
         self.eps = float(cfg.rms_norm_eps)
         self.inv_freq = 1.0 / (float(rope["rope_theta"]) ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
 
+        # int4 on Carafe's native kernels when they build here (else torch's int4 kernel)
+        use_native = quantize == "int4" and kernels != "torch" and self._native_kernels(kernels)
+
         def sd(name: str) -> torch.Tensor:
             return weights[name].detach().float()
+
+        def packed(w: torch.Tensor, mode: Quantize = quantize, keep_dense: bool = True) -> PackedLinear:
+            return PackedLinear(w, mode, keep_dense=keep_dense, native=use_native)
 
         self.layers: list[_Layer] = []
         for i in range(cfg.num_hidden_layers):
@@ -166,32 +120,70 @@ class LlamaDecoder:
             self.layers.append(
                 _Layer(
                     attn_norm=sd(p + "input_layernorm.weight"),
-                    qkv=PackedLinear(torch.cat([sd(p + f"self_attn.{n}_proj.weight") for n in "qkv"]), quantize),
-                    o=PackedLinear(sd(p + "self_attn.o_proj.weight"), quantize),
+                    qkv=packed(torch.cat([sd(p + f"self_attn.{n}_proj.weight") for n in "qkv"])),
+                    o=packed(sd(p + "self_attn.o_proj.weight")),
                     mlp_norm=sd(p + "post_attention_layernorm.weight"),
-                    gate_up=PackedLinear(
-                        torch.cat([sd(p + "mlp.gate_proj.weight"), sd(p + "mlp.up_proj.weight")]), quantize
-                    ),
-                    down=PackedLinear(sd(p + "mlp.down_proj.weight"), quantize),
+                    gate_up=packed(torch.cat([sd(p + "mlp.gate_proj.weight"), sd(p + "mlp.up_proj.weight")])),
+                    down=packed(sd(p + "mlp.down_proj.weight")),
                 )
             )
         self.norm = sd("model.norm.weight")
         # int4's output head stays int8 (an int4 head costs +7.6 % perplexity), dequantized per use
         head: Quantize = "int8" if quantize == "int4" else quantize
-        self.embed = PackedLinear(sd("model.embed_tokens.weight"), head, keep_dense=quantize != "int4")
+
+        def table(name: str) -> PackedLinear:
+            rows = int(weights.shape(name)[0]) if isinstance(weights, TensorFiles) else int(weights[name].shape[0])
+            if use_native and rows % 16 == 0 and cfg.hidden_size % 32 == 0:  # packed slice by slice
+                return PackedLinear.native_int8_from_rows(lambda a, b: _rows(weights, name, a, b), rows)
+            return packed(sd(name), head, keep_dense=quantize != "int4")
+
+        self.embed = table("model.embed_tokens.weight")
         tied = getattr(cfg, "tie_word_embeddings", False) or "lm_head.weight" not in weights
-        self.lm_head = self.embed if tied else PackedLinear(sd("lm_head.weight"), head, keep_dense=quantize != "int4")
+        self.lm_head = self.embed if tied else table("lm_head.weight")
         self.loras = LoraSet()
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self._qkv_split = (q, kv, kv)
         self._gate = cfg.intermediate_size
         half = self.head_dim // 2  # rotate_half(x) · sin == roll(x, half) · (sin with its first half negated)
         self._rope_sign = torch.cat([-torch.ones(half), torch.ones(half)])
+        self._native = self._native_step() if use_native else None
+
+    @property
+    def kernels(self) -> str:
+        """Which kernels serve the packed weights: ``native`` (Carafe's), or ``torch``."""
+        return "native" if self._native is not None else "torch"
+
+    def _native_step(self) -> Any:
+        """The C++ decode step on the same packed tensors (None when a shape kept torch's layout)."""
+        linears = [x for layer in self.layers for x in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        if not all(x.native and x.mode == "int4" for x in linears) or not (self.embed.native and self.lm_head.native):
+            return None
+        cfg = self.config
+        tensors: list[torch.Tensor] = []
+        for layer in self.layers:
+            tensors += [layer.attn_norm, layer.qkv.weight, layer.o.weight, layer.mlp_norm, layer.gate_up.weight]
+            tensors.append(layer.down.weight)
+        assert self.embed.scales is not None and self.lm_head.scales is not None
+        tensors += [self.norm, self.embed.weight, self.embed.scales, self.lm_head.weight, self.lm_head.scales]
+        tensors.append(self.inv_freq.float().contiguous())
+        dims = [len(self.layers), cfg.hidden_size, self.heads, self.kv_heads, self.head_dim, self._gate]
+        dims.append(self.lm_head.out_features)
+        return torch.classes.carafe.Decoder([t.contiguous() for t in tensors], dims, self.eps)
+
+    @staticmethod
+    def _native_kernels(kernels: Kernels) -> bool:
+        reason = native.load()
+        if reason is None:
+            return True
+        if kernels == "native":
+            raise ModelNotAvailable(f"adapters.engine.kernels is native, but {reason}", param="model")
+        log.warning("int4 runs on torch's kernel, slower: %s (adapters.engine.kernels)", reason)
+        return False
 
     @classmethod
-    def from_model(cls, model: Any, quantize: Quantize) -> LlamaDecoder:
+    def from_model(cls, model: Any, quantize: Quantize, kernels: Kernels = "auto") -> LlamaDecoder:
         """The fast decoder on a loaded transformers model's weights (tests, benchmarks)."""
-        return cls(model.config, model.state_dict(), quantize)
+        return cls(model.config, model.state_dict(), quantize, kernels)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """``module name -> (in, out)`` of the Linear layers the transformers model would have (adapter checks)."""
@@ -243,9 +235,9 @@ class LlamaDecoder:
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]
         cos, sin = emb.cos(), emb.sin()
         total = attention_mask.shape[1]
-        # queries and keys padded to whole blocks (see _BLOCK); causal over the new tokens, and
+        # queries and keys padded to whole blocks (see BLOCK); causal over the new tokens, and
         # each query attends itself, so left-padded rows and the padding queries stay finite
-        seq_p, total_p = -(-seq // _BLOCK) * _BLOCK, -(-total // _BLOCK) * _BLOCK
+        seq_p, total_p = -(-seq // BLOCK) * BLOCK, -(-total // BLOCK) * BLOCK
         cols = torch.arange(total_p)
         qpos = torch.arange(total - seq, total - seq + seq_p)[:, None]
         valid = F.pad(attention_mask, (0, total_p - total)).bool()[:, None, None, :]
@@ -262,7 +254,7 @@ class LlamaDecoder:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             cache.layers[i].append(k, v)
-            keys, values = cache.layers[i].padded(total_p)
+            keys, values = (t.float() for t in cache.layers[i].padded(total_p))
             q = F.pad(q, (0, 0, 0, seq_p - seq))
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=valid, enable_gqa=True)
             attn = attn[:, :, :seq].transpose(1, 2).reshape(rows, seq, q_w)
@@ -305,7 +297,7 @@ class LlamaDecoder:
             qk = torch.addcmul(qk * cos, torch.roll(qk, dim // 2, dims=-1), sin)
             k = qk[:, self.heads :, None]
             v = qkv[..., q_w + kv_w :].view(rows, self.kv_heads, 1, dim)
-            keys, values = cache.layers[i].append(k, v)
+            keys, values = (t.float() for t in cache.layers[i].append(k, v))
             attn = F.scaled_dot_product_attention(
                 qk[:, : self.heads, None], keys, values, attn_mask=mask, enable_gqa=True
             )
@@ -325,6 +317,63 @@ class LlamaDecoder:
                 down = self._add_lora(down.float(), lora, i, act, (("down_proj", hidden),))
             h = h + down
         return DecoderOutput(self.lm_head(F.rms_norm(h, (hidden,), self.norm, self.eps)))
+
+    @property
+    def row_kv(self) -> bool:
+        """Passes run natively on per-row KV (:meth:`new_row`, :meth:`forward_rows`)."""
+        return self._native is not None
+
+    def new_row(self, capacity: int = 0) -> RowKV:
+        """An empty row with room for ``capacity`` columns."""
+        return RowKV(len(self.layers), self.kv_heads, self.head_dim, capacity)
+
+    def add_adapter(self, name: str, weights: LoraWeights) -> None:
+        """Make adapter ``name`` selectable per row (prefill and decode)."""
+        adapter_id = self.loras.add(name, weights)
+        if self._native is not None:
+            empty = torch.empty(0)
+            pairs = [weights.pairs.get((i, m)) for i in range(len(self.layers)) for m in MODULES]
+            self._native.add_adapter(
+                adapter_id, [p[0] if p else empty for p in pairs], [p[1] if p else empty for p in pairs]
+            )
+
+    def remove_adapter(self, name: str) -> None:
+        adapter_id = self.loras.remove(name)
+        if self._native is not None and adapter_id is not None:
+            self._native.remove_adapter(adapter_id)
+
+    def forward_rows(
+        self,
+        tokens: list[list[int]],
+        rows: list[RowKV],
+        adapter_names: list[str] | None = None,
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """One native pass: row ``i`` brings ``tokens[i]`` (a prompt chunk, or one token to decode), appended to
+        ``rows[i]`` in place. Returns the logits of each row's last new token (rows, vocab), or of every new
+        token (all tokens, vocab) with ``all_logits``."""
+        assert self._native is not None and len(tokens) == len(rows)
+        adapters = torch.empty(0, dtype=torch.long)
+        if adapter_names and any(n != BASE for n in adapter_names):
+            ids = self.loras.ids
+            missing = [n for n in adapter_names if n != BASE and n not in ids]
+            if missing:
+                raise KeyError(f"adapter {missing[0]!r} is not loaded")
+            adapters = torch.tensor([ids.get(n, 0) for n in adapter_names], dtype=torch.long)
+        counts = [len(t) for t in tokens]
+        for row, n in zip(rows, counts):
+            row.reserve(n)
+        logits = self._native.forward(
+            torch.tensor([t for chunk in tokens for t in chunk], dtype=torch.long),
+            torch.tensor(counts, dtype=torch.long),
+            [row.buffer for row in rows],
+            torch.tensor([row.length for row in rows], dtype=torch.long),
+            adapters,
+            all_logits,
+        )
+        for row, n in zip(rows, counts):
+            row.length += n
+        return logits  # type: ignore[no-any-return]  # torch.classes typing
 
     @staticmethod
     def _add_lora(

@@ -34,6 +34,7 @@ from carafe.adapters.errors import (
 )
 from carafe.adapters.lora_set import LoraWeights, read_lora
 from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
+from carafe.adapters.row_scheduler import RowScheduler
 from carafe.adapters.sampling import RowSampler
 from carafe.adapters.scheduler import Request, Scheduler
 from carafe.adapters.structured import GrammarCompiler
@@ -145,7 +146,10 @@ class LocalEngine:
         if self.config.quantize != "none":
             # the fast path packs each weight as it is read: no fp32 copy of the model is ever whole
             model = self._decoder = LlamaDecoder(
-                AutoConfig.from_pretrained(files.folder), TensorFiles(files.folder), self.config.quantize
+                AutoConfig.from_pretrained(files.folder),
+                TensorFiles(files.folder),
+                self.config.quantize,
+                self.config.kernels,
             )
             self._linears = model.linear_shapes()
         else:
@@ -173,7 +177,9 @@ class LocalEngine:
         self._max_len = min(self.config.max_model_len, int(limit))
         self._files, self._tokenizer = files, tokenizer
         self._grammars = GrammarCompiler(tokenizer)
-        scheduler = Scheduler(
+        # the native decoder: every row its own KV, one pass per step (else a padded batch cache)
+        kind = RowScheduler if getattr(model, "row_kv", False) else Scheduler
+        scheduler = kind(
             model,
             model.config,
             device=self.device,
@@ -183,7 +189,15 @@ class LocalEngine:
             prefill_chunk=self.config.prefill_chunk,
             prefix_cache_tokens=self.config.prefix_cache_tokens,
         )
-        log.info("serving %s (%s) on %s, weights %s", files.model_id, files.digest, self.device, self.config.quantize)
+        kernels = f" ({self._decoder.kernels} kernels)" if self._decoder is not None else ""
+        log.info(
+            "serving %s (%s) on %s, weights %s%s",
+            files.model_id,
+            files.digest,
+            self.device,
+            self.config.quantize,
+            kernels,
+        )
         return scheduler
 
     async def close(self) -> None:
@@ -353,7 +367,7 @@ class LocalEngine:
 
         assert self._scheduler is not None
         if self._decoder is not None and weights is not None:
-            self._decoder.loras.add(internal, weights)
+            self._decoder.add_adapter(internal, weights)
             return
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self._base, str(folder), adapter_name=internal, is_trainable=False)
@@ -369,7 +383,7 @@ class LocalEngine:
         assert self._scheduler is not None
         self._scheduler.forget_prefixes(internal)
         if self._decoder is not None:
-            self._decoder.loras.remove(internal)
+            self._decoder.remove_adapter(internal)
             return
         if list(self._peft.peft_config) == [internal]:
             self._base = self._peft.base_model.unload()

@@ -1,10 +1,13 @@
 """LoRA adapters for the fast decoder: loaded from PEFT folders, applied per row.
 
 Each adapter is a map ``(layer, module) -> (A, B·scaling)`` in fp32. A forward pass
-gets one adapter name per row; for each targeted module the adapters present in the
-batch are stacked once per set of names (rank-padded with zeros, slot 0 = the base
-model) and every row gathers its own pair: two ``bmm`` per module whatever the mix,
-the CPU-side BGMV that :mod:`carafe.adapters.gathered` does for PEFT.
+gets one adapter name per row. A prefill pass adds each adapter's delta to its own
+rows (one ``bmm`` pair per adapter present, on that adapter's weights as loaded: no
+copies). A decode step of the Python decoder stacks the adapters present once per set
+of names (rank-padded with zeros, slot 0 = the base model) and every row gathers its
+own pair: two ``bmm`` per module whatever the mix, the CPU-side BGMV that
+:mod:`carafe.adapters.gathered` does for PEFT. The native decode step keeps its own
+references to each adapter's weights (:meth:`LoraSet.ids` names them) and needs no stack.
 """
 
 from __future__ import annotations
@@ -86,15 +89,21 @@ class LoraSet:
 
     def __init__(self) -> None:
         self.adapters: dict[str, LoraWeights] = {}
+        self.ids: dict[str, int] = {}  # a number per resident adapter (> 0; 0 is the base model)
+        self._next_id = 1
         self._stacks: tuple[tuple[str, ...], dict[Target, tuple[torch.Tensor, torch.Tensor]]] | None = None
 
-    def add(self, name: str, weights: LoraWeights) -> None:
+    def add(self, name: str, weights: LoraWeights) -> int:
         self.adapters[name] = weights
+        self.ids[name] = self._next_id
+        self._next_id += 1
         self._stacks = None
+        return self.ids[name]
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str) -> int | None:
         self.adapters.pop(name, None)
         self._stacks = None  # no stacked copy outlives the adapter
+        return self.ids.pop(name, None)
 
     def _stacked(self, names: tuple[str, ...]) -> dict[Target, tuple[torch.Tensor, torch.Tensor]]:
         if self._stacks is not None and self._stacks[0] == names:
@@ -127,27 +136,41 @@ class LoraSet:
             raise KeyError(f"adapter {missing[0]!r} is not loaded")
         slot = {n: i for i, n in enumerate(names, start=1)}
         rows = torch.tensor([slot.get(n, 0) for n in adapter_names])
-        return RowDeltas(self._stacked(names), rows)
+        return RowDeltas(self, names, rows)
 
 
 class RowDeltas:
     """The LoRA delta of each module for the rows of one batch."""
 
-    __slots__ = ("_picked", "_rows", "_stacks")
+    __slots__ = ("_names", "_picked", "_rows", "_set", "_targets")
 
-    def __init__(self, stacks: dict[Target, tuple[torch.Tensor, torch.Tensor]], rows: torch.Tensor) -> None:
-        self._stacks, self._rows = stacks, rows
+    def __init__(self, loras: LoraSet, names: tuple[str, ...], rows: torch.Tensor) -> None:
+        self._set, self._names, self._rows = loras, names, rows
+        self._targets = {t for n in names for t in loras.adapters[n].pairs}
         self._picked: dict[Target, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def delta(self, target: Target, x: torch.Tensor) -> torch.Tensor | None:
         """``x`` (rows, seq, in) -> the rows' LoRA outputs (rows, seq, out), or None if nobody targets it."""
-        stack = self._stacks.get(target)
-        if stack is None:
+        if target not in self._targets:
             return None
+        if x.shape[1] > 1:  # a prefill pass: each adapter on its own rows, one GEMM pair per row (rows never mix)
+            out: torch.Tensor | None = None
+            for slot, name in enumerate(self._names, start=1):
+                pair = self._set.adapters[name].pairs.get(target)
+                idx = (self._rows == slot).nonzero().squeeze(1)
+                if pair is None or idx.numel() == 0:
+                    continue
+                a, b = pair
+                rows = idx.numel()
+                part = torch.bmm(torch.bmm(x[idx], a.expand(rows, *a.shape)), b.expand(rows, *b.shape))
+                if out is None:
+                    out = x.new_zeros((*x.shape[:2], b.shape[1]))
+                out[idx] = part
+            return out
         picked = self._picked.get(target)
         if picked is None:
+            stack = self._set._stacked(self._names)[target]
             picked = self._picked[target] = (stack[0][self._rows], stack[1][self._rows])
-        if x.shape[1] == 1:  # a decode step: per-row sums, so a row's delta is the same in any batch (bmm's isn't)
-            low = (x.transpose(1, 2) * picked[0]).sum(dim=1, keepdim=True)
-            return (low.transpose(1, 2) * picked[1]).sum(dim=1, keepdim=True)
-        return torch.bmm(torch.bmm(x, picked[0]), picked[1])
+        # a decode step: per-row sums, so a row's delta is the same in any batch (bmm's isn't)
+        low = (x.transpose(1, 2) * picked[0]).sum(dim=1, keepdim=True)
+        return (low.transpose(1, 2) * picked[1]).sum(dim=1, keepdim=True)

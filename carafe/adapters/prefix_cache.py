@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-
-import torch
+from typing import Any
 
 MIN_REUSE = 16  # shorter common starts are cheaper to recompute than to copy
 LEFT = 2  # tokens a hit leaves to compute (a one-token pass takes the decode step's arithmetic)
@@ -25,19 +24,18 @@ LEFT = 2  # tokens a hit leaves to compute (a one-token pass takes the decode st
 
 @dataclass(slots=True)
 class PrefixHit:
-    length: int  # tokens reused
-    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, kv_heads, length, head_dim) keys, values
+    length: int  # tokens reused: the entry's first ``length`` columns
+    kv: Any  # the stored entry, whole (the caller takes its first ``length`` columns)
 
 
 class PrefixCache:
-    """Recent prompts' KV by (adapter, token ids), within ``budget_tokens``."""
+    """Recent prompts' KV by (adapter, token ids), within ``budget_tokens``. An entry is whatever
+    the scheduler stores for a prompt (per-layer keys and values, or a native row's snapshot)."""
 
     def __init__(self, budget_tokens: int, align: int = 1) -> None:
         self.budget = budget_tokens
         self.align = max(1, align)
-        self._entries: OrderedDict[tuple[str | None, tuple[int, ...]], list[tuple[torch.Tensor, torch.Tensor]]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[tuple[str | None, tuple[int, ...]], Any] = OrderedDict()
         self._tokens = 0
 
     def __len__(self) -> int:
@@ -60,21 +58,25 @@ class PrefixCache:
         if best_key is None or best < MIN_REUSE:
             return None
         self._entries.move_to_end(best_key)
-        return PrefixHit(best, [(k[:, :, :best], v[:, :, :best]) for k, v in self._entries[best_key]])
+        return PrefixHit(best, self._entries[best_key])
 
-    def store(self, adapter: str | None, prompt: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Keep one prompt's KV (``layers``: per layer (1, kv_heads, len(prompt), head_dim), copied here)."""
+    def wants(self, prompt: list[int]) -> bool:
+        """Whether :meth:`store` would keep this prompt (so the caller copies its KV only then)."""
+        return MIN_REUSE <= len(prompt) <= self.budget
+
+    def store(self, adapter: str | None, prompt: list[int], kv: Any) -> None:
+        """Keep one prompt's KV (a copy the cache may hold on to)."""
         if len(prompt) < MIN_REUSE or len(prompt) > self.budget:
             return
         key = (adapter, tuple(prompt))
         if key in self._entries:
             self._entries.move_to_end(key)
             return
-        self._entries[key] = [(k.clone(), v.clone()) for k, v in layers]
-        self._tokens += len(prompt)
-        while self._tokens > self.budget:
+        while self._entries and self._tokens + len(prompt) > self.budget:  # room first: never both in memory
             old, _ = self._entries.popitem(last=False)
             self._tokens -= len(old[1])
+        self._entries[key] = kv
+        self._tokens += len(prompt)
 
     def forget(self, adapter: str | None) -> None:
         """Drop every entry computed with ``adapter`` (it is being unloaded)."""

@@ -56,6 +56,7 @@ class Request:
     done: bool = False
     last_token: int = 0
     pending_ids: list[int] = field(default_factory=list)
+    kv: Any = None  # the request's own KV (a native row, :class:`~carafe.adapters.kv_rows.RowKV`)
 
 
 @dataclass(eq=False)
@@ -163,10 +164,9 @@ class Scheduler:
         return fut
 
     def stats(self) -> dict[str, int]:
-        filling = len(self._filling.rows) if self._filling is not None else 0
         return {
             **self.counters,
-            "active_rows": len(self._rows) + filling,
+            "active_rows": len(self._in_flight()),
             "queue_depth": len(self._waiting) + self._inbox.qsize(),
         }
 
@@ -179,24 +179,31 @@ class Scheduler:
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._closing:
-                self._pull(block=not self._rows and not self._waiting and self._filling is None)
+                self._pull(block=not self._in_flight() and not self._waiting)
                 if self._closing:
                     break
-                try:
-                    self._drop_done()
-                    self._admit()
-                    if self._rows:
-                        self._decode()
-                except Exception as exc:  # a failed step fails its requests, not the engine
-                    log.exception("engine step failed")
-                    self._fail(self._rows, EngineUnavailable(f"generation failed: {exc}"))
-                    self._rows, self._cache, self._mask = [], None, None
+                self._drop_done()
+                self._step()
                 self._drop_done()
                 self._finish_retirements()
-        filling = self._filling.rows if self._filling is not None else []
-        self._fail([*self._rows, *filling, *self._waiting], EngineUnavailable("the engine was shut down"))
+        self._fail([*self._in_flight(), *self._waiting], EngineUnavailable("the engine was shut down"))
         for fut in (f for _, f in self._retiring.values()):
             fut.set_result(None)
+
+    def _in_flight(self) -> list[Request]:
+        """Requests holding model state: decoding, or being prefilled."""
+        return [*self._rows, *(self._filling.rows if self._filling is not None else [])]
+
+    def _step(self) -> None:
+        """One prefill pass (or chunk of one), then one decode step of the running batch."""
+        try:
+            self._admit()
+            if self._rows:
+                self._decode()
+        except Exception as exc:  # a failed step fails its requests, not the engine
+            log.exception("engine step failed")
+            self._fail(self._rows, EngineUnavailable(f"generation failed: {exc}"))
+            self._rows, self._cache, self._mask = [], None, None
 
     def _pull(self, *, block: bool) -> None:
         """Move everything from the inbox: requests to the wait line, control calls run now."""
@@ -270,8 +277,8 @@ class Scheduler:
         cache = self.model.new_cache() if self._lean else DynamicCache(config=self._config)
         fill = _Fill(new, ids.to(self._device), mask.to(self._device), cache)
         if hit is not None:
-            for layer, (k, v) in zip(cache.layers, hit.layers):
-                layer.keys, layer.values = k, v
+            for layer, (k, v) in zip(cache.layers, hit.kv):
+                layer.keys, layer.values = k[:, :, : hit.length], v[:, :, : hit.length]
             fill.done = hit.length
             self.counters["prefix_hits"] += 1
             self.counters["prefix_tokens_reused"] += hit.length
@@ -314,11 +321,16 @@ class Scheduler:
         self.counters["prefills"] += 1
         if self.prefixes is not None:
             for i, r in enumerate(fill.rows):
+                if not self.prefixes.wants(r.prompt_ids):
+                    continue
                 pad = width - len(r.prompt_ids)
                 self.prefixes.store(
                     r.adapter,
                     r.prompt_ids,
-                    [(x.keys[i : i + 1, :, pad:], x.values[i : i + 1, :, pad:]) for x in fill.cache.layers],
+                    [
+                        (x.keys[i : i + 1, :, pad:].clone(), x.values[i : i + 1, :, pad:].clone())
+                        for x in fill.cache.layers
+                    ],
                 )
         self._merge(fill.rows, fill.cache, fill.mask)
         self._accept(fill.rows, sample_next(logits[:, -1, :], [r.sampler for r in fill.rows]))
@@ -330,6 +342,9 @@ class Scheduler:
         old_len, new_len = self._mask.shape[1], mask.shape[1]
         width = max(old_len, new_len)
         for old, add in zip(self._cache.layers, cache.layers):
+            if self._lean:  # the fast decoder's KVLayer: one copy into a buffer with room to grow
+                old.stack(add, width)  # type: ignore[union-attr]  # a KVLayer here, not transformers'
+                continue
             old.keys = torch.cat([_pad_left(old.keys, width - old_len, -2), _pad_left(add.keys, width - new_len, -2)])  # type: ignore[arg-type,union-attr]  # torch/transformers typing
             old.values = torch.cat(  # type: ignore[union-attr]  # torch/transformers typing
                 [_pad_left(old.values, width - old_len, -2), _pad_left(add.values, width - new_len, -2)]  # type: ignore[arg-type,union-attr]  # torch/transformers typing
@@ -415,8 +430,7 @@ class Scheduler:
     def _finish_retirements(self) -> None:
         if not self._retiring:
             return
-        filling = self._filling.rows if self._filling is not None else []
-        busy = {r.adapter for r in (*self._rows, *filling, *self._waiting) if not r.done and not r.cancelled}
+        busy = {r.adapter for r in (*self._in_flight(), *self._waiting) if not r.done and not r.cancelled}
         for name in [n for n in self._retiring if n not in busy]:
             delete, fut = self._retiring.pop(name)
             try:

@@ -42,14 +42,25 @@ class TensorFiles:
         return name in self._index
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        path, start, end, dtype, shape = self._index[name]
+        shape = self.shape(name)
+        return self.rows(name, 0, shape[0] if shape else 1).reshape(shape)
+
+    def shape(self, name: str) -> list[int]:
+        return list(self._index[name][4])
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of a tensor's first dimension (a slice of a big table, read alone)."""
+        path, begin, end, dtype, shape = self._index[name]
         if dtype not in _DTYPES:
             raise ModelNotAvailable(
                 f"{path}: tensor {name} is {dtype}; the fast path reads float weights", param="model"
             )
-        buf = torch.empty(end - start, dtype=torch.uint8)
+        row = _DTYPES[dtype].itemsize * (int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1)
+        stop = min(stop, shape[0] if shape else 1)
+        first, last = begin + start * row, begin + stop * row
+        buf = torch.empty(last - first, dtype=torch.uint8)
         with path.open("rb") as fh:
-            fh.seek(start)
-            if fh.readinto(buf.numpy().data) != end - start:
+            fh.seek(first)
+            if last > end or fh.readinto(buf.numpy().data) != last - first:
                 raise ModelNotAvailable(f"{path} is truncated (tensor {name})", param="model")
-        return buf.view(_DTYPES[dtype]).reshape(shape)
+        return buf.view(_DTYPES[dtype]).reshape(stop - start, *shape[1:])

@@ -64,18 +64,23 @@ def write_lora(
     cfg = json.loads((base_dir / "config.json").read_text())
     head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head
+    hidden, inter = cfg["hidden_size"], cfg["intermediate_size"]
     shapes = {
-        "q_proj": (cfg["hidden_size"], cfg["num_attention_heads"] * head),
-        "k_proj": (cfg["hidden_size"], kv),
-        "v_proj": (cfg["hidden_size"], kv),
-        "o_proj": (cfg["num_attention_heads"] * head, cfg["hidden_size"]),
+        "q_proj": (hidden, cfg["num_attention_heads"] * head),
+        "k_proj": (hidden, kv),
+        "v_proj": (hidden, kv),
+        "o_proj": (cfg["num_attention_heads"] * head, hidden),
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
     }
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     for layer in range(cfg["num_hidden_layers"]):
         for t in targets:
             fan_in, fan_out = shapes[t]
-            key = f"base_model.model.model.layers.{layer}.self_attn.{t}"
+            block = "mlp" if t in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            key = f"base_model.model.model.layers.{layer}.{block}.{t}"
             tensors[f"{key}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * scale
             tensors[f"{key}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * scale
     out.mkdir(parents=True, exist_ok=True)
@@ -86,12 +91,12 @@ def write_lora(
 
 @pytest.fixture(scope="session")
 def make_lora(base_model_dir: Path) -> Callable[..., Path]:
-    """``make_lora(tmp_path, rank=8, seed=0) -> Path`` (the folder ``tmp_path/lora-r<rank>-s<seed>``)."""
+    """``make_lora(tmp_path, rank=8, seed=0, targets=("q_proj", "v_proj")) -> Path`` (a folder under ``tmp_path``)."""
 
-    def build(folder: Path, rank: int = 8, seed: int = 0) -> Path:
-        out = Path(folder) / f"lora-r{rank}-s{seed}"
+    def build(folder: Path, rank: int = 8, seed: int = 0, targets: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+        out = Path(folder) / f"lora-r{rank}-s{seed}-{'-'.join(targets)}"
         if not (out / "adapter_config.json").exists():
-            write_lora(out, base_model_dir, rank=rank, seed=seed)
+            write_lora(out, base_model_dir, rank=rank, seed=seed, targets=targets)
         return out
 
     return build

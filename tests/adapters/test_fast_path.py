@@ -1,5 +1,8 @@
 """The fast path (``adapters.engine.quantize: int4`` and ``int8``) on the real SmolLM2 model:
 the same greedy text as the fp32 path, LoRA per row, chunked prefill and the prefix cache.
+Through the engine every test runs on both int4 kernels: Carafe's native pass
+(``kernels: native``, one KV per row, :mod:`tests.adapters.test_native` tests it alone)
+and torch's int4 kernel from the Python decoder (``kernels: torch``).
 
 int4 keeps the GGUF's own Q4_1 weights, but bf16 activations (and int8's requantised
 weights, perplexity on the general text +1.4 %) change the logits slightly, so a greedy
@@ -34,14 +37,16 @@ PROMPTS = ["Name three colours.", "What is the capital of France?", "Summarise t
 LONG = "Passage: " + " ".join(f"Item {i} of the stock list is a box of {i * 7 % 13} red pens." for i in range(20))
 
 
-def _fast(**overrides) -> LocalEngine:
-    config = EngineConfig(device="cpu", max_batch_size=8, max_model_len=512, quantize="int4", **overrides)
+def _fast(kernels: str, **overrides) -> LocalEngine:
+    config = EngineConfig(
+        device="cpu", max_batch_size=8, max_model_len=512, quantize="int4", kernels=kernels, **overrides
+    )
     return LocalEngine(config, models_dir=MODELS_CACHE)
 
 
-@pytest.fixture(scope="module")
-def fast(base_model_dir) -> Iterator[LocalEngine]:
-    eng = _fast(prefill_chunk=32, prefix_cache_tokens=2048)
+@pytest.fixture(scope="module", params=["native", "torch"])
+def fast(request, base_model_dir) -> Iterator[LocalEngine]:
+    eng = _fast(request.param, prefill_chunk=32, prefix_cache_tokens=2048)
     asyncio.run(eng.start())
     try:
         yield eng
@@ -64,6 +69,7 @@ def fp32_model(base_model_dir):
 
 @pytest.mark.parametrize("mode", ["int4", "int8"])
 def test_fast_decoder_picks_fp32_greedy_tokens_except_near_ties(base_model_dir, fp32_model, mode):
+    """The Python decoder (torch's kernels); test_native holds the native pass to the same standard."""
     import torch
     from transformers import AutoTokenizer
 
@@ -71,7 +77,7 @@ def test_fast_decoder_picks_fp32_greedy_tokens_except_near_ties(base_model_dir, 
 
     model = fp32_model
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
-    fast = LlamaDecoder.from_model(model, mode)
+    fast = LlamaDecoder.from_model(model, mode, "torch")
     checked = 0
     with torch.inference_mode():
         for prompt in [*PROMPTS, "Write a short poem about rain.", "Why is the sky blue?"]:
@@ -156,8 +162,10 @@ async def test_adapters_change_output_and_mixed_batch_equals_single_runs(fast, m
         await fast.unload_adapter("fast-b")
 
 
-def test_decoder_from_files_equals_decoder_from_model(base_model_dir, fp32_model):
-    """The engine reads and packs the weights one tensor at a time; the result is the same model."""
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_decoder_from_files_equals_decoder_from_model(base_model_dir, fp32_model, kernels):
+    """The engine reads and packs the weights one tensor at a time (the output head slice by slice);
+    the result is the same model."""
     import torch
     from transformers import AutoConfig
 
@@ -170,17 +178,23 @@ def test_decoder_from_files_equals_decoder_from_model(base_model_dir, fp32_model
     ids = torch.arange(100, 110)[None]
     mask = torch.ones_like(ids)
     logits = []
-    for decoder in (
-        LlamaDecoder(AutoConfig.from_pretrained(base_model_dir), files, "int4"),
-        LlamaDecoder.from_model(fp32_model, "int4"),
-    ):
+    decoders = (
+        LlamaDecoder(AutoConfig.from_pretrained(base_model_dir), files, "int4", kernels),
+        LlamaDecoder.from_model(fp32_model, "int4", kernels),
+    )
+    for decoder in decoders:
+        assert decoder.kernels == kernels
         with torch.inference_mode():
-            logits.append(
-                decoder(
-                    input_ids=ids, attention_mask=mask, position_ids=mask.cumsum(-1) - 1, cache=decoder.new_cache()
-                ).logits
-            )
+            if decoder.row_kv:  # the serving path of the native kernels
+                logits.append(decoder.forward_rows([ids[0].tolist()], [decoder.new_row()]))
+            else:
+                logits.append(
+                    decoder(
+                        input_ids=ids, attention_mask=mask, position_ids=mask.cumsum(-1) - 1, cache=decoder.new_cache()
+                    ).logits
+                )
     assert torch.equal(logits[0], logits[1])
+    assert torch.equal(decoders[0].lm_head.weight, decoders[1].lm_head.weight)
     shapes = decoder.linear_shapes()
     modules = {
         n: (m.in_features, m.out_features) for n, m in fp32_model.named_modules() if isinstance(m, torch.nn.Linear)
@@ -195,9 +209,9 @@ def test_decoder_mixed_adapter_rows_equal_lone_runs(fp32_model, make_lora, tmp_p
     from carafe.adapters.decoder import LlamaDecoder
     from carafe.adapters.lora_set import BASE, read_lora
 
-    decoder = LlamaDecoder.from_model(fp32_model, mode)
+    decoder = LlamaDecoder.from_model(fp32_model, mode, "torch")
     for seed in (1, 2):
-        decoder.loras.add(f"s{seed}", read_lora(make_lora(tmp_path, seed=seed)))
+        decoder.add_adapter(f"s{seed}", read_lora(make_lora(tmp_path, seed=seed)))
     ids = torch.arange(100, 120)[None]
     mask = torch.ones_like(ids)
     names = [BASE, "s1", "s2"]
@@ -242,7 +256,7 @@ def test_decoder_mixed_adapter_rows_equal_lone_runs(fp32_model, make_lora, tmp_p
 
 
 async def test_chunked_prefill_gives_one_shot_tokens(fast):
-    one_shot = _fast(prefill_chunk=0)
+    one_shot = _fast(fast.config.kernels, prefill_chunk=0)
     await one_shot.start()
     try:
         chunks0 = fast.stats()["prefill_chunks"]
@@ -260,7 +274,7 @@ async def test_prefix_cache_hit_gives_the_miss_output(fast):
     assert fast.stats()["prefix_hits"] == hits0 + 1
     again = await _tokens(fast, other, 8)  # shares everything but the last token
     assert again == miss
-    cold = _fast(prefix_cache_tokens=0, prefill_chunk=32)
+    cold = _fast(fast.config.kernels, prefix_cache_tokens=0, prefill_chunk=32)
     await cold.start()
     try:
         assert await _tokens(cold, LONG + " Question: which item has 3 pens?", 8) == first
@@ -275,9 +289,29 @@ async def test_prefix_hit_ending_mid_chunk_on_the_chat_template_gives_the_miss_o
     warm = await _tokens(fast, "Describe a busy market.", 12)
     reused = fast.stats()["prefix_tokens_reused"] - reused0
     assert fast.stats()["prefix_hits"] == hits0 + 1 and reused % 32 != 0
-    cold = _fast(prefix_cache_tokens=0, prefill_chunk=32)
+    cold = _fast(fast.config.kernels, prefix_cache_tokens=0, prefill_chunk=32)
     await cold.start()
     try:
         assert await _tokens(cold, "Describe a busy market.", 12) == warm
     finally:
+        await cold.close()
+
+
+async def test_native_rows_sharing_a_prefix_prefill_in_one_pass_and_keep_their_tokens(base_model_dir):
+    """Native rows are independent: requests that start the same way each start from the stored
+    prefix and take in the rest of their prompts in the same pass, with the tokens they get alone."""
+    questions = ["Why is the sky blue?", "List some uses of copper.", "What do bees do in winter?"]
+    warm, cold = _fast("native", prefill_chunk=32, prefix_cache_tokens=2048), _fast("native", prefix_cache_tokens=0)
+    await warm.start()
+    await cold.start()
+    try:
+        await _tokens(warm, "Give tips for learning to cook.", 2)  # stores the template's system turn
+        before = dict(warm.stats())
+        together = await asyncio.gather(*[_tokens(warm, q, BATCH_TOKENS) for q in questions])
+        stats = warm.stats()
+        assert stats["prefix_hits"] - before["prefix_hits"] == 3
+        assert stats["prefill_chunks"] - before["prefill_chunks"] < 3  # at least two of them in one pass
+        assert list(together) == [await _tokens(cold, q, BATCH_TOKENS) for q in questions]
+    finally:
+        await warm.close()
         await cold.close()

@@ -1,0 +1,382 @@
+// The forward pass of a Llama-family model in native code, over rows that each bring
+// some new tokens: one for a decoding stream, a chunk of its prompt for one being prefilled.
+//
+// Each row owns its KV buffer (carafe/adapters/kv_rows.py) holding only its own tokens, in
+// fp16; a pass appends the rows' new keys and values and every new token attends to its
+// row's columns up to itself. A token's result therefore depends on nothing but its row's
+// earlier tokens: a prompt gives the same keys, values and logits prefilled at once, in
+// chunks, beside other rows, or after a prefix-cache hit, and a decode step is a one-token
+// prefill. The matrix products run over all the pass's tokens at once (kernels.h), so
+// decoding rows and prompt chunks share one read of the weights. LoRA deltas are added per
+// token from its row's adapter (registered once by id, never stacked).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+#include <torch/custom_class.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "attention.h"
+#include "kernels.h"
+#include "vecmath.h"
+
+namespace carafe {
+
+namespace {
+
+// small products and elementwise passes run on one thread: a parallel region costs microseconds
+int64_t grain_for(int64_t tiles, int64_t rows) { return tiles * rows < 24 ? tiles : 1; }
+
+void q4_linear(const QuantRows& x, const at::Tensor& w, float* y) {
+  const int64_t tiles = w.size(0), n = tiles * kTile;
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  at::parallel_for(0, tiles, grain_for(tiles, x.rows),
+                   [&](int64_t t0, int64_t t1) { q4_gemm_tiles(x, wp, t0, t1, y, n); });
+}
+
+void q8_linear(const QuantRows& x, const at::Tensor& w, const at::Tensor& scale, float* y) {
+  const int64_t tiles = w.size(0), n = tiles * kTile;
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  const float* sp = scale.data_ptr<float>();
+  at::parallel_for(0, tiles, grain_for(tiles, x.rows),
+                   [&](int64_t t0, int64_t t1) { q8_gemm_tiles(x, wp, sp, t0, t1, y, n); });
+}
+
+// f(t0, t1) over tokens, split across threads when there are many
+template <typename F>
+void by_tokens(int64_t tokens, F&& f) {
+  at::parallel_for(0, tokens, tokens < 32 ? tokens : 16, f);
+}
+
+void check_q4(const at::Tensor& w, const char* what) {
+  TORCH_CHECK(w.scalar_type() == at::kByte && w.dim() == 3 && w.size(2) == kQ4Block && w.is_contiguous(), what,
+              " must be a packed Q4 weight");
+}
+
+// per-token activations quantized for the kernels
+struct Quantized {
+  std::vector<int8_t> q;
+  std::vector<float> d, s;
+  std::vector<int32_t> sum;
+
+  QuantRows of(const float* x, int64_t tokens, int64_t k) {
+    q.resize(tokens * k);
+    d.resize(tokens * k / kGroup);
+    s.resize(tokens * k / kGroup);
+    sum.resize(tokens * k / kGroup);
+    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
+      const int64_t g = t0 * k / kGroup;
+      quantize_rows(x + t0 * k, t1 - t0, k, k, q.data() + t0 * k, d.data() + g, s.data() + g, sum.data() + g);
+    });
+    return QuantRows{q.data(), d.data(), s.data(), sum.data(), tokens, k};
+  }
+};
+
+}  // namespace
+
+class Decoder : public torch::CustomClassHolder {
+ public:
+  // dims: layers, hidden, heads, kv_heads, head_dim, intermediate, vocab
+  // tensors: per layer attn_norm, qkv, o, mlp_norm, gate_up, down (Q4); then norm, embed (Q8), embed
+  // scales, head (Q8), head scales, inv_freq
+  Decoder(std::vector<at::Tensor> tensors, std::vector<int64_t> dims, double eps)
+      : layers_(dims.at(0)),
+        hidden_(dims.at(1)),
+        heads_(dims.at(2)),
+        kv_heads_(dims.at(3)),
+        head_dim_(dims.at(4)),
+        inter_(dims.at(5)),
+        vocab_(dims.at(6)),
+        eps_(static_cast<float>(eps)),
+        tensors_(std::move(tensors)) {
+    TORCH_CHECK(static_cast<int64_t>(tensors_.size()) == layers_ * 6 + 6, "Decoder: wrong number of tensors");
+    TORCH_CHECK(head_dim_ % 2 == 0 && head_dim_ <= 512 && hidden_ % kGroup == 0 && inter_ % kGroup == 0 &&
+                    heads_ % kv_heads_ == 0 && (heads_ * head_dim_) % kGroup == 0,
+                "Decoder: unsupported shape");
+    for (int64_t l = 0; l < layers_; ++l) {
+      for (int j : {1, 2, 4, 5}) check_q4(tensors_[l * 6 + j], "layer weight");
+    }
+  }
+
+  // An adapter under `id` (> 0): A (in, rank) and B·scaling (rank, out) fp32 per (layer, module)
+  // in the order q, k, v, o, gate, up, down; an empty tensor where it does not touch a module.
+  void add_adapter(int64_t id, std::vector<at::Tensor> a, std::vector<at::Tensor> b) {
+    TORCH_CHECK(id > 0, "add_adapter: ids start at 1 (0 is the base model)");
+    TORCH_CHECK(static_cast<int64_t>(a.size()) == layers_ * 7 && a.size() == b.size(), "add_adapter: 7 per layer");
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i].numel() == 0) continue;
+      TORCH_CHECK(a[i].scalar_type() == at::kFloat && b[i].scalar_type() == at::kFloat && a[i].dim() == 2 &&
+                      b[i].dim() == 2 && a[i].size(1) == b[i].size(0),
+                  "add_adapter: A (in, rank) and B (rank, out) fp32");
+      a[i] = a[i].contiguous();
+      b[i] = b[i].contiguous();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    adapters_[id] = Adapter{std::move(a), std::move(b)};
+  }
+
+  void remove_adapter(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    adapters_.erase(id);
+  }
+
+  // ids: (tokens,) int64, the rows' new tokens one row after another; counts, lengths: (rows,)
+  // int64, each row's number of new tokens (>= 1) and of columns already in its buffer. kv: per
+  // row (layers, 2, kv_heads, capacity >= length + count, head_dim) fp16, keys in blocks of 16
+  // columns (attention.h), values one column after another; capacity % 16 == 0. The new tokens
+  // take positions length.. and their keys and values are written there. adapters: (rows,) int64
+  // adapter id per row (0: the base model), or empty. Returns the logits (rows, vocab) of each
+  // row's last new token, or of every new token (tokens, vocab) with all_logits.
+  at::Tensor forward(at::Tensor ids, at::Tensor counts, std::vector<at::Tensor> kv, at::Tensor lengths,
+                     at::Tensor adapters, bool all_logits) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t rows = counts.numel();
+    TORCH_CHECK(ids.scalar_type() == at::kLong && counts.scalar_type() == at::kLong &&
+                    lengths.scalar_type() == at::kLong && lengths.numel() == rows,
+                "forward: ids, counts and lengths are int64, counts and lengths one per row");
+    TORCH_CHECK(static_cast<int64_t>(kv.size()) == rows, "forward: one KV buffer per row");
+    ids = ids.contiguous();
+    counts = counts.contiguous();
+    lengths = lengths.contiguous();
+    const int64_t* count = counts.data_ptr<int64_t>();
+    const int64_t* len = lengths.data_ptr<int64_t>();
+    int64_t tokens = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const at::Tensor& t = kv[r];
+      TORCH_CHECK(count[r] >= 1 && len[r] >= 0, "forward: each row brings at least one token");
+      TORCH_CHECK(t.scalar_type() == at::kHalf && t.is_contiguous() && t.dim() == 5 && t.size(0) == layers_ &&
+                      t.size(1) == 2 && t.size(2) == kv_heads_ && t.size(3) >= len[r] + count[r] &&
+                      t.size(3) % kKeyBlock == 0 && t.size(4) == head_dim_,
+                  "forward: a row's KV buffer has the wrong shape or no room");
+      tokens += count[r];
+    }
+    TORCH_CHECK(ids.numel() == tokens, "forward: ids must hold every row's new tokens");
+    const int64_t* id = ids.data_ptr<int64_t>();
+    for (int64_t t = 0; t < tokens; ++t) TORCH_CHECK(id[t] >= 0 && id[t] < vocab_, "forward: token id out of range");
+
+    // where each token belongs: its row, its position, its adapter
+    row_.resize(tokens);
+    pos_.resize(tokens);
+    lora_.assign(tokens, nullptr);
+    kv_.resize(rows);
+    const bool with_adapters = adapters.defined() && adapters.numel() == rows;
+    if (with_adapters) adapters = adapters.contiguous();
+    bool lora = false;
+    for (int64_t r = 0, t = 0; r < rows; ++r) {
+      const Adapter* adapter = nullptr;
+      if (with_adapters && adapters.data_ptr<int64_t>()[r] != 0) {
+        auto it = adapters_.find(adapters.data_ptr<int64_t>()[r]);
+        TORCH_CHECK(it != adapters_.end(), "forward: adapter ", adapters.data_ptr<int64_t>()[r], " is not loaded");
+        adapter = &it->second;
+        lora = true;
+      }
+      kv_[r] = RowKV{reinterpret_cast<c10::Half*>(kv[r].data_ptr()), kv[r].size(3)};
+      for (int64_t j = 0; j < count[r]; ++j, ++t) {
+        row_[t] = r;
+        pos_[t] = len[r] + j;
+        lora_[t] = adapter;
+      }
+    }
+
+    const int64_t q_w = heads_ * head_dim_, kv_w = kv_heads_ * head_dim_, qkv_w = q_w + 2 * kv_w;
+    h_.resize(tokens * hidden_);
+    x_.resize(tokens * hidden_);
+    qkv_.resize(tokens * qkv_w);
+    attn_.resize(tokens * q_w);
+    proj_.resize(tokens * hidden_);
+    gate_up_.resize(tokens * 2 * inter_);
+    act_.resize(tokens * inter_);
+    rope_.resize(tokens * head_dim_ * 2);
+
+    // embeddings and rotary angles, once for all layers
+    q8_rows(tensors_[layers_ * 6 + 1].data_ptr<uint8_t>(), tensors_[layers_ * 6 + 2].data_ptr<float>(), hidden_, id,
+            tokens, h_.data());
+    const float* inv_freq = tensors_[layers_ * 6 + 5].data_ptr<float>();
+    const int64_t half = head_dim_ / 2;
+    for (int64_t t = 0; t < tokens; ++t) {
+      float* c = rope_.data() + t * head_dim_ * 2;
+      float* s = c + head_dim_;
+      const float p = static_cast<float>(pos_[t]);
+      for (int64_t i = 0; i < half; ++i) {
+        const float f = p * inv_freq[i];
+        c[i] = c[i + half] = std::cos(f);
+        s[i] = -std::sin(f);  // rotate_half(x) * sin: the first half takes -x[i + half]
+        s[i + half] = std::sin(f);
+      }
+    }
+
+    for (int64_t l = 0; l < layers_; ++l) {
+      const at::Tensor* w = &tensors_[l * 6];
+      rms_norm(h_.data(), w[0].data_ptr<float>(), tokens, x_.data());
+      q4_linear(quant_.of(x_.data(), tokens, hidden_), w[1], qkv_.data());
+      if (lora) {
+        add_lora(l, 0, x_.data(), hidden_, tokens, qkv_.data(), qkv_w, 0, q_w);
+        add_lora(l, 1, x_.data(), hidden_, tokens, qkv_.data(), qkv_w, q_w, kv_w);
+        add_lora(l, 2, x_.data(), hidden_, tokens, qkv_.data(), qkv_w, q_w + kv_w, kv_w);
+      }
+      rotate_and_store(tokens, l);
+      attend(tokens, l);
+      q4_linear(quant_.of(attn_.data(), tokens, q_w), w[2], proj_.data());
+      if (lora) add_lora(l, 3, attn_.data(), q_w, tokens, proj_.data(), hidden_, 0, hidden_);
+      add_into(h_.data(), proj_.data(), tokens, hidden_);
+
+      rms_norm(h_.data(), w[3].data_ptr<float>(), tokens, x_.data());
+      q4_linear(quant_.of(x_.data(), tokens, hidden_), w[4], gate_up_.data());
+      if (lora) {
+        add_lora(l, 4, x_.data(), hidden_, tokens, gate_up_.data(), 2 * inter_, 0, inter_);
+        add_lora(l, 5, x_.data(), hidden_, tokens, gate_up_.data(), 2 * inter_, inter_, inter_);
+      }
+      by_tokens(tokens, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          silu_mul(gate_up_.data() + t * 2 * inter_, gate_up_.data() + t * 2 * inter_ + inter_, inter_,
+                   act_.data() + t * inter_);
+      });
+      q4_linear(quant_.of(act_.data(), tokens, inter_), w[5], proj_.data());
+      if (lora) add_lora(l, 6, act_.data(), inter_, tokens, proj_.data(), hidden_, 0, hidden_);
+      add_into(h_.data(), proj_.data(), tokens, hidden_);
+    }
+
+    // the output head: over every new token, or each row's last one
+    const int64_t out_rows = all_logits ? tokens : rows;
+    if (!all_logits) {
+      for (int64_t r = 0, t = 0; r < rows; t += count[r], ++r)
+        std::copy(h_.data() + (t + count[r] - 1) * hidden_, h_.data() + (t + count[r]) * hidden_,
+                  proj_.data() + r * hidden_);
+    } else {
+      std::copy(h_.data(), h_.data() + tokens * hidden_, proj_.data());
+    }
+    rms_norm(proj_.data(), tensors_[layers_ * 6].data_ptr<float>(), out_rows, x_.data());
+    at::Tensor logits = at::empty({out_rows, vocab_}, at::kFloat);
+    q8_linear(quant_.of(x_.data(), out_rows, hidden_), tensors_[layers_ * 6 + 3], tensors_[layers_ * 6 + 4],
+              logits.data_ptr<float>());
+    return logits;
+  }
+
+ private:
+  struct Adapter {
+    std::vector<at::Tensor> a, b;
+  };
+  struct RowKV {
+    c10::Half* data;
+    int64_t capacity;
+  };
+
+  void rms_norm(const float* h, const float* w, int64_t tokens, float* out) const {
+    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* x = h + t * hidden_;
+        const float scale = 1.f / std::sqrt(sum_squares(x, hidden_) / static_cast<float>(hidden_) + eps_);
+        for (int64_t i = 0; i < hidden_; ++i) out[t * hidden_ + i] = x[i] * scale * w[i];
+      }
+    });
+  }
+
+  static void add_into(float* h, const float* x, int64_t tokens, int64_t width) {
+    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
+      for (int64_t i = t0 * width; i < t1 * width; ++i) h[i] += x[i];
+    });
+  }
+
+  // where row r's keys (part 0) or values (part 1) of kv head g in layer l start
+  c10::Half* kv_at(int64_t r, int64_t l, int part, int64_t g) const {
+    return kv_[r].data + (((l * 2 + part) * kv_heads_ + g) * kv_[r].capacity) * head_dim_;
+  }
+
+  void rotate_and_store(int64_t tokens, int64_t l) {
+    const int64_t q_w = heads_ * head_dim_, kv_w = kv_heads_ * head_dim_, qkv_w = q_w + 2 * kv_w;
+    const int64_t half = head_dim_ / 2;
+    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
+      float tmp[512];
+      for (int64_t t = t0; t < t1; ++t) {
+        float* row = qkv_.data() + t * qkv_w;
+        const float* cos = rope_.data() + t * head_dim_ * 2;
+        const float* sin = cos + head_dim_;
+        for (int64_t hd = 0; hd < heads_ + kv_heads_; ++hd) {
+          float* x = row + hd * head_dim_;
+          for (int64_t i = 0; i < half; ++i) tmp[i] = x[i] * cos[i] + x[i + half] * sin[i];
+          for (int64_t i = half; i < head_dim_; ++i) tmp[i] = x[i] * cos[i] + x[i - half] * sin[i];
+          std::copy(tmp, tmp + head_dim_, x);
+        }
+        const int64_t r = row_[t], col = pos_[t];
+        for (int64_t g = 0; g < kv_heads_; ++g) {
+          store_key(row + q_w + g * head_dim_, head_dim_, col, kv_at(r, l, 0, g));
+          to_half(row + q_w + kv_w + g * head_dim_, head_dim_, kv_at(r, l, 1, g) + col * head_dim_);
+        }
+      }
+    });
+  }
+
+  void attend(int64_t tokens, int64_t l) {
+    const int64_t q_w = heads_ * head_dim_, kv_w = kv_heads_ * head_dim_, qkv_w = q_w + 2 * kv_w;
+    const int64_t per_kv = heads_ / kv_heads_;
+    const float scale = 1.f / std::sqrt(static_cast<float>(head_dim_));
+    int64_t work = 0;
+    for (int64_t t = 0; t < tokens; ++t) work += pos_[t] + 1;
+    const int64_t tasks = tokens * kv_heads_;
+    // every token's keys of one kv head: consecutive tasks share a row's keys and values
+    at::parallel_for(0, tasks, work * heads_ < 1024 ? tasks : 1, [&](int64_t t0, int64_t t1) {
+      std::vector<float> scratch;
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t t = task / kv_heads_, g = task % kv_heads_, r = row_[t];
+        attend_group(qkv_.data() + t * qkv_w + g * per_kv * head_dim_, per_kv, kv_at(r, l, 0, g), kv_at(r, l, 1, g),
+                     pos_[t] + 1, head_dim_, scale, scratch, attn_.data() + t * q_w + g * per_kv * head_dim_);
+      }
+    });
+  }
+
+  // out[:, start:start+width] += each token's x @ A @ B of its row's adapter's `module`
+  void add_lora(int64_t layer, int module, const float* x, int64_t in, int64_t tokens, float* out, int64_t ld,
+                int64_t start, int64_t width) {
+    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
+      std::vector<float> low, delta(width);
+      for (int64_t t = t0; t < t1; ++t) {
+        if (lora_[t] == nullptr) continue;
+        const at::Tensor& a = lora_[t]->a[layer * 7 + module];
+        const at::Tensor& b = lora_[t]->b[layer * 7 + module];
+        if (a.numel() == 0) continue;
+        TORCH_CHECK(a.size(0) == in && b.size(1) == width, "LoRA shape mismatch");
+        const int64_t rank = a.size(1);
+        const float* ap = a.data_ptr<float>();
+        const float* bp = b.data_ptr<float>();
+        low.assign(rank, 0.f);
+        std::fill(delta.begin(), delta.end(), 0.f);
+        for (int64_t k = 0; k < in; ++k) {
+          const float xk = x[t * in + k];
+          for (int64_t j = 0; j < rank; ++j) low[j] += xk * ap[k * rank + j];
+        }
+        for (int64_t j = 0; j < rank; ++j)
+          for (int64_t o = 0; o < width; ++o) delta[o] += low[j] * bp[j * width + o];
+        float* row = out + t * ld + start;
+        for (int64_t o = 0; o < width; ++o) row[o] += delta[o];
+      }
+    });
+  }
+
+  int64_t layers_, hidden_, heads_, kv_heads_, head_dim_, inter_, vocab_;
+  float eps_;
+  std::vector<at::Tensor> tensors_;
+  std::unordered_map<int64_t, Adapter> adapters_;
+  std::mutex mu_;
+  // this pass: per token its row, position and adapter (nullptr: the base model); per row its buffer
+  std::vector<int64_t> row_, pos_;
+  std::vector<const Adapter*> lora_;
+  std::vector<RowKV> kv_;
+  // scratch, reused across passes
+  std::vector<float> h_, x_, qkv_, attn_, proj_, gate_up_, act_, rope_;
+  Quantized quant_;
+};
+
+void register_decoder(torch::Library& m) {
+  m.class_<Decoder>("Decoder")
+      .def(torch::init<std::vector<at::Tensor>, std::vector<int64_t>, double>())
+      .def("add_adapter", &Decoder::add_adapter)
+      .def("remove_adapter", &Decoder::remove_adapter)
+      .def("forward", &Decoder::forward);
+}
+
+}  // namespace carafe
