@@ -11,6 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TRANSFORMERS_OFFLINE=1 \
     TOKENIZERS_PARALLELISM=false
 
+# g++: the embedded engine compiles its native int4 kernels for the host's CPU on first start
+# (cached under the data volume, ~/.cache/carafe/native); without it int4 runs on torch's kernel.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+
 # torch first, from the CPU index: an unpinned torch from PyPI pulls several GB of CUDA.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -200,3 +201,7 @@ def test_dockerfile_builds_a_cpu_image_of_this_package() -> None:
     assert "EXPOSE 8000" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".carafe" in ignored and "carafe" not in ignored
+    # the native int4 kernels build on the serving host: a compiler in the image, sources in the package
+    assert re.search(r"apt-get install .*\bg\+\+", text)
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {"csrc/*.cpp", "csrc/*.h"} <= set(package_data["carafe.adapters"])

@@ -47,7 +47,8 @@ class EngineConfig(BaseModel):
         "auto",
         description="Fast path int4: `native` runs Carafe's C++ kernels (AVX512-VNNI int4 x int8 products, the "
         "whole forward pass per-row in C++; compiled once per machine with g++, an error if that fails); `torch` "
-        "runs torch's int4 kernel from Python; `auto` takes native where it builds, else torch with a warning",
+        "runs torch's int4 kernel from Python; `auto` takes native where it builds with AVX512-VNNI, else torch "
+        "with a warning (CARAFE_NATIVE_MARCH sets the compiler's -march, default native)",
     )
     prefill_chunk: int = Field(
         256,

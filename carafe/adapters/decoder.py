@@ -172,12 +172,15 @@ class LlamaDecoder:
 
     @staticmethod
     def _native_kernels(kernels: Kernels) -> bool:
+        """Whether int4 runs natively: ``native`` insists (an error if they cannot be built), ``auto`` takes
+        them where they build with AVX512-VNNI (their portable loops are slower than torch's kernel)."""
         reason = native.load()
-        if reason is None:
+        if reason is None and (kernels == "native" or torch.ops.carafe.vnni()):
             return True
         if kernels == "native":
             raise ModelNotAvailable(f"adapters.engine.kernels is native, but {reason}", param="model")
-        log.warning("int4 runs on torch's kernel, slower: %s (adapters.engine.kernels)", reason)
+        reason = reason or "this CPU has no AVX512-VNNI"
+        log.warning("int4 runs on torch's kernel, slower than the native one: %s (adapters.engine.kernels)", reason)
         return False
 
     @classmethod

@@ -46,8 +46,14 @@ def _build_key() -> str:
     h = hashlib.sha256()
     for path in sorted(_CSRC.glob("*.[ch]*")):  # sources and headers
         h.update(path.name.encode() + path.read_bytes())
-    h.update(f"{_cpu_flags()}|{platform.machine()}|{torch.__version__}|{sys.version_info[:2]}".encode())
+    h.update(f"{_cpu_flags()}|{platform.machine()}|{_march()}|{torch.__version__}|{sys.version_info[:2]}".encode())
     return h.hexdigest()[:16]
+
+
+def _march() -> str:
+    """The compiler's target: this CPU, or ``$CARAFE_NATIVE_MARCH`` (e.g. ``x86-64-v3`` for an image that
+    must run on any AVX2 machine; without AVX512-VNNI the kernels take their portable loops)."""
+    return os.environ.get("CARAFE_NATIVE_MARCH", "native")
 
 
 def cache_dir() -> Path:
@@ -72,31 +78,39 @@ def available() -> bool:
 def _build_and_load() -> str | None:
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"the native kernels are written for x86-64, not {platform.machine()}"
-    from torch.utils import cpp_extension
+    from filelock import FileLock
 
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     lib = folder / "carafe_native.so"
     try:
-        if lib.exists():
-            torch.ops.load_library(str(lib))  # type: ignore[no-untyped-call]  # torch typing
-        else:
-            log.info("building Carafe's native kernels for this CPU (once, about a minute) in %s", folder)
-            # ninja from the environment's bin folder when it was pip-installed there
-            os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-            cpp_extension.load(
-                name="carafe_native",
-                sources=[str(_CSRC / s) for s in SOURCES],
-                extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                build_directory=str(folder),
-                is_python_module=False,
-                verbose=False,
-            )
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / "build.lock")):  # another process building it: wait, then load its build
+            _build_or_load(folder, lib)
     except Exception as exc:  # no compiler, no ninja, a failed build: serve on torch's kernels
         lines = str(exc).strip().splitlines()
         errors = [line.strip() for line in lines if "error" in line.lower() and "Error building" not in line]
         return f"could not build the native kernels ({(errors or lines or [type(exc).__name__])[0][:300]})"
     if not torch.ops.carafe.vnni():
-        log.warning("this CPU has no AVX512-VNNI: the native kernels run their portable (slower) loops")
+        log.warning("built without AVX512-VNNI (CPU or CARAFE_NATIVE_MARCH): the native kernels run portable loops")
     return None
+
+
+def _build_or_load(folder: Path, lib: Path) -> None:
+    from torch.utils import cpp_extension
+
+    if lib.exists():
+        torch.ops.load_library(str(lib))  # type: ignore[no-untyped-call]  # torch typing
+        return
+    log.info("building Carafe's native kernels for this CPU (once, about a minute) in %s", folder)
+    # ninja from the environment's bin folder (a dependency of carafe)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    # -fopenmp: at::parallel_for expands to OpenMP pragmas here; at run time they use torch's own libgomp
+    cpp_extension.load(
+        name="carafe_native",
+        sources=[str(_CSRC / s) for s in SOURCES],
+        extra_cflags=["-O3", f"-march={_march()}", "-fno-math-errno", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(folder),
+        is_python_module=False,
+        verbose=False,
+    )

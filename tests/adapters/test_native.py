@@ -10,6 +10,7 @@ own adapter. Exact equality (``torch.equal``) is asserted wherever the design pr
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def test_native_kernels_build_here():
     if platform.machine() != "x86_64":
         pytest.fail(f"the native kernels are x86-64 only; this is {platform.machine()}")
     assert native.load() is None
-    assert torch.ops.carafe.vnni() == _vnni_cpu()
+    # built for this CPU (the default): its AVX512-VNNI path wherever the CPU has it
+    assert torch.ops.carafe.vnni() == (_vnni_cpu() and os.environ.get("CARAFE_NATIVE_MARCH", "native") == "native")
 
 
 @pytest.fixture(scope="module")
