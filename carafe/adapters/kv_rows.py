@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 BLOCK = 16  # key columns per block; capacities are multiples of it
-_SPARE = 64  # columns allocated ahead; a full buffer grows by a quarter (at least this)
+_SPARE = 64  # columns allocated ahead; a full buffer grows by half (at least this)
 
 
 def _ceil(n: int) -> int:
@@ -47,7 +47,7 @@ class RowKV:
             return
         layers, _, kv_heads, _, head_dim = self.buffer.shape
         grown = torch.empty(
-            (layers, 2, kv_heads, _ceil(self.length + n + max(_SPARE, self.length // 4)), head_dim), dtype=torch.float16
+            (layers, 2, kv_heads, _ceil(self.length + n + max(_SPARE, self.length // 2)), head_dim), dtype=torch.float16
         )
         used = _ceil(self.length)
         # keys: whole blocks of 16 columns, each (head_dim, 16), move as one piece

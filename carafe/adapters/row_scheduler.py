@@ -25,6 +25,7 @@ from carafe.adapters.sampling import sample_next
 from carafe.adapters.scheduler import BASE, Request, Scheduler
 
 log = logging.getLogger("carafe.adapters.scheduler")
+ANSWER_ROOM = 256  # answer tokens a new row has room for before its KV buffer grows
 
 
 class RowScheduler(Scheduler):
@@ -47,12 +48,14 @@ class RowScheduler(Scheduler):
             if r.cancelled:
                 continue
             hit = self.prefixes.lookup(r.adapter, r.prompt_ids) if self.prefixes is not None else None
+            # room for the prompt and the answer's first tokens, so that most rows never grow
+            room = len(r.prompt_ids) + min(r.params.max_tokens, ANSWER_ROOM)
             if hit is not None:
-                r.kv = RowKV.from_snapshot(hit.kv, hit.length, len(r.prompt_ids))
+                r.kv = RowKV.from_snapshot(hit.kv, hit.length, room)
                 self.counters["prefix_hits"] += 1
                 self.counters["prefix_tokens_reused"] += hit.length
             else:
-                r.kv = self.model.new_row(len(r.prompt_ids))
+                r.kv = self.model.new_row(room)
             self._prefilling.append(r)
 
     def _step(self) -> None:

@@ -9,12 +9,20 @@
 // prefill. The matrix products run over all the pass's tokens at once (kernels.h), so
 // decoding rows and prompt chunks share one read of the weights. LoRA deltas are added per
 // token from its row's adapter (registered once by id, never stacked).
+//
+// A pass runs in one OpenMP parallel region (torch's own thread pool): each phase of a layer
+// is split across the threads (tokens for the per-token work, output tiles for the products,
+// attention by work) with a barrier between phases, so the small per-token work is shared
+// and no phase pays for starting threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -29,52 +37,38 @@ namespace carafe {
 
 namespace {
 
-// small products and elementwise passes run on one thread: a parallel region costs microseconds
-int64_t grain_for(int64_t tiles, int64_t rows) { return tiles * rows < 24 ? tiles : 1; }
-
-void q4_linear(const QuantRows& x, const at::Tensor& w, float* y) {
-  const int64_t tiles = w.size(0), n = tiles * kTile;
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  at::parallel_for(0, tiles, grain_for(tiles, x.rows),
-                   [&](int64_t t0, int64_t t1) { q4_gemm_tiles(x, wp, t0, t1, y, n); });
-}
-
-void q8_linear(const QuantRows& x, const at::Tensor& w, const at::Tensor& scale, float* y) {
-  const int64_t tiles = w.size(0), n = tiles * kTile;
-  const uint8_t* wp = w.data_ptr<uint8_t>();
-  const float* sp = scale.data_ptr<float>();
-  at::parallel_for(0, tiles, grain_for(tiles, x.rows),
-                   [&](int64_t t0, int64_t t1) { q8_gemm_tiles(x, wp, sp, t0, t1, y, n); });
-}
-
-// f(t0, t1) over tokens, split across threads when there are many
-template <typename F>
-void by_tokens(int64_t tokens, F&& f) {
-  at::parallel_for(0, tokens, tokens < 32 ? tokens : 16, f);
-}
-
 void check_q4(const at::Tensor& w, const char* what) {
   TORCH_CHECK(w.scalar_type() == at::kByte && w.dim() == 3 && w.size(2) == kQ4Block && w.is_contiguous(), what,
               " must be a packed Q4 weight");
 }
 
-// per-token activations quantized for the kernels
+// [begin, end) of n items for thread tid of n_threads
+struct Share {
+  int64_t begin, end;
+  Share(int64_t n, int tid, int n_threads) : begin(n * tid / n_threads), end(n * (tid + 1) / n_threads) {}
+};
+
+// one layer input's activations quantized for the kernels (tokens x k)
 struct Quantized {
   std::vector<int8_t> q;
   std::vector<float> d, s;
   std::vector<int32_t> sum;
+  int64_t tokens = 0, k = 0;
 
-  QuantRows of(const float* x, int64_t tokens, int64_t k) {
-    q.resize(tokens * k);
-    d.resize(tokens * k / kGroup);
-    s.resize(tokens * k / kGroup);
-    sum.resize(tokens * k / kGroup);
-    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
-      const int64_t g = t0 * k / kGroup;
-      quantize_rows(x + t0 * k, t1 - t0, k, k, q.data() + t0 * k, d.data() + g, s.data() + g, sum.data() + g);
-    });
-    return QuantRows{q.data(), d.data(), s.data(), sum.data(), tokens, k};
+  void reserve(int64_t n, int64_t max_k) {
+    q.resize(n * max_k);
+    d.resize(n * max_k / kGroup);
+    s.resize(n * max_k / kGroup);
+    sum.resize(n * max_k / kGroup);
   }
+  // quantize tokens [t0, t1) of x (tokens x width); every thread its own tokens, then a barrier
+  void rows(const float* x, int64_t width, int64_t t0, int64_t t1) {
+    const int64_t g = t0 * width / kGroup;
+    if (t1 > t0)
+      quantize_rows(x + t0 * width, t1 - t0, width, width, q.data() + t0 * width, d.data() + g, s.data() + g,
+                    sum.data() + g);
+  }
+  QuantRows view(int64_t n, int64_t width) const { return QuantRows{q.data(), d.data(), s.data(), sum.data(), n, width}; }
 };
 
 }  // namespace
@@ -108,11 +102,15 @@ class Decoder : public torch::CustomClassHolder {
   void add_adapter(int64_t id, std::vector<at::Tensor> a, std::vector<at::Tensor> b) {
     TORCH_CHECK(id > 0, "add_adapter: ids start at 1 (0 is the base model)");
     TORCH_CHECK(static_cast<int64_t>(a.size()) == layers_ * 7 && a.size() == b.size(), "add_adapter: 7 per layer");
+    const int64_t q_w = heads_ * head_dim_, kv_w = kv_heads_ * head_dim_;
+    const int64_t in[7] = {hidden_, hidden_, hidden_, q_w, hidden_, hidden_, inter_};
+    const int64_t out[7] = {q_w, kv_w, kv_w, hidden_, inter_, inter_, hidden_};
     for (size_t i = 0; i < a.size(); ++i) {
       if (a[i].numel() == 0) continue;
       TORCH_CHECK(a[i].scalar_type() == at::kFloat && b[i].scalar_type() == at::kFloat && a[i].dim() == 2 &&
-                      b[i].dim() == 2 && a[i].size(1) == b[i].size(0),
-                  "add_adapter: A (in, rank) and B (rank, out) fp32");
+                      b[i].dim() == 2 && a[i].size(1) == b[i].size(0) && a[i].size(0) == in[i % 7] &&
+                      b[i].size(1) == out[i % 7],
+                  "add_adapter: A (in, rank) and B (rank, out) fp32 of the module's shape");
       a[i] = a[i].contiguous();
       b[i] = b[i].contiguous();
     }
@@ -192,6 +190,7 @@ class Decoder : public torch::CustomClassHolder {
     gate_up_.resize(tokens * 2 * inter_);
     act_.resize(tokens * inter_);
     rope_.resize(tokens * head_dim_ * 2);
+    quant_.reserve(tokens, std::max({hidden_, q_w, inter_}));
 
     // embeddings and rotary angles, once for all layers
     q8_rows(tensors_[layers_ * 6 + 1].data_ptr<uint8_t>(), tensors_[layers_ * 6 + 2].data_ptr<float>(), hidden_, id,
@@ -209,51 +208,81 @@ class Decoder : public torch::CustomClassHolder {
         s[i + half] = std::sin(f);
       }
     }
-
-    for (int64_t l = 0; l < layers_; ++l) {
-      const at::Tensor* w = &tensors_[l * 6];
-      rms_norm(h_.data(), w[0].data_ptr<float>(), tokens, x_.data());
-      q4_linear(quant_.of(x_.data(), tokens, hidden_), w[1], qkv_.data());
-      if (lora) {
-        add_lora(l, 0, x_.data(), hidden_, tokens, qkv_.data(), qkv_w, 0, q_w);
-        add_lora(l, 1, x_.data(), hidden_, tokens, qkv_.data(), qkv_w, q_w, kv_w);
-        add_lora(l, 2, x_.data(), hidden_, tokens, qkv_.data(), qkv_w, q_w + kv_w, kv_w);
+    // attention tasks (token, kv head) and their work (columns), to share them out evenly
+    work_.resize(tokens * kv_heads_ + 1);
+    work_[0] = 0;
+    for (int64_t task = 0; task < tokens * kv_heads_; ++task) work_[task + 1] = work_[task] + pos_[task / kv_heads_] + 1;
+    // the output head: each row's last new token, or every new token
+    const int64_t out_rows = all_logits ? tokens : rows;
+    last_.resize(out_rows);
+    for (int64_t r = 0, t = 0; r < out_rows; ++r) {
+      if (all_logits) {
+        last_[r] = r;
+      } else {
+        t += count[r];
+        last_[r] = t - 1;
       }
-      rotate_and_store(tokens, l);
-      attend(tokens, l);
-      q4_linear(quant_.of(attn_.data(), tokens, q_w), w[2], proj_.data());
-      if (lora) add_lora(l, 3, attn_.data(), q_w, tokens, proj_.data(), hidden_, 0, hidden_);
-      add_into(h_.data(), proj_.data(), tokens, hidden_);
+    }
+    at::Tensor logits = at::empty({out_rows, vocab_}, at::kFloat);
 
-      rms_norm(h_.data(), w[3].data_ptr<float>(), tokens, x_.data());
-      q4_linear(quant_.of(x_.data(), tokens, hidden_), w[4], gate_up_.data());
-      if (lora) {
-        add_lora(l, 4, x_.data(), hidden_, tokens, gate_up_.data(), 2 * inter_, 0, inter_);
-        add_lora(l, 5, x_.data(), hidden_, tokens, gate_up_.data(), 2 * inter_, inter_, inter_);
-      }
-      by_tokens(tokens, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t)
+#pragma omp parallel num_threads(static_cast<int>(std::max(1, at::get_num_threads())))
+    {
+      const int tid = omp_get_thread_num(), n_threads = omp_get_num_threads();
+      const Share own(tokens, tid, n_threads);
+      for (int64_t l = 0; l < layers_; ++l) {
+        const at::Tensor* w = &tensors_[l * 6];
+        norm_rows(h_.data(), w[0].data_ptr<float>(), own, x_.data());
+        quant_.rows(x_.data(), hidden_, own.begin, own.end);
+#pragma omp barrier
+        q4_share(quant_.view(tokens, hidden_), w[1], qkv_.data(), tid, n_threads);
+#pragma omp barrier
+        if (lora) {
+          add_lora(l, 0, x_.data(), hidden_, own, qkv_.data(), qkv_w, 0, q_w);
+          add_lora(l, 1, x_.data(), hidden_, own, qkv_.data(), qkv_w, q_w, kv_w);
+          add_lora(l, 2, x_.data(), hidden_, own, qkv_.data(), qkv_w, q_w + kv_w, kv_w);
+        }
+        rotate_and_store(own, l);
+#pragma omp barrier
+        attend(l, tid, n_threads);
+#pragma omp barrier
+        quant_.rows(attn_.data(), q_w, own.begin, own.end);
+#pragma omp barrier
+        q4_share(quant_.view(tokens, q_w), w[2], proj_.data(), tid, n_threads);
+#pragma omp barrier
+        if (lora) add_lora(l, 3, attn_.data(), q_w, own, proj_.data(), hidden_, 0, hidden_);
+        add_rows(h_.data(), proj_.data(), own);
+        norm_rows(h_.data(), w[3].data_ptr<float>(), own, x_.data());
+        quant_.rows(x_.data(), hidden_, own.begin, own.end);
+#pragma omp barrier
+        q4_share(quant_.view(tokens, hidden_), w[4], gate_up_.data(), tid, n_threads);
+#pragma omp barrier
+        if (lora) {
+          add_lora(l, 4, x_.data(), hidden_, own, gate_up_.data(), 2 * inter_, 0, inter_);
+          add_lora(l, 5, x_.data(), hidden_, own, gate_up_.data(), 2 * inter_, inter_, inter_);
+        }
+        for (int64_t t = own.begin; t < own.end; ++t)
           silu_mul(gate_up_.data() + t * 2 * inter_, gate_up_.data() + t * 2 * inter_ + inter_, inter_,
                    act_.data() + t * inter_);
-      });
-      q4_linear(quant_.of(act_.data(), tokens, inter_), w[5], proj_.data());
-      if (lora) add_lora(l, 6, act_.data(), inter_, tokens, proj_.data(), hidden_, 0, hidden_);
-      add_into(h_.data(), proj_.data(), tokens, hidden_);
+        quant_.rows(act_.data(), inter_, own.begin, own.end);
+#pragma omp barrier
+        q4_share(quant_.view(tokens, inter_), w[5], proj_.data(), tid, n_threads);
+#pragma omp barrier
+        if (lora) add_lora(l, 6, act_.data(), inter_, own, proj_.data(), hidden_, 0, hidden_);
+        add_rows(h_.data(), proj_.data(), own);  // the next layer's norm reads only these tokens
+      }
+#pragma omp barrier
+      const Share out(out_rows, tid, n_threads);
+      for (int64_t r = out.begin; r < out.end; ++r)
+        std::copy(h_.data() + last_[r] * hidden_, h_.data() + (last_[r] + 1) * hidden_, proj_.data() + r * hidden_);
+      norm_rows(proj_.data(), tensors_[layers_ * 6].data_ptr<float>(), out, x_.data());
+      quant_.rows(x_.data(), hidden_, out.begin, out.end);
+#pragma omp barrier
+      const at::Tensor& head = tensors_[layers_ * 6 + 3];
+      const Share tiles(head.size(0), tid, n_threads);
+      q8_gemm_tiles(quant_.view(out_rows, hidden_), head.data_ptr<uint8_t>(),
+                    tensors_[layers_ * 6 + 4].data_ptr<float>(), tiles.begin, tiles.end, logits.data_ptr<float>(),
+                    vocab_);
     }
-
-    // the output head: over every new token, or each row's last one
-    const int64_t out_rows = all_logits ? tokens : rows;
-    if (!all_logits) {
-      for (int64_t r = 0, t = 0; r < rows; t += count[r], ++r)
-        std::copy(h_.data() + (t + count[r] - 1) * hidden_, h_.data() + (t + count[r]) * hidden_,
-                  proj_.data() + r * hidden_);
-    } else {
-      std::copy(h_.data(), h_.data() + tokens * hidden_, proj_.data());
-    }
-    rms_norm(proj_.data(), tensors_[layers_ * 6].data_ptr<float>(), out_rows, x_.data());
-    at::Tensor logits = at::empty({out_rows, vocab_}, at::kFloat);
-    q8_linear(quant_.of(x_.data(), out_rows, hidden_), tensors_[layers_ * 6 + 3], tensors_[layers_ * 6 + 4],
-              logits.data_ptr<float>());
     return logits;
   }
 
@@ -266,20 +295,22 @@ class Decoder : public torch::CustomClassHolder {
     int64_t capacity;
   };
 
-  void rms_norm(const float* h, const float* w, int64_t tokens, float* out) const {
-    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const float* x = h + t * hidden_;
-        const float scale = 1.f / std::sqrt(sum_squares(x, hidden_) / static_cast<float>(hidden_) + eps_);
-        for (int64_t i = 0; i < hidden_; ++i) out[t * hidden_ + i] = x[i] * scale * w[i];
-      }
-    });
+  void norm_rows(const float* h, const float* w, const Share& own, float* out) const {
+    for (int64_t t = own.begin; t < own.end; ++t) {
+      const float* x = h + t * hidden_;
+      const float scale = 1.f / std::sqrt(sum_squares(x, hidden_) / static_cast<float>(hidden_) + eps_);
+      for (int64_t i = 0; i < hidden_; ++i) out[t * hidden_ + i] = x[i] * scale * w[i];
+    }
   }
 
-  static void add_into(float* h, const float* x, int64_t tokens, int64_t width) {
-    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
-      for (int64_t i = t0 * width; i < t1 * width; ++i) h[i] += x[i];
-    });
+  void add_rows(float* h, const float* x, const Share& own) const {
+    for (int64_t i = own.begin * hidden_; i < own.end * hidden_; ++i) h[i] += x[i];
+  }
+
+  // this thread's share of a product's output tiles
+  static void q4_share(const QuantRows& x, const at::Tensor& w, float* y, int tid, int n_threads) {
+    const Share tiles(w.size(0), tid, n_threads);
+    q4_gemm_tiles(x, w.data_ptr<uint8_t>(), tiles.begin, tiles.end, y, w.size(0) * kTile);
   }
 
   // where row r's keys (part 0) or values (part 1) of kv head g in layer l start
@@ -287,74 +318,70 @@ class Decoder : public torch::CustomClassHolder {
     return kv_[r].data + (((l * 2 + part) * kv_heads_ + g) * kv_[r].capacity) * head_dim_;
   }
 
-  void rotate_and_store(int64_t tokens, int64_t l) {
+  void rotate_and_store(const Share& own, int64_t l) {
     const int64_t q_w = heads_ * head_dim_, kv_w = kv_heads_ * head_dim_, qkv_w = q_w + 2 * kv_w;
     const int64_t half = head_dim_ / 2;
-    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
-      float tmp[512];
-      for (int64_t t = t0; t < t1; ++t) {
-        float* row = qkv_.data() + t * qkv_w;
-        const float* cos = rope_.data() + t * head_dim_ * 2;
-        const float* sin = cos + head_dim_;
-        for (int64_t hd = 0; hd < heads_ + kv_heads_; ++hd) {
-          float* x = row + hd * head_dim_;
-          for (int64_t i = 0; i < half; ++i) tmp[i] = x[i] * cos[i] + x[i + half] * sin[i];
-          for (int64_t i = half; i < head_dim_; ++i) tmp[i] = x[i] * cos[i] + x[i - half] * sin[i];
-          std::copy(tmp, tmp + head_dim_, x);
-        }
-        const int64_t r = row_[t], col = pos_[t];
-        for (int64_t g = 0; g < kv_heads_; ++g) {
-          store_key(row + q_w + g * head_dim_, head_dim_, col, kv_at(r, l, 0, g));
-          to_half(row + q_w + kv_w + g * head_dim_, head_dim_, kv_at(r, l, 1, g) + col * head_dim_);
-        }
+    float tmp[512];
+    for (int64_t t = own.begin; t < own.end; ++t) {
+      float* row = qkv_.data() + t * qkv_w;
+      const float* cos = rope_.data() + t * head_dim_ * 2;
+      const float* sin = cos + head_dim_;
+      for (int64_t hd = 0; hd < heads_ + kv_heads_; ++hd) {
+        float* x = row + hd * head_dim_;
+        for (int64_t i = 0; i < half; ++i) tmp[i] = x[i] * cos[i] + x[i + half] * sin[i];
+        for (int64_t i = half; i < head_dim_; ++i) tmp[i] = x[i] * cos[i] + x[i - half] * sin[i];
+        std::copy(tmp, tmp + head_dim_, x);
       }
-    });
+      const int64_t r = row_[t], col = pos_[t];
+      for (int64_t g = 0; g < kv_heads_; ++g) {
+        store_key(row + q_w + g * head_dim_, head_dim_, col, kv_at(r, l, 0, g));
+        to_half(row + q_w + kv_w + g * head_dim_, head_dim_, kv_at(r, l, 1, g) + col * head_dim_);
+      }
+    }
   }
 
-  void attend(int64_t tokens, int64_t l) {
+  // this thread's share of the (token, kv head) tasks, cut where the work (columns read) splits evenly
+  void attend(int64_t l, int tid, int n_threads) {
     const int64_t q_w = heads_ * head_dim_, kv_w = kv_heads_ * head_dim_, qkv_w = q_w + 2 * kv_w;
-    const int64_t per_kv = heads_ / kv_heads_;
+    const int64_t per_kv = heads_ / kv_heads_, tasks = static_cast<int64_t>(work_.size()) - 1;
     const float scale = 1.f / std::sqrt(static_cast<float>(head_dim_));
-    int64_t work = 0;
-    for (int64_t t = 0; t < tokens; ++t) work += pos_[t] + 1;
-    const int64_t tasks = tokens * kv_heads_;
-    // every token's keys of one kv head: consecutive tasks share a row's keys and values
-    at::parallel_for(0, tasks, work * heads_ < 1024 ? tasks : 1, [&](int64_t t0, int64_t t1) {
-      std::vector<float> scratch;
-      for (int64_t task = t0; task < t1; ++task) {
-        const int64_t t = task / kv_heads_, g = task % kv_heads_, r = row_[t];
-        attend_group(qkv_.data() + t * qkv_w + g * per_kv * head_dim_, per_kv, kv_at(r, l, 0, g), kv_at(r, l, 1, g),
-                     pos_[t] + 1, head_dim_, scale, scratch, attn_.data() + t * q_w + g * per_kv * head_dim_);
-      }
-    });
+    const int64_t total = work_.back();
+    auto first_at = [&](int64_t share) {  // the first task that starts at or after this share of the work
+      return std::lower_bound(work_.begin(), work_.end() - 1, total * share / n_threads) - work_.begin();
+    };
+    const int64_t t0 = first_at(tid), t1 = tid + 1 == n_threads ? tasks : first_at(tid + 1);
+    thread_local std::vector<float> scratch;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t t = task / kv_heads_, g = task % kv_heads_, r = row_[t];
+      attend_group(qkv_.data() + t * qkv_w + g * per_kv * head_dim_, per_kv, kv_at(r, l, 0, g), kv_at(r, l, 1, g),
+                   pos_[t] + 1, head_dim_, scale, scratch, attn_.data() + t * q_w + g * per_kv * head_dim_);
+    }
   }
 
-  // out[:, start:start+width] += each token's x @ A @ B of its row's adapter's `module`
-  void add_lora(int64_t layer, int module, const float* x, int64_t in, int64_t tokens, float* out, int64_t ld,
-                int64_t start, int64_t width) {
-    by_tokens(tokens, [&](int64_t t0, int64_t t1) {
-      std::vector<float> low, delta(width);
-      for (int64_t t = t0; t < t1; ++t) {
-        if (lora_[t] == nullptr) continue;
-        const at::Tensor& a = lora_[t]->a[layer * 7 + module];
-        const at::Tensor& b = lora_[t]->b[layer * 7 + module];
-        if (a.numel() == 0) continue;
-        TORCH_CHECK(a.size(0) == in && b.size(1) == width, "LoRA shape mismatch");
-        const int64_t rank = a.size(1);
-        const float* ap = a.data_ptr<float>();
-        const float* bp = b.data_ptr<float>();
-        low.assign(rank, 0.f);
-        std::fill(delta.begin(), delta.end(), 0.f);
-        for (int64_t k = 0; k < in; ++k) {
-          const float xk = x[t * in + k];
-          for (int64_t j = 0; j < rank; ++j) low[j] += xk * ap[k * rank + j];
-        }
-        for (int64_t j = 0; j < rank; ++j)
-          for (int64_t o = 0; o < width; ++o) delta[o] += low[j] * bp[j * width + o];
-        float* row = out + t * ld + start;
-        for (int64_t o = 0; o < width; ++o) row[o] += delta[o];
+  // out[:, start:start+width] += each token's x @ A @ B of its row's adapter's `module` (shapes checked
+  // when the adapter was added)
+  void add_lora(int64_t layer, int module, const float* x, int64_t in, const Share& own, float* out, int64_t ld,
+                int64_t start, int64_t width) const {
+    thread_local std::vector<float> low, delta;
+    for (int64_t t = own.begin; t < own.end; ++t) {
+      if (lora_[t] == nullptr) continue;
+      const at::Tensor& a = lora_[t]->a[layer * 7 + module];
+      const at::Tensor& b = lora_[t]->b[layer * 7 + module];
+      if (a.numel() == 0) continue;
+      const int64_t rank = a.size(1);
+      const float* ap = a.data_ptr<float>();
+      const float* bp = b.data_ptr<float>();
+      low.assign(rank, 0.f);
+      delta.assign(width, 0.f);
+      for (int64_t k = 0; k < in; ++k) {
+        const float xk = x[t * in + k];
+        for (int64_t j = 0; j < rank; ++j) low[j] += xk * ap[k * rank + j];
       }
-    });
+      for (int64_t j = 0; j < rank; ++j)
+        for (int64_t o = 0; o < width; ++o) delta[o] += low[j] * bp[j * width + o];
+      float* row = out + t * ld + start;
+      for (int64_t o = 0; o < width; ++o) row[o] += delta[o];
+    }
   }
 
   int64_t layers_, hidden_, heads_, kv_heads_, head_dim_, inter_, vocab_;
@@ -363,7 +390,7 @@ class Decoder : public torch::CustomClassHolder {
   std::unordered_map<int64_t, Adapter> adapters_;
   std::mutex mu_;
   // this pass: per token its row, position and adapter (nullptr: the base model); per row its buffer
-  std::vector<int64_t> row_, pos_;
+  std::vector<int64_t> row_, pos_, work_, last_;
   std::vector<const Adapter*> lora_;
   std::vector<RowKV> kv_;
   // scratch, reused across passes
