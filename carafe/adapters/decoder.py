@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from carafe.adapters import native
-from carafe.adapters.errors import ModelNotAvailable
+from carafe.adapters.errors import InvalidAdapter, ModelNotAvailable
 from carafe.adapters.kv_cache import BLOCK, KVCache
 from carafe.adapters.kv_rows import RowKV
 from carafe.adapters.lora_set import BASE, MODULES, LoraSet, LoraWeights, RowDeltas
@@ -29,6 +29,7 @@ from carafe.adapters.weights import TensorFiles
 
 log = logging.getLogger("carafe.adapters.decoder")
 Kernels = Literal["auto", "native", "torch"]
+NATIVE_MAX_RANK = 64  # LoRA ranks the native pass serves (carafe/adapters/csrc/vecmath.h: lora_add)
 
 
 class Weights(Protocol):
@@ -332,6 +333,13 @@ class LlamaDecoder:
 
     def add_adapter(self, name: str, weights: LoraWeights) -> None:
         """Make adapter ``name`` selectable per row (prefill and decode)."""
+        rank = max((a.shape[1] for a, _ in weights.pairs.values()), default=0)
+        if self._native is not None and rank > NATIVE_MAX_RANK:
+            raise InvalidAdapter(
+                f"adapter rank {rank} is over {NATIVE_MAX_RANK}, the most the native int4 path serves; "
+                "use adapters.engine.kernels: torch (or quantize: none) for it",
+                param="path",
+            )
         adapter_id = self.loras.add(name, weights)
         if self._native is not None:
             empty = torch.empty(0)

@@ -171,11 +171,26 @@ def test_each_row_gets_its_own_adapter(decoder, make_lora, tmp_path, targets):
         with torch.inference_mode():
             mixed = decoder.forward_rows([PROMPT] * 3, rows, ["two", "__base__", "one"])
         assert torch.equal(mixed[0], two) and torch.equal(mixed[1], base) and torch.equal(mixed[2], one)
+        # rows of one adapter take its weights together (a chunk and a decode step here): the same logits
+        rows = [decoder.new_row() for _ in range(2)]
+        with torch.inference_mode():
+            decoder.forward_rows([PROMPT[:-1], PROMPT[:30]], rows, ["one", "one"])
+            shared = decoder.forward_rows([PROMPT[-1:], PROMPT[30:]], rows, ["one", "one"])
+        assert torch.equal(shared[0], one) and torch.equal(shared[1], one)
     finally:
         decoder.remove_adapter("one")
         decoder.remove_adapter("two")
     with pytest.raises(KeyError, match="not loaded"):
         _run(decoder, [PROMPT[:3]], adapter="one")
+
+
+def test_a_rank_over_64_is_refused_with_the_reason(decoder, make_lora, tmp_path):
+    from carafe.adapters.errors import InvalidAdapter
+    from carafe.adapters.lora_set import read_lora
+
+    with pytest.raises(InvalidAdapter, match="rank 80 is over 64.*kernels: torch"):
+        decoder.add_adapter("big", read_lora(make_lora(tmp_path, rank=80)))
+    assert "big" not in decoder.loras.adapters
 
 
 def test_native_tracks_the_fp32_model(decoder, base_model_dir):

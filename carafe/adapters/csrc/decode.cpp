@@ -109,8 +109,8 @@ class Decoder : public torch::CustomClassHolder {
       if (a[i].numel() == 0) continue;
       TORCH_CHECK(a[i].scalar_type() == at::kFloat && b[i].scalar_type() == at::kFloat && a[i].dim() == 2 &&
                       b[i].dim() == 2 && a[i].size(1) == b[i].size(0) && a[i].size(0) == in[i % 7] &&
-                      b[i].size(1) == out[i % 7],
-                  "add_adapter: A (in, rank) and B (rank, out) fp32 of the module's shape");
+                      b[i].size(1) == out[i % 7] && a[i].size(1) <= 64,
+                  "add_adapter: A (in, rank <= 64) and B (rank, out) fp32 of the module's shape");
       a[i] = a[i].contiguous();
       b[i] = b[i].contiguous();
     }
@@ -360,27 +360,21 @@ class Decoder : public torch::CustomClassHolder {
 
   // out[:, start:start+width] += each token's x @ A @ B of its row's adapter's `module` (shapes checked
   // when the adapter was added)
+  // out[:, start:start+width] += each token's x @ A @ B of its row's adapter's `module` (shapes checked when
+  // the adapter was added); consecutive tokens of one adapter (rows of one adapter, a prompt chunk) together
   void add_lora(int64_t layer, int module, const float* x, int64_t in, const Share& own, float* out, int64_t ld,
                 int64_t start, int64_t width) const {
-    thread_local std::vector<float> low, delta;
-    for (int64_t t = own.begin; t < own.end; ++t) {
-      if (lora_[t] == nullptr) continue;
-      const at::Tensor& a = lora_[t]->a[layer * 7 + module];
-      const at::Tensor& b = lora_[t]->b[layer * 7 + module];
-      if (a.numel() == 0) continue;
-      const int64_t rank = a.size(1);
-      const float* ap = a.data_ptr<float>();
-      const float* bp = b.data_ptr<float>();
-      low.assign(rank, 0.f);
-      delta.assign(width, 0.f);
-      for (int64_t k = 0; k < in; ++k) {
-        const float xk = x[t * in + k];
-        for (int64_t j = 0; j < rank; ++j) low[j] += xk * ap[k * rank + j];
+    for (int64_t t = own.begin; t < own.end;) {
+      const Adapter* adapter = lora_[t];
+      int64_t end = t + 1;
+      while (end < own.end && lora_[end] == adapter) ++end;
+      if (adapter != nullptr && adapter->a[layer * 7 + module].numel() != 0) {
+        const at::Tensor& a = adapter->a[layer * 7 + module];
+        const at::Tensor& b = adapter->b[layer * 7 + module];
+        lora_add(x + t * in, in, end - t, in, a.data_ptr<float>(), b.data_ptr<float>(), a.size(1), width,
+                 out + t * ld + start, ld);
       }
-      for (int64_t j = 0; j < rank; ++j)
-        for (int64_t o = 0; o < width; ++o) delta[o] += low[j] * bp[j * width + o];
-      float* row = out + t * ld + start;
-      for (int64_t o = 0; o < width; ++o) row[o] += delta[o];
+      t = end;
     }
   }
 

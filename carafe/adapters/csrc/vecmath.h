@@ -121,6 +121,91 @@ static inline float exp_shifted(float* p, int64_t n, float top) {
 #endif
 }
 
+#ifdef CARAFE_AVX512
+// lora_add for N tokens sharing one adapter: a and b are read once for all of them; each token's
+// arithmetic is the same whatever N (two chains over the inputs, then one sum per output block)
+template <int N>
+static inline void lora_add_n(const float* x, int64_t ldx, int64_t in, const float* a, const float* b, int64_t rank,
+                              int64_t width, float* out, int64_t ldo) {
+  alignas(64) float low[N][64];
+  for (int64_t p = 0; p * 16 < rank; ++p) {
+    const __mmask16 m = tail_mask(rank - 16 * p);
+    __m512 even[N], odd[N];
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) even[t] = odd[t] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 1 < in; k += 2) {
+      const __m512 a0 = _mm512_maskz_loadu_ps(m, a + k * rank + 16 * p);
+      const __m512 a1 = _mm512_maskz_loadu_ps(m, a + (k + 1) * rank + 16 * p);
+#pragma GCC unroll 8
+      for (int t = 0; t < N; ++t) {
+        even[t] = _mm512_fmadd_ps(_mm512_set1_ps(x[t * ldx + k]), a0, even[t]);
+        odd[t] = _mm512_fmadd_ps(_mm512_set1_ps(x[t * ldx + k + 1]), a1, odd[t]);
+      }
+    }
+    if (k < in) {
+      const __m512 a0 = _mm512_maskz_loadu_ps(m, a + k * rank + 16 * p);
+#pragma GCC unroll 8
+      for (int t = 0; t < N; ++t) even[t] = _mm512_fmadd_ps(_mm512_set1_ps(x[t * ldx + k]), a0, even[t]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) _mm512_store_ps(low[t] + 16 * p, _mm512_add_ps(even[t], odd[t]));
+  }
+  for (int64_t o = 0; o < width; o += 16) {
+    const __mmask16 m = tail_mask(width - o);
+    __m512 d[N];
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t) d[t] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < rank; ++j) {
+      const __m512 bj = _mm512_maskz_loadu_ps(m, b + j * width + o);
+#pragma GCC unroll 8
+      for (int t = 0; t < N; ++t) d[t] = _mm512_fmadd_ps(_mm512_set1_ps(low[t][j]), bj, d[t]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; ++t)
+      _mm512_mask_storeu_ps(out + t * ldo + o, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, out + t * ldo + o), d[t]));
+  }
+}
+#endif
+
+// out_t[0:width] += (x_t @ a) @ b for n tokens t (rows ldx / ldo apart) sharing one LoRA pair:
+// a (in, rank), b (rank, width) row-major, rank <= 64
+static inline void lora_add(const float* x, int64_t ldx, int64_t n, int64_t in, const float* a, const float* b,
+                            int64_t rank, int64_t width, float* out, int64_t ldo) {
+#ifdef CARAFE_AVX512
+  for (; n >= 8; n -= 8, x += 8 * ldx, out += 8 * ldo) lora_add_n<8>(x, ldx, in, a, b, rank, width, out, ldo);
+  switch (n) {
+    case 7: lora_add_n<7>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    case 6: lora_add_n<6>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    case 5: lora_add_n<5>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    case 4: lora_add_n<4>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    case 3: lora_add_n<3>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    case 2: lora_add_n<2>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    case 1: lora_add_n<1>(x, ldx, in, a, b, rank, width, out, ldo); break;
+    default: break;
+  }
+#else
+  for (int64_t t = 0; t < n; ++t) {
+    float low[64];
+    for (int64_t j = 0; j < rank; ++j) {
+      float even = 0.f, odd = 0.f;
+      int64_t k = 0;
+      for (; k + 1 < in; k += 2) {
+        even = std::fma(x[t * ldx + k], a[k * rank + j], even);
+        odd = std::fma(x[t * ldx + k + 1], a[(k + 1) * rank + j], odd);
+      }
+      if (k < in) even = std::fma(x[t * ldx + k], a[k * rank + j], even);
+      low[j] = even + odd;
+    }
+    for (int64_t o = 0; o < width; ++o) {
+      float d = 0.f;
+      for (int64_t j = 0; j < rank; ++j) d = std::fma(low[j], b[j * width + o], d);
+      out[t * ldo + o] += d;
+    }
+  }
+#endif
+}
+
 // out = silu(gate) * up
 static inline void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
 #ifdef CARAFE_AVX512
