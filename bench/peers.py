@@ -31,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,11 +152,16 @@ async def best_of(load, times: int) -> dict[str, float]:
 
 
 # ---- Carafe worker (one engine option per process) ---------------------------------
-async def carafe_worker(args: argparse.Namespace) -> None:
-    import tempfile
-
-    from carafe.adapters import EngineConfig, LocalEngine, SamplingParams
+def write_adapters(folder: Path, base: Path) -> list[Path]:
+    """8 rank-8 LoRA adapters in PEFT's format, written here in the parent process: the workers measure
+    their own RSS, and writing PEFT files imports peft (~140 MB) that a serving process never loads."""
     from tests.adapters.conftest import write_lora
+
+    return [write_lora(folder / f"bench-{i}", base, seed=i) for i in range(8)]
+
+
+async def carafe_worker(args: argparse.Namespace) -> None:
+    from carafe.adapters import EngineConfig, LocalEngine, SamplingParams
 
     extra = json.loads(args.engine_json or "{}")
     quantize, _, kernels = args.worker.partition("-")
@@ -185,35 +191,34 @@ async def carafe_worker(args: argparse.Namespace) -> None:
 
         return gen
 
-    with tempfile.TemporaryDirectory() as tmp:
-        names = [f"bench-{i}" for i in range(8)]
-        for i, name in enumerate(names):
-            await engine.load_adapter(name, str(write_lora(Path(tmp) / name, engine.files.folder, seed=i)))
-        await run_load(stream(), short_prompts(tok, 1))  # warm-up
-        for name in names:  # each adapter's chat-template start in the prefix cache (kept per adapter)
-            await run_load(stream(name), short_prompts(tok, 1))
-        out["rss_loaded_mb"] = _peak_rss_mb(os.getpid())  # model + 8 adapters resident, warmed up
-        for label, prompts in [] if extra else load_plan(tok, args.quick):
-            out[label] = await best_of(lambda p=prompts: run_load(stream(), p), REPEATS if "short" in label else 1)
-            if label == "8 short":  # before any long prompt: KV of short requests only
-                out["rss_short_mb"] = _peak_rss_mb(os.getpid())
-        if args.scenarios:
-            eight = short_prompts(tok, 8)
-            one_adapter, mixed = [], []
-            for _ in range(REPEATS):  # interleaved, so drift in the machine's speed hits both alike
-                one_adapter.append(await run_load(stream(names[0]), eight))
-                mixed.append(await run_load(stream(by_prompt=dict(zip(eight, names))), eight))
-            out["8 short, 1 adapter"], out["8 short, 8 adapters"] = median_run(one_adapter), median_run(mixed)
-            # 7 streams decode (long answers, so they still run); a RAG prompt nobody sent before arrives
-            # after 0.3 s; the longest gap between two tokens of the 7 while it is taken in
-            fresh = rag_prompts(tok, 1, variant=3)[0]
-            arrive = await run_load(stream(tokens=512), [*short_prompts(tok, 7), fresh], starts=[0.0] * 7 + [0.3])
-            out["gap_while_rag_arrives"] = arrive["max_gap_first"]
-            out["rag_arrival_ttft"] = arrive["ttft_last"]
-            other = rag_prompts(tok, 3, variant=6)
-            first = await run_load(stream(), other[1:2])  # new passages
-            again = await run_load(stream(), other[2:3])  # the same passages, another question
-            out["rag_ttft_first"], out["rag_ttft_repeat"] = first["ttft_p50"], again["ttft_p50"]
+    names = [f"bench-{i}" for i in range(8)]
+    for name in names:
+        await engine.load_adapter(name, str(Path(args.adapters) / name))
+    await run_load(stream(), short_prompts(tok, 1))  # warm-up
+    for name in names:  # each adapter's chat-template start in the prefix cache (kept per adapter)
+        await run_load(stream(name), short_prompts(tok, 1))
+    out["rss_loaded_mb"] = _peak_rss_mb(os.getpid())  # model + 8 adapters resident, warmed up
+    for label, prompts in [] if extra else load_plan(tok, args.quick):
+        out[label] = await best_of(lambda p=prompts: run_load(stream(), p), REPEATS if "short" in label else 1)
+        if label == "8 short":  # before any long prompt: KV of short requests only
+            out["rss_short_mb"] = _peak_rss_mb(os.getpid())
+    if args.scenarios:
+        eight = short_prompts(tok, 8)
+        one_adapter, mixed = [], []
+        for _ in range(REPEATS):  # interleaved, so drift in the machine's speed hits both alike
+            one_adapter.append(await run_load(stream(names[0]), eight))
+            mixed.append(await run_load(stream(by_prompt=dict(zip(eight, names))), eight))
+        out["8 short, 1 adapter"], out["8 short, 8 adapters"] = median_run(one_adapter), median_run(mixed)
+        # 7 streams decode (long answers, so they still run); a RAG prompt nobody sent before arrives
+        # after 0.3 s; the longest gap between two tokens of the 7 while it is taken in
+        fresh = rag_prompts(tok, 1, variant=3)[0]
+        arrive = await run_load(stream(tokens=512), [*short_prompts(tok, 7), fresh], starts=[0.0] * 7 + [0.3])
+        out["gap_while_rag_arrives"] = arrive["max_gap_first"]
+        out["rag_arrival_ttft"] = arrive["ttft_last"]
+        other = rag_prompts(tok, 3, variant=6)
+        first = await run_load(stream(), other[1:2])  # new passages
+        again = await run_load(stream(), other[2:3])  # the same passages, another question
+        out["rag_ttft_first"], out["rag_ttft_repeat"] = first["ttft_p50"], again["ttft_p50"]
     out["stats"] = engine.stats()
     await engine.close()
     out["peak_rss_mb"] = _peak_rss_mb(os.getpid())
@@ -238,6 +243,8 @@ def run_carafe(mode: str, args: argparse.Namespace, extra: dict | None = None, s
         str(args.tokens),
         "--engine-json",
         json.dumps(extra or {}),
+        "--adapters",
+        str(args.adapters),
     ]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--scenarios"] if scenarios else []
@@ -510,6 +517,7 @@ async def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--engine-json", help=argparse.SUPPRESS)
     ap.add_argument("--scenarios", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--adapters", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return await carafe_worker(args)
@@ -531,6 +539,9 @@ async def main() -> None:
     # the scenarios (adapters, long prompts arriving, prefix reuse) run on the fastest option chosen
     fastest = next((m for m in ("int4", "int8", "bf16") if m in modes), "int4")
     results: dict[str, dict | str] = {}
+    adapters = tempfile.TemporaryDirectory()
+    args.adapters = adapters.name
+    write_adapters(Path(adapters.name), folder)
     for mode in modes:
         try:
             results[f"carafe {mode}"] = run_carafe(mode, args, scenarios=mode == fastest)

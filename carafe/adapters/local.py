@@ -363,12 +363,12 @@ class LocalEngine:
 
     def _attach(self, internal: str, folder: Path, weights: LoraWeights | None) -> None:
         """Worker thread: add the adapter to the model (wrapping it on first use)."""
-        from peft import PeftModel
-
         assert self._scheduler is not None
         if self._decoder is not None and weights is not None:
             self._decoder.add_adapter(internal, weights)
             return
+        from peft import PeftModel  # the fp32 path only: importing it costs ~140 MB the fast path never needs
+
         if self._peft is None:
             self._peft = PeftModel.from_pretrained(self._base, str(folder), adapter_name=internal, is_trainable=False)
         else:
