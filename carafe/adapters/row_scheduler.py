@@ -41,6 +41,10 @@ class RowScheduler(Scheduler):
     def _in_flight(self) -> list[Request]:
         return [*self._rows, *self._prefilling]
 
+    def stats(self) -> dict[str, int]:
+        """The base counters, plus ``kv_bytes``: the KV buffers of the requests in flight."""
+        return {**super().stats(), "kv_bytes": sum(r.kv.nbytes for r in self._in_flight() if r.kv is not None)}
+
     def _join(self) -> None:
         """Waiting requests take free rows, starting from a stored prefix of their prompt if one fits."""
         while self._waiting and len(self._rows) + len(self._prefilling) < self._max_batch:

@@ -6,6 +6,9 @@
 - ``engine``: one started :class:`LocalEngine` for the whole session (sync fixture:
   its worker thread serves every test's event loop). Tests that load adapters must
   unload them again, so the engine is left as they found it.
+- ``native_engine``: the same on the int4 native kernels (``make run``'s engine); a
+  module that overrides ``engine`` with both (see test_local_engine.py) holds each to
+  the behaviour every engine owes its callers.
 - ``make_lora(tmp_path, rank=8, seed=0) -> Path``: a real PEFT LoRA folder for the
   base model whose weights visibly change greedy outputs.
 """
@@ -37,6 +40,17 @@ def base_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def engine(base_model_dir: Path) -> Iterator[LocalEngine]:
     eng = LocalEngine(EngineConfig(device="cpu", max_batch_size=8, max_model_len=512), models_dir=MODELS_CACHE)
+    asyncio.run(eng.start())
+    try:
+        yield eng
+    finally:
+        asyncio.run(eng.close())
+
+
+@pytest.fixture(scope="session")
+def native_engine(base_model_dir: Path) -> Iterator[LocalEngine]:
+    config = EngineConfig(device="cpu", max_batch_size=8, max_model_len=512, quantize="int4", kernels="native")
+    eng = LocalEngine(config, models_dir=MODELS_CACHE)
     asyncio.run(eng.start())
     try:
         yield eng

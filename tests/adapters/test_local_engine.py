@@ -1,4 +1,5 @@
-"""LocalEngine on the real SmolLM2 model: decoding, sampling, batching, LoRA per row."""
+"""LocalEngine on the real SmolLM2 model: decoding, sampling, batching, LoRA per row; every test
+on the fp32 transformers + PEFT engine and on the int4 native engine (its own scheduler)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from carafe.errors import TooLarge
 from tests.adapters.conftest import ask, collect
 
 QUESTION = "Name three colours."
+
+
+@pytest.fixture(params=["fp32", "int4-native"])
+def engine(request, engine, native_engine):
+    return engine if request.param == "fp32" else native_engine
 
 
 async def test_greedy_is_deterministic(engine):
@@ -117,16 +123,18 @@ async def test_a_failed_prefill_fails_its_requests_and_the_engine_goes_on(engine
     from carafe.adapters.errors import EngineUnavailable
 
     scheduler = engine._scheduler
-    real = scheduler._forward
+    # the model call each scheduler makes: the native pass, or the classic scheduler's forward
+    owner, name = (scheduler.model, "forward_rows") if engine._decoder is not None else (scheduler, "_forward")
+    real = getattr(owner, name)
     calls = {"n": 0}
 
-    def broken_once(rows, **kw):
+    def broken_once(*args, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("kernel exploded")
-        return real(rows, **kw)
+        return real(*args, **kw)
 
-    monkeypatch.setattr(scheduler, "_forward", broken_once)
+    monkeypatch.setattr(owner, name, broken_once)
     with pytest.raises(EngineUnavailable, match="kernel exploded"):
         await asyncio.wait_for(collect(ask(engine, QUESTION, max_tokens=2)), 30)  # an error, never a hang
     text, _ = await asyncio.wait_for(collect(ask(engine, QUESTION, max_tokens=2, temperature=0)), 30)

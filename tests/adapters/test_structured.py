@@ -1,4 +1,5 @@
-"""Constrained decoding and logprobs on the real model: per-row grammar masks in a shared batch."""
+"""Constrained decoding and logprobs on the real model: per-row grammar masks in a shared batch,
+on the fp32 engine and on the int4 native engine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import pytest
 from carafe.adapters.engine import OutputConstraint
 from carafe.errors import InvalidInput
 from tests.adapters.conftest import ask, collect
+
+
+@pytest.fixture(params=["fp32", "int4-native"])
+def engine(request, engine, native_engine):
+    return engine if request.param == "fp32" else native_engine
+
 
 PERSON = {
     "type": "object",

@@ -41,9 +41,11 @@ class Gateway:
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key or self.user_key, max_retries=0)
 
 
-def make_gateway(tmp_path_factory, name: str, **server) -> Iterator[Gateway]:
+def make_gateway(tmp_path_factory, name: str, engine: dict | None = None, **server) -> Iterator[Gateway]:
+    """A gateway on a fresh data dir; ``engine``: ``adapters.engine`` settings (default: the fp32 engine)."""
     data = tmp_path_factory.mktemp(name)
-    cfg = load_config(None, data_dir=data, models_cache=MODELS_CACHE, server=server)
+    extra = {"adapters": {"engine": engine}} if engine else {}
+    cfg = load_config(None, data_dir=data, models_cache=MODELS_CACHE, server=server, **extra)
     app = create_app(cfg)
     keys = app.state.carafe.keys
     admin_key, _ = keys.create("root", admin=True, rpm=100_000)
@@ -58,6 +60,12 @@ def make_gateway(tmp_path_factory, name: str, **server) -> Iterator[Gateway]:
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
     yield from make_gateway(tmp_path_factory, "gateway")
+
+
+@pytest.fixture(scope="session")
+def native_gateway(tmp_path_factory) -> Iterator[Gateway]:
+    """A gateway on the int4 native engine (what ``make run`` serves)."""
+    yield from make_gateway(tmp_path_factory, "native-gateway", engine={"quantize": "int4", "kernels": "native"})
 
 
 def write_doc(root: Path, rel: str, acl: str | None, title: str, text: str) -> None:

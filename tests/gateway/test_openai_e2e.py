@@ -14,6 +14,12 @@ from tests.gateway.conftest import BASE_MODEL, Gateway
 HELLO = [{"role": "user", "content": "Say hello to the new HR colleague in one sentence."}]
 
 
+@pytest.fixture(scope="module", params=["fp32", "int4-native"])
+def gateway(request, gateway, native_gateway):
+    """Every test here against the fp32 engine and the int4 native engine behind the same gateway."""
+    return gateway if request.param == "fp32" else native_gateway
+
+
 def test_chat_non_streaming_real_generation(gateway: Gateway) -> None:
     resp = gateway.client().chat.completions.create(model=BASE_MODEL, messages=HELLO, max_tokens=24, temperature=0)
     choice = resp.choices[0]

@@ -6,6 +6,7 @@ import json
 import math
 
 import jsonschema
+import pytest
 from pydantic import BaseModel
 
 from tests.gateway.conftest import BASE_MODEL, Gateway
@@ -34,6 +35,12 @@ TIME = {
         },
     },
 }
+
+
+@pytest.fixture(scope="module", params=["fp32", "int4-native"])
+def gateway(request, gateway, native_gateway):
+    """Every test here against the fp32 engine and the int4 native engine behind the same gateway."""
+    return gateway if request.param == "fp32" else native_gateway
 
 
 class City(BaseModel):
