@@ -19,6 +19,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,25 +38,26 @@ def base_model_dir() -> Path:
     return prepare_base_model("smollm2", MODELS_CACHE).folder
 
 
-@pytest.fixture(scope="session")
-def engine(base_model_dir: Path) -> Iterator[LocalEngine]:
-    eng = LocalEngine(EngineConfig(device="cpu", max_batch_size=8, max_model_len=512), models_dir=MODELS_CACHE)
+def running_engine(**config: Any) -> Iterator[LocalEngine]:
+    """A started engine on the cached model (CPU, 8 rows, 512 tokens, plus ``config``), closed afterwards."""
+    eng = LocalEngine(
+        EngineConfig(device="cpu", max_batch_size=8, max_model_len=512, **config), models_dir=MODELS_CACHE
+    )
     asyncio.run(eng.start())
     try:
         yield eng
     finally:
         asyncio.run(eng.close())
+
+
+@pytest.fixture(scope="session")
+def engine(base_model_dir: Path) -> Iterator[LocalEngine]:
+    yield from running_engine()
 
 
 @pytest.fixture(scope="session")
 def native_engine(base_model_dir: Path) -> Iterator[LocalEngine]:
-    config = EngineConfig(device="cpu", max_batch_size=8, max_model_len=512, quantize="int4", kernels="native")
-    eng = LocalEngine(config, models_dir=MODELS_CACHE)
-    asyncio.run(eng.start())
-    try:
-        yield eng
-    finally:
-        asyncio.run(eng.close())
+    yield from running_engine(quantize="int4", kernels="native")
 
 
 def write_lora(

@@ -7,10 +7,8 @@ import asyncio
 
 import pytest
 
-from carafe.adapters.config import EngineConfig
 from carafe.adapters.local import LocalEngine
-from tests.adapters.conftest import ask
-from tests.conftest import MODELS_CACHE
+from tests.adapters.conftest import ask, running_engine
 
 # ~210 prompt tokens: seven pieces of 32
 LONG = "Passage: " + " ".join(f"Item {i} of the stock list is a box of {i * 7 % 13} blue pens." for i in range(20))
@@ -18,15 +16,7 @@ LONG = "Passage: " + " ".join(f"Item {i} of the stock list is a box of {i * 7 % 
 
 @pytest.fixture(scope="module")
 def chunked(base_model_dir):
-    config = EngineConfig(
-        device="cpu", max_batch_size=8, max_model_len=512, quantize="int4", kernels="native", prefill_chunk=32
-    )
-    eng = LocalEngine(config, models_dir=MODELS_CACHE)
-    asyncio.run(eng.start())
-    try:
-        yield eng
-    finally:
-        asyncio.run(eng.close())
+    yield from running_engine(quantize="int4", kernels="native", prefill_chunk=32)
 
 
 async def test_a_decoding_stream_gets_a_token_in_every_pass_of_a_long_prompt(chunked):
