@@ -71,10 +71,6 @@ def load() -> str | None:
         return reason
 
 
-def available() -> bool:
-    return load() is None
-
-
 def _build_and_load() -> str | None:
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"the native kernels are written for x86-64, not {platform.machine()}"
