@@ -23,7 +23,7 @@ from carafe.adapters import native
 from carafe.adapters.errors import InvalidAdapter, ModelNotAvailable
 from carafe.adapters.kv_cache import BLOCK, KVCache
 from carafe.adapters.kv_rows import RowKV
-from carafe.adapters.lora_set import BASE, MODULES, LoraSet, LoraWeights, RowDeltas
+from carafe.adapters.lora_set import MODULES, LoraSet, LoraWeights, RowDeltas
 from carafe.adapters.quant import PackedLinear, Quantize
 from carafe.adapters.weights import TensorFiles
 
@@ -155,7 +155,7 @@ class LlamaDecoder:
         return "native" if self._native is not None else "torch"
 
     def _native_step(self) -> Any:
-        """The C++ decode step on the same packed tensors (None when a shape kept torch's layout)."""
+        """The C++ forward pass on the same packed tensors (None when a shape kept torch's layout)."""
         linears = [x for layer in self.layers for x in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         if not all(x.native and x.mode == "int4" for x in linears) or not (self.embed.native and self.lm_head.native):
             return None
@@ -364,13 +364,7 @@ class LlamaDecoder:
         ``rows[i]`` in place. Returns the logits of each row's last new token (rows, vocab), or of every new
         token (all tokens, vocab) with ``all_logits``."""
         assert self._native is not None and len(tokens) == len(rows)
-        adapters = torch.empty(0, dtype=torch.long)
-        if adapter_names and any(n != BASE for n in adapter_names):
-            ids = self.loras.ids
-            missing = [n for n in adapter_names if n != BASE and n not in ids]
-            if missing:
-                raise KeyError(f"adapter {missing[0]!r} is not loaded")
-            adapters = torch.tensor([ids.get(n, 0) for n in adapter_names], dtype=torch.long)
+        adapters = self.loras.row_ids(adapter_names)
         counts = [len(t) for t in tokens]
         for row, n in zip(rows, counts):
             row.reserve(n)
@@ -379,7 +373,7 @@ class LlamaDecoder:
             torch.tensor(counts, dtype=torch.long),
             [row.buffer for row in rows],
             torch.tensor([row.length for row in rows], dtype=torch.long),
-            adapters,
+            adapters if adapters is not None else torch.empty(0, dtype=torch.long),
             all_logits,
         )
         for row, n in zip(rows, counts):

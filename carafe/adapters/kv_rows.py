@@ -24,6 +24,15 @@ def _ceil(n: int) -> int:
     return -(-n // BLOCK) * BLOCK
 
 
+def _copy_columns(src: torch.Tensor, dst: torch.Tensor, n: int) -> None:
+    """``dst``'s first ``n`` columns <- ``src``'s (buffers of any capacities): the keys as whole blocks of
+    16 columns, each (head_dim, 16), one piece per layer and kv head; the values column by column."""
+    layers, _, kv_heads, _, head_dim = src.shape
+    keys = _ceil(n) * head_dim
+    dst[:, 0].view(layers, kv_heads, -1)[:, :, :keys] = src[:, 0].reshape(layers, kv_heads, -1)[:, :, :keys]
+    dst[:, 1, :, :n] = src[:, 1, :, :n]
+
+
 class RowKV:
     """One row's fp16 KV buffer; its columns ``[0, length)`` are its tokens so far."""
 
@@ -49,12 +58,7 @@ class RowKV:
         grown = torch.empty(
             (layers, 2, kv_heads, _ceil(self.length + n + max(_SPARE, self.length // 2)), head_dim), dtype=torch.float16
         )
-        used = _ceil(self.length)
-        # keys: whole blocks of 16 columns, each (head_dim, 16), move as one piece
-        grown[:, 0].view(layers, kv_heads, -1)[:, :, : used * head_dim] = self.buffer[:, 0].reshape(
-            layers, kv_heads, -1
-        )[:, :, : used * head_dim]
-        grown[:, 1, :, : self.length] = self.buffer[:, 1, :, : self.length]
+        _copy_columns(self.buffer, grown, self.length)
         self.buffer = grown
 
     def snapshot(self, n: int) -> torch.Tensor:
@@ -67,11 +71,7 @@ class RowKV:
         """A row whose first ``n`` columns are those of ``snapshot`` (room for ``capacity`` columns)."""
         layers, _, kv_heads, _, head_dim = snapshot.shape
         row = cls(layers, kv_heads, head_dim, max(capacity, n))
-        cols = _ceil(n)
-        layers_, kv_heads_ = layers, kv_heads
-        keys = snapshot[:, 0].reshape(layers_, kv_heads_, -1)[:, :, : cols * head_dim]
-        row.buffer[:, 0].view(layers_, kv_heads_, -1)[:, :, : cols * head_dim] = keys
-        row.buffer[:, 1, :, :n] = snapshot[:, 1, :, :n]
+        _copy_columns(snapshot, row.buffer, n)
         row.length = n
         return row
 

@@ -105,6 +105,12 @@ class LoraSet:
         self._stacks = None  # no stacked copy outlives the adapter
         return self.ids.pop(name, None)
 
+    def row_ids(self, adapter_names: list[str] | None) -> torch.Tensor | None:
+        """Each row's adapter id (0: the base model), or None when no row has one (the native pass)."""
+        if not self._present(adapter_names) or adapter_names is None:
+            return None
+        return torch.tensor([self.ids.get(n, 0) for n in adapter_names], dtype=torch.long)
+
     def _stacked(self, names: tuple[str, ...]) -> dict[Target, tuple[torch.Tensor, torch.Tensor]]:
         if self._stacks is not None and self._stacks[0] == names:
             return self._stacks[1]
@@ -124,16 +130,19 @@ class LoraSet:
         self._stacks = (names, stacks)
         return stacks
 
-    def plan(self, adapter_names: list[str] | None) -> RowDeltas | None:
-        """What one forward pass adds for ``adapter_names`` (None: no LoRA in this batch)."""
-        if not adapter_names:
-            return None
-        names = tuple(sorted({n for n in adapter_names if n != BASE}))
-        if not names:
-            return None
+    def _present(self, adapter_names: list[str] | None) -> tuple[str, ...]:
+        """The adapters ``adapter_names`` uses (sorted, base left out); KeyError for one not loaded."""
+        names = tuple(sorted({n for n in adapter_names or () if n != BASE}))
         missing = [n for n in names if n not in self.adapters]
         if missing:
             raise KeyError(f"adapter {missing[0]!r} is not loaded")
+        return names
+
+    def plan(self, adapter_names: list[str] | None) -> RowDeltas | None:
+        """What one forward pass adds for ``adapter_names`` (None: no LoRA in this batch)."""
+        names = self._present(adapter_names)
+        if not names or adapter_names is None:
+            return None
         slot = {n: i for i, n in enumerate(names, start=1)}
         rows = torch.tensor([slot.get(n, 0) for n in adapter_names])
         return RowDeltas(self, names, rows)

@@ -20,7 +20,6 @@ from typing import Any
 
 from carafe.adapters.errors import EngineUnavailable
 from carafe.adapters.kv_rows import RowKV
-from carafe.adapters.prefix_cache import PrefixCache
 from carafe.adapters.sampling import sample_next
 from carafe.adapters.scheduler import BASE, Request, Scheduler
 
@@ -32,10 +31,8 @@ class RowScheduler(Scheduler):
     """The worker thread over a model with :meth:`forward_rows` (``row_kv``: the native decoder)."""
 
     def __init__(self, model: Any, config: Any, **kw: Any) -> None:
+        # the base builds the prefix cache with align 1 (the model is split_exact): a hit may end anywhere
         super().__init__(model, config, **kw)
-        prefix_tokens = kw.get("prefix_cache_tokens", 0)
-        # a hit may end anywhere: a token's KV do not depend on where its prompt was cut
-        self.prefixes = PrefixCache(prefix_tokens, 1) if prefix_tokens else None
         self._prefilling: list[Request] = []  # rows still taking in their prompts
 
     def _in_flight(self) -> list[Request]:

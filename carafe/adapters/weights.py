@@ -9,6 +9,7 @@ set the serving process's peak at the whole fp32 file (540 MB) plus the packed c
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -55,7 +56,7 @@ class TensorFiles:
             raise ModelNotAvailable(
                 f"{path}: tensor {name} is {dtype}; the fast path reads float weights", param="model"
             )
-        row = _DTYPES[dtype].itemsize * (int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1)
+        row = _DTYPES[dtype].itemsize * math.prod(shape[1:])
         stop = min(stop, shape[0] if shape else 1)
         first, last = begin + start * row, begin + stop * row
         buf = torch.empty(last - first, dtype=torch.uint8)
