@@ -35,6 +35,21 @@ class Acl:
     def payload(self) -> dict[str, Any]:
         return {"acl_groups": sorted(self.groups), "acl_users": sorted(self.users), "sensitivity": self.sensitivity}
 
+    @classmethod
+    def of_payload(cls, payload: Mapping[str, Any]) -> Acl:
+        """The ACL a stored point carries (missing fields read as nobody)."""
+        return cls(
+            tuple(sorted(payload.get("acl_groups") or ())),
+            tuple(sorted(payload.get("acl_users") or ())),
+            str(payload.get("sensitivity") or "restricted"),
+        )
+
+    def narrowed_to(self, other: Acl) -> Acl:
+        """Readable only by those both ACLs admit, labelled with ``other``'s sensitivity: what
+        old text may carry once its document's ACL became ``other`` but is not re-embedded yet."""
+        groups = tuple(sorted(set(self.groups) & set(other.groups)))
+        return Acl(groups, tuple(sorted(set(self.users) & set(other.users))), other.sensitivity)
+
 
 ADMINS_ONLY = Acl()
 

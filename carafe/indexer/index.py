@@ -15,7 +15,7 @@ from opentelemetry.trace import Status, StatusCode
 from carafe.indexer.acl import AccessScope
 from carafe.indexer.config import IndexerConfig
 from carafe.indexer.errors import SourceNotFound
-from carafe.indexer.manifest import Manifest, write_json_atomic
+from carafe.indexer.manifest import Manifest, make_private, write_json_atomic
 from carafe.indexer.prompt import Passage
 from carafe.indexer.sources import Source
 from carafe.indexer.sparse import Bm25
@@ -74,26 +74,39 @@ class Index:
             raise SourceNotFound(f"no source named {name!r} (sources: {known})")
         return [Source(s, max_file_bytes=self.config.chunking.max_file_bytes) for s in chosen]
 
+    def _syncer(self) -> Syncer:
+        make_private(self.state_dir)
+        return Syncer(
+            self.store,
+            self.embedder,
+            Manifest(self.state_dir / "manifest.json"),
+            chunking=self.config.chunking,
+            bm25=self.bm25,
+            batch_chunks=self.config.sync_batch_chunks,
+        )
+
     def sync(self, source: str | None = None, *, progress: Progress | None = None) -> SyncReport:
         """Bring the index in line with the sources (or the one named); save the report."""
         with self._sync_lock, tracer.start_as_current_span("carafe.index.sync") as span:
             span.set_attribute("carafe.index.source", source or "*")
-            manifest = Manifest(self.state_dir / "manifest.json")
-            syncer = Syncer(
-                self.store,
-                self.embedder,
-                manifest,
-                chunking=self.config.chunking,
-                bm25=self.bm25,
-                batch_chunks=self.config.sync_batch_chunks,
-            )
-            report = syncer.sync(self.sources(source), complete=source is None, progress=progress)
+            report = self._syncer().sync(self.sources(source), complete=source is None, progress=progress)
             write_json_atomic(self.state_dir / "last_sync.json", report.to_dict())
             for kind, n in report.counts().items():
                 span.set_attribute(f"carafe.index.{kind}", n)
             span.set_attribute("carafe.index.chunks_embedded", report.chunks_embedded)
             if report.failed:
                 span.set_status(Status(StatusCode.ERROR, f"{len(report.failed)} document(s) failed"))
+            return report
+
+    def refresh_acls(self) -> SyncReport:
+        """The cheap, access-only part of a sync, for a gateway or indexer start: re-read every
+        source's ACLs, delete gone documents and narrow stored ACL payloads, embed nothing.
+        Afterwards no stored point is readable by anyone its source does not admit now, even
+        if the last sync was killed half-way. The last sync report is left as it was."""
+        with self._sync_lock, tracer.start_as_current_span("carafe.index.refresh_acls") as span:
+            report = self._syncer().sync(self.sources(), embed=False)
+            span.set_attribute("carafe.index.deleted", len(report.deleted))
+            span.set_attribute("carafe.index.acl_changed", len(report.acl_updated) + len(report.acl_narrowed))
             return report
 
     def last_report(self) -> dict[str, Any] | None:

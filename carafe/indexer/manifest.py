@@ -7,6 +7,7 @@ re-embedding, never a wrong index. Written atomically (temp file + rename).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -31,6 +32,22 @@ class DocState:
     content_hash: str
     meta_hash: str  # ACL, sensitivity, version, path: changes that need no re-embedding
     chunks: int
+
+
+def make_private(root: Path) -> None:
+    """Owner-only access to ``root`` and everything in it (folders 0700, files 0600): the
+    embedded index's WAL and segments, and the sync state, name and hold restricted text.
+    Created with mode 0700 when missing; links are left alone; files vanishing meanwhile
+    (segment merges) are skipped."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for dirpath, _dirs, files in os.walk(root):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(dirpath, 0o700)
+        for name in files:
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                if not os.path.islink(path):
+                    os.chmod(path, 0o600)
 
 
 def write_json_atomic(path: Path, data: object) -> None:

@@ -3,6 +3,10 @@
 ACL precedence for one document: Markdown front matter, then a sidecar
 ``NAME.acl.yaml``, then the nearest ``_acl.yaml`` in its folder or a parent folder
 (inside the source), then the source's ``default_acl``, else admins only.
+
+A symlink never lends its own folder's ACL to what it points at: every path is
+resolved, a link leaving the source root is refused, and a link inside it gets
+its *target's* ACL (front matter, sidecar and folder defaults of the target).
 """
 
 from __future__ import annotations
@@ -122,28 +126,43 @@ class Source:
         check_known_groups(acl, self.config.known_groups, origin=rel.as_posix())
         return acl
 
-    def read(self, rel: Path) -> Document:
-        """One document; :class:`DocumentRejected` with a reason if it cannot be indexed."""
-        path = self.root / rel
+    def resolve(self, rel: Path) -> Path:
+        """The file ``rel`` really is, relative to the source root: ``rel`` itself, or a
+        symlink's target, whose ACL then applies; :class:`DocumentRejected` outside the root."""
         name = rel.as_posix()
-        if path.is_symlink():
-            target = path.resolve()
-            if not target.is_relative_to(self.root.resolve()):
-                raise DocumentRejected(f"{name}: symlink points outside the source folder ({target}); refused")
+        root = self.root.resolve()
         try:
-            size = path.stat().st_size
-            if size > self.max_file_bytes:
-                raise DocumentRejected(
-                    f"{name}: file too large ({size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.1f} MB)"
-                )
-            data = path.read_bytes()
+            real = (self.root / rel).resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise DocumentRejected(f"{name}: broken or looping symlink ({exc}); refused") from exc
+        if not real.is_relative_to(root):
+            raise DocumentRejected(f"{name}: symlink points outside the source folder ({real}); refused")
+        return real.relative_to(root)
+
+    def _read_bytes(self, real: Path, name: str) -> bytes:
+        """The bytes of a resolved file; O_NOFOLLOW so a link swapped in after resolving is refused."""
+        try:
+            fd = os.open(self.root.resolve() / real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > self.max_file_bytes:
+                    raise DocumentRejected(
+                        f"{name}: file too large ({size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.1f} MB)"
+                    )
+                return fh.read()
         except OSError as exc:
             raise DocumentRejected(f"{name}: unreadable ({exc.strerror or exc})") from exc
+
+    def read(self, rel: Path) -> Document:
+        """One document; :class:`DocumentRejected` with a reason if it cannot be indexed."""
+        name = rel.as_posix()
+        real = self.resolve(rel)
+        data = self._read_bytes(real, name)
         try:
             extracted = extract(rel, data)
         except DocumentRejected as exc:
             raise DocumentRejected(exc.message.replace(rel.name, name, 1)) from exc
-        acl = self.acl_for(rel, extracted.meta)
+        acl = self.acl_for(real, extracted.meta)
         content_hash = hashlib.sha256(f"{extracted.title}\n{extracted.text}".encode()).hexdigest()
         version = extracted.meta.get("version")
         return Document(

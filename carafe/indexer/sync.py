@@ -1,9 +1,13 @@
 """Incremental, crash-safe sync of sources into the store.
 
-Write order per changed document: upsert its new chunks (deterministic ids, so a
-repeat overwrites), delete its stale chunk ids, then record its state in the
-manifest. Each sync starts from what the store really holds, so a kill -9 at any
-point is repaired by the next sync: no duplicates, no orphans, no stale ACLs.
+Access first, embedding last: a sync deletes gone documents, then narrows the ACL
+payload of every changed document's stored points (its new ACL where a point holds
+its current text, else the intersection of the old and new ACLs), and only then
+embeds. Write order per changed document after that: upsert its new chunks
+(deterministic ids, so a repeat overwrites), delete its stale chunk ids, then
+record its state in the manifest. Each sync starts from what the store really
+holds, so a kill -9 at any point is repaired by the next sync (no duplicates, no
+orphans), and at no point does a stored point carry an ACL wider than its source's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from carafe.indexer.acl import Acl
 from carafe.indexer.chunking import Chunk, chunk_text
 from carafe.indexer.config import ChunkingConfig
 from carafe.indexer.manifest import DocState, Manifest, point_id, point_ids
@@ -47,6 +52,7 @@ class SyncReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     acl_updated: list[str] = field(default_factory=list)
+    acl_narrowed: list[str] = field(default_factory=list)  # changed documents re-permissioned before embedding
     deleted: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[Rejection] = field(default_factory=list)
@@ -97,9 +103,17 @@ class Syncer:
         self.batch_chunks = batch_chunks
         self._crashes: dict[str, int] = {}
 
-    def sync(self, sources: Sequence[Source], *, complete: bool = True, progress: Progress | None = None) -> SyncReport:
+    def sync(
+        self,
+        sources: Sequence[Source],
+        *,
+        complete: bool = True,
+        progress: Progress | None = None,
+        embed: bool = True,
+    ) -> SyncReport:
         """Sync ``sources``; ``complete`` means they are all the configured sources, so
-        documents of any other source are orphans and get deleted too."""
+        documents of any other source are orphans and get deleted too. ``embed=False``
+        does only the cheap, access-narrowing part (deletions and ACL payloads)."""
         report = SyncReport(sources=[s.name for s in sources], started_at=time.time())
         t0 = time.perf_counter()
         prefixes = tuple(f"{s.name}:" for s in sources)
@@ -115,7 +129,7 @@ class Syncer:
         stored = {d: ids for d, ids in self.store.doc_points().items() if in_scope(d)}
         live = {d.doc_id for d in docs}
         model = getattr(self.embedder, "model_id", None)
-        if model and self.manifest.use_embedding_model(model):
+        if embed and model and self.manifest.use_embedding_model(model):
             # another model (or int8 on/off) made the stored vectors: re-embed every document,
             # not only changed ones, so queries and passages share one vector space again
             report.notes.append(f"embedding model is now {model}: every document is re-embedded")
@@ -131,11 +145,26 @@ class Syncer:
             self.manifest.docs.pop(doc_id)
         self.manifest.save()
 
+        to_embed = self._repermission(docs, stored, report)
+        if embed:
+            self._embed_all(to_embed, stored, report, progress)
+        elif to_embed:
+            report.notes.append(
+                f"{len(to_embed)} changed document(s) wait for a sync to be re-embedded; "
+                "their stored text already carries an ACL no wider than their source's"
+            )
+        self.store.flush()
+        report.duration_s = time.perf_counter() - t0
+        return report
+
+    def _repermission(self, docs: list[Document], stored: dict[str, set[str]], report: SyncReport) -> list[Document]:
+        """Bring every stored point's ACL in line with its source now; the documents left to embed."""
         to_embed: list[Document] = []
         for doc in docs:
             state = self.manifest.docs.get(doc.doc_id)
             have = stored.get(doc.doc_id, set())
             if state is None or state.content_hash != doc.content_hash or have != point_ids(doc.doc_id, state.chunks):
+                self._narrow(doc, have, report)
                 to_embed.append(doc)
             elif state.meta_hash != meta_hash(doc):
                 self.store.set_payload(sorted(have), meta_payload(doc))
@@ -146,10 +175,22 @@ class Syncer:
                 report.unchanged.append(doc.doc_id)
         if report.acl_updated:
             self.manifest.save()
-        self._embed_all(to_embed, stored, report, progress)
-        self.store.flush()
-        report.duration_s = time.perf_counter() - t0
-        return report
+        return to_embed
+
+    def _narrow(self, doc: Document, have: set[str], report: SyncReport) -> None:
+        """Before a changed document is embedded, its stored points take its new ACL where they
+        hold its current text, else what both its old and new ACLs admit: never wider than now."""
+        moves: dict[Acl, list[str]] = {}
+        for pid, payload in self.store.payloads(sorted(have)).items():
+            old = Acl.of_payload(payload)
+            new = doc.acl if payload.get("content_hash") == doc.content_hash else old.narrowed_to(doc.acl)
+            if new != old:
+                moves.setdefault(new, []).append(pid)
+        for acl, ids in moves.items():
+            self.store.set_payload(sorted(ids), acl.payload())
+            _crash_point("after_narrow", self._crashes)
+        if moves:
+            report.acl_narrowed.append(doc.doc_id)
 
     def _embed_all(
         self, docs: list[Document], stored: dict[str, set[str]], report: SyncReport, progress: Progress | None

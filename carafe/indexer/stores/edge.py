@@ -11,6 +11,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from carafe.indexer.errors import StoreBusy, StoreUnavailable
+from carafe.indexer.manifest import make_private
 from carafe.indexer.stores.base import DENSE, KEYWORD_FIELDS, SPARSE, Hit, HybridQuery, StoredChunk, acl_terms
 
 _SCROLL = 1024
@@ -21,7 +22,10 @@ def _sparse(vector: Any) -> qe.SparseVector:
 
 
 class EdgeStore:
-    """A Qdrant Edge shard at ``path`` (one process at a time; the WAL makes writes durable)."""
+    """A Qdrant Edge shard at ``path`` (one process at a time; the WAL makes writes durable).
+
+    The folder is the owner's alone (0700, files 0600), re-tightened on every flush since
+    the engine creates segment files with the process umask."""
 
     def __init__(self, path: Path, dim: int) -> None:
         self.path = Path(path)
@@ -31,10 +35,10 @@ class EdgeStore:
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
         try:
+            make_private(self.path)
             if (self.path / "wal").exists():
                 self._shard = qe.EdgeShard.load(str(self.path))
             else:
-                self.path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(self.path), config)
                 for name in KEYWORD_FIELDS:
                     self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
@@ -45,6 +49,7 @@ class EdgeStore:
                     "stop it, or use its admin API (POST /admin/index/sync)"
                 ) from exc
             raise StoreUnavailable(f"cannot open the Qdrant Edge index at {self.path}: {exc}") from exc
+        make_private(self.path)  # what opening created (a fresh WAL segment)
 
     def upsert(self, chunks: Sequence[StoredChunk]) -> None:
         if not chunks:
@@ -141,6 +146,7 @@ class EdgeStore:
 
     def flush(self) -> None:
         self._shard.flush()
+        make_private(self.path)
 
     def optimize(self) -> bool:
         """Merge segments and build the HNSW / sparse indexes now (blocking)."""
@@ -151,3 +157,4 @@ class EdgeStore:
             self._shard.flush()
             self._shard.close()
             self._shard = None  # type: ignore[assignment]
+            make_private(self.path)
