@@ -16,6 +16,7 @@ from carafe.gateway import (
     admin_adapters,
     admin_index,
     admin_keys,
+    console,
     serving_chat,
     serving_completion,
     serving_embeddings,
@@ -64,6 +65,7 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
         admin_keys,
         admin_adapters,
         admin_index,
+        console,
     ):
         app.include_router(module.router)
     if config.telemetry.metrics:

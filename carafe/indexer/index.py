@@ -12,10 +12,10 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from carafe.indexer.acl import AccessScope
+from carafe.indexer.acl import AccessScope, Acl
 from carafe.indexer.config import IndexerConfig
 from carafe.indexer.errors import SourceNotFound
-from carafe.indexer.manifest import Manifest, make_private, write_json_atomic
+from carafe.indexer.manifest import Manifest, make_private, point_id, write_json_atomic
 from carafe.indexer.prompt import Passage
 from carafe.indexer.sources import Source
 from carafe.indexer.sparse import Bm25
@@ -177,6 +177,25 @@ class Index:
             "last_sync_at": last.get("started_at"),
             "last_sync_counts": last.get("counts"),
         }
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every indexed document as stored: id, title, version, ACL, sensitivity, chunks (for admins)."""
+        docs = self.store.doc_points()
+        first = {d: point_id(d, 0) if point_id(d, 0) in ids else min(ids) for d, ids in docs.items()}
+        payloads = self.store.payloads(sorted(first.values()))
+        out = []
+        for doc_id, pid in sorted(first.items()):
+            p = payloads.get(pid, {})
+            out.append(
+                {
+                    "doc_id": doc_id,
+                    "title": str(p.get("title", "")),
+                    "version": str(p.get("version", "")),
+                    "chunks": len(docs[doc_id]),
+                    **Acl.of_payload(p).payload(),
+                }
+            )
+        return out
 
     def close(self) -> None:
         with self._open_lock:
