@@ -13,6 +13,7 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from carafe.gateway.auth import KeyStore
 from tests.gateway.console.conftest import ARTIFACTS, Console
 
 pytestmark = pytest.mark.slow
@@ -75,6 +76,25 @@ def test_keys_without_a_console_role_or_unknown_are_refused(console, browser):
         expect(page.get_by_role("alert")).to_contain_text(message)
     assert page.request.get("/console/api/adapters").status == 401
     shot(page, "login-refused")
+    context.close()
+
+
+def test_a_session_is_a_strict_cookie_that_ends_with_its_key_and_never_redirects_off_site(console, browser):
+    keys = KeyStore(console.data / "keys.json")
+    key, record = keys.create("vera", roles=["viewer"])
+    context = browser.new_context(base_url=console.url)
+    page = context.new_page()
+    page.goto("/console/login?next=https://evil.example/console")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:\d+/console/adapters$"))
+    [cookie] = context.cookies()
+    assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/console")
+    assert key not in cookie["value"]
+    keys.revoke(record.key_id)
+    page.goto("/console/adapters")
+    expect(page).to_have_url(re.compile("/console/login"))
+    assert page.request.get("/console/api/adapters").status == 401
     context.close()
 
 
