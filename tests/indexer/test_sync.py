@@ -140,3 +140,23 @@ def test_last_report_and_stats_survive_a_reopen(make_index, tmp_path, small_poli
     assert stats["documents"] == len(report.added) and stats["chunks"] == report.chunks_embedded
     assert reopened.last_report()["counts"]["added"] == len(report.added)
     assert Path(stats["store"]).is_dir()
+
+
+def test_documents_lists_each_document_as_stored_with_its_acl(store_kind, make_index, tmp_path):
+    root = tmp_path / "src"
+    write(root, "memo.md", "---\nacl: {groups: [finance], users: [ann]}\nsensitivity: restricted\n---\n# Memo\ntext")
+    write(root, "long.md", "---\nacl: {groups: [staff]}\n---\n# Long\n\n" + "Alpha beta gamma. " * 400)
+    index = make_index(SourceConfig(name="s", path=root), kind=store_kind)
+    index.sync()
+    docs = {d["doc_id"]: d for d in index.documents()}
+    assert docs["s:memo.md"] == {
+        "doc_id": "s:memo.md",
+        "title": "Memo",
+        "version": docs["s:memo.md"]["version"],
+        "chunks": 1,
+        "acl_groups": ["finance"],
+        "acl_users": ["ann"],
+        "sensitivity": "restricted",
+    }
+    assert docs["s:long.md"]["chunks"] == len(index.store.doc_points()["s:long.md"]) > 1
+    assert docs["s:long.md"]["acl_groups"] == ["staff"] and docs["s:long.md"]["sensitivity"] == "internal"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from carafe.errors import CarafeError, InvalidInput, NotFound
@@ -90,12 +91,25 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-async def _query(request: Request, params: dict[str, str | None]) -> tuple[str, list[dict[str, Any]]]:
-    since, until = params.get("since"), params.get("until")
-    if params.get("doc"):
-        return "doc", await exposures(request, str(params["doc"]), since, until)
-    if params.get("user"):
-        return "user", await history(request, str(params["user"]), since, until)
+@dataclass
+class Filters:
+    """What an audit list is about: a document (who was shown it) or a user (their history), and when."""
+
+    doc: str | None = None
+    user: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    @classmethod
+    def of(cls, params: dict[str, str]) -> Filters:
+        return cls(*(params.get(k) or None for k in ("doc", "user", "since", "until")))
+
+
+async def _query(request: Request, f: Filters) -> tuple[str, list[dict[str, Any]]]:
+    if f.doc:
+        return "doc", await exposures(request, f.doc, f.since, f.until)
+    if f.user:
+        return "user", await history(request, f.user, f.since, f.until)
     raise InvalidInput("give a document id (doc) or a user (user)", param="doc")
 
 
@@ -110,22 +124,16 @@ async def audit_page(request: Request) -> Response:
         if params.get("trace_id"):
             context["trace"] = await timeline(request, params["trace_id"])
         elif params.get("doc") or params.get("user"):
-            context["kind"], context["rows"] = await _query(request, dict(params))
+            context["kind"], context["rows"] = await _query(request, Filters.of(params))
     except CarafeError as exc:
         context["error"] = exc.message
     return page(request, "audit.html", session, status=400 if context["error"] else 200, **context)
 
 
 @router.get("/console/api/audit")
-async def audit_json(
-    request: Request,
-    doc: str | None = None,
-    user: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-) -> dict[str, Any]:
+async def audit_json(request: Request, filters: Annotated[Filters, Depends()]) -> dict[str, Any]:
     require(request, "audit")
-    kind, rows = await _query(request, {"doc": doc, "user": user, "since": since, "until": until})
+    kind, rows = await _query(request, filters)
     return {"object": "list", "kind": kind, "data": rows}
 
 
@@ -136,15 +144,9 @@ async def trace_json(trace_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/console/api/audit/export.csv")
-async def export_csv(
-    request: Request,
-    doc: str | None = None,
-    user: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-) -> Response:
+async def export_csv(request: Request, filters: Annotated[Filters, Depends()]) -> Response:
     require(request, "audit")
-    kind, rows = await _query(request, {"doc": doc, "user": user, "since": since, "until": until})
+    kind, rows = await _query(request, filters)
     name = f"carafe-audit-{kind}.csv"
     headers = {**HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
     return Response(to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
