@@ -68,6 +68,7 @@ CONSOLE_NODE := tests/gateway/console/node_modules
 console-env: $(CONSOLE_NODE)/.installed
 	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }
 $(CONSOLE_NODE)/.installed: tests/gateway/console/package-lock.json
+	command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q npm; }
 	npm ci --prefix tests/gateway/console --no-audit --no-fund
 	touch $@
 

@@ -82,12 +82,22 @@ async def timeline(request: Request, trace_id: str) -> dict[str, Any]:
     return _timeline(trace_id, spans)
 
 
+def _cell(value: Any) -> Any:
+    """Lists joined with ``;``; text a spreadsheet would run as a formula (``=``, ``+``, ``-``,
+    ``@``: user names and document ids come from outside) is quoted with a leading ``'``."""
+    if isinstance(value, list):
+        value = ";".join(map(str, value))
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(CSV_FIELDS), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return out.getvalue()
 
 
