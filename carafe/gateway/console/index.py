@@ -18,13 +18,16 @@ router = APIRouter(include_in_schema=False)
 
 
 async def status(request: Request, *, with_failures: bool) -> dict[str, Any]:
-    """Sources, store statistics and the last sync report (failures only ``with_failures``)."""
+    """Sources, store statistics and the last sync report; host paths and failures (which
+    name files) only ``with_failures`` (admins)."""
     retriever = get_state(request).retriever
     sources = [
-        {"name": s.name, "path": str(s.path), "default_acl": s.default_acl.model_dump() if s.default_acl else None}
+        {"name": s.name, "default_acl": s.default_acl.model_dump() if s.default_acl else None}
+        | ({"path": str(s.path)} if with_failures else {})
         for s in retriever.index.config.sources
     ]
     stats = await retriever.stats() if retriever.configured else {}
+    stats = {k: v for k, v in stats.items() if with_failures or k != "store"}  # the index's host path
     last = await asyncio.to_thread(retriever.index.last_report) or {}
     report = {k: last.get(k) for k in ("started_at", "duration_s", "counts", "chunks_embedded", "notes")}
     if with_failures:

@@ -119,6 +119,10 @@ def test_a_viewer_gets_403_on_the_audit_page_and_its_json(signed_in):
     page.goto("/console/index")
     expect(page.get_by_role("heading", name="Last sync")).to_be_visible()
     expect(page.get_by_role("heading", name="Documents")).to_have_count(0)
+    status = page.request.get("/console/api/index").json()  # status, not where files live or which failed
+    assert status["stats"]["documents"] == 2 and status["last_sync"]["counts"]["added"] == 2
+    assert "store" not in status["stats"] and "failed" not in status["last_sync"]
+    assert [set(s) for s in status["sources"]] == [{"name", "default_acl"}]
 
 
 def test_an_auditor_may_not_see_adapters_or_index(signed_in):
