@@ -22,7 +22,7 @@ class ServerConfig(BaseModel):
     responses_retention_s: float = Field(
         3600.0,
         ge=0,
-        description="How long /v1/responses keeps a response in the state database for previous_response_id (0: not at all)",
+        description="How long /v1/responses keeps a response (state database) for previous_response_id (0: not at all)",
     )
     responses_max_stored: int = Field(
         10_000, ge=0, description="Most responses kept for previous_response_id (oldest go first)"
