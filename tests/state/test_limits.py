@@ -107,3 +107,22 @@ async def test_paused_redis_never_makes_a_request_wait_past_the_timeout(redis: R
     if mode == "fail_open":
         assert not admitted  # it still counted, in this process: rpm 2 holds per replica
     await limits.aclose()
+
+
+async def test_the_first_requests_of_a_replica_all_see_the_budget(redis: Redis, tmp_path) -> None:
+    """A replica's budget rules load once; requests arriving meanwhile wait for them
+    (before, 300 concurrent first requests all passed with no budget: 3x overspend)."""
+    db = Database.open(f"sqlite:///{tmp_path / 'state.db'}")
+    Budgets(db).set("key:k-first", "month", 1000)
+    limits = replica(redis, budgets=Budgets(db))
+    p = Principal("app", key_id="k-first")
+
+    async def charged() -> int:
+        try:
+            await limits.charge(p, 100)
+            return 100
+        except RateLimited:
+            return 0
+
+    assert sum(await asyncio.gather(*(charged() for _ in range(30)))) == 1000
+    await limits.aclose()

@@ -53,7 +53,9 @@ class Replica:
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"replica {self.name} exited: see {self.env['CARAFE_DATA_DIR']}/gateway.log"
+            assert self.proc.poll() is None, (
+                f"replica {self.name} exited: see {self.env['CARAFE_DATA_DIR']}/gateway.log"
+            )
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
@@ -83,7 +85,9 @@ class Replica:
 
 
 @pytest.fixture(scope="module")
-def cluster(pg: Postgres, redis: Redis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Replica, Replica, str]]:
+def cluster(
+    pg: Postgres, redis: Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Replica, Replica, str]]:
     vllm = serve_in_thread(vllm_like_app(), timeout=30)
     url = pg.fresh_database()
     replicas = []
