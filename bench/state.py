@@ -79,7 +79,7 @@ async def overhead(setups: dict[str, tuple[str | None, str | None]], tmp: Path, 
     for name, (db_url, redis_url) in setups.items():
         for ttl, label in ((0.5, "warm cache"), (0.0, "cold: db read each")):
             state = gateway_state(tmp / f"{name}-{ttl}".replace(" ", ""), db_url, redis_url, ttl)
-            key, rec = state.keys.create("bench", rpm=10**9, tpm=10**9, team="bench")
+            key, _ = state.keys.create("bench", rpm=10**9, tpm=10**9, team="bench")
             Budgets(state.store.db).set("team:bench", "day", 10**15)
             await per_request(state, key, 200)  # warm-up: connections, scripts, the budget rules
             print(row(f"{name}, {label}", await per_request(state, key, n)), flush=True)
