@@ -21,6 +21,8 @@ from alembic.config import Config as AlembicConfig
 from filelock import FileLock
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from carafe.state.errors import StateUnavailable
@@ -61,16 +63,22 @@ class Database:
             with self.engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 _upgrade(conn)
-        except Exception as exc:
-            if "OperationalError" in type(exc).__name__ or isinstance(exc, OSError):
-                raise StateUnavailable(f"the state database cannot be opened: {exc}") from exc
-            raise
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise StateUnavailable(f"the state database ({self.describe(self.url)}) cannot be opened: {exc}") from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One short transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
-            yield session
+        """One short transaction: committed on success, rolled back on any error. A
+        database that cannot be reached is :class:`StateUnavailable` (503), not a 500."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            cause = type(getattr(exc, "orig", None) or exc).__name__
+            raise StateUnavailable(
+                f"the state database ({self.describe(self.url)}) is unreachable: {cause}",
+                code="state_unavailable",
+            ) from exc
 
     @staticmethod
     def describe(url: str) -> str:
@@ -91,7 +99,9 @@ class Database:
 
 def _engine(url: str, pool_size: int) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=pool_size, pool_pre_ping=True, pool_timeout=10)
+        return create_engine(
+            url, pool_size=pool_size, pool_pre_ping=True, pool_timeout=10, connect_args={"connect_timeout": 5}
+        )
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -131,3 +131,16 @@ def test_conversations_belong_to_one_credential_and_expire(database_url: str) ->
     gone = Conversations(db, retention_s=1e-6, max_items=10)
     gone.put("resp_x", "key:abc", msgs)
     assert gone.get("resp_x", "key:abc") is None  # past its retention
+
+
+def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
+    from carafe.state import StateUnavailable
+    from tests.servers import free_port
+
+    url = f"postgresql+psycopg://carafe:secret-pw@127.0.0.1:{free_port()}/carafe"
+    with pytest.raises(StateUnavailable, match="unreachable") as err:
+        Keys(Database(url)).get("abc")
+    assert "secret-pw" not in err.value.message  # the message never shows the password
+    with pytest.raises(StateUnavailable, match="cannot be opened") as err:
+        Database.open(url)
+    assert "secret-pw" not in err.value.message
