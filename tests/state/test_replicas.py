@@ -170,6 +170,23 @@ def test_a_limit_per_minute_holds_across_both_replicas(cluster) -> None:  # type
     assert codes[:6] == [200] * 6 and codes[6:] == [429] * 6  # no false 429, no overshoot
 
 
+def test_tokens_per_minute_count_the_work_across_replicas(cluster) -> None:  # type: ignore[no-untyped-def]
+    a, b, _ = cluster
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 200}
+    for _ in range(3):  # a run straddling a minute boundary counts two windows: run it again
+        key = str(_new_key(a, "app", tpm=300)["key"])
+        minute = int(time.time() // 60)
+        assert a.client(key).chat.completions.create(**ask).choices  # prompt + 200 fits in 300
+        try:  # on B: the 200 already charged on A count
+            b.client(key).chat.completions.create(**ask)
+            refused = None
+        except openai.RateLimitError as exc:
+            refused = exc
+        if int(time.time() // 60) == minute:
+            break
+    assert refused is not None and "tokens per minute" in str(refused)
+
+
 def test_a_paused_redis_makes_no_request_hang(cluster, redis: Redis) -> None:  # type: ignore[no-untyped-def]
     a, b, _ = cluster
     key = str(_new_key(a, "app", rpm=1000)["key"])
