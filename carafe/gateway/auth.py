@@ -117,9 +117,23 @@ class KeyStore:
         store.imported = state.imported
         return store
 
-    def create(self, user: str, *, admin: bool = False, **kw: object) -> tuple[str, KeyRecord]:
-        roles = sorted(set(kw.pop("roles", None) or []) | ({"admin"} if admin else set()))  # type: ignore[call-overload]
-        return self.keys.create(user, roles=roles, **kw)  # type: ignore[arg-type]
+    def create(
+        self,
+        user: str,
+        *,
+        groups: list[str] | None = None,
+        admin: bool = False,
+        models: list[str] | None = None,
+        rpm: int = 600,
+        tpm: int | None = None,
+        team: str | None = None,
+        actor: str = "cli",
+    ) -> tuple[str, KeyRecord]:
+        """Create a key (``admin``: with the admin role); the clear key is returned once."""
+        roles = ["admin"] if admin else []
+        return self.keys.create(
+            user, groups=groups, roles=roles, models=models, rpm=rpm, tpm=tpm, team=team, actor=actor
+        )
 
     def list(self) -> list[KeyRecord]:
         return self.keys.list()

@@ -144,3 +144,22 @@ def test_an_unreachable_database_is_unavailable_not_a_crash() -> None:
     with pytest.raises(StateUnavailable, match="cannot be opened") as err:
         Database.open(url)
     assert "secret-pw" not in err.value.message
+
+
+def test_cli_sets_budgets_in_the_shared_database(database_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from carafe.cli.main import app
+    from carafe.state import Budgets
+
+    cfg = tmp_path / "carafe.yaml"
+    cfg.write_text(
+        f"data_dir: {tmp_path / 'data'}\nstate:\n  database_url: {database_url}\ntelemetry:\n  exporter: none\n"
+    )
+    ok = CliRunner().invoke(app, ["keys", "budget", "team:support", "--max-tokens", "5000", "--config", str(cfg)])
+    assert ok.exit_code == 0 and "5000 tokens per day" in ok.output, ok.output
+    assert [(r.scope, r.window, r.max_tokens) for r in Budgets(Database(database_url)).rules()] == [
+        ("team:support", "day", 5000)
+    ]
+    bad = CliRunner().invoke(app, ["keys", "budget", "everyone", "--max-tokens", "1", "--config", str(cfg)])
+    assert bad.exit_code != 0 and "key:<id>, user:<name> or team:<name>" in bad.output
