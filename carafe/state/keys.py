@@ -15,8 +15,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from carafe.errors import InvalidInput, NotFound
 from carafe.state import records
@@ -182,16 +184,24 @@ class Keys:
             return None
         marker = f"import:{path.resolve()}"
         data = json.loads(path.read_text() or "{}")
-        taken, skipped = [], []
+        try:
+            return self._import(path, marker, data)
+        except IntegrityError:  # another replica imported it at the same moment
+            return ImportReport(path, [], [], already_done=True)
+
+    def _import(self, path: Path, marker: str, data: dict[str, Any]) -> ImportReport:
+        taken: list[str] = []
+        skipped: list[str] = []
         with self.db.transaction() as s:
             if s.get(StateMeta, marker) is not None:
                 return ImportReport(path, [], [], already_done=True)
             for item in data.get("keys", []):
-                if s.get(ApiKey, item["key_id"]) is not None:
-                    skipped.append(item["key_id"])
+                key_id = str(item["key_id"])
+                if s.get(ApiKey, key_id) is not None:
+                    skipped.append(key_id)
                     continue
                 s.add(_legacy_row(item))
-                taken.append(item["key_id"])
+                taken.append(key_id)
             s.add(StateMeta(name=marker, value=json.dumps({"imported": taken, "skipped": skipped, "at": time.time()})))
             records.record(s, "import", "key.import", str(path), imported=taken, skipped=skipped)
         return ImportReport(path, taken, skipped)
