@@ -21,8 +21,10 @@ from carafe.config import load_config
 from carafe.gateway import admin_keys, scim
 from carafe.gateway.deps import resolve
 from carafe.gateway.errors import install_error_handlers
-from carafe.gateway.retrieval import scope_of
+from carafe.gateway.retrieval import Retriever, scope_of
 from carafe.gateway.state import AppState, build_state
+from carafe.indexer.config import SourceConfig
+from tests.indexer.conftest import embedder, make_index, real_embedder, small_policies  # noqa: F401  (fixtures)
 from tests.state.services import AUDIENCE, IdP, oidc_provider
 
 SCIM_TOKEN = "scim-secret-token"
@@ -147,3 +149,30 @@ def test_scim_deprovisioning_and_group_removal_take_access_away(gateway, idp: Id
     assert r.status_code == 401 and "deprovisioned" in r.json()["error"]["message"]
     assert _scim(client, "DELETE", f"/Users/{uid}").status_code == 204
     assert _scim(client, "GET", f"/Users/{uid}").status_code == 404
+
+
+async def test_a_removed_group_member_loses_the_groups_documents(
+    gateway,
+    idp,
+    make_index,
+    real_embedder,
+    small_policies,  # noqa: F811  (fixtures)
+):  # type: ignore[no-untyped-def]
+    """Groups from the IdP decide what retrieval returns; SCIM removing the member takes
+    the HR documents away (the token still says hr) once the cache TTL passed."""
+    client, state = gateway
+    index = make_index(SourceConfig(name="policies", path=small_policies))
+    index.sync()
+    retriever = Retriever(state.config, real_embedder, index=index)
+    uid = _scim(client, "POST", "/Users", {"userName": "hana"}).json()["id"]
+    hr = _scim(client, "POST", "/Groups", {"displayName": "hr", "members": [{"value": uid}]}).json()
+    token = idp.token("hana", ["hr"])
+    question = "What are the salary bands for engineers?"
+    _until(lambda: resolve(state, token).groups == ("hr",))  # type: ignore[union-attr]
+    before = await retriever.retrieve(question, resolve(state, token), top_k=3)  # type: ignore[arg-type]
+    assert before and before[0].doc_id == "policies:hr/salary-bands-2026.md"
+    remove = {"Operations": [{"op": "remove", "path": "members", "value": [{"value": uid}]}]}
+    assert _scim(client, "PATCH", f"/Groups/{hr['id']}", remove).status_code == 200
+    _until(lambda: resolve(state, token).groups == ())  # type: ignore[union-attr]
+    after = await retriever.retrieve(question, resolve(state, token), top_k=3)  # type: ignore[arg-type]
+    assert all(not p.doc_id.startswith("policies:hr/") for p in after)
