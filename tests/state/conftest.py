@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.indexer.conftest import embedder, make_index, real_embedder, small_policies  # noqa: F401  (fixtures)
 from tests.state.services import IdP, Postgres, Redis, oidc_provider, postgres, redis_server
 
 

@@ -24,7 +24,6 @@ from carafe.gateway.errors import install_error_handlers
 from carafe.gateway.retrieval import Retriever, scope_of
 from carafe.gateway.state import AppState, build_state
 from carafe.indexer.config import SourceConfig
-from tests.indexer.conftest import embedder, make_index, real_embedder, small_policies  # noqa: F401  (fixtures)
 from tests.state.services import AUDIENCE, IdP, oidc_provider
 
 SCIM_TOKEN = "scim-secret-token"
@@ -156,7 +155,7 @@ async def test_a_removed_group_member_loses_the_groups_documents(
     idp,
     make_index,
     real_embedder,
-    small_policies,  # noqa: F811  (fixtures)
+    small_policies,
 ):  # type: ignore[no-untyped-def]
     """Groups from the IdP decide what retrieval returns; SCIM removing the member takes
     the HR documents away (the token still says hr) once the cache TTL passed."""
