@@ -163,3 +163,15 @@ def test_cli_sets_budgets_in_the_shared_database(database_url: str, tmp_path: Pa
     ]
     bad = CliRunner().invoke(app, ["keys", "budget", "everyone", "--max-tokens", "1", "--config", str(cfg)])
     assert bad.exit_code != 0 and "key:<id>, user:<name> or team:<name>" in bad.output
+
+
+def test_state_and_auth_sections_refuse_unknown_keys_and_the_bootstrap_key_compares_whole() -> None:
+    from carafe.config import load_config
+    from carafe.gateway.auth import bootstrap_matches
+
+    for section in ({"auth": {"oidc": {"isuer": "https://idp"}}}, {"state": {"redis": "redis://x"}}):
+        with pytest.raises(Exception, match="isuer|redis"):  # a typo is an error, never silently ignored
+            load_config(None, **section)
+    assert bootstrap_matches("s3cret-bootstrap", "s3cret-bootstrap")
+    assert not bootstrap_matches("s3cret-bootstrax", "s3cret-bootstrap")
+    assert not bootstrap_matches("s3cret", "s3cret-bootstrap") and not bootstrap_matches("anything", None)
