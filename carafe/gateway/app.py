@@ -49,9 +49,10 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
         version=__version__,
         description="OpenAI-compatible gateway: LoRA adapters, permission-aware retrieval, guardrails, audit traces.",
         lifespan=lifespan,
-        # the request's root span comes from TraceMiddleware/FastAPI; per-dependency
-        # operation spans would only cost time (see bench/overhead.py)
-        telemetry={"operation_spans": False},
+        # the request's root span (the audit record) comes from TraceMiddleware alone: FastAPI's own
+        # SERVER span would take the caller's traceparent as its parent; per-dependency operation
+        # spans would only cost time (see bench/overhead.py)
+        telemetry={"tracing": False, "operation_spans": False},
     )
     app.state.carafe = state
     install_error_handlers(app)

@@ -47,7 +47,8 @@ class TelemetryConfig(BaseModel):
         1.0,
         ge=0.0,
         le=1.0,
-        description="Share of new traces recorded (parent-based: an incoming sampled traceparent is kept)",
+        description="Share of requests recorded, decided by the gateway alone (an incoming traceparent is kept as a "
+        "link and never decides)",
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at GET /metrics")
     max_queue_size: int = Field(

@@ -89,6 +89,10 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         "events": [
             {"name": e.name, "time": _iso(e.timestamp), "attributes": _attrs(e.attributes)} for e in span.events
         ],
+        "links": [
+            {"trace_id": format_trace_id(k.context.trace_id), "span_id": format_span_id(k.context.span_id)}
+            for k in span.links
+        ],
         "resource": _attrs(span.resource.attributes) if span.resource is not None else {},
         "scope": span.instrumentation_scope.name if span.instrumentation_scope is not None else None,
     }
