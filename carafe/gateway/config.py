@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     host: str = Field("127.0.0.1", description="Address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond)")
@@ -30,6 +32,8 @@ class ServerConfig(BaseModel):
 
 
 class AuthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     keys_file: Path | None = Field(None, description="Hashed API keys (JSON); default <data_dir>/keys.json")
     default_rpm: int = Field(600, ge=1, description="Requests per minute for keys created without --rpm")
     admin_bootstrap_key: SecretStr | None = Field(

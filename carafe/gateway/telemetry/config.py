@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TelemetryConfig(BaseModel):
     """Where spans go, how many are kept, and whether `/metrics` is served."""
+
+    model_config = ConfigDict(extra="forbid")
 
     exporter: Literal["file", "otlp", "none"] = Field(
         "file",
