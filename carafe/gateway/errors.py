@@ -21,6 +21,13 @@ from carafe.gateway.protocol import UnsupportedParameter
 
 log = logging.getLogger("carafe.gateway")
 
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; only ever seen in traces and metrics
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the answer was complete (its work is cancelled)."""
+
+
 # kind -> (status, OpenAI error type)
 _KINDS: list[tuple[type[E.CarafeError], int, str]] = [
     (E.Unauthenticated, 401, "authentication_error"),
@@ -149,6 +156,11 @@ def install_error_handlers(app: FastAPI) -> None:
             _HTTP_TYPES.get(status, "invalid_request_error"),
             headers=dict(exc.headers) if exc.headers else None,
         )
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, exc: ClientGone) -> JSONResponse:
+        # nobody reads it: the status is for the trace and the request metrics
+        return error_response(CLIENT_CLOSED_REQUEST, str(exc), "client_closed_request", code="client_closed")
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

@@ -15,15 +15,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
 from carafe.adapters.engine import GenerationChunk
+from carafe.gateway.admission import check_chars, check_messages
 from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import response_format_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.pipeline import Prepared, prepare_chat
+from carafe.gateway.generation import GenerationRun, until_disconnected
+from carafe.gateway.pipeline import prepare_chat
 from carafe.gateway.protocol import ChatMessageIn
 from carafe.gateway.protocol_responses import (
     OutputFunctionCall,
@@ -37,12 +39,10 @@ from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
-    first_chunks,
     record_request,
     record_tool_calls,
     replay,
     response_headers,
-    start_streams,
 )
 from carafe.gateway.state import AppState
 from carafe.gateway.telemetry import attributes as attr
@@ -57,25 +57,40 @@ async def create_response(
     body: ResponsesRequest, request: Request, principal: Principal = Depends(get_principal)
 ) -> Any:
     state = get_state(request)
-    t0 = request.scope.get("carafe.t0", time.perf_counter())
+    server = state.config.server
+    if isinstance(body.input, list):
+        check_messages(body.input, server, param="input")
+    check_chars([body.input, body.instructions, body.tools], param="input", server=server)  # before templating
+    lease = state.slots.acquire(principal.key_id, 1)
+    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
+    try:
+        return await _respond(state, body, request, principal, run)
+    finally:
+        if not run.handed_over:
+            await run.close()
+
+
+async def _respond(
+    state: AppState, body: ResponsesRequest, request: Request, principal: Principal, run: GenerationRun
+) -> Any:
     store = state.responses
     history = store.conversation(body.previous_response_id, principal.user) if body.previous_response_id else []
     chat = body.to_chat(history)
     plan = plan_tools(chat.tools, chat.tool_choice)
     constraint = plan.constraint or response_format_constraint(body.text.format if body.text else None, "text.format")
     params = sampling_params(chat, state.config.server, constraint=constraint)
-    prep = await prepare_chat(state, principal, chat.model, render_messages(chat.messages, plan))
+    messages = render_messages(chat.messages, plan)
+    prep = await prepare_chat(state, principal, chat.model, messages)
+    # the caller's own content only: prep.messages also holds the retrieved passages, which are never recorded
     record_request(
-        state, prep, "\n".join(m.content for m in prep.messages), plan=plan, constraint=constraint, api="responses"
+        state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint, api="responses"
     )
     if body.previous_response_id:
         trace.get_current_span().set_attribute(attr.CARAFE_PREVIOUS_RESPONSE_ID, body.previous_response_id)
 
-    meter = GenerationMeter(t0)
-    streams = start_streams(
-        state, prep, [params], lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter)
-    )
-    firsts = await first_chunks(streams, meter)
+    meter = run.meter
+    streams = run.start(prep, [params], lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter))
+    firsts = await run.first_chunks(request)
     out = ChoiceOutput(plan, want_logprobs=body.top_logprobs is not None)
     resp = ResponseObject(
         model=prep.decision.served_model,
@@ -94,16 +109,19 @@ async def create_response(
         adapter=prep.decision.served_model,
     )
     conversation = [m for m in chat.messages if not (body.instructions and m is chat.messages[0])]
-    finish = _Finisher(state, store, prep, resp, out, conversation, principal, meter, body.store)
+    finish = _Finisher(store, resp, out, conversation, principal, run, body.store)
     if body.stream:
-        return StreamingResponse(
+        return run.response(
             _events(streams, firsts, finish),
-            media_type="text/event-stream",
             headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
         )
-    async for _, chunk in replay(streams, firsts):
-        out.step(chunk)
-        finish.count(chunk)
+
+    async def collect() -> None:
+        async for _, chunk in replay(streams, firsts):
+            out.step(chunk)
+            finish.count(chunk)
+
+    await until_disconnected(request, collect())
     finish.done()
     return JSONResponse(resp.model_dump(mode="json"), headers=response_headers(prep, meter.overhead_ms()))
 
@@ -114,18 +132,16 @@ class _Finisher:
 
     def __init__(
         self,
-        state: AppState,
         store: ResponseStore,
-        prep: Prepared,
         resp: ResponseObject,
         out: ChoiceOutput,
         conversation: list[ChatMessageIn],
         principal: Principal,
-        meter: GenerationMeter,
+        run: GenerationRun,
         keep: bool,
     ) -> None:
-        self.state, self.store, self.prep, self.resp, self.out = state, store, prep, resp, out
-        self.conversation, self.principal, self.meter, self.keep = conversation, principal, meter, keep
+        self.store, self.resp, self.out = store, resp, out
+        self.conversation, self.principal, self.run, self.keep = conversation, principal, run, keep
         self.prompt_tokens = self.completion_tokens = 0
         self.message = OutputMessage(status="in_progress")
 
@@ -144,7 +160,7 @@ class _Finisher:
         ]
 
     def done(self) -> ResponseObject:
-        self.meter.done()
+        self.run.meter.done()
         out, resp = self.out, self.resp
         reason = out.finish_reason or "stop"
         incomplete = _INCOMPLETE.get(reason)
@@ -162,7 +178,7 @@ class _Finisher:
         if self.keep:
             reply = ChatMessageIn(role="assistant", content=out.content or None, tool_calls=out.tool_calls or None)
             self.store.put(resp.id, self.principal.user, [*self.conversation, reply])
-        self.meter.record(self.state, self.prep, self.prompt_tokens, self.completion_tokens, [reason], out.raw)
+        self.run.record(self.prompt_tokens, self.completion_tokens, [reason], out.raw)
         return resp
 
 
@@ -229,5 +245,4 @@ async def _events(
         kind = "response.completed" if final.status == "completed" else "response.incomplete"
         yield _event(seq, kind, response=final.model_dump(mode="json"))
     finally:
-        for s in streams:
-            await s.aclose()  # type: ignore[attr-defined]
+        finish.run.record(finish.prompt_tokens, finish.completion_tokens, [out.finish_reason], out.raw)

@@ -24,6 +24,7 @@ from carafe.adapters.manager import AdapterManager, TrackedEngine
 from carafe.adapters.registry import Registry
 from carafe.config import CarafeConfig
 from carafe.errors import Unavailable
+from carafe.gateway.admission import GenerationSlots
 from carafe.gateway.auth import KeyStore
 from carafe.gateway.ratelimit import RateLimiter
 from carafe.gateway.response_store import ResponseStore
@@ -49,6 +50,7 @@ class AppState:
     keys: KeyStore
     limiter: RateLimiter
     responses: ResponseStore  # conversations kept for previous_response_id
+    slots: GenerationSlots  # generations running now, per key and in all
     owns_engine: bool = True  # close the engine with the app (False when a test shares one)
     guards: GuardPipeline | None = None  # None when ``guards.enabled`` is false
     index_sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one /admin/index/sync at a time
@@ -142,6 +144,7 @@ def build_state(
         limiter=RateLimiter(),
         owns_engine=engine is None,
         responses=ResponseStore(config.server.responses_retention_s, config.server.responses_max_stored),
+        slots=GenerationSlots.from_config(config.server),
         _embedder=embedder,
         _retriever=retriever,
     )
