@@ -109,7 +109,8 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
     errs = exc.errors()
     if not errs:
         return error_response(400, "invalid request body", "invalid_request_error")
-    first = errs[0]
+    # of a union's branches, the one whose value failed a check says more than the ones of another type
+    first = next((e for e in errs if e.get("type") == "value_error"), errs[0])
     ctx_err = (first.get("ctx") or {}).get("error")
     if isinstance(ctx_err, UnsupportedParameter):
         return error_response(400, ctx_err.message, "invalid_request_error", ctx_err.param, "unsupported_parameter")
