@@ -21,7 +21,7 @@ from carafe.gateway.telemetry import audit, metrics
 from carafe.gateway.telemetry.middleware import TRACE_ID_HEADER
 from carafe.gateway.telemetry.setup import Telemetry
 from tests.gateway.conftest import BASE_MODEL, Gateway
-from tests.gateway.telemetry.conftest import read_trace_file, telemetry  # noqa: F401  (the fixture)
+from tests.gateway.telemetry.conftest import read_trace_file
 
 MAX_TOKENS = 1500  # far more than any run here lets the engine make before the client leaves
 
