@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
 from carafe import __version__
 from carafe.adapters.engine import Engine
@@ -22,6 +22,7 @@ from carafe.gateway import (
     serving_models,
     serving_responses,
 )
+from carafe.gateway.deps import require_metrics_reader
 from carafe.gateway.errors import error_response, install_error_handlers
 from carafe.gateway.middleware import RequestLimits
 from carafe.gateway.state import AppState, build_state
@@ -68,7 +69,7 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
     ):
         app.include_router(module.router)
     if config.telemetry.metrics:
-        app.include_router(telemetry_routes.router)
+        app.include_router(telemetry_routes.router, dependencies=[Depends(require_metrics_reader)])
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -77,9 +78,9 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz(request: Request) -> Any:
-        """Readiness: the engine and the embedder are loaded and answer."""
+        """Readiness: the engine is loaded and healthy, the embedder loaded, the index open."""
         st: AppState = request.app.state.carafe
-        checks = st.loaded
+        checks = await st.readiness()
         if all(checks.values()):
             return {"status": "ready", "model": st.engine.model_id, "checks": checks}
         failing = ", ".join(k for k, ok in checks.items() if not ok)

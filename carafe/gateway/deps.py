@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import Request
 
 from carafe.errors import Forbidden, Unauthenticated
@@ -43,6 +45,15 @@ def get_principal(request: Request) -> Principal:
     state.limiter.check(principal.key_id, principal.rpm)
     request.state.principal = principal
     return principal
+
+
+def require_metrics_reader(request: Request) -> None:
+    """``/metrics`` names adapters and versions: the scraper's ``telemetry.metrics_token`` or an admin key (401/403)."""
+    token = get_state(request).config.telemetry.metrics_token
+    key = _bearer(request)
+    if token is not None and key is not None and hmac.compare_digest(key, token.get_secret_value()):
+        return
+    require_admin(request)
 
 
 def require_admin(request: Request) -> Principal:

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carafe import errors as E
 from carafe.gateway.protocol import UnsupportedParameter
+from carafe.indexer.errors import StoreBusy, StoreUnavailable
 
 log = logging.getLogger("carafe.gateway")
 
@@ -79,6 +80,14 @@ def status_of(exc: E.CarafeError) -> tuple[int, str]:
 
 
 def carafe_error_response(exc: E.CarafeError) -> JSONResponse:
+    if isinstance(exc, StoreBusy | StoreUnavailable):
+        # the message names host paths and servers: it goes to the log, the caller learns what to do
+        log.warning("document index unavailable: %s", exc.message)
+        exc = E.Unavailable(
+            "the document index is not available to this gateway right now; retry shortly or tell an operator "
+            "(the gateway log has the cause)",
+            code="index_unavailable",
+        )
     status, type_ = status_of(exc)
     code = exc.code
     if isinstance(exc, E.ContentBlocked):

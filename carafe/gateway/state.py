@@ -92,8 +92,15 @@ class AppState:
 
     @property
     def loaded(self) -> dict[str, bool]:
-        """Readiness of each part, for ``/readyz``."""
+        """Whether each part is loaded and healthy (the engine's supervisor sets ``engine.ready``)."""
         return {"engine": self.engine.ready, "embedder": self._embedder is not None}
+
+    async def readiness(self) -> dict[str, bool]:
+        """``/readyz``'s checks: the parts loaded, and the index this gateway searches open to it
+        (not held by another process on the same data_dir)."""
+        checks = self.loaded
+        checks["index"] = self._retriever is not None and await asyncio.to_thread(self._retriever.available)
+        return checks
 
     # life cycle ----------------------------------------------------------------
     async def start(self) -> None:
