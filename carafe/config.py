@@ -80,6 +80,17 @@ class CarafeConfig(BaseSettings):
         return self.adapters.registry.path or self.data_dir / "registry"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) for this user only (0700), and take group and other access
+    away from it if it exists: the data_dir holds keys, traces and restricted documents' text."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+    return path
+
+
 _CONFIG_FILE: dict[str, Path | None] = {}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from carafe.adapters.engine import Engine, create_engine
 from carafe.adapters.manager import AdapterManager, TrackedEngine
 from carafe.adapters.registry import Registry
-from carafe.config import CarafeConfig
+from carafe.config import CarafeConfig, private_dir
 from carafe.errors import Unavailable
 from carafe.gateway.admission import GenerationSlots
 from carafe.gateway.auth import KeyStore
@@ -143,6 +143,7 @@ def build_state(
 ) -> AppState:
     """Every part of a gateway from its config. ``engine``, ``embedder`` and
     ``retriever`` may be passed in (tests share one); the rest is always built here."""
+    private_dir(config.data_dir)
     raw = engine if engine is not None else create_engine(config.adapters.engine, config.models_dir)
     return AppState(
         config=config,

@@ -74,3 +74,33 @@ def test_cli_names_the_unknown_key(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["config", "show", "--config", str(f)])
     assert out.exit_code == 2
     assert "server.prot: unknown key" in out.output
+
+
+def test_data_dir_and_trace_file_are_private(tmp_path: Path) -> None:
+    """Issue 29 L6: traces.jsonl (users, documents) and the data_dir were 0644 / 0755."""
+    from carafe.gateway.app import create_app
+    from carafe.gateway.telemetry.config import TelemetryConfig
+    from carafe.gateway.telemetry.setup import setup_telemetry
+
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    old.mkdir(mode=0o755)
+    old.chmod(0o755)
+    (old / "traces").mkdir()
+    stale = old / "traces" / "traces.jsonl"
+    stale.write_text("")
+    stale.chmod(0o644)
+    for data in (fresh, old):
+        create_app(load_config(None, data_dir=data))
+        assert data.stat().st_mode & 0o777 == 0o700
+        tel = setup_telemetry(TelemetryConfig(schedule_delay_ms=10), data_dir=data)
+        try:
+            from opentelemetry import trace
+
+            with trace.get_tracer("t").start_as_current_span("x"):
+                pass
+            assert tel.force_flush()
+        finally:
+            tel.shutdown()
+        trace_file = data / "traces" / "traces.jsonl"
+        assert trace_file.stat().st_mode & 0o777 == 0o600
+    assert (fresh / "traces").stat().st_mode & 0o777 == 0o700
