@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from carafe.cli.main import app
