@@ -31,6 +31,7 @@ from opentelemetry import trace
 from starlette.types import Receive, Scope, Send
 
 from carafe.adapters.engine import GenerationChunk, SamplingParams
+from carafe.errors import TooLarge
 from carafe.gateway.admission import Lease
 from carafe.gateway.errors import ClientGone
 from carafe.gateway.pipeline import Prepared
@@ -64,6 +65,22 @@ async def tallied(chunks: AsyncIterator[GenerationChunk], tally: Tally) -> Async
     finally:
         with contextlib.suppress(Exception):
             await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def check_prompt_fits(state: AppState, count: Callable[[], int], *, param: str) -> None:
+    """Template and tokenize the prompt off the event loop (a 2 MB prompt took ~3 s of CPU) and refuse
+    one the model cannot hold (413), so the engine only ever tokenizes prompts that fit. Skipped for
+    vLLM, which tokenizes on its side."""
+    if state.config.adapters.engine.backend == "vllm":
+        return
+    tokens = await asyncio.to_thread(count)
+    limit = state.engine.max_model_len
+    if tokens >= limit:
+        raise TooLarge(
+            f"the prompt has {tokens} tokens; the model holds {limit} tokens (prompt + max_tokens): shorten {param}",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -17,7 +17,7 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.generation import GenerationRun, until_disconnected
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
 from carafe.gateway.pipeline import Prepared, prepare_chat
 from carafe.gateway.protocol import (
     ChatChoice,
@@ -71,8 +71,10 @@ async def _complete(
     prep = await prepare_chat(state, principal, body.model, messages)
     record_request(state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint)
 
+    engine = state.engine
+    await check_prompt_fits(state, lambda: engine.count_tokens(engine.chat_prompt(prep.messages)), param="messages")
     meter = run.meter
-    streams = run.start(prep, params, lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter))
+    streams = run.start(prep, params, lambda p: engine.chat(prep.messages, p, adapter=prep.decision.adapter))
     firsts = await run.first_chunks(request)
     outputs = [ChoiceOutput(plan, want_logprobs=bool(body.logprobs)) for _ in range(body.n)]
     if body.stream:

@@ -14,7 +14,7 @@ from carafe.gateway.admission import check_chars, check_generations
 from carafe.gateway.auth import Principal
 from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.generation import GenerationRun, until_disconnected
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
 from carafe.gateway.protocol import (
     CompletionChoice,
@@ -59,6 +59,8 @@ async def _complete(
     for p in prompts:
         text, _ = await guard_input(state, p, decision, principal)
         guarded_prompts.append(text)
+    engine = state.engine
+    await check_prompt_fits(state, lambda: max(engine.count_tokens(p) for p in guarded_prompts), param="prompt")
     prep = Prepared(decision, [], principal)
     constraint = request_constraint(body)
     jobs = [

@@ -24,7 +24,7 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import response_format_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.generation import GenerationRun, until_disconnected
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
 from carafe.gateway.pipeline import prepare_chat
 from carafe.gateway.protocol import ChatMessageIn
 from carafe.gateway.protocol_responses import (
@@ -88,8 +88,10 @@ async def _respond(
     if body.previous_response_id:
         trace.get_current_span().set_attribute(attr.CARAFE_PREVIOUS_RESPONSE_ID, body.previous_response_id)
 
+    engine = state.engine
+    await check_prompt_fits(state, lambda: engine.count_tokens(engine.chat_prompt(prep.messages)), param="input")
     meter = run.meter
-    streams = run.start(prep, [params], lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter))
+    streams = run.start(prep, [params], lambda p: engine.chat(prep.messages, p, adapter=prep.decision.adapter))
     firsts = await run.first_chunks(request)
     out = ChoiceOutput(plan, want_logprobs=body.top_logprobs is not None)
     resp = ResponseObject(

@@ -105,3 +105,17 @@ def test_in_flight_caps_per_key_and_in_all(limited: Gateway) -> None:
     _wait_idle(limited)
     after = post(limited, {"model": BASE_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert after.status_code == 200
+
+
+def test_prompt_over_the_model_length_is_refused_after_off_loop_tokenizing(gateway: Gateway) -> None:
+    """Under the character cap but over the model: counted in a worker thread, a 413 naming the field
+    (before, the engine templated and tokenized it on the event loop and blamed max_tokens)."""
+    long = "word " * 5000
+    chat = post(gateway, {"model": BASE_MODEL, "messages": [{"role": "user", "content": long}], "max_tokens": 10})
+    assert assert_openai_error(chat, 413, "messages")["code"] == "context_length_exceeded"
+    completion = post(
+        gateway, {"model": BASE_MODEL, "prompt": ["short", long], "max_tokens": 10}, path="/v1/completions"
+    )
+    assert assert_openai_error(completion, 413, "prompt")["code"] == "context_length_exceeded"
+    response = post(gateway, {"model": BASE_MODEL, "input": long}, path="/v1/responses")
+    assert assert_openai_error(response, 413, "input")["code"] == "context_length_exceeded"
