@@ -32,6 +32,7 @@ from carafe.gateway.protocol import (
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
+    caller_content,
     record_request,
     record_tool_calls,
     replay,
@@ -69,7 +70,7 @@ async def _complete(
     constraint = plan.constraint or request_constraint(body)
     params = [sampling_params(body, state.config.server, choice=i, constraint=constraint) for i in range(body.n)]
     prep = await prepare_chat(state, principal, body.model, messages)
-    record_request(state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint)
+    record_request(state, prep, caller_content(messages, prep), plan=plan, constraint=constraint)
 
     engine = state.engine
     await check_prompt_fits(state, lambda: engine.count_tokens(engine.chat_prompt(prep.messages)), param="messages")

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from opentelemetry import trace
 
-from carafe.adapters.engine import GenerationChunk, OutputConstraint
+from carafe.adapters.engine import ChatMessage, GenerationChunk, OutputConstraint
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.pipeline import Prepared
 from carafe.gateway.state import AppState
@@ -80,6 +80,14 @@ class GenerationMeter:
         metrics.on_generation(
             decision.served_model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_s=ttft
         )
+
+
+def caller_content(messages: list[ChatMessage], prep: Prepared) -> str:
+    """What the caller sent, as the input guards left it, without the retrieved passages: the
+    text a route's ``record_content`` may record (its system turns, then the conversation)."""
+    system = [m.content for m in messages if m.role in ("system", "developer")]
+    rest = [m.content for m in prep.messages if m.role not in ("system", "developer")]
+    return "\n".join(system + rest)
 
 
 def record_request(

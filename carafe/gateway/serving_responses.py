@@ -39,6 +39,7 @@ from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
+    caller_content,
     record_request,
     record_tool_calls,
     replay,
@@ -82,9 +83,7 @@ async def _respond(
     messages = render_messages(chat.messages, plan)
     prep = await prepare_chat(state, principal, chat.model, messages)
     # the caller's own content only: prep.messages also holds the retrieved passages, which are never recorded
-    record_request(
-        state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint, api="responses"
-    )
+    record_request(state, prep, caller_content(messages, prep), plan=plan, constraint=constraint, api="responses")
     if body.previous_response_id:
         trace.get_current_span().set_attribute(attr.CARAFE_PREVIOUS_RESPONSE_ID, body.previous_response_id)
 

@@ -80,6 +80,30 @@ def _get(app, path: str, key: str) -> httpx.Response:
     return asyncio.run(go())
 
 
+def test_responses_record_content_keeps_retrieved_passages_out(rag: RagGateway, telemetry, monkeypatch) -> None:
+    """Issue 29: /v1/responses recorded the prompt *with* the retrieved passages when content recording was on."""
+    from tests.gateway.telemetry.conftest import read_trace_file
+    from tests.gateway.test_retrieval_e2e import SECRET
+
+    monkeypatch.setattr(rag.server.app.state.carafe.config.telemetry, "record_content", True)
+    question = "What is the bonus approval code?"
+    r = httpx.post(
+        f"{rag.url}/v1/responses",
+        json={"model": BASE_MODEL, "input": question, "max_output_tokens": 2},
+        headers={"Authorization": f"Bearer {rag.keys['hana']}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert any(c["doc_id"].endswith("hr/bonus.md") for c in r.json()["citations"])  # the passage was retrieved
+    recorded = [
+        s["attributes"]["carafe.prompt.content"]
+        for s in read_trace_file(telemetry)
+        if "carafe.prompt.content" in s["attributes"]
+    ]
+    assert recorded and all(question in text for text in recorded)
+    assert not any(SECRET["hr/bonus.md"] in text for text in recorded)
+
+
 @pytest.fixture(scope="module")
 def second(rag: RagGateway) -> Iterator[RagGateway]:
     """Another gateway on the rag gateway's data_dir: its embedded index is held by the first."""
