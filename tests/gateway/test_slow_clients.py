@@ -131,3 +131,18 @@ def test_connections_over_the_cap_are_closed_at_once(served: int) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def test_carafe_serve_runs_uvicorn_with_the_timeouts(tmp_path, monkeypatch) -> None:
+    from carafe.cli.serve import run_server
+    from carafe.config import load_config
+    from carafe.gateway.server import TimedHttpProtocol
+
+    seen: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.append(self.config))
+    cfg = load_config(None, data_dir=tmp_path, server={"header_timeout_s": 3, "max_connections": 77})
+    run_server(cfg, host="127.0.0.1", port=free_port(), log_level="warning")
+    (config,) = seen
+    assert issubclass(config.http, TimedHttpProtocol)
+    assert config.http.header_timeout_s == 3 and config.http.max_connections == 77
+    assert config.limit_concurrency == 77
