@@ -92,16 +92,18 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     """``work``'s result, or :class:`ClientGone` (``work`` cancelled) if the client leaves first."""
     task = asyncio.ensure_future(work)
     watch = asyncio.ensure_future(_disconnected(request.receive))
+    gone = False
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done() and watch.exception() is not None:  # no disconnect signal here: just wait
             await asyncio.wait({task})
+        gone = not task.done()
     finally:
         if not task.done():
             task.cancel()
         watch.cancel()
         await asyncio.gather(task, watch, return_exceptions=True)
-    if task.cancelled():
+    if gone:  # (a cancelled gather() ends with a CancelledError, not as cancelled: hence the flag)
         raise ClientGone("the client closed the connection")
     return task.result()
 

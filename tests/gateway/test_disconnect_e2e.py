@@ -97,7 +97,7 @@ def test_stream_dropped_after_first_bytes_is_cancelled_and_metered(gateway: Gate
     assert rec.output_tokens is not None and rec.output_tokens > 0
 
 
-def test_stream_dropped_before_its_first_byte_is_cancelled(gateway: Gateway) -> None:
+def test_stream_dropped_before_its_first_byte_is_cancelled(gateway: Gateway, telemetry: Telemetry) -> None:
     eventually(lambda: idle(gateway), "the engine is idle")
     before = engine_stats(gateway)
     long_prompt = "Summarise the following notes. " + "The quarterly report lists many figures. " * 220
@@ -109,9 +109,13 @@ def test_stream_dropped_before_its_first_byte_is_cancelled(gateway: Gateway) -> 
     eventually(lambda: idle(gateway), "the request's engine work is dropped")
     produced = engine_stats(gateway)["tokens_generated"] - before["tokens_generated"]
     assert produced < room // 2
+    roots = [s for s in read_trace_file(telemetry) if s["kind"] == "SERVER"]
+    assert [s["attributes"]["http.response.status_code"] for s in roots] == [499]  # a departure, not a fault
 
 
-def test_non_streaming_request_dropped_mid_generation_is_cancelled_and_metered(gateway: Gateway) -> None:
+def test_non_streaming_request_dropped_mid_generation_is_cancelled_and_metered(
+    gateway: Gateway, telemetry: Telemetry
+) -> None:
     eventually(lambda: idle(gateway), "the engine is idle")
     before_tokens, before = output_tokens_metered(gateway), engine_stats(gateway)
     sock = raw_request(gateway, chat("Count slowly to ten thousand."))
@@ -123,3 +127,6 @@ def test_non_streaming_request_dropped_mid_generation_is_cancelled_and_metered(g
     assert 5 < produced < MAX_TOKENS
     assert after["requests_cancelled"] > before["requests_cancelled"]
     eventually(lambda: output_tokens_metered(gateway) >= before_tokens + 5, "the produced tokens are metered")
+    roots = [s for s in read_trace_file(telemetry) if s["kind"] == "SERVER"]
+    assert [s["attributes"]["http.response.status_code"] for s in roots] == [499]
+    assert roots[0]["attributes"]["gen_ai.usage.output_tokens"] >= 5
