@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -84,6 +84,17 @@ class CarafeConfig(BaseSettings):
         return self.adapters.registry.path or self.data_dir / "registry"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) for this user only (0700), and take group and other access
+    away from it if it exists: the data_dir holds keys, traces and restricted documents' text."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+    return path
+
+
 _CONFIG_FILE: dict[str, Path | None] = {}
 
 
@@ -97,6 +108,16 @@ def resolve_config_path(path: str | Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
+def _config_problems(exc: ValidationError, source: Path | None) -> str:
+    """One line per problem, each naming the key's full path (``server.prot: unknown key``)."""
+    lines = [f"invalid configuration{f' in {source}' if source else ''}:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        what = "unknown key (no such setting in this section)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {where}: {what}")
+    return "\n".join(lines)
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> CarafeConfig:
     """Load the effective config. A missing explicit file is an error."""
     from carafe.errors import InvalidInput
@@ -107,6 +128,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> CarafeConfi
     _CONFIG_FILE["path"] = resolved
     try:
         cfg = CarafeConfig(**overrides)
+    except ValidationError as exc:
+        raise InvalidInput(_config_problems(exc, resolved), param="config") from None
     finally:
         _CONFIG_FILE.pop("path", None)
     cfg._yaml_file = resolved

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EngineConfig(BaseModel):
     """Which engine serves the base model, and how."""
+
+    model_config = ConfigDict(extra="forbid")
 
     backend: Literal["local", "vllm"] = Field(
         "local", description="`local`: in-process transformers + PEFT; `vllm`: a vLLM OpenAI server"
@@ -88,6 +90,8 @@ class EngineConfig(BaseModel):
 class RegistryConfig(BaseModel):
     """Where adapter versions live."""
 
+    model_config = ConfigDict(extra="forbid")
+
     path: Path | None = Field(None, description="Registry folder; default <data_dir>/registry")
     reconcile_interval_s: float = Field(
         10.0, ge=0, description="How often the engine is reconciled with the registry's channels (0: off)"
@@ -109,5 +113,7 @@ class RegistryConfig(BaseModel):
 
 
 class AdaptersConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     engine: EngineConfig = Field(default_factory=EngineConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)

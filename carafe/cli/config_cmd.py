@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 import yaml
@@ -13,21 +15,53 @@ from carafe.cli.common import ConfigOption, JsonOption, config_or_exit, console,
 
 app = typer.Typer(no_args_is_help=True)
 
-SECRET_WORDS = ("key", "secret", "token", "password")
+HIDDEN = "**********"
+# a setting whose name says it holds a secret is hidden whole; `keys_file` or `max_tokens` hold no
+# string secret, so only string values are hidden
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "salt", "credential", "authorization")
+SECRET_MAPS = ("headers",)  # every value of these maps is hidden (collector auth headers)
+SECRET_QUERY = re.compile(r"(?i)([?&](?:[^=&]*(?:key|token|secret|password|sig|auth)[^=&]*)=)[^&#]*")
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(w in lowered for w in SECRET_WORDS)
+
+
+def hide_url_secrets(text: str) -> str:
+    """``scheme://user:pass@host/...?api_key=x`` → the password and secret query values hidden."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if not parts.scheme or not parts.netloc:
+        return text
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{HIDDEN}@{host}" if ":" in userinfo else f"{HIDDEN}@{host}"
+    query = SECRET_QUERY.sub(lambda m: m.group(1) + HIDDEN, "?" + parts.query)[1:] if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redacted(cfg: Any) -> Any:
+    """The config as plain data with every secret hidden: secret types, secret-named settings,
+    header maps and credentials inside URLs."""
     data = cfg.model_dump(mode="python")
 
-    def walk(node: Any, key: str = "") -> Any:
+    def walk(node: Any, key: str = "", hide_all: bool = False) -> Any:
         if isinstance(node, dict):
-            return {k: walk(v, k) for k, v in node.items()}
+            hide = hide_all or any(m in key.lower() for m in SECRET_MAPS)
+            return {k: walk(v, k, hide) for k, v in node.items()}
         if isinstance(node, list):
-            return [walk(v, key) for v in node]
+            return [walk(v, key, hide_all) for v in node]
         if isinstance(node, SecretStr):
-            return "**********"
-        if node is not None and any(w in key.lower() for w in SECRET_WORDS) and isinstance(node, str):
-            return "**********"
+            return HIDDEN
+        if isinstance(node, str) and node and (hide_all or _is_secret_name(key)):
+            return HIDDEN
+        if isinstance(node, str):
+            return hide_url_secrets(node)
         if isinstance(node, Path):
             return str(node)
         return node

@@ -9,13 +9,15 @@ import typer
 from carafe.cli.common import ConfigOption, config_or_exit, console
 from carafe.cli.keys import open_key_store
 
+# Every demo user is in `everyone`, the group examples/policies/public/ is shared with (its _acl.yaml);
+# staff are also in `employees` (the handbook's ACL). The ACL filter never treats "no groups" as "public".
 DEMO_USERS: list[tuple[str, list[str], bool]] = [
     ("admin", [], True),
-    ("hana", ["hr", "employees"], False),  # staff are all in `employees` (the handbook's ACL)
-    ("finn", ["finance", "employees"], False),
-    ("eli", ["engineering", "employees"], False),
-    ("lea", ["legal", "employees"], False),
-    ("guest", [], False),  # no groups: public documents only
+    ("hana", ["hr", "employees", "everyone"], False),
+    ("finn", ["finance", "employees", "everyone"], False),
+    ("eli", ["engineering", "employees", "everyone"], False),
+    ("lea", ["legal", "employees", "everyone"], False),
+    ("guest", ["everyone"], False),  # public documents only
 ]
 
 

@@ -37,6 +37,7 @@ def run_server(cfg, *, host: str | None, port: int | None, log_level: str = "inf
     if setup_telemetry is not None:
         telemetry = setup_telemetry(cfg.telemetry, data_dir=cfg.data_dir)
     from carafe.gateway.app import create_app
+    from carafe.gateway.server import uvicorn_config
 
     app_ = create_app(cfg)
     h, p = host or cfg.server.host, port or cfg.server.port
@@ -45,7 +46,7 @@ def run_server(cfg, *, host: str | None, port: int | None, log_level: str = "inf
         f"on http://{h}:{p}/v1 — state in {where(cfg)}"
     )
     try:
-        uvicorn.run(app_, host=h, port=p, log_level=log_level, timeout_graceful_shutdown=10)
+        uvicorn.Server(uvicorn_config(app_, cfg.server, host=h, port=p, log_level=log_level)).run()
     finally:
         if telemetry is not None:
             telemetry.shutdown()

@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 
 from carafe import __version__
 from carafe.adapters.engine import Engine
@@ -24,6 +24,7 @@ from carafe.gateway import (
     serving_models,
     serving_responses,
 )
+from carafe.gateway.deps import require_metrics_reader
 from carafe.gateway.errors import error_response, install_error_handlers
 from carafe.gateway.middleware import RequestLimits
 from carafe.gateway.state import AppState, build_state
@@ -51,9 +52,10 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
         version=__version__,
         description="OpenAI-compatible gateway: LoRA adapters, permission-aware retrieval, guardrails, audit traces.",
         lifespan=lifespan,
-        # the request's root span comes from TraceMiddleware/FastAPI; per-dependency
-        # operation spans would only cost time (see bench/overhead.py)
-        telemetry={"operation_spans": False},
+        # the request's root span (the audit record) comes from TraceMiddleware alone: FastAPI's own
+        # SERVER span would take the caller's traceparent as its parent; per-dependency operation
+        # spans would only cost time (see bench/overhead.py)
+        telemetry={"tracing": False, "operation_spans": False},
     )
     app.state.carafe = state
     install_error_handlers(app)
@@ -71,7 +73,7 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
     ):
         app.include_router(module.router)
     if config.telemetry.metrics:
-        app.include_router(telemetry_routes.router)
+        app.include_router(telemetry_routes.router, dependencies=[Depends(require_metrics_reader)])
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -80,11 +82,11 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz(request: Request) -> Any:
-        """Readiness: the engine and the embedder are loaded and answer; the state
+        """Readiness: the engine is loaded and healthy, the embedder loaded, the index open; the state
         database and the limit counters answer (or fail open, as configured)."""
         st: AppState = request.app.state.carafe
         shared, notes = await st.shared_state()
-        checks = {**st.loaded, **shared}
+        checks = {**(await st.readiness()), **shared}
         if all(checks.values()):
             return {"status": "ready", "model": st.engine.model_id, "checks": checks, "state": notes}
         failing = ", ".join(f"{k} ({notes[k]})" if k in notes else k for k, ok in checks.items() if not ok)

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     host: str = Field("127.0.0.1", description="Address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond)")
@@ -19,6 +21,43 @@ class ServerConfig(BaseModel):
     )
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     max_n: int = Field(8, ge=1, description="Largest accepted `n` (choices per request)")
+    max_generations_per_request: int = Field(
+        16, ge=1, description="Most engine generations one request may start: prompts × `n` (400 naming `n` beyond)"
+    )
+    max_prompt_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Most characters of messages / prompt / input in one request, checked before any templating or "
+        "tokenizing (413 naming the field beyond)",
+    )
+    max_messages: int = Field(1000, ge=1, description="Most messages (or input items) in one request (400 beyond)")
+    max_embedding_inputs: int = Field(256, ge=1, description="Most inputs in one /v1/embeddings request (400 beyond)")
+    max_embedding_chars: int = Field(
+        200_000, ge=1, description="Most characters of all inputs of one /v1/embeddings request together (413 beyond)"
+    )
+    max_inflight_per_key: int = Field(
+        32,
+        ge=1,
+        description="Most generations one API key may run at once (429 with Retry-After beyond); `n` choices count "
+        "one each",
+    )
+    max_concurrent_generations: int = Field(
+        256, ge=1, description="Most generations the gateway runs at once for all keys (503 with Retry-After beyond)"
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a request's complete headers this long after it opened (or "
+        "after its previous response) is closed (slow-header clients)",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="A request body not complete this long after its headers is refused with 408"
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Most open connections (uvicorn's limit_concurrency); beyond, new requests get 503 at once",
+    )
     responses_retention_s: float = Field(
         3600.0,
         ge=0,

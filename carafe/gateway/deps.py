@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from fastapi import Request
 
@@ -52,6 +53,15 @@ async def get_principal(request: Request) -> Principal:
     await state.limits.admit(principal)
     request.state.principal = principal
     return principal
+
+
+async def require_metrics_reader(request: Request) -> None:
+    """``/metrics`` names adapters and versions: the scraper's ``telemetry.metrics_token`` or an admin key (401/403)."""
+    token = get_state(request).config.telemetry.metrics_token
+    key = bearer(request)
+    if token is not None and key is not None and hmac.compare_digest(key, token.get_secret_value()):
+        return
+    await require_admin(request)
 
 
 async def require_admin(request: Request) -> Principal:

@@ -18,8 +18,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carafe import errors as E
 from carafe.gateway.protocol import UnsupportedParameter
+from carafe.indexer.errors import StoreBusy, StoreUnavailable
 
 log = logging.getLogger("carafe.gateway")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away"; only ever seen in traces and metrics
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the answer was complete (its work is cancelled)."""
+
 
 # kind -> (status, OpenAI error type)
 _KINDS: list[tuple[type[E.CarafeError], int, str]] = [
@@ -72,6 +80,14 @@ def status_of(exc: E.CarafeError) -> tuple[int, str]:
 
 
 def carafe_error_response(exc: E.CarafeError) -> JSONResponse:
+    if isinstance(exc, StoreBusy | StoreUnavailable):
+        # the message names host paths and servers: it goes to the log, the caller learns what to do
+        log.warning("document index unavailable: %s", exc.message)
+        exc = E.Unavailable(
+            "the document index is not available to this gateway right now; retry shortly or tell an operator "
+            "(the gateway log has the cause)",
+            code="index_unavailable",
+        )
     status, type_ = status_of(exc)
     code = exc.code
     if isinstance(exc, E.ContentBlocked):
@@ -102,7 +118,8 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
     errs = exc.errors()
     if not errs:
         return error_response(400, "invalid request body", "invalid_request_error")
-    first = errs[0]
+    # of a union's branches, the one whose value failed a check says more than the ones of another type
+    first = next((e for e in errs if e.get("type") == "value_error"), errs[0])
     ctx_err = (first.get("ctx") or {}).get("error")
     if isinstance(ctx_err, UnsupportedParameter):
         return error_response(400, ctx_err.message, "invalid_request_error", ctx_err.param, "unsupported_parameter")
@@ -149,6 +166,11 @@ def install_error_handlers(app: FastAPI) -> None:
             _HTTP_TYPES.get(status, "invalid_request_error"),
             headers=dict(exc.headers) if exc.headers else None,
         )
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, exc: ClientGone) -> JSONResponse:
+        # nobody reads it: the status is for the trace and the request metrics
+        return error_response(CLIENT_CLOSED_REQUEST, str(exc), "client_closed_request", code="client_closed")
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:

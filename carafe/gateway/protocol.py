@@ -11,6 +11,7 @@ rejected with a message that says so.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any, Literal
@@ -23,8 +24,32 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` holds a UTF-16 surrogate (``"\\ud800"`` in JSON):
+    text that cannot be encoded, tokenized or embedded."""
+    if isinstance(value, str):
+        return not value.isascii() and _SURROGATE.search(value) is not None
+    if isinstance(value, list | tuple):
+        return any(_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    return False
+
+
 class OpenAIModel(BaseModel):
+    """A request part: unknown fields refused, and no field may carry a lone surrogate."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        if _lone_surrogate(value):
+            raise ValueError("contains a lone UTF-16 surrogate (e.g. \\ud800), which is not valid Unicode text")
+        return value
 
 
 # --- errors -------------------------------------------------------------------

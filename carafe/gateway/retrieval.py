@@ -4,15 +4,19 @@ searches run off the event loop, passages become citations."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from carafe.config import CarafeConfig
+from carafe.errors import CarafeError
 from carafe.gateway.auth import Principal
 from carafe.indexer.acl import AccessScope
 from carafe.indexer.index import Index
 from carafe.indexer.prompt import Passage
 from carafe.indexer.sync import Progress, SyncReport
+
+log = logging.getLogger("carafe.gateway")
 
 
 def scope_of(principal: Principal) -> AccessScope:
@@ -34,12 +38,27 @@ class Retriever:
     def __init__(self, config: CarafeConfig, embedder: Any, *, index: Index | None = None) -> None:
         self.config = config
         self.index = index or Index(config.indexer, embedder, data_dir=config.data_dir)
+        self._unavailable: str | None = None  # why the index did not open, last time it was tried
 
     @property
     def configured(self) -> bool:
         """Whether there is anything to search (sources, a server, or an index on disk)."""
         ix = self.index.config
         return bool(ix.sources) or bool(ix.qdrant.url) or self.index.store_path.exists()
+
+    def available(self) -> bool:
+        """Whether the index opens for this process (nothing configured: nothing to open)."""
+        if not self.configured:
+            return True
+        try:
+            _ = self.index.store
+        except CarafeError as exc:
+            if exc.message != self._unavailable:  # once per cause, not at every readiness probe
+                log.warning("the document index is not available: %s", exc.message)
+            self._unavailable = exc.message
+            return False
+        self._unavailable = None
+        return True
 
     async def retrieve(self, query: str, principal: Principal, *, top_k: int | None = None) -> list[Passage]:
         """The passages ``principal`` may read that best answer ``query`` (ACL filter inside the query)."""

@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
 from carafe.adapters.engine import GenerationChunk
+from carafe.gateway.admission import check_generations, check_messages
 from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
 from carafe.gateway.pipeline import Prepared, prepare_chat
 from carafe.gateway.protocol import (
     ChatChoice,
@@ -31,12 +33,11 @@ from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
-    first_chunks,
+    caller_content,
     record_request,
     record_tool_calls,
     replay,
     response_headers,
-    start_streams,
 )
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import SSE_DONE, sse
@@ -51,40 +52,43 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, principal: Principal = Depends(get_principal)
 ) -> Any:
     state = get_state(request)
-    t0 = request.scope.get("carafe.t0", time.perf_counter())
+    server = state.config.server
+    check_messages(body.messages, server)  # before any templating or tokenizing
+    lease = state.slots.acquire(principal.key_id, check_generations(1, body.n, server))
+    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
+    try:
+        return await _complete(state, body, request, principal, run)
+    finally:
+        if not run.handed_over:
+            await run.close()
+
+
+async def _complete(
+    state: AppState, body: ChatCompletionRequest, request: Request, principal: Principal, run: GenerationRun
+) -> Any:
     plan = plan_tools(body.tools, body.tool_choice)
     messages = render_messages(body.messages, plan)
     constraint = plan.constraint or request_constraint(body)
     params = [sampling_params(body, state.config.server, choice=i, constraint=constraint) for i in range(body.n)]
     prep = await prepare_chat(state, principal, body.model, messages)
-    record_request(state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint)
+    record_request(state, prep, caller_content(messages, prep), plan=plan, constraint=constraint)
 
+    engine = state.engine
+    await check_prompt_fits(state, lambda: engine.count_tokens(engine.chat_prompt(prep.messages)), param="messages")
     prompt = "\n".join(m.content for m in prep.messages)
-    await charge_work(state.limits, principal, state.engine.count_tokens, [prompt], [p.max_tokens for p in params])
-    meter = GenerationMeter(t0)
-    streams = start_streams(
-        state,
-        prep,
-        params,
-        lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter),
-    )
-    firsts = await first_chunks(streams, meter)
+    await charge_work(state.limits, principal, engine.count_tokens, [prompt], [p.max_tokens for p in params])
+    meter = run.meter
+    streams = run.start(prep, params, lambda p: engine.chat(prep.messages, p, adapter=prep.decision.adapter))
+    firsts = await run.first_chunks(request)
     outputs = [ChoiceOutput(plan, want_logprobs=bool(body.logprobs)) for _ in range(body.n)]
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _stream(state, body, prep, streams, firsts, include_usage, meter, outputs),
-            media_type="text/event-stream",
+        return run.response(
+            _stream(run, body, prep, streams, firsts, include_usage, outputs),
             headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
         )
-    prompt_tokens = completion_tokens = 0
-    async for i, chunk in replay(streams, firsts):
-        outputs[i].step(chunk)
-        if chunk.finish_reason is not None:
-            prompt_tokens = chunk.prompt_tokens
-            completion_tokens += chunk.completion_tokens
+    usage = await until_disconnected(request, _collect(streams, firsts, outputs))
     meter.done()
-    reasons = [o.finish_reason for o in outputs]
     record_tool_calls(outputs)
     resp = ChatCompletionResponse(
         model=prep.decision.served_model,
@@ -92,15 +96,11 @@ async def create_chat_completion(
             ChatChoice(index=i, message=o.message(), finish_reason=o.finish_reason, logprobs=o.choice_logprobs())
             for i, o in enumerate(outputs)
         ],
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
+        usage=usage,
         citations=prep.citations,
         adapter=prep.decision.served_model,
     )
-    meter.record(state, prep, prompt_tokens, completion_tokens, reasons, "".join(o.raw for o in outputs))
+    run.record(usage.prompt_tokens, usage.completion_tokens, [o.finish_reason for o in outputs], _raw(outputs))
     data = resp.model_dump(exclude_none=False)
     for choice in data["choices"]:
         if choice["message"]["tool_calls"] is None:
@@ -108,14 +108,31 @@ async def create_chat_completion(
     return JSONResponse(data, headers=response_headers(prep, meter.overhead_ms()))
 
 
+def _raw(outputs: list[ChoiceOutput]) -> str:
+    return "".join(o.raw for o in outputs)
+
+
+async def _collect(
+    streams: list[AsyncIterator[GenerationChunk]], firsts: list[GenerationChunk], outputs: list[ChoiceOutput]
+) -> Usage:
+    prompt_tokens = completion_tokens = 0
+    async for i, chunk in replay(streams, firsts):
+        outputs[i].step(chunk)
+        if chunk.finish_reason is not None:
+            prompt_tokens = chunk.prompt_tokens
+            completion_tokens += chunk.completion_tokens
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
+
+
 async def _stream(
-    state: AppState,
+    run: GenerationRun,
     body: ChatCompletionRequest,
     prep: Prepared,
     streams: list[AsyncIterator[GenerationChunk]],
     firsts: list[GenerationChunk],
     include_usage: bool,
-    meter: GenerationMeter,
     outputs: list[ChoiceOutput],
 ) -> AsyncIterator[str]:
     rid = new_id("chatcmpl")
@@ -161,7 +178,7 @@ async def _stream(
             completion_tokens += c.completion_tokens
             if not deltas:
                 yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(), finish_reason=out.finish_reason)])
-        meter.done()
+        run.meter.done()
         record_tool_calls(outputs)
         if include_usage:
             yield chunk(
@@ -174,13 +191,4 @@ async def _stream(
             )
         yield SSE_DONE
     finally:
-        for s in streams:
-            await s.aclose()  # type: ignore[attr-defined]
-        meter.record(
-            state,
-            prep,
-            prompt_tokens,
-            completion_tokens,
-            [o.finish_reason for o in outputs],
-            "".join(o.raw for o in outputs),
-        )
+        run.record(prompt_tokens, completion_tokens, [o.finish_reason for o in outputs], _raw(outputs))

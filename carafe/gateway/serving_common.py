@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from opentelemetry import trace
 
-from carafe.adapters.engine import GenerationChunk, OutputConstraint, SamplingParams
+from carafe.adapters.engine import ChatMessage, GenerationChunk, OutputConstraint
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.pipeline import Prepared
 from carafe.gateway.state import AppState
-from carafe.gateway.streams import guarded, merge
+from carafe.gateway.streams import merge
 from carafe.gateway.telemetry import attributes as attr
 from carafe.gateway.telemetry import metrics
 from carafe.gateway.tools import ToolPlan
@@ -84,6 +82,14 @@ class GenerationMeter:
         )
 
 
+def caller_content(messages: list[ChatMessage], prep: Prepared) -> str:
+    """What the caller sent, as the input guards left it, without the retrieved passages: the
+    text a route's ``record_content`` may record (its system turns, then the conversation)."""
+    system = [m.content for m in messages if m.role in ("system", "developer")]
+    rest = [m.content for m in prep.messages if m.role not in ("system", "developer")]
+    return "\n".join(system + rest)
+
+
 def record_request(
     state: AppState,
     prep: Prepared,
@@ -134,41 +140,6 @@ async def replay(
 def provider_name(state: AppState) -> str:
     """``gen_ai.provider.name``: who actually generated (the in-process engine or vLLM)."""
     return "vllm" if state.config.adapters.engine.backend == "vllm" else "carafe"
-
-
-def start_streams(
-    state: AppState,
-    prep: Prepared,
-    params: list[SamplingParams],
-    call: Callable[[SamplingParams], AsyncIterator[GenerationChunk]],
-) -> list[AsyncIterator[GenerationChunk]]:
-    """One engine stream per choice, each behind its own output guard."""
-    out = []
-    for p in params:
-        guard = None
-        if state.guards is not None:
-            guard = state.guards.output_stream(
-                policy=prep.decision.guard_policy, principal=prep.principal, passages=prep.passages
-            )
-            prep.output_guards.append(guard)
-        out.append(guarded(call(p), guard))
-    return out
-
-
-async def first_chunks(streams: list[AsyncIterator[GenerationChunk]], meter: GenerationMeter) -> list[GenerationChunk]:
-    """Await every choice's first chunk, so that errors (prompt too long, engine
-    down, unknown adapter) become a proper HTTP error before any byte is sent."""
-    meter.started()
-    with trace.get_tracer("carafe.gateway").start_as_current_span("carafe.generate.first_token"):
-        try:
-            firsts = await asyncio.gather(*(anext(s) for s in streams))
-        except BaseException:
-            for s in streams:
-                with contextlib.suppress(Exception):
-                    await s.aclose()  # type: ignore[attr-defined]
-            raise
-    meter.first()
-    return list(firsts)
 
 
 def response_headers(prep: Prepared, overhead_ms: float, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from carafe.adapters.engine import TokenLogprob
+from carafe.gateway.admission import check_chars, check_generations
 from carafe.gateway.auth import Principal
 from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
 from carafe.gateway.protocol import (
     CompletionChoice,
@@ -25,7 +27,8 @@ from carafe.gateway.protocol import (
 )
 from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.sampling import logprobs_count, sampling_params
-from carafe.gateway.serving_common import GenerationMeter, first_chunks, replay, response_headers, start_streams
+from carafe.gateway.serving_common import GenerationMeter, replay, response_headers
+from carafe.gateway.state import AppState
 from carafe.gateway.streams import SSE_DONE, sse
 
 router = APIRouter()
@@ -36,13 +39,29 @@ async def create_completion(
     body: CompletionRequest, request: Request, principal: Principal = Depends(get_principal)
 ) -> Any:
     state = get_state(request)
-    t0 = request.scope.get("carafe.t0", time.perf_counter())
+    server = state.config.server
+    prompts = body.prompts()
+    check_chars(prompts, param="prompt", server=server)  # before any tokenizing
+    lease = state.slots.acquire(principal.key_id, check_generations(len(prompts), body.n, server))
+    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
+    try:
+        return await _complete(state, body, request, principal, run)
+    finally:
+        if not run.handed_over:
+            await run.close()
+
+
+async def _complete(
+    state: AppState, body: CompletionRequest, request: Request, principal: Principal, run: GenerationRun
+) -> Any:
     prompts = body.prompts()
     decision = await resolve_route(state, body.model, principal, prompts[0])
     guarded_prompts = []
     for p in prompts:
         text, _ = await guard_input(state, p, decision, principal)
         guarded_prompts.append(text)
+    engine = state.engine
+    await check_prompt_fits(state, lambda: max(engine.count_tokens(p) for p in guarded_prompts), param="prompt")
     prep = Prepared(decision, [], principal)
     constraint = request_constraint(body)
     jobs = [
@@ -53,16 +72,15 @@ async def create_completion(
     want_logprobs = logprobs_count(body) is not None
     work = ([p for p, _ in jobs], [sp.max_tokens for _, sp in jobs])
     await charge_work(state.limits, principal, state.engine.count_tokens, *work)
-    meter = GenerationMeter(t0)
+    meter = run.meter
     streams = []
     for prompt, params in jobs:
-        streams += start_streams(
-            state,
+        streams += run.start(
             prep,
             [params],
             lambda sp, prompt=prompt: state.engine.complete(prompt, sp, adapter=decision.adapter),  # type: ignore[misc]
         )
-    firsts = await first_chunks(streams, meter)
+    firsts = await run.first_chunks(request)
     n_choices = len(jobs)
     echo = [jobs[i][0] if body.echo else "" for i in range(n_choices)]
     offsets = [len(e) for e in echo]
@@ -116,14 +134,10 @@ async def create_completion(
                     yield chunk([], Usage(prompt_tokens=pt, completion_tokens=usage_c, total_tokens=pt + usage_c))
                 yield SSE_DONE
             finally:
-                for s in streams:
-                    await s.aclose()  # type: ignore[attr-defined]
-                meter.record(state, prep, sum(usage_p), usage_c, reasons, "")
+                run.record(sum(usage_p), usage_c, reasons, "")
 
-        return StreamingResponse(
-            gen(),
-            media_type="text/event-stream",
-            headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
+        return run.response(
+            gen(), headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"})
         )
 
     texts = list(echo)
@@ -131,13 +145,18 @@ async def create_completion(
     usage_p = [0] * len(prompts)
     usage_c = 0
     token_lps: list[list[TokenLogprob]] = [[] for _ in range(n_choices)]
-    async for i, c in replay(streams, firsts):
-        texts[i] += c.text
-        token_lps[i] += c.logprobs or []
-        if c.finish_reason is not None:
-            reasons[i] = c.finish_reason
-            usage_p[i // body.n] = c.prompt_tokens
-            usage_c += c.completion_tokens
+
+    async def collect() -> None:
+        nonlocal usage_c
+        async for i, c in replay(streams, firsts):
+            texts[i] += c.text
+            token_lps[i] += c.logprobs or []
+            if c.finish_reason is not None:
+                reasons[i] = c.finish_reason
+                usage_p[i // body.n] = c.prompt_tokens
+                usage_c += c.completion_tokens
+
+    await until_disconnected(request, collect())
     meter.done()
     pt = sum(usage_p)
     resp = CompletionResponse(
@@ -149,7 +168,7 @@ async def create_completion(
         usage=Usage(prompt_tokens=pt, completion_tokens=usage_c, total_tokens=pt + usage_c),
         adapter=decision.served_model,
     )
-    meter.record(state, prep, pt, usage_c, reasons, "".join(texts))
+    run.record(pt, usage_c, reasons, "".join(texts))
     return JSONResponse(resp.model_dump(), headers=response_headers(prep, meter.overhead_ms()))
 
 

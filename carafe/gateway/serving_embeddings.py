@@ -8,6 +8,7 @@ import base64
 from fastapi import APIRouter, Depends, Request
 
 from carafe.errors import InvalidInput, NotFound
+from carafe.gateway.admission import check_embedding_input
 from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_principal, get_state
 from carafe.gateway.protocol import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
@@ -32,6 +33,7 @@ async def create_embeddings(
     if body.dimensions is not None and body.dimensions != embedder.dim:
         raise InvalidInput(f"{embedder.model_id} only produces {embedder.dim} dimensions", param="dimensions")
     texts = body.inputs()
+    check_embedding_input(texts, state.config.server)  # before any tokenizing
     tokens = await asyncio.to_thread(embedder.count_tokens, texts)
     too_long = [i for i, t in enumerate(tokens) if t > 8192]
     if too_long:

@@ -3,6 +3,8 @@ caller may use, each adapter with ``parent`` set to the base (as vLLM lists LoRA
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath, PureWindowsPath
+
 from fastapi import APIRouter, Depends, Request
 
 from carafe.errors import NotFound
@@ -14,8 +16,17 @@ from carafe.gateway.state import AppState
 router = APIRouter()
 
 
+def _host_path(root: object) -> bool:
+    text = str(root or "")
+    return PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or text.startswith(("~", "."))
+
+
 def model_cards(state: AppState, principal: Principal) -> list[ModelCard]:
-    return [ModelCard(**card) for card in state.router.list_models(principal)]
+    """The cards ``principal`` may see; a runtime-loaded adapter's host path only for admins."""
+    cards = state.router.list_models(principal)
+    if not principal.is_admin:
+        cards = [{**c, "root": c["id"]} if _host_path(c.get("root")) else c for c in cards]
+    return [ModelCard(**card) for card in cards]
 
 
 @router.get("/v1/models", response_model=ModelList)

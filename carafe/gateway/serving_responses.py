@@ -15,15 +15,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from opentelemetry import trace
 
 from carafe.adapters.engine import GenerationChunk
+from carafe.gateway.admission import check_chars, check_messages
 from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import response_format_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.pipeline import Prepared, prepare_chat
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
+from carafe.gateway.pipeline import prepare_chat
 from carafe.gateway.protocol import ChatMessageIn
 from carafe.gateway.protocol_responses import (
     OutputFunctionCall,
@@ -38,12 +40,11 @@ from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
-    first_chunks,
+    caller_content,
     record_request,
     record_tool_calls,
     replay,
     response_headers,
-    start_streams,
 )
 from carafe.gateway.state import AppState
 from carafe.gateway.telemetry import attributes as attr
@@ -58,27 +59,42 @@ async def create_response(
     body: ResponsesRequest, request: Request, principal: Principal = Depends(get_principal)
 ) -> Any:
     state = get_state(request)
-    t0 = request.scope.get("carafe.t0", time.perf_counter())
+    server = state.config.server
+    if isinstance(body.input, list):
+        check_messages(body.input, server, param="input")
+    check_chars([body.input, body.instructions, body.tools], param="input", server=server)  # before templating
+    lease = state.slots.acquire(principal.key_id, 1)
+    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
+    try:
+        return await _respond(state, body, request, principal, run)
+    finally:
+        if not run.handed_over:
+            await run.close()
+
+
+async def _respond(
+    state: AppState, body: ResponsesRequest, request: Request, principal: Principal, run: GenerationRun
+) -> Any:
     store = state.responses
     history = await store.conversation(body.previous_response_id, principal.owner) if body.previous_response_id else []
     chat = body.to_chat(history)
     plan = plan_tools(chat.tools, chat.tool_choice)
     constraint = plan.constraint or response_format_constraint(body.text.format if body.text else None, "text.format")
     params = sampling_params(chat, state.config.server, constraint=constraint)
-    prep = await prepare_chat(state, principal, chat.model, render_messages(chat.messages, plan))
-    record_request(
-        state, prep, "\n".join(m.content for m in prep.messages), plan=plan, constraint=constraint, api="responses"
-    )
+    messages = render_messages(chat.messages, plan)
+    prep = await prepare_chat(state, principal, chat.model, messages)
+    # the caller's own content only: prep.messages also holds the retrieved passages, which are never recorded
+    record_request(state, prep, caller_content(messages, prep), plan=plan, constraint=constraint, api="responses")
     if body.previous_response_id:
         trace.get_current_span().set_attribute(attr.CARAFE_PREVIOUS_RESPONSE_ID, body.previous_response_id)
 
+    engine = state.engine
+    await check_prompt_fits(state, lambda: engine.count_tokens(engine.chat_prompt(prep.messages)), param="input")
     prompt = "\n".join(m.content for m in prep.messages)
-    await charge_work(state.limits, principal, state.engine.count_tokens, [prompt], [params.max_tokens])
-    meter = GenerationMeter(t0)
-    streams = start_streams(
-        state, prep, [params], lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter)
-    )
-    firsts = await first_chunks(streams, meter)
+    await charge_work(state.limits, principal, engine.count_tokens, [prompt], [params.max_tokens])
+    meter = run.meter
+    streams = run.start(prep, [params], lambda p: engine.chat(prep.messages, p, adapter=prep.decision.adapter))
+    firsts = await run.first_chunks(request)
     out = ChoiceOutput(plan, want_logprobs=body.top_logprobs is not None)
     resp = ResponseObject(
         model=prep.decision.served_model,
@@ -97,16 +113,19 @@ async def create_response(
         adapter=prep.decision.served_model,
     )
     conversation = [m for m in chat.messages if not (body.instructions and m is chat.messages[0])]
-    finish = _Finisher(state, store, prep, resp, out, conversation, principal, meter, body.store)
+    finish = _Finisher(store, resp, out, conversation, principal, run, body.store)
     if body.stream:
-        return StreamingResponse(
+        return run.response(
             _events(streams, firsts, finish),
-            media_type="text/event-stream",
             headers=response_headers(prep, meter.overhead_ms(), extra={"Cache-Control": "no-cache"}),
         )
-    async for _, chunk in replay(streams, firsts):
-        out.step(chunk)
-        finish.count(chunk)
+
+    async def collect() -> None:
+        async for _, chunk in replay(streams, firsts):
+            out.step(chunk)
+            finish.count(chunk)
+
+    await until_disconnected(request, collect())
     await finish.done()
     return JSONResponse(resp.model_dump(mode="json"), headers=response_headers(prep, meter.overhead_ms()))
 
@@ -117,18 +136,16 @@ class _Finisher:
 
     def __init__(
         self,
-        state: AppState,
         store: ResponseStore,
-        prep: Prepared,
         resp: ResponseObject,
         out: ChoiceOutput,
         conversation: list[ChatMessageIn],
         principal: Principal,
-        meter: GenerationMeter,
+        run: GenerationRun,
         keep: bool,
     ) -> None:
-        self.state, self.store, self.prep, self.resp, self.out = state, store, prep, resp, out
-        self.conversation, self.principal, self.meter, self.keep = conversation, principal, meter, keep
+        self.store, self.resp, self.out = store, resp, out
+        self.conversation, self.principal, self.run, self.keep = conversation, principal, run, keep
         self.prompt_tokens = self.completion_tokens = 0
         self.message = OutputMessage(status="in_progress")
 
@@ -147,7 +164,7 @@ class _Finisher:
         ]
 
     async def done(self) -> ResponseObject:
-        self.meter.done()
+        self.run.meter.done()
         out, resp = self.out, self.resp
         reason = out.finish_reason or "stop"
         incomplete = _INCOMPLETE.get(reason)
@@ -165,7 +182,7 @@ class _Finisher:
         if self.keep:
             reply = ChatMessageIn(role="assistant", content=out.content or None, tool_calls=out.tool_calls or None)
             await self.store.put(resp.id, self.principal.owner, [*self.conversation, reply])
-        self.meter.record(self.state, self.prep, self.prompt_tokens, self.completion_tokens, [reason], out.raw)
+        self.run.record(self.prompt_tokens, self.completion_tokens, [reason], out.raw)
         return resp
 
 
@@ -232,5 +249,4 @@ async def _events(
         kind = "response.completed" if final.status == "completed" else "response.incomplete"
         yield _event(seq, kind, response=final.model_dump(mode="json"))
     finally:
-        for s in streams:
-            await s.aclose()  # type: ignore[attr-defined]
+        finish.run.record(finish.prompt_tokens, finish.completion_tokens, [out.finish_reason], out.raw)

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from carafe.adapters.engine import Engine, create_engine
 from carafe.adapters.manager import AdapterManager, TrackedEngine
 from carafe.adapters.registry import Registry
-from carafe.config import CarafeConfig
+from carafe.config import CarafeConfig, private_dir
 from carafe.errors import Unavailable
+from carafe.gateway.admission import GenerationSlots
 from carafe.gateway.auth import KeyStore
 from carafe.gateway.counters_redis import RedisCounters
 from carafe.gateway.oidc import OidcVerifier
@@ -54,6 +55,7 @@ class AppState:
     keys: KeyStore
     limits: Limits
     responses: ResponseStore  # conversations kept for previous_response_id
+    slots: GenerationSlots  # generations running now, per key and in all
     oidc: OidcVerifier | None = None  # IdP bearer tokens, when auth.oidc.issuer is set
     owns_engine: bool = True  # close the engine with the app (False when a test shares one)
     guards: GuardPipeline | None = None  # None when ``guards.enabled`` is false
@@ -97,7 +99,7 @@ class AppState:
 
     @property
     def loaded(self) -> dict[str, bool]:
-        """Readiness of each part, for ``/readyz``."""
+        """Whether each part is loaded and healthy (the engine's supervisor sets ``engine.ready``)."""
         return {"engine": self.engine.ready, "embedder": self._embedder is not None}
 
     async def shared_state(self) -> tuple[dict[str, bool], dict[str, str]]:
@@ -109,6 +111,13 @@ class AppState:
             "state_db": db_note if db_ok else f"{db_note} unreachable",
             "limits": limits_note,
         }
+
+    async def readiness(self) -> dict[str, bool]:
+        """``/readyz``'s checks: the parts loaded, and the index this gateway searches open to it
+        (not held by another process on the same data_dir)."""
+        checks = self.loaded
+        checks["index"] = self._retriever is not None and await asyncio.to_thread(self._retriever.available)
+        return checks
 
     # life cycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -167,6 +176,7 @@ def build_state(
 ) -> AppState:
     """Every part of a gateway from its config. ``engine``, ``embedder`` and
     ``retriever`` may be passed in (tests share one); the rest is always built here."""
+    private_dir(config.data_dir)
     raw = engine if engine is not None else create_engine(config.adapters.engine, config.models_dir)
     store = open_state(config.state, config.data_dir, legacy_keys=config.keys_file)
     if store.imported is not None and store.imported.imported:
@@ -184,6 +194,7 @@ def build_state(
         oidc=_oidc(config),
         owns_engine=engine is None,
         responses=ResponseStore(conversations),
+        slots=GenerationSlots.from_config(config.server),
         _embedder=embedder,
         _retriever=retriever,
     )

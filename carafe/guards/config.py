@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PolicyAction = Literal["block", "redact", "log"]
 PiiMode = Literal["mask", "hash", "tag"]
@@ -20,6 +20,8 @@ BUILTIN_OUTPUT = "pii, toxicity, grounding, leak, guardian"
 
 class CheckSettings(BaseModel):
     """How one check behaves inside a policy."""
+
+    model_config = ConfigDict(extra="forbid")
 
     action: PolicyAction = Field(
         "block", description="What a hit does: block the request/answer, redact the span, or log only"
@@ -53,6 +55,8 @@ def _default_output() -> dict[str, CheckSettings]:
 class PolicyConfig(BaseModel):
     """One named policy."""
 
+    model_config = ConfigDict(extra="forbid")
+
     input: dict[str, CheckSettings] = Field(
         default_factory=_default_input, description=f"Input checks by name ({BUILTIN_INPUT}, or a plugin)"
     )
@@ -67,6 +71,8 @@ class PolicyConfig(BaseModel):
 
 class TopicConfig(BaseModel):
     """A topic a policy can deny: keyword phrases plus descriptions for embedding similarity."""
+
+    model_config = ConfigDict(extra="forbid")
 
     phrases: list[str] = Field(
         default_factory=list, description="Words/phrases that mark the topic (case-insensitive, whole words)"
@@ -129,6 +135,8 @@ def _default_policies() -> dict[str, PolicyConfig]:
 class GuardianConfig(BaseModel):
     """A guardian model behind an OpenAI-compatible endpoint (off by default)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = Field(False, description="Call the guardian model (needs base_url and model)")
     base_url: str = Field(
         "http://127.0.0.1:8001/v1", description="OpenAI-compatible base URL of the server hosting the guardian"
@@ -150,6 +158,8 @@ class GuardianConfig(BaseModel):
 class PluginConfig(BaseModel):
     """A check from outside Carafe, by import path (see :mod:`carafe.guards.registry`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     path: str = Field(description="Import path of the check's builder, 'package.module:build'")
     stages: list[Literal["input", "output"]] = Field(["input"], description="Stages it can run on")
     options: dict[str, Any] = Field(default_factory=dict, description="Passed to the builder as CheckContext.options")
@@ -157,6 +167,8 @@ class PluginConfig(BaseModel):
 
 class GuardsConfig(BaseModel):
     """The ``guards`` section of carafe.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run the guardrails at all")
     default_policy: str = Field("default", description="Policy for routes that name none")

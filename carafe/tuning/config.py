@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TeacherConfig(BaseModel):
     """Which model writes the synthetic data."""
+
+    model_config = ConfigDict(extra="forbid")
 
     endpoint: str | None = Field(
         None,
@@ -26,6 +28,8 @@ class TeacherConfig(BaseModel):
 
 class GenerationConfig(BaseModel):
     """How many samples to ask for."""
+
+    model_config = ConfigDict(extra="forbid")
 
     chunk_words: int = Field(60, ge=20, description="Knowledge documents are cut into chunks of about this many words")
     qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
@@ -49,6 +53,8 @@ class GenerationConfig(BaseModel):
 class FilterConfig(BaseModel):
     """Thresholds of the sample filters."""
 
+    model_config = ConfigDict(extra="forbid")
+
     min_answer_chars: int = Field(8, ge=0, description="Shorter answers are dropped")
     max_answer_chars: int = Field(1200, ge=16, description="Longer answers are dropped")
     min_question_chars: int = Field(8, ge=0, description="Shorter questions are dropped")
@@ -63,6 +69,8 @@ class FilterConfig(BaseModel):
 
 class PhaseConfig(BaseModel):
     """LoRA hyperparameters of one training phase."""
+
+    model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(16, ge=1, le=256, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA alpha")
@@ -94,6 +102,8 @@ def _skills_phase() -> PhaseConfig:
 
 
 class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     base_model: str = Field(
         "smollm2",
         description="The base to train on: `smollm2`, a .gguf file or a model folder; "
@@ -109,6 +119,8 @@ class TrainingConfig(BaseModel):
 
 class GateConfig(BaseModel):
     """When an evaluated adapter may be published."""
+
+    model_config = ConfigDict(extra="forbid")
 
     min_rougel_gain: float = Field(
         0.0, description="Adapter ROUGE-L on held-out recipe questions minus base's must be at least this"
@@ -127,6 +139,8 @@ class GateConfig(BaseModel):
 
 class TuningConfig(BaseModel):
     """The `tuning:` section of carafe.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
 
     taxonomy: Path = Field(Path("taxonomy"), description="Default taxonomy folder")
     output_dir: Path | None = Field(

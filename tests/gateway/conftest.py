@@ -14,6 +14,7 @@ from carafe.config import load_config
 from carafe.gateway.app import create_app
 from carafe.guards import CheckSettings, GuardsConfig, PolicyConfig
 from tests.conftest import MODELS_CACHE
+from tests.gateway.telemetry.conftest import telemetry  # noqa: F401  (the trace-file fixture, for every gateway test)
 from tests.servers import RunningServer, serve_in_thread
 
 BASE_MODEL = "SmolLM2-135M-Instruct"

@@ -244,3 +244,28 @@ def test_rate_limit_per_key_with_retry_after(gateway: Gateway) -> None:
     assert 1 <= int(r.headers["retry-after"]) <= 60
     # another key is not affected
     assert httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            '{"model": "M", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+            "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            '{"model": "M", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}',
+            "messages[0].content[0].text",
+        ),
+        ("/v1/completions", '{"model": "M", "prompt": ["ok", "bad \\ud800"]}', "prompt"),
+        ("/v1/embeddings", '{"model": "all-MiniLM-L6-v2", "input": "\\ud800"}', "input"),
+        ("/v1/responses", '{"model": "M", "input": "\\ud800 hello"}', "input"),
+        ("/v1/responses", '{"model": "M", "input": "hi", "instructions": "\\udc00"}', "instructions"),
+    ],
+)
+def test_lone_surrogate_is_a_400_naming_the_field(gateway: Gateway, path: str, body: str, param: str) -> None:
+    """Issue 29 L7: "\\ud800" in a message was a 500 and made the embedding-based guards raise."""
+    err = assert_openai_error(post(gateway, body.replace('"M"', f'"{BASE_MODEL}"'), path=path), 400, param)
+    assert "surrogate" in err["message"]

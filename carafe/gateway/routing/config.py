@@ -13,16 +13,20 @@ routing:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RetrievalPolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = Field(False, description="Retrieve permitted passages from the index for this route")
     top_k: int = Field(4, ge=1, le=50, description="Passages added to the prompt")
 
 
 class RouteAlias(BaseModel):
     """A name applications send as `model`, mapped to an adapter and policies."""
+
+    model_config = ConfigDict(extra="forbid")
 
     adapter: str | None = Field(
         None, description="Adapter name (its channels), `name@version`, or null for the base model"
@@ -34,6 +38,8 @@ class RouteAlias(BaseModel):
 
 
 class AutoRoutingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = Field(True, description="Accept `model: auto`")
     name: str = Field("auto", description="The model name that triggers auto routing")
     threshold: float = Field(
@@ -48,6 +54,8 @@ class AutoRoutingConfig(BaseModel):
 
 class RoutingConfig(BaseModel):
     """How a request's `model` becomes an adapter version plus policies."""
+
+    model_config = ConfigDict(extra="forbid")
 
     aliases: dict[str, RouteAlias] = Field(
         default_factory=dict, description="Route aliases: name -> adapter + retrieval/guard policy"

@@ -36,6 +36,7 @@ CARAFE_ROUTE = "carafe.route"
 CARAFE_ADAPTER_VERSION = "carafe.adapter.version"  # the engine name served, "name@version"
 CARAFE_ADAPTER_NAME = "carafe.adapter.name"  # an admin change to a whole adapter (rollback, remove)
 CARAFE_KEY_ID = "carafe.key.id"
+CARAFE_INBOUND_TRACEPARENT = "carafe.inbound.traceparent"  # the caller's trace context, kept as a link only
 CARAFE_ADMIN_VIA = "carafe.admin.via"  # "cli" for changes made with the CLI
 CARAFE_TTFT_MS = "carafe.ttft_ms"
 CARAFE_TOOL_CHOICE = "carafe.tool_choice"

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class TelemetryConfig(BaseModel):
     """Where spans go, how many are kept, and whether `/metrics` is served."""
+
+    model_config = ConfigDict(extra="forbid")
 
     exporter: Literal["file", "otlp", "none"] = Field(
         "file",
@@ -47,9 +49,17 @@ class TelemetryConfig(BaseModel):
         1.0,
         ge=0.0,
         le=1.0,
-        description="Share of new traces recorded (parent-based: an incoming sampled traceparent is kept)",
+        description="Share of requests recorded, decided by the gateway alone (an incoming traceparent is kept as a "
+        "link and never decides)",
     )
-    metrics: bool = Field(True, description="Serve Prometheus metrics at GET /metrics")
+    metrics: bool = Field(
+        True,
+        description="Serve Prometheus metrics at GET /metrics, to `Authorization: Bearer` with `metrics_token` or an "
+        "admin API key (its labels name adapters and versions)",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token a Prometheus scraper sends to GET /metrics (an admin API key works too)"
+    )
     max_queue_size: int = Field(
         4096, ge=16, description="Spans buffered before export; beyond, spans are dropped and counted"
     )

@@ -89,6 +89,10 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
         "events": [
             {"name": e.name, "time": _iso(e.timestamp), "attributes": _attrs(e.attributes)} for e in span.events
         ],
+        "links": [
+            {"trace_id": format_trace_id(k.context.trace_id), "span_id": format_span_id(k.context.span_id)}
+            for k in span.links
+        ],
         "resource": _attrs(span.resource.attributes) if span.resource is not None else {},
         "scope": span.instrumentation_scope.name if span.instrumentation_scope is not None else None,
     }
@@ -133,9 +137,12 @@ class JsonLinesSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
 
     def _open(self) -> Any:
+        """The trace file, created for this user only (0600 in a 0700 folder): it names users and documents."""
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across batches
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.fchmod(fd, 0o600)  # a file an older version left 0644
+            self._file = os.fdopen(fd, "ab")  # kept open across batches
         return self._file
 
     def _rotate(self) -> Any:

@@ -1,11 +1,14 @@
 """``TraceMiddleware``: the root SERVER span of every HTTP request (pure ASGI, so
 streamed responses pass through untouched and the span covers the whole stream).
 
-It honours an incoming W3C ``traceparent``, returns the trace id to the client
-in ``x-carafe-trace-id`` (and ``traceparent``), records request metrics, and
-records no header at all — the Authorization header never reaches a span.
-When FastAPI's native telemetry already opened the SERVER span, that span is
-used instead of a second one.
+The trace is the audit record, so it is the server's: every request starts a new
+trace with an id and a sampling decision of the gateway's own, whatever the
+caller sends. An incoming W3C ``traceparent`` (or a span some outer framework
+opened) is kept as a span *link* and as ``carafe.inbound.traceparent``, never as
+the parent: a caller cannot fold two requests into one record, attribute its
+retrieval to someone else's request, or switch its own record off with flags
+``00``. The trace id goes back to the client in ``x-carafe-trace-id`` (and
+``traceparent``); no request header reaches a span except that one.
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ import time
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, format_span_id, format_trace_id
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carafe.gateway.telemetry import metrics
-from carafe.gateway.telemetry.attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_PATH
+from carafe.gateway.telemetry.attributes import (
+    CARAFE_INBOUND_TRACEPARENT,
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    URL_PATH,
+)
 
 TRACE_ID_HEADER = "x-carafe-trace-id"
 _ADAPTER_HEADER = b"x-carafe-adapter"
@@ -27,12 +35,26 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer(__name__)
 
 
-def _incoming_context(scope: Scope) -> otel_context.Context | None:
+def _caller_links(scope: Scope) -> tuple[list[Link], dict[str, str]]:
+    """The caller's trace context (a valid ``traceparent``, an outer framework's span) as links."""
     carrier: dict[str, str] = {}
     for name, value in scope.get("headers", ()):
         if name in (b"traceparent", b"tracestate"):
             carrier[name.decode("latin-1")] = value.decode("latin-1")
-    return _PROPAGATOR.extract(carrier) if carrier else None
+    links: list[Link] = []
+    attrs: dict[str, str] = {}
+    if carrier:
+        remote = trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+        if remote.is_valid:
+            links.append(Link(remote, {"carafe.link": "caller"}))
+            flags = "01" if remote.trace_flags.sampled else "00"
+            attrs[CARAFE_INBOUND_TRACEPARENT] = (
+                f"00-{format_trace_id(remote.trace_id)}-{format_span_id(remote.span_id)}-{flags}"
+            )
+    outer = trace.get_current_span().get_span_context()
+    if outer.is_valid:
+        links.append(Link(outer, {"carafe.link": "outer"}))
+    return links, attrs
 
 
 def _trace_headers(span: trace.Span) -> list[tuple[bytes, bytes]]:
@@ -66,19 +88,14 @@ class TraceMiddleware:
             return
         t0 = time.perf_counter()
         method = scope.get("method", "GET")
-        outer = trace.get_current_span()
-        # FastAPI >= 0.160 opens the SERVER span itself once an SDK is installed
-        # (honouring traceparent); then this middleware adds to that span.
-        owns_span = getattr(outer, "kind", None) is not SpanKind.SERVER or not outer.is_recording()
-        if owns_span:
-            span = _tracer.start_span(
-                method,
-                context=_incoming_context(scope),
-                kind=SpanKind.SERVER,
-                attributes={HTTP_REQUEST_METHOD: method, URL_PATH: scope.get("path", "")},
-            )
-        else:
-            span = outer
+        links, inbound = _caller_links(scope)
+        span = _tracer.start_span(
+            method,
+            context=otel_context.Context(),  # a new root: the record's identity and sampling are the server's
+            kind=SpanKind.SERVER,
+            attributes={HTTP_REQUEST_METHOD: method, URL_PATH: scope.get("path", ""), **inbound},
+            links=links,
+        )
         extra = _trace_headers(span)
         status = 500
         adapter: str | None = None
@@ -95,13 +112,6 @@ class TraceMiddleware:
                 message = {**message, "headers": headers + extra}
             await send(message)
 
-        if not owns_span:
-            try:
-                await self.app(scope, receive, traced_send)
-            finally:
-                if self.record_metrics:
-                    metrics.record_request(_route_of(scope), adapter, status, time.perf_counter() - t0)
-            return
         with trace.use_span(span, end_on_exit=True, record_exception=True, set_status_on_exception=True):
             try:
                 await self.app(scope, receive, traced_send)

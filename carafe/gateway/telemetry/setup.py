@@ -77,6 +77,12 @@ class _ActiveSampler(Sampler):
         return f"Carafe({self.current.get_description()})"
 
 
+def _server_sampler(ratio: float) -> Sampler:
+    """The gateway's own decision: a child follows its local parent, a remote parent's flags never count."""
+    root = TraceIdRatioBased(ratio)
+    return ParentBased(root, remote_parent_sampled=root, remote_parent_not_sampled=root)
+
+
 _LOCK = threading.Lock()
 _PROVIDER: TracerProvider | None = None
 _PROCESSOR = _ActiveProcessor()
@@ -199,7 +205,7 @@ def setup_telemetry(
         provider = _provider(name)
         previous = _PROCESSOR.current
         _PROCESSOR.current = processor
-        _SAMPLER.current = ParentBased(TraceIdRatioBased(config.sampling_ratio))
+        _SAMPLER.current = _server_sampler(config.sampling_ratio)
     if previous is not None and previous is not processor:
         previous.shutdown()
     log.info("traces: %s%s", "+".join(n for _, n in exporters) or "none", f" (file {trace_file})" if trace_file else "")

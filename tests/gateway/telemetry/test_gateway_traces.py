@@ -48,7 +48,7 @@ def test_chat_request_is_traced_audited_and_counted(gateway: Gateway, telemetry:
     assert rec.output_tokens == completion.usage.completion_tokens
     assert rec.prompt_sha256 is not None and "Say hi" not in text  # content is hashed, not recorded
 
-    metrics_text = httpx.get(f"{gateway.url}/metrics").text
+    metrics_text = httpx.get(f"{gateway.url}/metrics", headers={"Authorization": f"Bearer {gateway.admin_key}"}).text
     assert 'carafe_requests_total{adapter="' in metrics_text
     assert 'route="/v1/chat/completions",status="200"' in metrics_text
     assert 'carafe_tokens_total{adapter="' in metrics_text

@@ -1,4 +1,5 @@
-"""The root SERVER span: traceparent honoured, trace id returned, no secrets, streaming intact."""
+"""The root SERVER span: the server's own trace (a caller's traceparent only a link), trace id
+returned, no secrets, streaming intact."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import httpx
 
 from carafe.gateway.telemetry.middleware import TRACE_ID_HEADER
 from carafe.gateway.telemetry.setup import Telemetry
-from tests.gateway.telemetry.conftest import read_trace_file
+from tests.gateway.telemetry.conftest import build_app, read_trace_file
 
 SECRET = "sk-carafe-THIS-KEY-MUST-NEVER-BE-RECORDED-0123456789"
 
@@ -45,15 +46,16 @@ async def test_api_key_never_reaches_the_trace_file(client: httpx.AsyncClient, t
     assert "Bearer" not in text
 
 
-async def test_incoming_traceparent_is_honoured(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
+async def test_incoming_traceparent_is_a_link_not_the_parent(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     r = await client.post(
         "/v1/chat/completions", json={}, headers={"traceparent": f"00-{parent_trace}-{parent_span}-01"}
     )
-    assert r.headers[TRACE_ID_HEADER] == parent_trace
+    assert r.headers[TRACE_ID_HEADER] != parent_trace
     root = next(s for s in read_trace_file(telemetry) if s["kind"] == "SERVER")
-    assert root["trace_id"] == parent_trace
-    assert root["parent_id"] == parent_span
+    assert root["trace_id"] == r.headers[TRACE_ID_HEADER]
+    assert root["parent_id"] is None
+    assert {"trace_id": parent_trace, "span_id": parent_span} in root["links"]
 
 
 async def test_malformed_traceparent_starts_a_new_trace(client: httpx.AsyncClient, telemetry: Telemetry) -> None:
@@ -91,3 +93,14 @@ async def test_unknown_path_is_traced_without_a_route_name(client: httpx.AsyncCl
     root = next(s for s in read_trace_file(telemetry) if s["kind"] == "SERVER")
     assert root["name"] == "GET"
     assert root["attributes"]["http.response.status_code"] == 404
+
+
+async def test_an_outer_framework_span_is_linked_not_adopted(telemetry: Telemetry) -> None:
+    app = build_app(native=True)  # FastAPI's own SERVER span honours traceparent; ours must not
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        r = await c.post("/v1/chat/completions", json={}, headers={"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-00"})
+    ours = [s for s in read_trace_file(telemetry) if s["trace_id"] == r.headers[TRACE_ID_HEADER]]
+    root = next(s for s in ours if s["kind"] == "SERVER" and s["parent_id"] is None)
+    assert root["trace_id"] != "ab" * 16
+    assert any(s["attributes"].get("carafe.principal") == "alice" for s in ours)
+    assert {"trace_id": "ab" * 16, "span_id": "cd" * 8} in root["links"]
