@@ -36,6 +36,7 @@ from carafe.gateway.routing.router import Router
 from carafe.gateway.telemetry import metrics
 from carafe.guards import GuardPipeline
 from carafe.indexer.embedding import Embedder
+from carafe.indexer.errors import IndexerError
 from carafe.state import Conversations, State, open_state
 
 log = logging.getLogger("carafe.gateway")
@@ -134,10 +135,26 @@ class AppState:
         await self.router.start()
         if self._retriever is None:
             self._retriever = Retriever(self.config, self._embedder)
+        await self._narrow_acls()
         if self.guards is None and self.config.guards.enabled:
             self.guards = GuardPipeline.from_config(
                 self.config.guards, embedder=self._embedder, leak_index=self._retriever.leak_index
             )
+
+    async def _narrow_acls(self) -> None:
+        """Bring every stored document's ACL to its source's now, before serving (embeds nothing):
+        a sync killed half-way must not leave a document readable by more people than its source says."""
+        retriever = self._retriever
+        if retriever is None or not retriever.configured:
+            return
+        try:
+            report = await asyncio.to_thread(retriever.index.refresh_acls)
+        except IndexerError as exc:  # another process holds the index, or a source is missing: readiness says so
+            log.warning("index ACL refresh at start skipped: %s", exc)
+            return
+        changed = len(report.acl_updated) + len(report.acl_narrowed) + len(report.deleted)
+        if changed:
+            log.info("index ACL refresh at start: %d documents narrowed or removed", changed)
 
     async def _flush_spend(self, every_s: float = 5.0) -> None:
         """Each replica adds what it charged to the spend ledger every few seconds."""
