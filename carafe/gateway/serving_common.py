@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -136,6 +137,14 @@ def provider_name(state: AppState) -> str:
     return "vllm" if state.config.adapters.engine.backend == "vllm" else "carafe"
 
 
+def caller_texts(prep: Prepared, params: SamplingParams) -> tuple[str, ...]:
+    """What the caller's own request holds: its messages or prompt, and the literal text of a
+    forced output (``guided_choice`` options, a regex or grammar). None of it can be a leak."""
+    constraint = params.constraint
+    forced = str(constraint.spec) if constraint is not None and constraint.kind in ("regex", "grammar") else ""
+    return (*prep.request_texts, re.sub(r"\\(.)", r"\1", forced)) if forced else prep.request_texts
+
+
 def start_streams(
     state: AppState,
     prep: Prepared,
@@ -148,7 +157,10 @@ def start_streams(
         guard = None
         if state.guards is not None:
             guard = state.guards.output_stream(
-                policy=prep.decision.guard_policy, principal=prep.principal, passages=prep.passages
+                policy=prep.decision.guard_policy,
+                principal=prep.principal,
+                passages=prep.passages,
+                caller_texts=caller_texts(prep, p),
             )
             prep.output_guards.append(guard)
         out.append(guarded(call(p), guard))

@@ -42,7 +42,7 @@ async def create_completion(
     for p in prompts:
         text, _ = await guard_input(state, p, decision, principal)
         guarded_prompts.append(text)
-    prep = Prepared(decision, [], principal)
+    prep = Prepared(decision, [], principal, request_texts=tuple(prompts))
     constraint = request_constraint(body)
     jobs = [
         (p, sampling_params(body, state.config.server, choice=i, constraint=constraint))
