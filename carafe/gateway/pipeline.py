@@ -4,6 +4,8 @@ route → input guards → retrieval → prompt assembly. Every step is a span.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -87,6 +89,27 @@ async def retrieve(state: AppState, query: str, decision: RouteDecision, princip
         return passages
 
 
+_TOOLS_PREAMBLE = re.compile(r"You may call one or more functions.*?<tools>\n(.*?)\n</tools>.*?</tool_call>", re.DOTALL)
+
+
+def client_text(message: ChatMessage) -> str:
+    """What the client wrote in ``message``: the gateway's own tools preamble (carafe.gateway.tools)
+    is left out, the tool names and descriptions inside it are kept (a tool description can carry
+    an injection too)."""
+
+    def described(m: re.Match[str]) -> str:
+        out = []
+        for line in m.group(1).splitlines():
+            try:
+                fn = json.loads(line).get("function", {})
+            except ValueError:
+                continue
+            out.append(f"{fn.get('name', '')}: {fn.get('description', '')}")
+        return "\n".join(out)
+
+    return _TOOLS_PREAMBLE.sub(described, message.content)
+
+
 async def guard_messages(
     state: AppState, messages: list[ChatMessage], decision: RouteDecision, principal: Principal
 ) -> tuple[list[ChatMessage], list[GuardVerdict]]:
@@ -97,7 +120,7 @@ async def guard_messages(
         return messages, []
     with tracer.start_as_current_span("carafe.guard.input") as span:
         results = await state.guards.check_messages(
-            [(m.role, m.content) for m in messages], policy=decision.guard_policy, principal=principal
+            [(m.role, client_text(m)) for m in messages], policy=decision.guard_policy, principal=principal
         )
         verdicts = [v for r in results for v in r.verdicts]
         for v in verdicts:

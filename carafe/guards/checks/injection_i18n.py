@@ -202,7 +202,6 @@ def _families(w: Words) -> dict[str, list[re.Pattern[str]]]:
             re.compile(b.format(w.ignore) + _GAP + b.format(w.rules) + _NEAR + b.format(w.previous), _F),
             re.compile(b.format(w.new_rules), _F),
             re.compile(b.format(w.ignore) + r"\s+" + b.format(w.everything), _F),
-            SYSTEM_TAG,
         ],
         "prompt_exfiltration": [
             re.compile(b.format(w.show) + _GAP + b.format(w.secret_prompt), _F),
@@ -223,7 +222,7 @@ def _anchor(w: Words) -> re.Pattern[str]:
     """The words every rule of a language starts from, in one pattern: a text without any of
     them cannot match the language's rules, so most texts cost one scan per language."""
     words = "|".join(f"(?:{x})" for x in (w.ignore, w.show, w.persona, w.new_rules, w.hidden, w.to_ai) if x)
-    return re.compile(rf"(?<!\w)(?:{words})(?!\w)|\[", _F)
+    return re.compile(rf"(?<!\w)(?:{words})(?!\w)", _F)
 
 
 ANCHORS = {lang: _anchor(words) for lang, words in LANGUAGES.items()}
@@ -231,6 +230,8 @@ ANCHORS = {lang: _anchor(words) for lang, words in LANGUAGES.items()}
 
 def match_i18n(text: str) -> tuple[str, str] | None:
     """(family, language) of the first rule that matches ``text``, or None."""
+    if SYSTEM_TAG.search(text):
+        return "instruction_override", "any"
     for lang, families in FAMILIES_BY_LANGUAGE.items():
         if not ANCHORS[lang].search(text):
             continue

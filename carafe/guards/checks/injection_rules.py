@@ -204,9 +204,19 @@ def decoded_payloads(text: str) -> list[tuple[str, str]]:
         if (dec := _printable(bytes.fromhex(m.group(0)))) is not None:
             out.append(("hex", dec))
     out.append(("rot13", codecs.encode(text, "rot13")))
-    if re.search(r"[a-z][0-9@$][a-z]|[0-9@$][a-z][0-9@$]", text, re.IGNORECASE):
+    if _mostly_leet(text):
         out.append(("leet", text.translate(_LEET)))
     return out
+
+
+_LEET_WORD = re.compile(r"(?=[\w@$]*[a-z])(?=[\w@$]*[0-9@$])[\w@$]{3,}", re.IGNORECASE)
+_WORD = re.compile(r"\w{3,}")
+
+
+def _mostly_leet(text: str) -> bool:
+    """Leetspeak writes most words with digits; an ordinary text has a few (MP3, v2, 5G)."""
+    leet = len(_LEET_WORD.findall(text))
+    return leet >= 2 and leet >= 0.25 * len(_WORD.findall(text))
 
 
 _ENGLISH = re.compile(r"\b(the|and|you|your|all|to|of|is|are|me|my|now)\b", re.IGNORECASE)
