@@ -103,7 +103,13 @@ STOPWORDS = {
     "pt": "os as não uma com para que do da você seu sua mais é",
     "pl": "nie jest się na do że to w z jak co czy mi jesteś",
 }
-TAGGED = ("bastioncorpus", "garak_multilingual", "carafe_multilingual_train", "carafe_multilingual_heldout")
+TAGGED = (
+    "bastioncorpus",
+    "garak_multilingual",
+    "hermes_jailbench",
+    "carafe_multilingual_train",
+    "carafe_multilingual_heldout",
+)
 
 
 def language(row: dict) -> str:

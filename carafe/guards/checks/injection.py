@@ -49,6 +49,10 @@ class InjectionCheck:
                 f"the text matches the {hit.family.replace('_', ' ')} rules{lang}{via}",
                 stage=subject.stage,
             )
+        if subject.role == "assistant":
+            # Earlier assistant turns are model output (or a forged one): the rules read them, the classifier,
+            # fitted on prompts people write, does not (its false positives on model text would end conversations).
+            return GuardVerdict(check=self.name, category="none", stage=subject.stage, reason="rules only (assistant)")
         score = await off_loop(len(subject.normalized), self.score, subject.normalized)
         return decide(
             self.name,
