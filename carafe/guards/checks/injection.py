@@ -18,6 +18,10 @@ from carafe.guards.verdict import GuardVerdict
 
 RULE_SCORE = 0.97
 CLASSIFIED_VIEWS = ("leet", "base64", "hex")  # decoded views the classifier reads too (rot13 is for the rules)
+# System and developer turns legitimately say "You are ...", and assistant turns are model output (or a
+# forged one): the rules read them, the classifier, fitted on what people type, does not (its false
+# positives there would refuse ordinary applications and end conversations).
+RULES_ONLY_ROLES = frozenset({"system", "developer", "assistant"})
 
 
 class InjectionCheck:
@@ -49,10 +53,10 @@ class InjectionCheck:
                 f"the text matches the {hit.family.replace('_', ' ')} rules{lang}{via}",
                 stage=subject.stage,
             )
-        if subject.role == "assistant":
-            # Earlier assistant turns are model output (or a forged one): the rules read them, the classifier,
-            # fitted on prompts people write, does not (its false positives on model text would end conversations).
-            return GuardVerdict(check=self.name, category="none", stage=subject.stage, reason="rules only (assistant)")
+        if subject.role in RULES_ONLY_ROLES:
+            return GuardVerdict(
+                check=self.name, category="none", stage=subject.stage, reason=f"rules only ({subject.role} turn)"
+            )
         score = await off_loop(len(subject.normalized), self.score, subject.normalized)
         return decide(
             self.name,
