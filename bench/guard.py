@@ -9,7 +9,7 @@ per language; then leave-one-source-out (refit without a training source, score 
 and leave-one-language-out (refit without a language's training rows, score that
 language's held-out rows); then long texts (padded, 20k-character documents).
 
-    python bench/guard.py [--quick] [--threads N] [--cross-only]
+    python bench/guard.py [--quick] [--threads N] [--cross-only] [--no-refits]
 
 Baselines measured in the same run: one bare MiniLM encode (the floor of any
 embedding check) and the pipeline with guards disabled. Numbers are noisy when
@@ -161,7 +161,7 @@ def fold_fired(model, rows: list[dict], threshold: float) -> list[bool]:
     return out
 
 
-async def cross_source(guards: GuardPipeline, quick: bool) -> None:
+async def cross_source(guards: GuardPipeline, quick: bool, refits: bool = True) -> None:
     """Held-out sources (never trained on, never used to pick a threshold) per source and per language,
     then leave-one-source-out and leave-one-language-out refits."""
     from carafe.guards.classifier import NgramClassifier
@@ -191,12 +191,12 @@ async def cross_source(guards: GuardPipeline, quick: bool) -> None:
 
     threshold = guards.policy(None).input["injection"].threshold
     print(f"\nleave-one-source-out: refit without the source, score it (rules + classifier at {threshold})")
-    for src in () if quick else TRAIN_SOURCES + TRAIN_OWN:
+    for src in TRAIN_SOURCES + TRAIN_OWN if refits and not quick else ():
         model = NgramClassifier.fit(training_rows(leave_out=(src,)))
         rows = corpus(src)
         print(rate_row(src, fold_fired(model, rows, threshold), rows))
     print("\nleave-one-language-out: refit without the language's training rows, score its held-out rows")
-    for lang in () if quick else [k for k in STOPWORDS if k != "en"]:
+    for lang in [k for k in STOPWORDS if k != "en"] if refits and not quick else ():
         train = [r for r in training_rows() if language({"text": r["text"]}) != lang]
         model = NgramClassifier.fit(train)
         rows = [r for r in every if language(r) == lang]
@@ -326,7 +326,7 @@ async def streaming(guards: GuardPipeline, rounds: int, delta_chars: int = 4) ->
     }
 
 
-async def main(quick: bool, cross_only: bool = False) -> None:
+async def main(quick: bool, cross_only: bool = False, refits: bool = True) -> None:
     from carafe.indexer.embedding import Embedder
 
     t0 = time.perf_counter()
@@ -337,7 +337,7 @@ async def main(quick: bool, cross_only: bool = False) -> None:
 
     if cross_only:
         await guards.check_input("warm up the pipeline")
-        await cross_source(guards, quick)
+        await cross_source(guards, quick, refits)
         await long_texts(guards)
         return
     inj = load_jsonl(data_path("injection_eval.jsonl"))
@@ -400,8 +400,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cross-only", action="store_true", help="only the held-out, leave-one-out and long-text injection figures"
     )
+    parser.add_argument("--no-refits", action="store_true", help="skip the leave-one-out refits (minutes)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    asyncio.run(main(args.quick, args.cross_only))
+    asyncio.run(main(args.quick, args.cross_only, not args.no_refits))

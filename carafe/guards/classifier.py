@@ -63,9 +63,15 @@ class NgramClassifier:
     MAX_FEATURES = 20000  # per vectorizer: keeps the shipped model small
 
     def __init__(self, vectorizers: tuple[Any, Any], coef: np.ndarray, intercept: float, key: str = "") -> None:
+        from carafe.guards.ngram_features import TfidfScorer
+
         self.vectorizers, self.coef, self.intercept, self.key = vectorizers, coef, intercept, key
         split = len(vectorizers[0].vocabulary_)
         self._coefs = (coef[:split], coef[split:])
+        self._scorers = [
+            TfidfScorer(sorted(v.vocabulary_, key=v.vocabulary_.get), v.idf_, c, v.analyzer)
+            for v, c in zip(vectorizers, self._coefs)
+        ]
 
     @staticmethod
     def _vectorizers(vocabularies: tuple[list[str], list[str]] | None = None) -> tuple[Any, Any]:
@@ -108,7 +114,14 @@ class NgramClassifier:
         return float(self.proba(windows(text, self.MAX_CHARS, overlap)).max())
 
     def proba(self, texts: list[str]) -> np.ndarray:
-        """Probability of an attack per (already normalized) text."""
+        """Probability of an attack per (already normalized) text (:mod:`carafe.guards.ngram_features`)."""
+        lowered = [t[: self.MAX_CHARS].lower() for t in texts]
+        z = np.array([self.intercept + sum(s.logit(t) for s in self._scorers) for t in lowered])
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
+
+    def proba_sklearn(self, texts: list[str]) -> np.ndarray:
+        """:meth:`proba` computed by the fitted scikit-learn vectorizers (the reference the tests compare)."""
         lowered = [t[: self.MAX_CHARS].lower() for t in texts]
         z = np.full(len(texts), self.intercept)
         for vec, coef in zip(self.vectorizers, self._coefs):
