@@ -219,9 +219,12 @@ FAMILIES_BY_LANGUAGE: dict[str, dict[str, list[re.Pattern[str]]]] = {
 
 
 def _anchor(w: Words) -> re.Pattern[str]:
-    """The words every rule of a language starts from, in one pattern: a text without any of
-    them cannot match the language's rules, so most texts cost one scan per language."""
-    words = "|".join(f"(?:{x})" for x in (w.ignore, w.show, w.persona, w.new_rules, w.hidden, w.to_ai) if x)
+    """Words every rule of a language needs (its verbs of ignoring, its names of the system prompt,
+    its personas...), in one pattern: a text without any of them cannot match the language's
+    rules, so most texts cost one scan per language."""
+    words = "|".join(
+        f"(?:{x})" for x in (w.ignore, w.secret_prompt, w.above, w.persona, w.new_rules, w.hidden, w.to_ai) if x
+    )
     return re.compile(rf"(?<!\w)(?:{words})(?!\w)", _F)
 
 

@@ -209,14 +209,17 @@ def decoded_payloads(text: str) -> list[tuple[str, str]]:
     return out
 
 
-_LEET_WORD = re.compile(r"(?=[\w@$]*[a-z])(?=[\w@$]*[0-9@$])[\w@$]{3,}", re.IGNORECASE)
-_WORD = re.compile(r"\w{3,}")
+_WORD = re.compile(r"[\w@$]{3,}")
+_DIGIT_OR_SIGN = re.compile(r"[0-9@$]")
 
 
 def _mostly_leet(text: str) -> bool:
     """Leetspeak writes most words with digits; an ordinary text has a few (MP3, v2, 5G)."""
-    leet = len(_LEET_WORD.findall(text))
-    return leet >= 2 and leet >= 0.25 * len(_WORD.findall(text))
+    if not _DIGIT_OR_SIGN.search(text):
+        return False
+    words = _WORD.findall(text)
+    leet = sum(1 for w in words if _DIGIT_OR_SIGN.search(w) and not w.isdigit() and any(c.isalpha() for c in w))
+    return leet >= 2 and leet >= 0.25 * len(words)
 
 
 _ENGLISH = re.compile(r"\b(the|and|you|your|all|to|of|is|are|me|my|now)\b", re.IGNORECASE)
