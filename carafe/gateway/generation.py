@@ -35,7 +35,7 @@ from carafe.errors import TooLarge
 from carafe.gateway.admission import Lease
 from carafe.gateway.errors import ClientGone
 from carafe.gateway.pipeline import Prepared
-from carafe.gateway.serving_common import GenerationMeter
+from carafe.gateway.serving_common import GenerationMeter, caller_texts
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import guarded
 
@@ -129,7 +129,10 @@ class GenerationRun:
             guard = None
             if self.state.guards is not None:
                 guard = self.state.guards.output_stream(
-                    policy=prep.decision.guard_policy, principal=prep.principal, passages=prep.passages
+                    policy=prep.decision.guard_policy,
+                    principal=prep.principal,
+                    passages=prep.passages,
+                    caller_texts=caller_texts(prep, p),
                 )
                 prep.output_guards.append(guard)
             tally = Tally()

@@ -4,6 +4,8 @@ route → input guards → retrieval → prompt assembly. Every step is a span.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +48,7 @@ class Prepared:
     citations: list[Citation] | None = None
     input_verdicts: list[GuardVerdict] = field(default_factory=list)
     output_guards: list[OutputStream] = field(default_factory=list)
+    request_texts: tuple[str, ...] = ()  # what the caller sent: text they dictated is never a leak
 
 
 async def guard_input(
@@ -86,24 +89,68 @@ async def retrieve(state: AppState, query: str, decision: RouteDecision, princip
         return passages
 
 
+_TOOLS_PREAMBLE = re.compile(r"You may call one or more functions.*?<tools>\n(.*?)\n</tools>.*?</tool_call>", re.DOTALL)
+
+
+def client_text(message: ChatMessage) -> str:
+    """What the client wrote in ``message``: the gateway's own tools preamble (carafe.gateway.tools)
+    is left out, the tool names and descriptions inside it are kept (a tool description can carry
+    an injection too)."""
+
+    def described(m: re.Match[str]) -> str:
+        out = []
+        for line in m.group(1).splitlines():
+            try:
+                fn = json.loads(line).get("function", {})
+            except ValueError:
+                continue
+            out.append(f"{fn.get('name', '')}: {fn.get('description', '')}")
+        return "\n".join(out)
+
+    return _TOOLS_PREAMBLE.sub(described, message.content)
+
+
+async def guard_messages(
+    state: AppState, messages: list[ChatMessage], decision: RouteDecision, principal: Principal
+) -> tuple[list[ChatMessage], list[GuardVerdict]]:
+    """Every client-supplied message through the input guards: system, developer, earlier
+    user and assistant turns, tool results (verdicts cached, so resent history is cheap).
+    Returns the messages with redactions applied. Raises ContentBlocked naming the message."""
+    if state.guards is None or not messages:
+        return messages, []
+    with tracer.start_as_current_span("carafe.guard.input") as span:
+        results = await state.guards.check_messages(
+            [(m.role, client_text(m)) for m in messages], policy=decision.guard_policy, principal=principal
+        )
+        verdicts = [v for r in results for v in r.verdicts]
+        for v in verdicts:
+            span.set_attributes(v.to_attributes())
+            metrics.record_guard(v.check, v.action)
+        for i, (m, r) in enumerate(zip(messages, results)):
+            if r.blocked is not None:
+                b = r.blocked
+                span.set_attribute(attr.CARAFE_GUARD_BLOCKED, b.check)
+                raise ContentBlocked(
+                    f"the request was blocked by the {b.check} guard ({b.category}) in messages[{i}] "
+                    f"(role {m.role}): {b.reason}",
+                    param=f"messages[{i}]",
+                    code="content_filter",
+                )
+        guarded = [
+            m if r.text == m.content else ChatMessage(role=m.role, content=r.text) for m, r in zip(messages, results)
+        ]
+        return guarded, verdicts
+
+
 async def prepare_chat(state: AppState, principal: Principal, model: str, messages: list[ChatMessage]) -> Prepared:
-    """Route, guard the newest user turn, retrieve for it and assemble the prompt."""
+    """Route, guard every message, retrieve for the newest user turn and assemble the prompt."""
+    request_texts = tuple(m.content for m in messages)
     last_user = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
     query = messages[last_user].content if last_user is not None else ""
     decision = await resolve_route(state, model, principal, query)
-    guarded, verdicts = await guard_input(state, query, decision, principal)
-    if last_user is not None and guarded != query:
-        messages = list(messages)
-        messages[last_user] = ChatMessage(role="user", content=guarded)
-        query = guarded
-    # tool results that came after the user's turn are new input too: the same input guards see them
-    for i in range(0 if last_user is None else last_user + 1, len(messages)):
-        if messages[i].role == "tool":
-            text, more = await guard_input(state, messages[i].content, decision, principal)
-            verdicts = [*verdicts, *more]
-            if text != messages[i].content:
-                messages = list(messages)
-                messages[i] = ChatMessage(role="tool", content=text)
+    messages, verdicts = await guard_messages(state, list(messages), decision, principal)
+    if last_user is not None:
+        query = messages[last_user].content
     passages = await retrieve(state, query, decision, principal)
     cited = None
     if passages:
@@ -113,4 +160,4 @@ async def prepare_chat(state: AppState, principal: Principal, model: str, messag
             prompt = rag_system_prompt(passages, "\n\n".join(system) or None)
             messages = [ChatMessage(role="system", content=prompt), *rest]
         cited = [Citation(**c) for c in citations(passages)]
-    return Prepared(decision, messages, principal, passages, cited, verdicts)
+    return Prepared(decision, messages, principal, passages, cited, verdicts, request_texts=request_texts)

@@ -32,12 +32,19 @@ def citations(passages: Sequence[Passage]) -> list[dict[str, Any]]:
     ]
 
 
+def _screen() -> Any:
+    """The guards' index-time injection screen (flags chunks that carry instructions to the model)."""
+    from carafe.guards.checks.indirect import screen_content
+
+    return screen_content
+
+
 class Retriever:
     """Permission-filtered hybrid search for the gateway, over one :class:`Index`."""
 
     def __init__(self, config: CarafeConfig, embedder: Any, *, index: Index | None = None) -> None:
         self.config = config
-        self.index = index or Index(config.indexer, embedder, data_dir=config.data_dir)
+        self.index = index or Index(config.indexer, embedder, data_dir=config.data_dir, screen=_screen())
         self._unavailable: str | None = None  # why the index did not open, last time it was tried
 
     @property

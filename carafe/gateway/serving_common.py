@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 
 from opentelemetry import trace
 
-from carafe.adapters.engine import ChatMessage, GenerationChunk, OutputConstraint
+from carafe.adapters.engine import ChatMessage, GenerationChunk, OutputConstraint, SamplingParams
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.pipeline import Prepared
 from carafe.gateway.state import AppState
@@ -140,6 +141,14 @@ async def replay(
 def provider_name(state: AppState) -> str:
     """``gen_ai.provider.name``: who actually generated (the in-process engine or vLLM)."""
     return "vllm" if state.config.adapters.engine.backend == "vllm" else "carafe"
+
+
+def caller_texts(prep: Prepared, params: SamplingParams) -> tuple[str, ...]:
+    """What the caller's own request holds: its messages or prompt, and the literal text of a
+    forced output (``guided_choice`` options, a regex or grammar). None of it can be a leak."""
+    constraint = params.constraint
+    forced = str(constraint.spec) if constraint is not None and constraint.kind in ("regex", "grammar") else ""
+    return (*prep.request_texts, re.sub(r"\\(.)", r"\1", forced)) if forced else prep.request_texts
 
 
 def response_headers(prep: Prepared, overhead_ms: float, extra: dict[str, str] | None = None) -> dict[str, str]:

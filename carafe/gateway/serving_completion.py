@@ -62,7 +62,7 @@ async def _complete(
         guarded_prompts.append(text)
     engine = state.engine
     await check_prompt_fits(state, lambda: max(engine.count_tokens(p) for p in guarded_prompts), param="prompt")
-    prep = Prepared(decision, [], principal)
+    prep = Prepared(decision, [], principal, request_texts=tuple(prompts))
     constraint = request_constraint(body)
     jobs = [
         (p, sampling_params(body, state.config.server, choice=i, constraint=constraint))

@@ -1,13 +1,15 @@
-"""A small embedding classifier (logistic regression over MiniLM embeddings)
-trained on the labelled data shipped in ``guards/data``.
+"""The injection classifier: logistic regression over word and character n-grams.
 
-Fitting needs the training texts' embeddings (seconds on a CPU), so the fitted
-weights are cached as JSON keyed by the training data's sha256 and the
-embedding model: the package ships one, others land in ``cache_dir``.
+The package ships the *fitted* model (``data/injection_ngram.json.gz``) and its
+sha256 digest; the runtime loads only those (:func:`load_ngram`). Fitting, on the
+corpora under ``datasets/guards/`` at the repository root, is a build step
+(``scripts/fit_injection_classifier.py``), as is the MiniLM variant
+(:class:`LinearClassifier`) that ``bench/guard_select.py`` compares it with.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def data_path(name: str) -> Path:
-    """A file shipped in ``carafe/guards/data``."""
+    """A fitted model shipped in ``carafe/guards/data``."""
     return Path(str(resources.files("carafe.guards") / "data" / name))
 
 
@@ -61,9 +63,15 @@ class NgramClassifier:
     MAX_FEATURES = 20000  # per vectorizer: keeps the shipped model small
 
     def __init__(self, vectorizers: tuple[Any, Any], coef: np.ndarray, intercept: float, key: str = "") -> None:
+        from carafe.guards.ngram_features import TfidfScorer
+
         self.vectorizers, self.coef, self.intercept, self.key = vectorizers, coef, intercept, key
         split = len(vectorizers[0].vocabulary_)
         self._coefs = (coef[:split], coef[split:])
+        self._scorers = [
+            TfidfScorer(sorted(v.vocabulary_, key=v.vocabulary_.get), v.idf_, c, v.analyzer)
+            for v, c in zip(vectorizers, self._coefs)
+        ]
 
     @staticmethod
     def _vectorizers(vocabularies: tuple[list[str], list[str]] | None = None) -> tuple[Any, Any]:
@@ -98,8 +106,22 @@ class NgramClassifier:
         model.fit(x, np.array([int(r["label"]) for r in rows]))
         return cls(vectorizers, model.coef_[0], float(model.intercept_[0]), key)
 
+    def window_proba(self, text: str, overlap: int = 200) -> float:
+        """The highest probability over overlapping windows covering all of ``text``
+        (the classifier reads ``MAX_CHARS`` at a time, as it was trained)."""
+        from carafe.guards.normalize import windows
+
+        return float(self.proba(windows(text, self.MAX_CHARS, overlap)).max())
+
     def proba(self, texts: list[str]) -> np.ndarray:
-        """Probability of an attack per (already normalized) text."""
+        """Probability of an attack per (already normalized) text (:mod:`carafe.guards.ngram_features`)."""
+        lowered = [t[: self.MAX_CHARS].lower() for t in texts]
+        z = np.array([self.intercept + sum(s.logit(t) for s in self._scorers) for t in lowered])
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return p
+
+    def proba_sklearn(self, texts: list[str]) -> np.ndarray:
+        """:meth:`proba` computed by the fitted scikit-learn vectorizers (the reference the tests compare)."""
         lowered = [t[: self.MAX_CHARS].lower() for t in texts]
         z = np.full(len(texts), self.intercept)
         for vec, coef in zip(self.vectorizers, self._coefs):
@@ -126,32 +148,44 @@ class NgramClassifier:
         return cls(vectorizers, np.asarray(data["coef"]), float(data["intercept"]), data["key"])
 
 
-def load_or_fit_ngram(rows: list[dict[str, Any]], cache_dir: Path | None) -> NgramClassifier:
-    """The n-gram classifier for ``rows``: the shipped model, a cached one, or a fresh fit (seconds)."""
-    import gzip
+MODEL_FILE = "injection_ngram.json.gz"
 
-    key = training_key(rows, f"ngram-{NgramClassifier.MAX_CHARS}-{NgramClassifier.MAX_FEATURES}")
-    candidates = [data_path("injection_ngram.json.gz")] + (
-        [cache_dir / f"injection_ngram_{key}.json.gz"] if cache_dir else []
-    )
-    for path in candidates:
-        try:
-            data = json.loads(gzip.decompress(path.read_bytes()))
-        except (OSError, ValueError):
-            continue
-        if data.get("key") == key:
-            return NgramClassifier.from_json(data)
-    log.info("fitting the n-gram injection classifier on %d examples (cached afterwards)", len(rows))
-    clf = NgramClassifier.fit(rows, key=key)
-    if cache_dir is not None:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            (cache_dir / f"injection_ngram_{key}.json.gz").write_bytes(
-                gzip.compress(json.dumps(clf.to_json()).encode())
-            )
-        except OSError as exc:
-            log.warning("cannot cache the n-gram classifier in %s: %s", cache_dir, exc)
-    return clf
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_ngram(path: Path | None = None) -> NgramClassifier:
+    """The fitted n-gram classifier at ``path`` (default: the one shipped in the package).
+
+    Only the fitted model is read, never training data: its sha256 must equal the
+    digest written beside it (``<file>.sha256``) by scripts/fit_injection_classifier.py,
+    so a corrupt or hand-edited model is refused at start-up, not served."""
+    from carafe.guards.errors import FittedModelError
+
+    path = path or data_path(MODEL_FILE)
+    digest_file = path.with_name(path.name + ".sha256")
+    try:
+        raw, expected = path.read_bytes(), digest_file.read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError) as exc:
+        raise FittedModelError(
+            f"cannot read the injection model {path} and its digest {digest_file.name}: {exc} "
+            "(fit one with scripts/fit_injection_classifier.py)"
+        ) from exc
+    if digest(raw) != expected:
+        raise FittedModelError(
+            f"the injection model {path} does not match its digest {digest_file.name}: refit it with "
+            "scripts/fit_injection_classifier.py instead of editing it"
+        )
+    return NgramClassifier.from_json(json.loads(gzip.decompress(raw)))
+
+
+def save_ngram(clf: NgramClassifier, path: Path) -> str:
+    """Write ``clf`` and its digest beside it; returns the digest."""
+    raw = gzip.compress(json.dumps(clf.to_json()).encode(), mtime=0)
+    path.write_bytes(raw)
+    path.with_name(path.name + ".sha256").write_text(f"{digest(raw)}  {path.name}\n", encoding="utf-8")
+    return digest(raw)
 
 
 def training_key(rows: list[dict[str, Any]], model_id: str) -> str:
@@ -172,29 +206,3 @@ def fit(rows: list[dict[str, Any]], embedder: Any, key: str, *, c: float = 1.0) 
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
     model.fit(x, y)
     return LinearClassifier(model.coef_[0].astype(np.float32), float(model.intercept_[0]), key)
-
-
-def load_or_fit(
-    name: str, rows: list[dict[str, Any]], embedder: Any, model_id: str, cache_dir: Path | None
-) -> LinearClassifier:
-    """The fitted classifier for ``rows``: shipped weights, cached weights, or a fresh fit."""
-    key = training_key(rows, model_id)
-    candidates = [data_path(f"{name}_classifier.json"), data_path(f"{name}_classifier-int8.json")]  # shipped
-    if cache_dir is not None:
-        candidates.append(cache_dir / f"{name}_classifier_{key}.json")
-    for path in candidates:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("key") == key:
-            return LinearClassifier.from_json(data)
-    log.info("fitting the %s classifier on %d examples (cached afterwards)", name, len(rows))
-    clf = fit(rows, embedder, key)
-    if cache_dir is not None:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            (cache_dir / f"{name}_classifier_{key}.json").write_text(json.dumps(clf.to_json()))
-        except OSError as exc:  # read-only disk: refit next start, still works
-            log.warning("cannot cache the %s classifier in %s: %s", name, cache_dir, exc)
-    return clf

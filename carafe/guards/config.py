@@ -12,9 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PolicyAction = Literal["block", "redact", "log"]
+OnError = Literal["block", "allow"]
 PiiMode = Literal["mask", "hash", "tag"]
 
-BUILTIN_INPUT = "injection, pii, toxicity, topics, guardian"  # (help text; the registry is the truth)
+BUILTIN_INPUT = "injection, indirect, pii, toxicity, topics, guardian"  # (help text; the registry is the truth)
 BUILTIN_OUTPUT = "pii, toxicity, grounding, leak, guardian"
 
 
@@ -30,12 +31,20 @@ class CheckSettings(BaseModel):
         0.5, description="Score at or above which the check fires (grounding: score BELOW which it fires)"
     )
     enabled: bool = Field(True, description="Turn the check off without deleting its settings")
+    on_error: OnError | None = Field(
+        None,
+        description="When the check itself fails (raises, its index cannot open): block the text, or allow it. "
+        "Default: block for the checks that protect data (injection, indirect, leak), allow for the others. "
+        "Either way the failure is recorded as an error verdict in the trace",
+    )
 
 
 def _default_input() -> dict[str, CheckSettings]:
     return {
         # Kind and threshold chosen by leaving each training corpus out in turn (bench/guard_select.py).
         "injection": CheckSettings(action="block", threshold=0.7),
+        # instructions addressed to the model inside content (tool results, pasted documents); rules only
+        "indirect": CheckSettings(action="block", threshold=0.5),
         "pii": CheckSettings(action="redact", threshold=0.5),
         "toxicity": CheckSettings(action="block", threshold=0.8),
         "topics": CheckSettings(action="block", threshold=0.45),
@@ -196,21 +205,23 @@ class GuardsConfig(BaseModel):
     )
     pii_hash_salt: str = Field("carafe", description="Salt for the hash redaction mode (same value → same hash)")
     max_check_chars: int = Field(
-        8000, description="Longer texts are checked on their first and last max_check_chars/2 characters"
+        8000,
+        description="Window of the PII scan: longer texts are scanned in overlapping windows over their whole "
+        "length (the injection checks read every text whole, in 1,000-character windows, after whitespace "
+        "runs are collapsed)",
+    )
+    verdict_cache_size: int = Field(
+        4096, description="Input verdicts kept per text (repeated conversation history is not checked again)"
     )
     min_grounding_words: int = Field(4, description="Sentences shorter than this are not scored for grounding")
     stream_max_pending_chars: int = Field(
         400, description="A streamed piece without sentence end is checked and released at this length"
     )
-    injection_classifier: Literal["ngram", "embedding", "ensemble"] = Field(
-        "ngram",
-        description="Injection classifier: word/char n-grams (default: no model call, ~1 ms, holds best on corpora "
-        "it never saw), MiniLM embeddings, or the mean of both",
+    injection_model: str | None = Field(
+        None,
+        description="A fitted injection classifier (.json.gz with its .sha256 beside it, made by "
+        "scripts/fit_injection_classifier.py); default: the one shipped in the package",
     )
-    injection_train_data: str | None = Field(
-        None, description="Extra labelled jsonl ({text, label}) to train the injection classifier on"
-    )
-    cache_dir: str = Field(".carafe/guards", description="Where the fitted injection classifier is cached")
     guardian: GuardianConfig = Field(default_factory=GuardianConfig)
     plugins: dict[str, PluginConfig] = Field(
         default_factory=dict, description="Extra checks by name, from an import path"

@@ -9,3 +9,7 @@ class GuardError(CarafeError):
 
 class UnknownPolicy(InvalidInput, GuardError):
     """A route or command names a guard policy that carafe.yaml does not define."""
+
+
+class FittedModelError(GuardError):
+    """A shipped or configured fitted model is missing or does not match its digest."""

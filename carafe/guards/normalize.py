@@ -1,8 +1,14 @@
-"""Text normalization before checks: NFKC, zero-width removal, homoglyph folding.
+"""Text normalization before checks: lone surrogates, NFKC, zero-width removal,
+homoglyph folding, spaced-out letters, whitespace runs.
 
-Checks look at the normalized text so that ``ｉｇｎｏｒｅ``, ``ig\u200bnore`` or a
-Cyrillic ``іgnоre`` read as ``ignore``. Redactions are computed on the original
-text, so only checks that never redact (injection, topics, toxicity) use it.
+Checks look at the normalized text so that ``ｉｇｎｏｒｅ``, ``ig\u200bnore``, a
+Cyrillic ``іgnоre`` or ``I g n o r e   a l l`` read as ``ignore``, and so that
+whitespace padding cannot push an attack out of a check's view: runs of spaces
+and blank lines are collapsed *before* any window is cut, and long texts are read
+in overlapping windows over their whole length (:func:`windows`), never truncated.
+Redactions are computed on the original text, so only checks that never redact
+(injection, topics, toxicity) use it. :func:`scrub` keeps the length, so it may be
+applied to the original text too (a lone surrogate must not make an encoder raise).
 """
 
 from __future__ import annotations
@@ -105,23 +111,51 @@ def _is_latin_context(text: str) -> bool:
 _HOMOGLYPH_KEYS = frozenset(chr(k) for k in _HOMOGLYPHS)
 
 
-def truncate_for_checks(text: str, max_chars: int) -> str:
-    """Head and tail of a very long text (an attack hides at either end)."""
-    if max_chars <= 0 or len(text) <= max_chars:
-        return text
-    half = max_chars // 2
-    return text[:half] + "\n…\n" + text[-half:]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Single letters joined by a separator, at least four of them: "I g n o r e", "i.g.n.o.r.e", "r-e-v-e-a-l".
+_SPACED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_](?: {1,4}|[.\-_*·]|\t)){3,}[^\W\d_](?![^\W\d_])")
+_BLANK_LINES = re.compile(r"[ \t]*\n[\s]*")
 
 
-def normalize(text: str, *, max_chars: int = 0) -> str:
+def scrub(text: str) -> str:
+    """``text`` with lone surrogates (not encodable as UTF-8) replaced by U+FFFD.
+
+    Same length, so offsets computed on the result (redactions) fit the original."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _join_spaced(m: re.Match[str]) -> str:
+    """``I g n o r e   a l l`` → ``Ignore all``: a wider gap separates words."""
+    words = re.split(r" {2,}|\t", m.group(0))
+    return " ".join(re.sub(r"[ .\-_*·]", "", w) for w in words if w.strip())
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of spaces → one space, runs of blank lines → one line break."""
+    return _BLANK_LINES.sub("\n", _SPACES.sub(" ", text)).strip()
+
+
+def windows(text: str, size: int, overlap: int = 200) -> list[str]:
+    """Overlapping windows of ``size`` characters covering all of ``text``.
+
+    An attack shorter than ``overlap`` lies wholly inside at least one window,
+    wherever it sits in the text."""
+    if size <= 0 or len(text) <= size:
+        return [text]
+    step = max(size - overlap, 1)
+    starts = list(range(0, len(text) - overlap, step))
+    return [text[s : s + size] for s in starts]
+
+
+def normalize(text: str) -> str:
     """Normalized copy of ``text`` for checking (never shown to anyone)."""
-    text = truncate_for_checks(text, max_chars)
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", scrub(text))
     text = INVISIBLE.sub("", text)
     if any(ch in _HOMOGLYPH_KEYS for ch in text) and _is_latin_context(text):
         # Fold word by word: only words that mix Latin with look-alikes.
         text = re.sub(r"\w+", _fold_word, text)
-    return _SPACES.sub(" ", text)
+    text = _SPACED.sub(_join_spaced, text)
+    return collapse_whitespace(text)
 
 
 def _fold_word(m: re.Match[str]) -> str:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,9 +16,9 @@ from opentelemetry import trace
 
 from carafe.guards.checks import Check, ClosableCheck, EmbedderLike, Subject
 from carafe.guards.checks.leak import LeakIndex
-from carafe.guards.config import GuardsConfig, PolicyConfig
+from carafe.guards.config import CheckSettings, GuardsConfig, PolicyConfig
 from carafe.guards.errors import UnknownPolicy
-from carafe.guards.normalize import normalize
+from carafe.guards.normalize import normalize, scrub
 from carafe.guards.registry import CheckContext, available
 from carafe.guards.stream import OutputStream, apply_redactions
 from carafe.guards.verdict import GuardVerdict
@@ -32,6 +34,47 @@ class InputResult:
     text: str
     verdicts: list[GuardVerdict] = field(default_factory=list)
     blocked: GuardVerdict | None = None
+
+
+def verdict_key(policy: str, principal: Any, role: str, text: str) -> str:
+    """Cache key of one message's input verdicts (the text only as a digest)."""
+    who = getattr(principal, "user", "") or ""
+    return hashlib.sha256(f"{policy}\0{who}\0{role}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def fails_closed(check: Check, settings: CheckSettings) -> bool:
+    """Whether a failure of ``check`` blocks: ``on_error`` if set, else the check's own
+    default (``protects_data``: injection, indirect and leak fail closed)."""
+    if settings.on_error is not None:
+        return settings.on_error == "block"
+    return bool(getattr(check, "protects_data", False))
+
+
+async def timed(check: Check, subject: Subject, settings: CheckSettings) -> GuardVerdict:
+    """``check`` on ``subject`` with its latency; a check that raises gives an error
+    verdict (recorded in the trace, never a silent release) that blocks or allows
+    as :func:`fails_closed` says."""
+    start = time.perf_counter()
+    try:
+        verdict = await check.check(subject, settings)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a broken check is reported, and blocks where it protects data
+        log.exception("guard check %s failed", check.name)
+        closed = fails_closed(check, settings)
+        verdict = GuardVerdict(
+            check=check.name,
+            category="error",
+            action="block" if closed else "allow",
+            flagged=True,
+            error=True,
+            reason=f"the {check.name} check failed ({type(exc).__name__}: {exc}); "
+            + ("the text is withheld (on_error: block)" if closed else "the text was let through (on_error: allow)"),
+            stage=subject.stage,
+        )
+    verdict.latency_ms = (time.perf_counter() - start) * 1000
+    verdict.stage = subject.stage
+    return verdict
 
 
 class LazyEmbedder:
@@ -68,6 +111,7 @@ class GuardPipeline:
         self.embedder = embedder
         self.leak_index = leak_index
         self._tracer = trace.get_tracer(__name__)
+        self._verdicts: OrderedDict[str, InputResult] = OrderedDict()
 
     @classmethod
     def from_config(
@@ -95,12 +139,23 @@ class GuardPipeline:
             ) from None
 
     def subject(
-        self, text: str, stage: Stage, policy: PolicyConfig, *, principal: Any = None, passage_index: Any = None
+        self,
+        text: str,
+        stage: Stage,
+        policy: PolicyConfig,
+        *,
+        principal: Any = None,
+        passage_index: Any = None,
+        role: str = "user",
+        caller_texts: tuple[str, ...] = (),
     ) -> Subject:
+        text = scrub(text)
         return Subject(
             text=text,
-            normalized=normalize(text, max_chars=self.config.max_check_chars),
+            normalized=normalize(text),
             stage=stage,
+            role=role,
+            caller_texts=caller_texts,
             principal=principal,
             embedder=self.embedder,
             policy=policy,
@@ -126,7 +181,7 @@ class GuardPipeline:
             )
             for n in missing
         ]
-        tasks = [asyncio.ensure_future(self._timed(self.checks[n], subject, settings[n])) for n in names]
+        tasks = [asyncio.ensure_future(timed(self.checks[n], subject, settings[n])) for n in names]
         pending = set(tasks)
         try:
             while pending:
@@ -142,42 +197,64 @@ class GuardPipeline:
             span.add_event(f"carafe.guard.{v.check}", attributes=v.to_attributes())
         return verdicts
 
-    async def _timed(self, check: Check, subject: Subject, settings: Any) -> GuardVerdict:
-        start = time.perf_counter()
-        try:
-            verdict = await check.check(subject, settings)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a broken check is reported in the trace, not hidden
-            log.exception("guard check %s failed", check.name)
-            verdict = GuardVerdict(
-                check=check.name,
-                category="error",
-                skipped=True,
-                flagged=True,
-                reason=f"the check failed: {type(exc).__name__}: {exc}",
-                stage=subject.stage,
-            )
-        verdict.latency_ms = (time.perf_counter() - start) * 1000
-        verdict.stage = subject.stage
-        return verdict
-
-    async def check_input(self, text: str, *, policy: str | None = None, principal: Any = None) -> InputResult:
-        """Run the policy's input checks on ``text``."""
+    async def check_input(
+        self, text: str, *, policy: str | None = None, principal: Any = None, role: str = "user"
+    ) -> InputResult:
+        """Run the policy's input checks on ``text`` (a message of ``role``)."""
         pol = self.policy(policy)
         if not self.config.enabled or not text:
             return InputResult(text=text)
-        verdicts = await self.run(self.subject(text, "input", pol, principal=principal), "input", pol)
+        text = scrub(text)
+        verdicts = await self.run(self.subject(text, "input", pol, principal=principal, role=role), "input", pol)
         blocked = next((v for v in verdicts if v.action == "block"), None)
         return InputResult(
             text=text if blocked else apply_redactions(text, verdicts), verdicts=verdicts, blocked=blocked
         )
 
+    async def check_messages(
+        self, messages: list[tuple[str, str]], *, policy: str | None = None, principal: Any = None
+    ) -> list[InputResult]:
+        """Every client-supplied message (``(role, text)``: system, developer, earlier
+        user and assistant turns, tool results) through the input checks, concurrently.
+
+        Verdicts are cached per (policy, caller, role, text): a conversation resent
+        with each turn costs one check per new message."""
+        return list(
+            await asyncio.gather(
+                *(self._cached_input(text, role, policy=policy, principal=principal) for role, text in messages)
+            )
+        )
+
+    async def _cached_input(self, text: str, role: str, *, policy: str | None, principal: Any) -> InputResult:
+        key = verdict_key(policy or self.config.default_policy, principal, role, text)
+        hit = self._verdicts.get(key)
+        if hit is not None:
+            self._verdicts.move_to_end(key)
+            return hit
+        result = await self.check_input(text, policy=policy, principal=principal, role=role)
+        if not any(v.error for v in result.verdicts):  # a failed check is retried next time
+            self._verdicts[key] = result
+            while len(self._verdicts) > max(self.config.verdict_cache_size, 0):
+                self._verdicts.popitem(last=False)
+        return result
+
     def output_stream(
-        self, *, policy: str | None = None, principal: Any = None, passages: list[Any] | None = None
+        self,
+        *,
+        policy: str | None = None,
+        principal: Any = None,
+        passages: list[Any] | None = None,
+        caller_texts: tuple[str, ...] = (),
     ) -> OutputStream:
-        """A guard for one streamed (or whole) answer."""
-        return OutputStream(self, self.policy(policy), principal=principal, passages=list(passages or []))
+        """A guard for one streamed (or whole) answer; ``caller_texts``: what the
+        caller's request itself holds (messages, forced choices), never a leak."""
+        return OutputStream(
+            self,
+            self.policy(policy),
+            principal=principal,
+            passages=list(passages or []),
+            caller_texts=tuple(scrub(t) for t in caller_texts),
+        )
 
     async def aclose(self) -> None:
         """Close the checks that hold connections (those with an ``aclose``)."""

@@ -70,10 +70,12 @@ class OutputStream:
         *,
         principal: Any = None,
         passages: list[Any] | None = None,
+        caller_texts: tuple[str, ...] = (),
     ) -> None:
         self.pipeline = pipeline
         self.policy = policy
         self.principal = principal
+        self.caller_texts = caller_texts
         self._index = PassageIndex(passages, pipeline.embedder) if passages else None
         self._buffer = ""
         self._released: list[str] = []
@@ -139,7 +141,13 @@ class OutputStream:
         if not piece.strip():
             return []
         subject = self.pipeline.subject(
-            piece, "output", self.policy, principal=self.principal, passage_index=self._index
+            piece,
+            "output",
+            self.policy,
+            principal=self.principal,
+            passage_index=self._index,
+            role="assistant",
+            caller_texts=self.caller_texts,
         )
         return await self.pipeline.run(subject, "output", self.policy)
 

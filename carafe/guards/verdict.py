@@ -37,6 +37,7 @@ class GuardVerdict:
     redacted: str | None = None
     flagged: bool = False
     skipped: bool = False
+    error: bool = False  # the check itself failed (``action`` then says how it failed: open or closed)
     stage: Literal["input", "output"] = "input"
     spans: list[Span] = field(default_factory=list, repr=False)
 
@@ -50,6 +51,7 @@ class GuardVerdict:
             f"{p}.latency_ms": round(float(self.latency_ms), 3),
             f"{p}.flagged": self.flagged,
             f"{p}.skipped": self.skipped,
+            f"{p}.error": self.error,
             f"{p}.stage": self.stage,
         }
 

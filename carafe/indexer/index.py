@@ -21,7 +21,7 @@ from carafe.indexer.sources import Source
 from carafe.indexer.sparse import Bm25
 from carafe.indexer.stores import Store, open_store
 from carafe.indexer.stores.base import Hit, HybridQuery
-from carafe.indexer.sync import Progress, Syncer, SyncReport
+from carafe.indexer.sync import Progress, Screen, Syncer, SyncReport
 
 tracer = trace.get_tracer("carafe.indexer")
 
@@ -37,6 +37,7 @@ def passage_of(hit: Hit) -> Passage:
         score=hit.score,
         path=str(p.get("path", "")),
         sensitivity=str(p.get("sensitivity", "")),
+        flag=str(p.get("injection_flag", "")),
     )
 
 
@@ -46,8 +47,17 @@ class Index:
     The store opens on first use (the embedded one is single-process), and
     :meth:`sync` runs one at a time; searches may run alongside it."""
 
-    def __init__(self, config: IndexerConfig, embedder: Any, *, data_dir: Path, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        config: IndexerConfig,
+        embedder: Any,
+        *,
+        data_dir: Path,
+        store: Store | None = None,
+        screen: Screen | None = None,
+    ) -> None:
         self.config = config
+        self.screen = screen  # index-time injection screen for new and changed chunks
         self.embedder = embedder
         self.data_dir = Path(data_dir)
         self.bm25 = Bm25()
@@ -83,6 +93,7 @@ class Index:
             chunking=self.config.chunking,
             bm25=self.bm25,
             batch_chunks=self.config.sync_batch_chunks,
+            screen=self.screen,
         )
 
     def sync(self, source: str | None = None, *, progress: Progress | None = None) -> SyncReport:
@@ -94,6 +105,9 @@ class Index:
             for kind, n in report.counts().items():
                 span.set_attribute(f"carafe.index.{kind}", n)
             span.set_attribute("carafe.index.chunks_embedded", report.chunks_embedded)
+            span.set_attribute("carafe.index.flagged", len(report.flagged))
+            for flag in report.flagged:  # the audit record of every chunk flagged at index time
+                span.add_event("carafe.index.injection_flag", attributes=flag)
             if report.failed:
                 span.set_status(Status(StatusCode.ERROR, f"{len(report.failed)} document(s) failed"))
             return report

@@ -29,6 +29,9 @@ from carafe.indexer.sparse import Bm25
 from carafe.indexer.stores.base import Store, StoredChunk
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+# Index-time content screen (the guards' indirect-injection rules, passed in by the composition root):
+# chunk text -> the family of injection it carries, or None. The indexer never imports the guards.
+Screen = Callable[[str], "str | None"]
 CRASH_ENV = "CARAFE_INDEX_CRASH_AT"  # test hook: "<point>[:<nth>]" → SIGKILL this process there
 
 
@@ -57,6 +60,7 @@ class SyncReport:
     unchanged: list[str] = field(default_factory=list)
     failed: list[Rejection] = field(default_factory=list)
     chunks_embedded: int = 0
+    flagged: list[dict[str, Any]] = field(default_factory=list)  # chunks that carry instructions to the model
     notes: list[str] = field(default_factory=list)
     started_at: float = 0.0
     duration_s: float = 0.0
@@ -94,6 +98,7 @@ class Syncer:
         chunking: ChunkingConfig,
         bm25: Bm25 | None = None,
         batch_chunks: int = 256,
+        screen: Screen | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -101,6 +106,7 @@ class Syncer:
         self.chunking = chunking
         self.bm25 = bm25 or Bm25()
         self.batch_chunks = batch_chunks
+        self.screen = screen
         self._crashes: dict[str, int] = {}
 
     def sync(
@@ -222,6 +228,14 @@ class Syncer:
         if batch:
             self._write_batch(batch, stored, report, done, total, progress)
 
+    def _flag(self, doc: Document, chunk: Chunk, report: SyncReport) -> dict[str, str]:
+        """The payload mark of a chunk the screen finds instructions in (recorded in the report), else nothing."""
+        family = self.screen(chunk.text) if self.screen is not None else None
+        if not family:
+            return {}
+        report.flagged.append({"doc_id": doc.doc_id, "chunk": chunk.number, "family": family})
+        return {"injection_flag": family}
+
     def _write_batch(
         self,
         batch: list[tuple[Document, list[Chunk]]],
@@ -245,6 +259,7 @@ class Syncer:
                     "heading": c.heading,
                     "text": c.text,
                     **meta_payload(doc),
+                    **self._flag(doc, c, report),
                 }
                 points.append(
                     StoredChunk(point_id(doc.doc_id, c.number), dense[row], self.bm25.document(texts[row]), payload)

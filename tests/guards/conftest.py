@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from carafe.guards import GuardPipeline, GuardsConfig
-from carafe.guards.classifier import data_path
+from carafe.guards.corpora import dataset_path
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +27,5 @@ def pipeline(embedder) -> Iterator[GuardPipeline]:
 
 
 def load_rows(name: str) -> list[dict]:
-    with open(data_path(name), encoding="utf-8") as fh:
+    with open(dataset_path(name), encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

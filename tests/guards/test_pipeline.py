@@ -7,7 +7,7 @@ from carafe.guards.config import CheckSettings, PolicyConfig
 async def test_clean_prompt_passes_every_input_check(pipeline):
     result = await pipeline.check_input("How do I reset my password?")
     assert result.blocked is None and result.text == "How do I reset my password?"
-    assert {v.check for v in result.verdicts} == {"injection", "pii", "toxicity", "topics"}
+    assert {v.check for v in result.verdicts} == {"injection", "indirect", "pii", "toxicity", "topics"}
     assert all(v.action == "allow" and v.latency_ms >= 0 for v in result.verdicts)
 
 

@@ -22,14 +22,19 @@ class EmbedderLike(Protocol):
 class Subject:
     """The text under check plus what checks share about it.
 
-    ``text`` is the original (what redactions apply to), ``normalized`` the
-    folded copy checks match against. The embedding is computed once, on
-    demand, off the event loop, and shared by every check that needs it.
+    ``text`` is the original (what redactions apply to; lone surrogates already
+    replaced, length kept), ``normalized`` the folded copy checks match against.
+    ``role`` is the message's role (``user``, ``system``, ``tool``, ``passage``...);
+    ``caller_texts`` what the caller wrote in their own request (output stage: text
+    they dictated cannot be a leak). The embedding is computed once, on demand, off
+    the event loop, and shared by every check that needs it.
     """
 
     text: str
     normalized: str
     stage: Stage
+    role: str = "user"
+    caller_texts: tuple[str, ...] = ()
     principal: Any = None
     passages: list[Any] = field(default_factory=list)
     embedder: Any = None

@@ -9,6 +9,8 @@ import codecs
 import re
 from dataclasses import dataclass
 
+from carafe.guards.checks.injection_i18n import match_i18n
+
 _F = re.IGNORECASE | re.DOTALL
 
 _OBJ = (
@@ -174,6 +176,7 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 class RuleHit:
     family: str
     via: str  # "plain", "base64", "hex", "rot13", "leet"
+    language: str = "en"
 
 
 def _printable(raw: bytes) -> str | None:
@@ -201,18 +204,47 @@ def decoded_payloads(text: str) -> list[tuple[str, str]]:
         if (dec := _printable(bytes.fromhex(m.group(0)))) is not None:
             out.append(("hex", dec))
     out.append(("rot13", codecs.encode(text, "rot13")))
-    if re.search(r"[a-z][0-9@$][a-z]|[0-9@$][a-z][0-9@$]", text, re.IGNORECASE):
+    if _mostly_leet(text):
         out.append(("leet", text.translate(_LEET)))
     return out
 
 
-def match_rules(text: str) -> RuleHit | None:
-    """The first rule family that matches ``text`` (already normalized), plain or decoded."""
+_WORD = re.compile(r"[\w@$]{3,}")
+_DIGIT_OR_SIGN = re.compile(r"[0-9@$]")
+
+
+def _mostly_leet(text: str) -> bool:
+    """Leetspeak writes most words with digits; an ordinary text has a few (MP3, v2, 5G)."""
+    if not _DIGIT_OR_SIGN.search(text):
+        return False
+    words = _WORD.findall(text)
+    leet = sum(1 for w in words if _DIGIT_OR_SIGN.search(w) and not w.isdigit() and any(c.isalpha() for c in w))
+    return leet >= 2 and leet >= 0.25 * len(words)
+
+
+_ENGLISH = re.compile(r"\b(the|and|you|your|all|to|of|is|are|me|my|now)\b", re.IGNORECASE)
+
+
+def _match(text: str, via: str) -> RuleHit | None:
     for family, patterns in FAMILIES.items():
         if any(p.search(text) for p in patterns):
-            return RuleHit(family, "plain")
-    for how, decoded in decoded_payloads(text):
-        for family, patterns in FAMILIES.items():
-            if any(p.search(decoded) for p in patterns):
-                return RuleHit(family, how)
-    return None
+            return RuleHit(family, via)
+    found = match_i18n(text) if via == "plain" else None  # encoded payloads are English in practice
+    return RuleHit(found[0], via, found[1]) if found else None
+
+
+def _worth_decoding(how: str, original: str, decoded: str) -> bool:
+    """rot13 of ordinary text is gibberish: check that view only when it reads more like English."""
+    if how != "rot13":
+        return True
+    return len(_ENGLISH.findall(decoded)) > len(_ENGLISH.findall(original))
+
+
+def match_rules(text: str) -> RuleHit | None:
+    """The first rule family that matches ``text`` (already normalized), in English or
+    another covered language, plain or decoded."""
+    hit = _match(text, "plain")
+    for how, decoded in [] if hit else decoded_payloads(text):
+        if _worth_decoding(how, text, decoded) and (hit := _match(decoded, how)) is not None:
+            break
+    return hit

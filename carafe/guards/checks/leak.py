@@ -1,10 +1,17 @@
 """Restricted-content leak: an adapter may have memorized documents the caller
 may not see. Each answer piece is compared with indexed chunks the caller is
 NOT allowed to read (``leak_index.restricted_matches``); a close match is
-redacted or blocked."""
+redacted or blocked.
+
+Text the caller dictated themselves (present verbatim in their own request: a
+``guided_choice`` option, a quoted passage) is never a leak and is not even
+compared: otherwise *withheld* vs *released* on a forced output would tell the
+caller whether their guess resembles a document they may not read (an oracle).
+A failure of the index fails closed (``protects_data``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from carafe.guards.checks import Subject, decide
@@ -31,11 +38,22 @@ def _overlap(answer: str, chunk: str, n: int = 5) -> float:
     return len(grams & chunk_grams) / len(grams)
 
 
+def _folded(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+def dictated_by_caller(text: str, caller_texts: tuple[str, ...]) -> bool:
+    """Whether ``text`` (words only, case-folded) appears whole in one of the caller's own texts."""
+    words = _folded(text)
+    return bool(words) and any(words in _folded(t) for t in caller_texts)
+
+
 class LeakCheck:
     """Score = max(similarity, verbatim 5-gram overlap) over restricted chunks."""
 
     name = "leak"
     cost = 6
+    protects_data = True
 
     def __init__(self, index: LeakIndex | None) -> None:
         self.index = index
@@ -45,6 +63,13 @@ class LeakCheck:
             return skipped(self.name, "no leak index is configured", stage=subject.stage)
         if len(subject.text.split()) < 4:
             return GuardVerdict(check=self.name, category="none", stage=subject.stage, reason="too short to compare")
+        if dictated_by_caller(subject.text, subject.caller_texts):
+            return GuardVerdict(
+                check=self.name,
+                category="none",
+                stage=subject.stage,
+                reason="the caller's own text, from their request",
+            )
         matches = await self.index.restricted_matches(subject.text, subject.principal)
         best, _best_doc = 0.0, ""
         for doc_id, sim, chunk in matches:
