@@ -331,8 +331,8 @@ async def main(quick: bool, cross_only: bool = False, refits: bool = True) -> No
 
     t0 = time.perf_counter()
     embedder = Embedder(quantize=True)  # the gateway's default (indexer.embedding.quantize: true)
-    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)  # the default: n-gram injection
-    off = GuardPipeline.from_config(GuardsConfig(enabled=False, cache_dir=""), embedder=embedder)
+    guards = GuardPipeline.from_config(GuardsConfig(), embedder=embedder)  # the default: n-gram injection
+    off = GuardPipeline.from_config(GuardsConfig(enabled=False), embedder=embedder)
     print(f"set-up (MiniLM load + pipeline): {time.perf_counter() - t0:.2f} s")
 
     if cross_only:

@@ -23,7 +23,7 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def pipeline(embedder) -> Iterator[GuardPipeline]:
-    yield GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder)
+    yield GuardPipeline.from_config(GuardsConfig(), embedder=embedder)
 
 
 def load_rows(name: str) -> list[dict]:

@@ -9,7 +9,7 @@ runner = CliRunner()
 
 def config_file(tmp_path):
     path = tmp_path / "carafe.yaml"
-    path.write_text("guards:\n  cache_dir: ''\n")
+    path.write_text("guards:\n  enabled: true\n")
     return str(path)
 
 

@@ -46,7 +46,7 @@ def guards_with(embedder, **guardian) -> GuardPipeline:
         input={"guardian": CheckSettings(action="block", threshold=0.5)},
         output={"guardian": CheckSettings(action="block", threshold=0.5)},
     )
-    cfg = GuardsConfig(cache_dir="", policies={"default": policy}, guardian=GuardianConfig(enabled=True, **guardian))
+    cfg = GuardsConfig(policies={"default": policy}, guardian=GuardianConfig(enabled=True, **guardian))
     return GuardPipeline.from_config(cfg, embedder=embedder)
 
 

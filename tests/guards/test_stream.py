@@ -84,7 +84,7 @@ class RestrictedChunks:
 async def test_restricted_content_leak_is_redacted_or_blocked(embedder, policy, expect_block):
     secret = "The merger with Globex closes on March 3 at a price of 41 dollars per share."
     index = RestrictedChunks([secret])
-    guards = GuardPipeline.from_config(GuardsConfig(cache_dir=""), embedder=embedder, leak_index=index)
+    guards = GuardPipeline.from_config(GuardsConfig(), embedder=embedder, leak_index=index)
     stream = guards.output_stream(policy=policy, principal="alice")
     release = await stream.feed("Sure. " + secret + " Anything else? ")
     if expect_block:
