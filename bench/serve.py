@@ -261,7 +261,7 @@ def main() -> None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             data = Path(tmp.name) / setup.replace(" ", "-")
-            key, _ = KeyStore(data / "keys.json").create("bench", rpm=1_000_000)
+            key, _ = KeyStore.open(data).create("bench", rpm=1_000_000)
             proc = start_gateway(data, port, guards=setup == "default guards")
         try:
             wait_ready(url, proc)

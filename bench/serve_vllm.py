@@ -88,7 +88,7 @@ def main_vllm(args: Namespace) -> None:
     folder = Path(tmp.name)
     procs: list[subprocess.Popen] = []
     try:
-        key, _ = KeyStore(folder / "keys.json").create("bench", rpm=1_000_000)
+        key, _ = KeyStore.open(folder).create("bench", rpm=1_000_000)
         gw_port, ll_port = free_port(), free_port()
         gateway = start_gateway(
             folder,

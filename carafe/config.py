@@ -26,6 +26,7 @@ from carafe.gateway.routing.config import RoutingConfig
 from carafe.gateway.telemetry.config import TelemetryConfig
 from carafe.guards.config import GuardsConfig
 from carafe.indexer.config import IndexerConfig
+from carafe.state.config import StateConfig
 from carafe.tuning.config import TuningConfig
 
 
@@ -36,7 +37,9 @@ class CarafeConfig(BaseSettings):
         env_prefix="CARAFE_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    data_dir: Path = Field(Path(".carafe"), description="Where caches, keys, the registry and the index live")
+    data_dir: Path = Field(
+        Path(".carafe"), description="Where caches, the state database (SQLite), the registry and the index live"
+    )
     models_cache: Path | None = Field(
         None, description="Where converted base models are cached; default <data_dir>/models"
     )
@@ -48,6 +51,7 @@ class CarafeConfig(BaseSettings):
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     _yaml_file: Path | None = None
 

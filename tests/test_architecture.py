@@ -44,6 +44,7 @@ def test_the_tree_keeps_every_contract():
             "tuning imports adapters, guards and the indexer",
         ),
         ("carafe/guards/verdict.py", "import carafe.adapters.engine", "guards import the indexer only"),
+        ("carafe/state/keys.py", "import carafe.gateway.auth", "state imports no other Carafe package"),
     ],
 )
 def test_an_import_across_an_arrow_breaks_the_contract(tmp_path, module, line, contract):

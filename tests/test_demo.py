@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from carafe.cli.main import app
 from carafe.gateway.auth import KeyStore
+from carafe.state import StateConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,7 +22,7 @@ def test_demo_prints_whole_keys_that_authenticate_and_indexes_the_policies(tmp_p
     assert first.exit_code == 0, first.output
     keys = dict(re.findall(r"^\s+(\w+) \(.*?\)\s+(crf_\S+)$", first.output, re.M))
     assert set(keys) == {"admin", "hana", "finn", "eli", "lea", "guest"}
-    store = KeyStore(tmp_path / "data" / "keys.json")
+    store = KeyStore.open(tmp_path / "data", StateConfig(cache_ttl_s=0))
     assert store.authenticate(keys["admin"]).is_admin
     assert set(store.authenticate(keys["hana"]).groups) == {"hr", "employees"}
     assert re.search(r"added\s+\S*\s*(\d+)", first.output) and "failed" in first.output

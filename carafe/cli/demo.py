@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from carafe.cli.common import ConfigOption, config_or_exit, console
-from carafe.gateway.auth import KeyStore
+from carafe.cli.keys import open_key_store
 
 DEMO_USERS: list[tuple[str, list[str], bool]] = [
     ("admin", [], True),
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create fresh demo keys, index the example documents, and start the gateway."""
         cfg = config_or_exit(config)
-        store = KeyStore(cfg.keys_file)
+        store = open_key_store(cfg)
         demo_names = {u for u, _, _ in DEMO_USERS}
         for rec in store.list():  # keys of an earlier demo run stop working
             if rec.user in demo_names and not rec.revoked:

@@ -10,9 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from carafe.cli.common import ConfigOption, JsonOption, config_or_exit, console, fail, print_json
+from carafe.cli.keys import open_key_store, where
 from carafe.config import CarafeConfig
 from carafe.errors import CarafeError
-from carafe.gateway.auth import KeyStore
 from carafe.gateway.retrieval import citations, scope_of
 from carafe.indexer.index import Index
 from carafe.indexer.sync import SyncReport
@@ -131,9 +131,9 @@ def search(
 ) -> None:
     """Show what USER would retrieve for QUERY (debug permissions and ranking)."""
     cfg = config_or_exit(config)
-    principal = KeyStore(cfg.keys_file).find_user(as_user)
+    principal = open_key_store(cfg).find_user(as_user)
     if principal is None:
-        fail(f"unknown user {as_user!r}: no live API key for them in {cfg.keys_file} (see `carafe keys list`)")
+        fail(f"unknown user {as_user!r}: no live API key for them in {where(cfg)} (see `carafe keys list`)")
     try:
         index = _open(cfg)
         try:

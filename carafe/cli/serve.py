@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from carafe.cli.common import ConfigOption, config_or_exit, console
+from carafe.cli.keys import where
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +42,7 @@ def run_server(cfg, *, host: str | None, port: int | None, log_level: str = "inf
     h, p = host or cfg.server.host, port or cfg.server.port
     console.print(
         f"Carafe gateway: model {cfg.adapters.engine.model} ({cfg.adapters.engine.backend}) "
-        f"on http://{h}:{p}/v1 — keys in {cfg.keys_file}"
+        f"on http://{h}:{p}/v1 — state in {where(cfg)}"
     )
     try:
         uvicorn.run(app_, host=h, port=p, log_level=log_level, timeout_graceful_shutdown=10)

@@ -17,6 +17,7 @@ from carafe.gateway import (
     admin_index,
     admin_keys,
     console,
+    scim,
     serving_chat,
     serving_completion,
     serving_embeddings,
@@ -66,6 +67,7 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
         admin_adapters,
         admin_index,
         console,
+        scim,
     ):
         app.include_router(module.router)
     if config.telemetry.metrics:
@@ -78,12 +80,14 @@ def create_app(config: CarafeConfig, *, engine: Engine | None = None, embedder: 
 
     @app.get("/readyz", tags=["health"], response_model=None)
     async def readyz(request: Request) -> Any:
-        """Readiness: the engine and the embedder are loaded and answer."""
+        """Readiness: the engine and the embedder are loaded and answer; the state
+        database and the limit counters answer (or fail open, as configured)."""
         st: AppState = request.app.state.carafe
-        checks = st.loaded
+        shared, notes = await st.shared_state()
+        checks = {**st.loaded, **shared}
         if all(checks.values()):
-            return {"status": "ready", "model": st.engine.model_id, "checks": checks}
-        failing = ", ".join(k for k, ok in checks.items() if not ok)
+            return {"status": "ready", "model": st.engine.model_id, "checks": checks, "state": notes}
+        failing = ", ".join(f"{k} ({notes[k]})" if k in notes else k for k, ok in checks.items() if not ok)
         return error_response(503, f"not ready: {failing}", "service_unavailable_error", code="not_ready")
 
     app.add_middleware(RequestLimits, max_body_bytes=config.server.max_body_bytes)

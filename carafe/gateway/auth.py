@@ -1,41 +1,49 @@
-"""API keys and the Principal they resolve to.
+"""Who is calling: the :class:`Principal`, resolved from an API key or an IdP token.
 
-Keys look like ``crf_<key id>_<secret>``. Only ``sha256(secret)`` is stored (keys
-are 256-bit random, so a fast hash is enough — as GitHub and Stripe tokens do);
-the clear key is printed once at creation and never written anywhere.
+API keys live hashed in the state database (``carafe.state.keys``); each replica
+trusts what it read for at most ``state.cache_ttl_s`` (≤ 1 s), so a key revoked on
+one replica or by the CLI is refused everywhere within that time. A user the
+SCIM directory knows is judged by it: deactivated means refused, and their groups
+are the directory's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import json
-import os
-import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from carafe.errors import InvalidInput, NotFound
+from carafe.state import Directory, ImportReport, KeyRecord, Keys, Person, StateConfig, open_state
+from carafe.state.keys import secret_matches, split_key
 
-KEY_PREFIX = "crf"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: resolved from an API key."""
+    """Who is calling, and what they may use and spend."""
 
     user: str
     groups: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     models: tuple[str, ...] | None = None  # adapters/models it may use; None = all
     rpm: int = 600
-    key_id: str = ""
+    key_id: str = ""  # the credential: an API key id, "oidc:<sub>" or "bootstrap"
+    tpm: int | None = None  # tokens (prompt + max completion) per minute; None = no limit
+    team: str | None = None
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def owner(self) -> str:
+        """What stored conversations are keyed by: the credential, never the user name."""
+        return self.key_id if ":" in self.key_id else f"key:{self.key_id}"
 
     def may_use(self, model: str) -> bool:
         """Whether this principal may address ``model`` (an adapter name, name@version,
@@ -46,139 +54,119 @@ class Principal:
         return name in self.models or model in self.models
 
 
-@dataclass(slots=True)
-class KeyRecord:
-    key_id: str
-    secret_sha256: str
-    user: str
-    groups: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=list)
-    models: list[str] | None = None
-    rpm: int = 600
-    created_at: float = 0.0
-    revoked: bool = False
-
-    def principal(self) -> Principal:
-        return Principal(
-            user=self.user,
-            groups=tuple(self.groups),
-            roles=tuple(self.roles),
-            models=tuple(self.models) if self.models is not None else None,
-            rpm=self.rpm,
-            key_id=self.key_id,
-        )
+def key_principal(rec: KeyRecord) -> Principal:
+    return Principal(
+        user=rec.user,
+        groups=tuple(rec.groups),
+        roles=tuple(rec.roles),
+        models=tuple(rec.models) if rec.models is not None else None,
+        rpm=rec.rpm,
+        key_id=rec.key_id,
+        tpm=rec.tpm,
+        team=rec.team,
+    )
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+def bootstrap_matches(key: str, bootstrap: str | None) -> bool:
+    """The bootstrap admin key, compared in constant time."""
+    return bootstrap is not None and hmac.compare_digest(key.encode(), bootstrap.encode())
+
+
+class TtlCache(Generic[T]):
+    """What a replica read, trusted for ``ttl_s`` (a dict hit on the hot path)."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._items: dict[str, tuple[float, T]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, load: Callable[[], T]) -> T:
+        now = self._clock()
+        hit = self._items.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        with self._lock:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[name] = (now + self.ttl_s, value)
+        return value
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._items.pop(name, None)
 
 
 class KeyStore:
-    """Hashed API keys in one JSON file (written atomically, mode 0600)."""
+    """API keys for one process: the state database's keys behind a short cache."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._records: dict[str, KeyRecord] = {}
-        self._mtime: float | None = None
-        self._load()
+    def __init__(self, keys: Keys, directory: Directory, *, cache_ttl_s: float = 0.5) -> None:
+        self.keys = keys
+        self.directory = directory
+        self._records: TtlCache[KeyRecord | None] = TtlCache(cache_ttl_s)
+        self._people: TtlCache[Person | None] = TtlCache(cache_ttl_s)
+        self.imported: ImportReport | None = None
 
-    # persistence -----------------------------------------------------------
-    def _load(self) -> None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self._records, self._mtime = {}, None
-            return
-        if self._mtime == st.st_mtime:
-            return
-        data = json.loads(self.path.read_text() or "{}")
-        self._records = {k["key_id"]: KeyRecord(**k) for k in data.get("keys", [])}
-        self._mtime = st.st_mtime
+    @classmethod
+    def open(cls, data_dir: Path, config: StateConfig | None = None, *, legacy_keys: Path | None = None) -> KeyStore:
+        """The keys of the state database ``config`` names (default: SQLite under ``data_dir``)."""
+        config = config or StateConfig()
+        state = open_state(config, data_dir, legacy_keys=legacy_keys)
+        store = cls(state.keys, state.directory, cache_ttl_s=config.cache_ttl_s)
+        store.imported = state.imported
+        return store
 
-    def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        payload = {"keys": [asdict(r) for r in self._records.values()]}
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, self.path)
-        self._mtime = self.path.stat().st_mtime
-
-    def reload(self) -> None:
-        with self._lock:
-            self._load()
-
-    # API -------------------------------------------------------------------
     def create(
         self,
         user: str,
         *,
         groups: list[str] | None = None,
         admin: bool = False,
-        roles: list[str] | None = None,
         models: list[str] | None = None,
         rpm: int = 600,
+        tpm: int | None = None,
+        team: str | None = None,
+        actor: str = "cli",
     ) -> tuple[str, KeyRecord]:
-        """Create a key; returns ``(clear key, record)``. The clear key is not stored."""
-        if not user or not user.strip():
-            raise InvalidInput("a key needs a user", param="user")
-        if rpm < 1:
-            raise InvalidInput("rpm must be at least 1", param="rpm")
-        role_list = sorted(set(roles or []) | ({"admin"} if admin else set()))
-        key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
-        rec = KeyRecord(
-            key_id=key_id,
-            secret_sha256=_hash(secret),
-            user=user.strip(),
-            groups=sorted({g.strip() for g in groups or [] if g.strip()}),
-            roles=role_list,
-            models=models,
-            rpm=rpm,
-            created_at=time.time(),
+        """Create a key (``admin``: with the admin role); the clear key is returned once."""
+        roles = ["admin"] if admin else []
+        return self.keys.create(
+            user, groups=groups, roles=roles, models=models, rpm=rpm, tpm=tpm, team=team, actor=actor
         )
-        with self._lock:
-            self._load()
-            self._records[key_id] = rec
-            self._save()
-        return f"{KEY_PREFIX}_{key_id}_{secret}", rec
+
+    def list(self) -> list[KeyRecord]:
+        return self.keys.list()
+
+    def revoke(self, key_id: str, *, actor: str = "cli") -> None:
+        self.keys.revoke(key_id, actor=actor)
+        self._records.forget(key_id)
 
     def authenticate(self, key: str) -> Principal | None:
-        """The principal for a clear key, or None (unknown, malformed or revoked)."""
-        parts = key.split("_", 2)
-        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        """The principal for a clear key, or None (unknown, malformed, revoked, deprovisioned)."""
+        parts = split_key(key)
+        if parts is None:
             return None
-        _, key_id, secret = parts
-        with self._lock:
-            self._load()
-            rec = self._records.get(key_id)
-        if rec is None or rec.revoked:
+        key_id, secret = parts
+        rec = self._records.get(key_id, lambda: self.keys.get(key_id))
+        if rec is None or rec.revoked or not secret_matches(rec, secret):
             return None
-        if not hmac.compare_digest(rec.secret_sha256, _hash(secret)):
-            return None
-        return rec.principal()
+        return self.judged(key_principal(rec))
 
     def find_user(self, user: str) -> Principal | None:
         """The principal of ``user``'s newest live key (for `--as USER` debugging)."""
-        with self._lock:
-            self._load()
-            recs = [r for r in self._records.values() if r.user == user and not r.revoked]
-        if not recs:
+        rec = self.keys.newest_for(user)
+        return self.judged(key_principal(rec)) if rec is not None else None
+
+    def person(self, user: str) -> Person | None:
+        return self._people.get(user, lambda: self.directory.person(user))
+
+    def judged(self, principal: Principal) -> Principal | None:
+        """The principal as the SCIM directory allows it: None when deprovisioned; a
+        provisioned user's key groups narrowed to those the directory still gives them."""
+        person = self.person(principal.user)
+        if person is None:
+            return principal
+        if not person.active:
             return None
-        return max(recs, key=lambda r: r.created_at).principal()
-
-    def list(self) -> list[KeyRecord]:
-        with self._lock:
-            self._load()
-            return sorted(self._records.values(), key=lambda r: r.created_at)
-
-    def revoke(self, key_id: str) -> None:
-        with self._lock:
-            self._load()
-            rec = self._records.get(key_id)
-            if rec is None:
-                raise NotFound(f"no key with id {key_id!r}", param="key_id")
-            rec.revoked = True
-            self._save()
+        return replace(principal, groups=tuple(g for g in principal.groups if g in person.groups))

@@ -1,10 +1,10 @@
-"""The gateway's own sections of ``carafe.yaml``: ``server`` and ``auth``."""
+"""The gateway's own sections of ``carafe.yaml``: ``server`` and ``auth`` (API keys, the IdP, SCIM)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class ServerConfig(BaseModel):
@@ -22,16 +22,58 @@ class ServerConfig(BaseModel):
     responses_retention_s: float = Field(
         3600.0,
         ge=0,
-        description="How long /v1/responses keeps a response in memory for previous_response_id (0: not at all)",
+        description="How long /v1/responses keeps a response (state database) for previous_response_id (0: not at all)",
     )
     responses_max_stored: int = Field(
         10_000, ge=0, description="Most responses kept for previous_response_id (oldest go first)"
     )
 
 
+class OidcConfig(BaseModel):
+    """Bearer tokens from the company's IdP (Entra ID, Okta, Keycloak...): JWTs checked
+    against the issuer's discovery document and JWKS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str | None = Field(
+        None, description="The IdP's issuer URL (its /.well-known/openid-configuration is read); unset: no OIDC"
+    )
+    audience: str | None = Field(None, description="The audience tokens must name (the gateway's client or API id)")
+    groups_claim: str = Field("groups", description="Claim holding the user's groups (document ACLs match these)")
+    user_claim: str = Field("preferred_username", description="Claim naming the user (falls back to sub)")
+    roles_claim: str | None = Field("roles", description="Claim holding roles (admin, auditor, viewer)")
+    role_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="Roles granted by group membership, e.g. {admin: [carafe-admins]}"
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"],
+        description="Signature algorithms accepted (never none or HS*)",
+    )
+    leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat")
+    jwks_cache_s: float = Field(300.0, ge=1, description="How long the issuer's signing keys are cached")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute per IdP user (default: auth.default_rpm)")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute per IdP user (default: auth.default_tpm)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
 class AuthConfig(BaseModel):
-    keys_file: Path | None = Field(None, description="Hashed API keys (JSON); default <data_dir>/keys.json")
+    model_config = ConfigDict(extra="forbid")
+
+    keys_file: Path | None = Field(
+        None,
+        description="A legacy keys.json imported once into the state database; default <data_dir>/keys.json",
+    )
     default_rpm: int = Field(600, ge=1, description="Requests per minute for keys created without --rpm")
+    default_tpm: int | None = Field(
+        None, ge=1, description="Tokens (prompt + max completion) per minute for keys created without --tpm"
+    )
     admin_bootstrap_key: SecretStr | None = Field(
         None, description="A key accepted as admin without a keys file entry (for first set-up; keep secret)"
+    )
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
+    scim_token: SecretStr | None = Field(
+        None, description="Bearer token the IdP sends to /scim/v2 (unset: SCIM is off)"
     )

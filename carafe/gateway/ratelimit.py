@@ -1,36 +1,203 @@
-"""Per-key requests-per-minute limits (sliding one-minute window)."""
+"""Limits that hold across replicas: requests and tokens per minute per key, and
+token budgets per key, user and team over a day or a month.
+
+A request asks for several counters at once (its rpm, then its tpm and every
+budget that covers it); the :class:`Counters` grant all of them or none, so a
+refused request is never charged. :class:`LocalCounters` count in this process
+(the embedded default); :mod:`carafe.gateway.counters_redis` counts in Redis with
+one Lua script per request, so N replicas together let through exactly the limit.
+Tokens are weighted the way they cost: prompt tokens plus the most the request
+may generate (``max_tokens`` × choices), charged before generation starts.
+"""
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import logging
 import time
-from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from carafe.errors import RateLimited
+from carafe.gateway.auth import Principal
+from carafe.state import BudgetRule, Budgets, SpendLedger
+from carafe.state.budgets import period, seconds_left
 
-WINDOW_S = 60.0
+log = logging.getLogger("carafe.gateway.limits")
+
+MINUTE_S = 60.0
+RULES_REFRESH_S = 5.0
 
 
-class RateLimiter:
-    """Counts each key's requests over the last minute; one key never slows another."""
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Take ``amount`` from counter ``key`` if that keeps it within ``limit``."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    key: str
+    amount: int
+    limit: int
+    ttl_s: float
+    what: str  # for the 429 message: "requests per minute", "tokens per day for team:x"
+    seed: int = 0  # a counter not seen yet starts here (spend already in the ledger)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    ask: Ask
+    retry_after: float
+
+
+class Counters(Protocol):
+    """Where counts live. ``take`` grants every ask or none (then says which refused)."""
+
+    async def take(self, asks: list[Ask]) -> Refusal | None: ...
+
+    async def health(self) -> tuple[bool, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalCounters:
+    """Fixed windows counted in this process (one event loop: no awaits, so atomic)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[float, int]] = {}  # key -> (expires at, count)
 
-    def check(self, key_id: str, rpm: int) -> None:
-        """Record one request, or raise :class:`RateLimited` with ``retry_after``."""
+    async def take(self, asks: list[Ask]) -> Refusal | None:
+        return self.take_now(asks)
+
+    def take_now(self, asks: list[Ask]) -> Refusal | None:
         now = self._clock()
-        with self._lock:
-            hits = self._hits.setdefault(key_id, deque())
-            while hits and hits[0] <= now - WINDOW_S:
-                hits.popleft()
-            if len(hits) >= rpm:
-                retry_after = max(0.001, hits[0] + WINDOW_S - now)
-                raise RateLimited(
-                    f"rate limit of {rpm} requests per minute exceeded for this key; retry in {retry_after:.1f}s",
-                    retry_after=retry_after,
-                    code="rate_limit_exceeded",
-                )
-            hits.append(now)
+        current = [self._current(a, now) for a in asks]
+        for ask, (expires, count) in zip(asks, current):
+            if count + ask.amount > ask.limit:
+                return Refusal(ask, max(0.001, expires - now))
+        for ask, (expires, count) in zip(asks, current):
+            self._counts[ask.key] = (expires, count + ask.amount)
+        if len(self._counts) > 100_000:
+            self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
+        return None
+
+    def _current(self, ask: Ask, now: float) -> tuple[float, int]:
+        hit = self._counts.get(ask.key)
+        if hit is None or hit[0] <= now:
+            return now + ask.ttl_s, ask.seed
+        return hit
+
+    async def health(self) -> tuple[bool, str]:
+        return True, "in-process"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def minute_key(principal: Principal, unit: str, now: float) -> tuple[str, float]:
+    """The counter of the current fixed minute and the seconds left in it."""
+    window = int(now // MINUTE_S)
+    return f"carafe:{unit}:{principal.key_id}:{window}", (window + 1) * MINUTE_S - now
+
+
+class Limits:
+    """The limit checks a request goes through, on whichever :class:`Counters`."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        budgets: Budgets | None = None,
+        ledger: SpendLedger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.counters = counters
+        self.budgets = budgets
+        self.ledger = ledger
+        self._clock = clock
+        self._rules: list[tuple[BudgetRule, int]] = []
+        self._rules_at = float("-inf")
+        self._loading: asyncio.Future[None] | None = None
+
+    async def admit(self, principal: Principal) -> None:
+        """Count one request against the key's requests per minute (429 beyond)."""
+        key, left = minute_key(principal, "rpm", self._clock())
+        await self._take([Ask(key, 1, principal.rpm, left, "requests per minute")])
+
+    async def charge(self, principal: Principal, tokens: int) -> None:
+        """Charge ``tokens`` (prompt + max completion) against tpm and every budget
+        covering the key, its user or its team — all or nothing (429 beyond)."""
+        asks = []
+        if principal.tpm is not None:
+            key, left = minute_key(principal, "tpm", self._clock())
+            asks.append(Ask(key, tokens, principal.tpm, left, "tokens per minute"))
+        asks += [self._budget_ask(rule, spent, tokens) for rule, spent in await self._rules_for(principal)]
+        if asks:
+            await self._take(asks)
+        if self.ledger is not None:
+            self.ledger.charge(scopes(principal), tokens)
+
+    async def health(self) -> tuple[bool, str]:
+        return await self.counters.health()
+
+    async def aclose(self) -> None:
+        await self.counters.aclose()
+
+    async def _take(self, asks: list[Ask]) -> None:
+        refusal = await self.counters.take(asks)
+        if refusal is None:
+            return
+        a = refusal.ask
+        raise RateLimited(
+            f"limit of {a.limit} {a.what} exceeded for this key (this request needs {a.amount}); "
+            f"retry in {refusal.retry_after:.1f}s",
+            retry_after=refusal.retry_after,
+            code="rate_limit_exceeded",
+        )
+
+    def _budget_ask(self, rule: BudgetRule, spent: int, tokens: int) -> Ask:
+        key = f"carafe:budget:{rule.scope}:{period(rule.window)}"
+        what = f"tokens per {rule.window} for {rule.scope}"
+        return Ask(key, tokens, rule.max_tokens, seconds_left(rule.window) + 60, what, seed=spent)
+
+    async def _rules_for(self, principal: Principal) -> list[tuple[BudgetRule, int]]:
+        if self.budgets is None:
+            return []
+        if self._clock() - self._rules_at > RULES_REFRESH_S:
+            if self._loading is None:  # one reload; every request arriving meanwhile waits for it
+                self._loading = asyncio.ensure_future(self._reload())
+            await asyncio.shield(self._loading)
+        mine = set(scopes(principal))
+        return [(r, spent) for r, spent in self._rules if r.scope in mine]
+
+    async def _reload(self) -> None:
+        try:
+            self._rules = await asyncio.to_thread(self._load_rules)
+        except Exception:  # the database is away: keep the rules we had, try again later
+            log.warning("budget rules could not be read; keeping the previous ones", exc_info=True)
+        finally:
+            self._rules_at, self._loading = self._clock(), None
+
+    def _load_rules(self) -> list[tuple[BudgetRule, int]]:
+        assert self.budgets is not None
+        if self.ledger is not None:
+            self.ledger.flush()
+        return [(r, self.budgets.spent(r.scope, r.window)) for r in self.budgets.rules()]
+
+
+def scopes(principal: Principal) -> list[str]:
+    """The budget scopes a request is charged to."""
+    out = [f"key:{principal.key_id}", f"user:{principal.user}"]
+    if principal.team:
+        out.append(f"team:{principal.team}")
+    return out
+
+
+async def charge_work(
+    limits: Limits, principal: Principal, count: Callable[[str], int], prompts: list[str], max_tokens: list[int]
+) -> int:
+    """Charge what a request may cost — every prompt's tokens (counted off the event
+    loop) plus the most every choice may generate — before any generation starts."""
+    prompt_tokens = await asyncio.to_thread(lambda: sum(count(p) for p in prompts))
+    tokens = prompt_tokens + sum(max_tokens)
+    await limits.charge(principal, tokens)
+    return tokens

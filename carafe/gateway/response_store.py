@@ -1,51 +1,34 @@
 """Stored responses for ``previous_response_id``: the conversation so far, kept in
-memory for ``server.responses_retention_s`` and only for the key's user that made it."""
+the state database for ``server.responses_retention_s`` so that any replica can
+continue it, and only for the credential that made it (one API key or one IdP
+subject — a new key with the same user name starts afresh)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
+import asyncio
 
 from carafe.errors import NotFound
 from carafe.gateway.protocol import ChatMessageIn
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    owner: str
-    messages: list[ChatMessageIn]  # the whole conversation, the response's output last
-    expires: float
+from carafe.state import Conversations
 
 
 class ResponseStore:
-    """An LRU of conversations with a time to live; another user's id is not found (fail closed)."""
+    """Conversations by response id; another credential's id is not found (fail closed)."""
 
-    def __init__(self, retention_s: float, max_items: int) -> None:
-        self._ttl = retention_s
-        self._max = max_items
-        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, conversations: Conversations) -> None:
+        self._conversations = conversations
 
-    def put(self, response_id: str, owner: str, messages: list[ChatMessageIn]) -> None:
-        if self._ttl <= 0 or self._max <= 0:
-            return
-        with self._lock:
-            self._items[response_id] = StoredResponse(owner, messages, time.monotonic() + self._ttl)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+    async def put(self, response_id: str, owner: str, messages: list[ChatMessageIn]) -> None:
+        """Stored (committed) before this returns, so the next request may go to any replica."""
+        dumped = [m.model_dump(mode="json", exclude_none=True) for m in messages]
+        await asyncio.to_thread(self._conversations.put, response_id, owner, dumped)
 
-    def conversation(self, response_id: str, owner: str) -> list[ChatMessageIn]:
-        with self._lock:
-            item = self._items.get(response_id)
-            if item is not None and item.expires < time.monotonic():
-                del self._items[response_id]
-                item = None
-        if item is None or item.owner != owner:
+    async def conversation(self, response_id: str, owner: str) -> list[ChatMessageIn]:
+        found = await asyncio.to_thread(self._conversations.get, response_id, owner)
+        if found is None:
             raise NotFound(
                 f"no stored response {response_id!r} (unknown, expired after the retention, or made by another key)",
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
-        return list(item.messages)
+        return [ChatMessageIn.model_validate(m) for m in found]

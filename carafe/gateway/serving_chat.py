@@ -27,6 +27,7 @@ from carafe.gateway.protocol import (
     Usage,
     new_id,
 )
+from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
     GenerationMeter,
@@ -58,6 +59,8 @@ async def create_chat_completion(
     prep = await prepare_chat(state, principal, body.model, messages)
     record_request(state, prep, "\n".join(m.content for m in messages), plan=plan, constraint=constraint)
 
+    prompt = "\n".join(m.content for m in prep.messages)
+    await charge_work(state.limits, principal, state.engine.count_tokens, [prompt], [p.max_tokens for p in params])
     meter = GenerationMeter(t0)
     streams = start_streams(
         state,

@@ -23,6 +23,7 @@ from carafe.gateway.protocol import (
     Usage,
     new_id,
 )
+from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.sampling import logprobs_count, sampling_params
 from carafe.gateway.serving_common import GenerationMeter, first_chunks, replay, response_headers, start_streams
 from carafe.gateway.streams import SSE_DONE, sse
@@ -50,6 +51,8 @@ async def create_completion(
         for i in range(body.n)
     ]
     want_logprobs = logprobs_count(body) is not None
+    work = ([p for p, _ in jobs], [sp.max_tokens for _, sp in jobs])
+    await charge_work(state.limits, principal, state.engine.count_tokens, *work)
     meter = GenerationMeter(t0)
     streams = []
     for prompt, params in jobs:

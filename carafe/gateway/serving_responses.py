@@ -33,6 +33,7 @@ from carafe.gateway.protocol_responses import (
     ResponsesRequest,
     ResponseUsage,
 )
+from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
@@ -59,7 +60,7 @@ async def create_response(
     state = get_state(request)
     t0 = request.scope.get("carafe.t0", time.perf_counter())
     store = state.responses
-    history = store.conversation(body.previous_response_id, principal.user) if body.previous_response_id else []
+    history = await store.conversation(body.previous_response_id, principal.owner) if body.previous_response_id else []
     chat = body.to_chat(history)
     plan = plan_tools(chat.tools, chat.tool_choice)
     constraint = plan.constraint or response_format_constraint(body.text.format if body.text else None, "text.format")
@@ -71,6 +72,8 @@ async def create_response(
     if body.previous_response_id:
         trace.get_current_span().set_attribute(attr.CARAFE_PREVIOUS_RESPONSE_ID, body.previous_response_id)
 
+    prompt = "\n".join(m.content for m in prep.messages)
+    await charge_work(state.limits, principal, state.engine.count_tokens, [prompt], [params.max_tokens])
     meter = GenerationMeter(t0)
     streams = start_streams(
         state, prep, [params], lambda p: state.engine.chat(prep.messages, p, adapter=prep.decision.adapter)
@@ -104,7 +107,7 @@ async def create_response(
     async for _, chunk in replay(streams, firsts):
         out.step(chunk)
         finish.count(chunk)
-    finish.done()
+    await finish.done()
     return JSONResponse(resp.model_dump(mode="json"), headers=response_headers(prep, meter.overhead_ms()))
 
 
@@ -143,7 +146,7 @@ class _Finisher:
             for c in self.out.tool_calls
         ]
 
-    def done(self) -> ResponseObject:
+    async def done(self) -> ResponseObject:
         self.meter.done()
         out, resp = self.out, self.resp
         reason = out.finish_reason or "stop"
@@ -161,7 +164,7 @@ class _Finisher:
         record_tool_calls([out])
         if self.keep:
             reply = ChatMessageIn(role="assistant", content=out.content or None, tool_calls=out.tool_calls or None)
-            self.store.put(resp.id, self.principal.user, [*self.conversation, reply])
+            await self.store.put(resp.id, self.principal.owner, [*self.conversation, reply])
         self.meter.record(self.state, self.prep, self.prompt_tokens, self.completion_tokens, [reason], out.raw)
         return resp
 
@@ -203,7 +206,7 @@ async def _events(
                 yield _event(
                     seq, "response.output_text.delta", **ids, delta=delta, logprobs=lps if out.want_logprobs else []
                 )
-        final = finish.done()
+        final = await finish.done()
         if opened:
             part = finish.text_part().model_dump(mode="json")
             yield _event(seq, "response.output_text.done", **ids, text=out.content, logprobs=part["logprobs"] or [])

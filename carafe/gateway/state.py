@@ -2,7 +2,8 @@
 with its concrete type, started and closed together.
 
 :func:`build_state` builds what needs no I/O (the engine handle, the adapter
-registry, the resident-set manager and router, keys, rate limits); the app's
+registry, the resident-set manager and router, the state database and its
+keys, limits and stored conversations); the app's
 lifespan then calls :meth:`AppState.start`, which loads the model and the embedder
 and builds the parts that need them (retrieval, guards). A late part asked for
 before start-up finished answers 503, never ``None``.
@@ -25,13 +26,16 @@ from carafe.adapters.registry import Registry
 from carafe.config import CarafeConfig
 from carafe.errors import Unavailable
 from carafe.gateway.auth import KeyStore
-from carafe.gateway.ratelimit import RateLimiter
+from carafe.gateway.counters_redis import RedisCounters
+from carafe.gateway.oidc import OidcVerifier
+from carafe.gateway.ratelimit import Counters, Limits, LocalCounters
 from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.retrieval import Retriever
 from carafe.gateway.routing.router import Router
 from carafe.gateway.telemetry import metrics
 from carafe.guards import GuardPipeline
 from carafe.indexer.embedding import Embedder
+from carafe.state import Conversations, State, open_state
 
 log = logging.getLogger("carafe.gateway")
 
@@ -46,15 +50,18 @@ class AppState:
 
     config: CarafeConfig
     router: Router
+    store: State  # the state database: keys, directory, budgets and spend, conversations, records
     keys: KeyStore
-    limiter: RateLimiter
+    limits: Limits
     responses: ResponseStore  # conversations kept for previous_response_id
+    oidc: OidcVerifier | None = None  # IdP bearer tokens, when auth.oidc.issuer is set
     owns_engine: bool = True  # close the engine with the app (False when a test shares one)
     guards: GuardPipeline | None = None  # None when ``guards.enabled`` is false
     index_sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one /admin/index/sync at a time
     _embedder: Embedder | None = None
     _api_embedder: Embedder | None = None
     _retriever: Retriever | None = None
+    _ledger_task: asyncio.Task[None] | None = None
 
     # the parts ---------------------------------------------------------------
     @property
@@ -93,9 +100,20 @@ class AppState:
         """Readiness of each part, for ``/readyz``."""
         return {"engine": self.engine.ready, "embedder": self._embedder is not None}
 
+    async def shared_state(self) -> tuple[dict[str, bool], dict[str, str]]:
+        """Readiness of the state database and the limit counters, with a word on each."""
+        db_ok = await asyncio.to_thread(self.store.db.ping)
+        limits_ok, limits_note = await self.limits.health()
+        db_note = "sqlite" if self.store.db.is_sqlite else "postgresql"
+        return {"state_db": db_ok, "limits": limits_ok}, {
+            "state_db": db_note if db_ok else f"{db_note} unreachable",
+            "limits": limits_note,
+        }
+
     # life cycle ----------------------------------------------------------------
     async def start(self) -> None:
         """Load the model and the embedder, then build what needs them."""
+        self._ledger_task = asyncio.create_task(self._flush_spend())
         await self.engine.start()
         if self._embedder is None:
             emb = self.config.indexer.embedding
@@ -112,7 +130,22 @@ class AppState:
                 self.config.guards, embedder=self._embedder, leak_index=self._retriever.leak_index
             )
 
+    async def _flush_spend(self, every_s: float = 5.0) -> None:
+        """Each replica adds what it charged to the spend ledger every few seconds."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await asyncio.to_thread(self.store.ledger.flush)
+            except Exception:
+                log.warning("spend ledger flush failed; retrying in %.0fs", every_s, exc_info=True)
+
     async def close(self) -> None:
+        if self._ledger_task is not None:
+            self._ledger_task.cancel()
+        with contextlib.suppress(Exception):
+            await self.limits.aclose()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.close)
         with contextlib.suppress(Exception):
             await self.router.close()
         if self._retriever is not None:
@@ -135,13 +168,36 @@ def build_state(
     """Every part of a gateway from its config. ``engine``, ``embedder`` and
     ``retriever`` may be passed in (tests share one); the rest is always built here."""
     raw = engine if engine is not None else create_engine(config.adapters.engine, config.models_dir)
+    store = open_state(config.state, config.data_dir, legacy_keys=config.keys_file)
+    if store.imported is not None and store.imported.imported:
+        log.warning("state: %s", store.imported.summary())
+    server = config.server
+    conversations = Conversations(
+        store.db, retention_s=server.responses_retention_s, max_items=server.responses_max_stored
+    )
     return AppState(
         config=config,
         router=Router.from_config(config, raw),
-        keys=KeyStore(config.keys_file),
-        limiter=RateLimiter(),
+        store=store,
+        keys=KeyStore(store.keys, store.directory, cache_ttl_s=config.state.cache_ttl_s),
+        limits=Limits(_counters(config), budgets=store.budgets, ledger=store.ledger),
+        oidc=_oidc(config),
         owns_engine=engine is None,
-        responses=ResponseStore(config.server.responses_retention_s, config.server.responses_max_stored),
+        responses=ResponseStore(conversations),
         _embedder=embedder,
         _retriever=retriever,
     )
+
+
+def _counters(config: CarafeConfig) -> Counters:
+    st = config.state
+    if st.redis_url is None:
+        return LocalCounters()
+    return RedisCounters(st.redis_url.get_secret_value(), timeout_s=st.redis_timeout_s, on_error=st.on_redis_error)
+
+
+def _oidc(config: CarafeConfig) -> OidcVerifier | None:
+    auth = config.auth
+    if not auth.oidc.enabled:
+        return None
+    return OidcVerifier(auth.oidc, default_rpm=auth.default_rpm, default_tpm=auth.default_tpm)

@@ -10,45 +10,45 @@ from typer.testing import CliRunner
 from carafe.cli.main import app
 from carafe.config import load_config
 from carafe.errors import RateLimited
-from carafe.gateway.auth import KeyStore
-from carafe.gateway.ratelimit import RateLimiter
+from carafe.gateway.auth import KeyStore, Principal
+from carafe.gateway.ratelimit import Limits, LocalCounters
+from carafe.state import StateConfig
 
 
 def test_keys_are_never_stored_in_clear(tmp_path) -> None:
-    store = KeyStore(tmp_path / "keys.json")
+    store = KeyStore.open(tmp_path)
     key, rec = store.create("alice", groups=["hr", "hr", " eng "], admin=True)
-    on_disk = (tmp_path / "keys.json").read_text()
-    assert key not in on_disk and key.split("_", 2)[2] not in on_disk
-    assert (tmp_path / "keys.json").stat().st_mode & 0o777 == 0o600
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    assert key.encode() not in on_disk and key.split("_", 2)[2].encode() not in on_disk
+    assert (tmp_path / "state.db").stat().st_mode & 0o777 == 0o600
     p = store.authenticate(key)
     assert p is not None and p.user == "alice" and p.groups == ("eng", "hr") and p.is_admin
-    # a second store (another process) sees the key; revocation is seen too
-    other = KeyStore(tmp_path / "keys.json")
+    # a second store (another process, trusting nothing it read) sees the key; revocation is seen too
+    other = KeyStore.open(tmp_path, StateConfig(cache_ttl_s=0))
     assert other.authenticate(key) is not None
     store.revoke(rec.key_id)
     assert other.authenticate(key) is None
 
 
 def test_principal_model_allow_list() -> None:
-    from carafe.gateway.auth import Principal
-
     p = Principal("u", models=("hr-style",))
     assert p.may_use("hr-style") and p.may_use("hr-style@3")
     assert not p.may_use("finance") and not p.may_use("SmolLM2-135M-Instruct")
     assert Principal("a", roles=("admin",), models=()).may_use("anything")
 
 
-def test_rate_limiter_window_and_isolation() -> None:
+async def test_rate_limiter_window_and_isolation() -> None:
     now = [0.0]
-    rl = RateLimiter(clock=lambda: now[0])
+    limits = Limits(LocalCounters(clock=lambda: now[0]), clock=lambda: now[0])
+    a, b = Principal("a", rpm=2, key_id="a"), Principal("b", rpm=2, key_id="b")
     for _ in range(2):
-        rl.check("a", 2)
+        await limits.admit(a)
     with pytest.raises(RateLimited) as exc:
-        rl.check("a", 2)
+        await limits.admit(a)
     assert 59 < exc.value.retry_after <= 60
-    rl.check("b", 2)  # another key is unaffected
+    await limits.admit(b)  # another key is unaffected
     now[0] = 60.5
-    rl.check("a", 2)  # the window slid
+    await limits.admit(a)  # the next minute
 
 
 def test_config_file_env_and_defaults(tmp_path, monkeypatch) -> None:
@@ -91,7 +91,7 @@ def test_cli_keys_create_prints_key_once_and_it_authenticates(tmp_path) -> None:
     )
     assert out.exit_code == 0, out.output
     made = json.loads(out.output)
-    store = KeyStore(tmp_path / "data" / "keys.json")
+    store = KeyStore.open(tmp_path / "data")
     p = store.authenticate(made["key"])
     assert p.user == "ann" and p.groups == ("a", "b") and p.is_admin
     listed = CliRunner().invoke(app, ["keys", "list", "--config", str(f), "--json"])

@@ -49,6 +49,12 @@ def test_message_list_and_previous_response_id(gateway: Gateway) -> None:
             model=BASE_MODEL, input="And mine?", previous_response_id=first.id, max_output_tokens=5
         )
     assert err.value.body["param"] == "previous_response_id"
+    # L3: a new key with the same user name (and no groups) is another credential: no continuing
+    namesake, _ = gateway.state.keys.create("alice", rpm=1000)
+    with pytest.raises(openai.NotFoundError):
+        gateway.client(namesake).responses.create(
+            model=BASE_MODEL, input="And mine?", previous_response_id=first.id, max_output_tokens=5
+        )
 
 
 def test_streaming_events(gateway: Gateway) -> None:

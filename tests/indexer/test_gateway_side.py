@@ -57,7 +57,7 @@ async def test_retriever_without_sources_returns_nothing_and_creates_nothing(rea
 @pytest.fixture
 def admin_client(make_index, real_embedder, small_policies, tmp_path):
     config = _config(tmp_path, small_policies)
-    keys = KeyStore(tmp_path / "keys.json")
+    keys = KeyStore.open(config.data_dir)
     admin_key, _ = keys.create("root", admin=True)
     user_key, _ = keys.create("bob", groups=["employees"])
     index = make_index(SourceConfig(name="policies", path=small_policies))
@@ -111,7 +111,7 @@ def test_cli_sync_search_as_user_and_stats(small_policies, tmp_path):
     (tmp_path / "carafe.yaml").write_text(
         f"data_dir: {tmp_path / 'data'}\nindexer:\n  sources:\n    - name: policies\n      path: {small_policies}\n"
     )
-    KeyStore(tmp_path / "data" / "keys.json").create("fred", groups=["finance"])
+    KeyStore.open(tmp_path / "data").create("fred", groups=["finance"])
     runner = CliRunner()
     cfg = ["--config", str(tmp_path / "carafe.yaml")]
     synced = runner.invoke(app, ["sync", "--json", *cfg])
