@@ -10,8 +10,9 @@ writes (``carafe.tuning.pipeline``'s layout):
 - ``data/stamp.json`` (samples, teacher, data digest), ``train/stamp.json`` (per-phase
   steps, tokens/s, final loss), ``eval/train.json`` (metrics, gate);
 - ``train/checkpoint/state.json`` while training (phase, step, tokens, seconds);
-- ``progress.json`` when the CLI writes one: ``{"stage", "phase", "step", "total",
-  "loss", "tokens_per_s", "updated_at", "pid", "losses": [[step, loss], ...]}``.
+- ``progress.json``, which ``carafe tune`` keeps current (``carafe.tuning.progress``):
+  ``{"stage", "phase", "step", "total", "loss", "tokens_per_s", "updated_at", "pid",
+  "losses": [[step, loss], ...]}``.
 """
 
 from __future__ import annotations
