@@ -8,7 +8,8 @@ header. Sessions end after ``TTL_S``, at sign-out, or when the gateway restarts.
 
 Sign-in with the company's IdP (:mod:`carafe.gateway.console.idp`) opens the same
 kind of session, ending no later than the ID token, and re-checked against the
-SCIM directory (a deactivated user's session ends).
+SCIM directory: it ends when the user is deactivated or their groups change (the
+roles they gave are then decided again at the next sign-in).
 
 Roles (from the key, or the IdP token as the gateway's OIDC support maps them):
 ``admin`` sees and does everything; ``auditor`` reads the audit and guards pages;
@@ -157,9 +158,10 @@ def _still_valid(request: Request, principal: Principal) -> bool:
     state = get_state(request)
     if principal.key_id == "bootstrap":
         return state.config.auth.admin_bootstrap_key is not None
-    if principal.key_id.startswith("oidc:"):
+    if principal.key_id.startswith("oidc:"):  # the directory's groups at sign-in must still hold
         person = state.keys.person(principal.user)
-        return state.oidc is not None and (person is None or person.active)
+        unchanged = person is None or (person.active and tuple(person.groups) == principal.groups)
+        return state.oidc is not None and unchanged
     record = state.keys.keys.get(principal.key_id)
     return record is not None and not record.revoked
 

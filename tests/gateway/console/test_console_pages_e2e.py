@@ -19,6 +19,7 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from carafe.state import StateConfig, open_state
 from tests.gateway.console.conftest import ARTIFACTS, Console
 
 pytestmark = pytest.mark.slow
@@ -248,3 +249,21 @@ def test_activity_shows_requests_speed_latency_and_guard_actions(console, contex
     assert sum(b["requests"] for b in data["buckets"]) >= 1
     assert page.request.get("/console/api/activity?since=yesterdayish").status == 400
     shot(page, "activity")
+
+
+def test_an_idp_session_ends_when_the_directory_deactivates_the_user(console, contexts):
+    page = contexts()
+    idp_sign_in(page, "vic")
+    expect(page).to_have_url(re.compile("/console/adapters$"))
+    directory = open_state(StateConfig(), console.data).directory  # as SCIM provisioning writes it
+    directory.put_user("vic", active=False)
+    for _ in range(40):  # each replica trusts what it read for state.cache_ttl_s
+        page.goto("/console/adapters")
+        if "/console/login" in page.url:
+            break
+        page.wait_for_timeout(100)
+    expect(page).to_have_url(re.compile(r"/console/login\?next=/console/adapters$"))
+    assert page.request.get("/console/api/adapters").status == 401
+    page.get_by_role("link", name="Sign in with your company account").click()  # the IdP session still stands
+    expect(page.get_by_role("alert")).to_contain_text("deactivated in the directory")
+    shot(page, "idp-deactivated")
