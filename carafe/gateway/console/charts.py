@@ -16,7 +16,7 @@ from html import escape
 from markupsafe import Markup
 
 WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 40
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 24, 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def _frame(
         y = TOP + plot_h * (1 - i / 4)
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt(top * i / 4)}</text>')
-    parts.append(f'<text class="unit" x="4" y="{TOP + 10}">{escape(unit)}</text>')
+    parts.append(f'<text class="unit" x="4" y="12">{escape(unit)}</text>')
     every = max(1, len(labels) // 8)
     for i, label in enumerate(labels):
         if i % every == 0:

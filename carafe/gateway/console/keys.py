@@ -57,7 +57,8 @@ def overview(state: AppState) -> dict[str, Any]:
     state.store.ledger.flush()  # what this replica charged, so the figures are current
     records: list[KeyRecord] = state.keys.list()
     rules = state.store.budgets.rules()
-    users = sorted({r.user for r in records} | {b.scope[5:] for b in rules if b.scope.startswith("user:")})
+    people = {p.user_name for p in state.store.directory.users()}  # IdP users provisioned by SCIM
+    users = sorted({r.user for r in records} | people | {b.scope[5:] for b in rules if b.scope.startswith("user:")})
     teams = sorted({r.team for r in records if r.team} | {b.scope[5:] for b in rules if b.scope.startswith("team:")})
     keys = [r.public() | {"spent": _spent(state, f"key:{r.key_id}")} for r in reversed(records)]
     budgets = [
