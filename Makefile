@@ -65,7 +65,8 @@ $(LLAMAINDEX_VENV)/.installed:
 	touch $@
 
 # The console's browser suite (tests/gateway/console): Debian's chromium, driven by Playwright
-# through executable_path (no downloaded browser), and axe-core from npm for the accessibility check.
+# through executable_path (no downloaded browser); axe-core from npm for the accessibility check and
+# oidc-provider from npm for the IdP the suite signs in to (tests/gateway/console/idp.mjs, run by node).
 CONSOLE_NODE := tests/gateway/console/node_modules
 console-env: $(CONSOLE_NODE)/.installed
 	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from carafe.errors import CarafeError
+from carafe.tuning.progress import RunProgress
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
@@ -94,10 +95,11 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
                 r["leaf"], r["kind"], str(r["teacher_calls"]), str(r["samples"]), f"{r['approx_bytes'] / 1024:.0f} KiB"
             )
         console.print(table)
-    with _progress() as progress:
+    with _progress() as progress, RunProgress(ws.out, "generate") as watched:
         task = progress.add_task("generating", total=sum(r["teacher_calls"] for r in rows), info="")
 
         def advance(stage: str, n: int) -> None:
+            watched.advance(stage, n)
             t = progress.tasks[task]
             if t.total is not None and t.completed + n > t.total:
                 progress.update(task, total=t.completed + n)
@@ -125,10 +127,11 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
 def _train(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.pipeline import train_stage
 
-    with _progress() as progress:
+    with _progress() as progress, RunProgress(ws.out, "train") as watched:
         tasks: dict[str, TaskID] = {}
 
         def on_step(s) -> None:
+            watched.step(s)
             if s.phase not in tasks:
                 tasks[s.phase] = progress.add_task(f"phase {s.phase}", total=s.total, info="")
             progress.update(tasks[s.phase], completed=s.step, info=f"loss {s.loss:.3f}  {s.tokens_per_s:.0f} tok/s")
@@ -154,7 +157,7 @@ def _train(ws, force: bool, quiet: bool) -> dict:
 def _eval(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.pipeline import eval_stage
 
-    with console.status("evaluating base vs adapter"):
+    with console.status("evaluating base vs adapter"), RunProgress(ws.out, "eval"):
         summary = eval_stage(ws, ws.recipes(), force=force)
     if not quiet:
         base, ad = summary["metrics"]["base"], summary["metrics"]["adapter"]

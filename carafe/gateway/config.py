@@ -92,6 +92,23 @@ class OidcConfig(BaseModel):
     jwks_cache_s: float = Field(300.0, ge=1, description="How long the issuer's signing keys are cached")
     rpm: int | None = Field(None, ge=1, description="Requests per minute per IdP user (default: auth.default_rpm)")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute per IdP user (default: auth.default_tpm)")
+    console_client_id: str | None = Field(
+        None,
+        description="The console's client id at the IdP: people sign in to /console with the authorization code "
+        "flow and PKCE (unset: the console signs in with API keys only)",
+    )
+    console_client_secret: SecretStr | None = Field(
+        None, description="The console client's secret, when the IdP registers it as a confidential client"
+    )
+    console_redirect_uri: str | None = Field(
+        None,
+        description="The redirect URI registered for the console client (default: this gateway's "
+        "/console/login/callback as the browser reached it)",
+    )
+    console_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile"],
+        description="Scopes the console asks for; the ID token must carry the user, groups and roles claims",
+    )
 
     @property
     def enabled(self) -> bool:

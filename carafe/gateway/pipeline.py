@@ -58,6 +58,7 @@ async def guard_input(
     if state.guards is None or not text:
         return text, []
     with tracer.start_as_current_span("carafe.guard.input") as span:
+        span.set_attribute(attr.CARAFE_PRINCIPAL, principal.user)  # a blocked request is audited with its user
         result = await state.guards.check_input(text, policy=decision.guard_policy, principal=principal)
         for v in result.verdicts:
             span.set_attributes(v.to_attributes())

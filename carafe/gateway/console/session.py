@@ -6,9 +6,15 @@ its SHA-256 is held, in memory). Every request re-checks that the key behind the
 session is not revoked, and every change needs the session's CSRF token in a
 header. Sessions end after ``TTL_S``, at sign-out, or when the gateway restarts.
 
-Roles (from the key): ``admin`` sees and does everything; ``auditor`` reads the
-audit pages; ``viewer`` reads adapters and the index status. A page or JSON
-endpoint outside a role answers 403.
+Sign-in with the company's IdP (:mod:`carafe.gateway.console.idp`) opens the same
+kind of session, ending no later than the ID token, and re-checked against the
+SCIM directory: it ends when the user is deactivated or their groups change (the
+roles they gave are then decided again at the next sign-in).
+
+Roles (from the key, or the IdP token as the gateway's OIDC support maps them):
+``admin`` sees and does everything; ``auditor`` reads the audit and guards pages;
+``viewer`` reads adapters, tuning runs, activity and the index status. A page or
+JSON endpoint outside a role answers 403.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from opentelemetry import trace
@@ -32,17 +39,33 @@ from carafe.gateway.telemetry.attributes import CARAFE_PRINCIPAL
 COOKIE = "carafe_console"
 CSRF_HEADER = "x-carafe-csrf"
 TTL_S = 8 * 3600
-Area = Literal["adapters", "adapters.change", "index", "index.documents", "audit"]
+Area = Literal[
+    "adapters",
+    "adapters.change",
+    "tuning",
+    "index",
+    "index.documents",
+    "activity",
+    "audit",
+    "guards",
+    "guards.test",
+    "keys",
+]
 # which console roles may use each area; admin may use all of them
 AREAS: dict[Area, frozenset[str]] = {
     "adapters": frozenset({"admin", "viewer"}),
     "adapters.change": frozenset({"admin"}),
+    "tuning": frozenset({"admin", "viewer"}),
     "index": frozenset({"admin", "viewer"}),
     "index.documents": frozenset({"admin"}),
+    "activity": frozenset({"admin", "viewer"}),
     "audit": frozenset({"admin", "auditor"}),
+    "guards": frozenset({"admin", "auditor"}),
+    "guards.test": frozenset({"admin"}),
+    "keys": frozenset({"admin"}),
 }
 CONSOLE_ROLES = frozenset({"admin", "auditor", "viewer"})
-PAGES: tuple[Area, ...] = ("adapters", "index", "audit")
+PAGES: tuple[Area, ...] = ("adapters", "tuning", "index", "activity", "audit", "guards", "keys")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +85,14 @@ class Session:
         return [p for p in PAGES if self.may(p)]
 
 
+def safe_next(target: str | None) -> str:
+    """Only a console path: never an open redirect to another site."""
+    parts = urlsplit(target or "")
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console"):
+        return "/console"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -73,9 +104,12 @@ class Sessions:
         self._lock = threading.Lock()
         self._open: dict[str, Session] = {}
 
-    def open(self, principal: Principal) -> tuple[str, Session]:
+    def open(self, principal: Principal, *, until: float | None = None) -> tuple[str, Session]:
+        """A new session for ``principal``, ending after ``TTL_S`` or at ``until`` if sooner
+        (an IdP sign-in lasts no longer than its ID token)."""
         token = secrets.token_urlsafe(32)
-        session = Session(principal, secrets.token_urlsafe(24), time.time() + TTL_S)
+        ends = min(time.time() + TTL_S, until if until is not None else float("inf"))
+        session = Session(principal, secrets.token_urlsafe(24), ends)
         with self._lock:
             now = time.time()
             self._open = {k: s for k, s in self._open.items() if s.expires_at > now}
@@ -119,9 +153,17 @@ def authenticate_key(request: Request, key: str) -> Principal:
 
 
 def _still_valid(request: Request, principal: Principal) -> bool:
+    """The credential behind a session still stands: the bootstrap key is still set, an API
+    key is not revoked, an IdP user is not deprovisioned (SCIM) nor OIDC switched off."""
+    state = get_state(request)
     if principal.key_id == "bootstrap":
-        return get_state(request).config.auth.admin_bootstrap_key is not None
-    return any(r.key_id == principal.key_id and not r.revoked for r in get_state(request).keys.list())
+        return state.config.auth.admin_bootstrap_key is not None
+    if principal.key_id.startswith("oidc:"):  # the directory's groups at sign-in must still hold
+        person = state.keys.person(principal.user)
+        unchanged = person is None or (person.active and tuple(person.groups) == principal.groups)
+        return state.oidc is not None and unchanged
+    record = state.keys.keys.get(principal.key_id)
+    return record is not None and not record.revoked
 
 
 def current_session(request: Request) -> Session | None:

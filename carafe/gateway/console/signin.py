@@ -1,26 +1,19 @@
-"""Sign-in, sign-out and the console's front door (``/console`` sends each role to its
+"""Sign-in with an API key, sign-out and the console's front door (``/console`` sends each role to its
 first page), plus the vendored static files."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from carafe.errors import CarafeError, Forbidden
+from carafe.gateway.console.idp import sign_in_of
 from carafe.gateway.console.render import page, static_file
-from carafe.gateway.console.session import COOKIE, TTL_S, authenticate_key, current_session, sessions_of
+from carafe.gateway.console.session import COOKIE, TTL_S, authenticate_key, current_session, safe_next, sessions_of
 
 router = APIRouter(include_in_schema=False)
-
-
-def _safe_next(target: str | None) -> str:
-    """Only a console path: never an open redirect to another site."""
-    parts = urlsplit(target or "")
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console"):
-        return "/console"
-    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 @router.get("/console")
@@ -34,7 +27,8 @@ async def home(request: Request) -> Response:
 
 @router.get("/console/login")
 async def login_form(request: Request, next: str | None = None) -> Response:
-    return page(request, "login.html", None, next=_safe_next(next), error=None)
+    idp = sign_in_of(request) is not None
+    return page(request, "login.html", None, next=safe_next(next), error=None, idp=idp)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -51,9 +45,10 @@ async def login(request: Request) -> Response:
         principal = authenticate_key(request, api_key)
     except CarafeError as exc:
         status = 403 if isinstance(exc, Forbidden) else 401
-        return page(request, "login.html", None, status=status, next=_safe_next(next), error=exc.message)
+        idp = sign_in_of(request) is not None
+        return page(request, "login.html", None, status=status, next=safe_next(next), error=exc.message, idp=idp)
     token, _ = sessions_of(request).open(principal)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(
         COOKIE,
         token,

@@ -13,7 +13,6 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from carafe.gateway.auth import KeyStore
 from tests.gateway.console.conftest import ARTIFACTS, Console
 
 pytestmark = pytest.mark.slow
@@ -53,7 +52,11 @@ def served_adapter(console: Console, user: str = "hana") -> str:
 
 @pytest.mark.parametrize(
     ("user", "pages"),
-    [("root", ["Adapters", "Index", "Audit"]), ("audrey", ["Audit"]), ("victor", ["Adapters", "Index"])],
+    [
+        ("root", ["Adapters", "Tuning", "Index", "Activity", "Audit", "Guards", "Keys"]),
+        ("audrey", ["Audit", "Guards"]),
+        ("victor", ["Adapters", "Tuning", "Index", "Activity"]),
+    ],
 )
 def test_each_role_signs_in_and_sees_its_pages(signed_in, user, pages):
     page = signed_in(user)
@@ -80,7 +83,7 @@ def test_keys_without_a_console_role_or_unknown_are_refused(console, browser):
 
 
 def test_a_session_is_a_strict_cookie_that_ends_with_its_key_and_never_redirects_off_site(console, browser):
-    keys = KeyStore(console.data / "keys.json")
+    keys = console.state_keys()
     key, record = keys.create("vera", roles=["viewer"])
     context = browser.new_context(base_url=console.url)
     page = context.new_page()
@@ -146,23 +149,24 @@ def _confirm(page: Page, expected: list[list[str]]) -> None:
 def test_admin_promotes_and_rolls_back_and_the_served_version_follows(console, signed_in):
     assert served_adapter(console) == "hr-style@1"  # the first version added became stable
     page = signed_in("root", "/console/adapters")
-    stable = page.locator('section[data-adapter="hr-style"] td[data-field="stable"]')
+    hr = page.locator('section[data-adapter="hr-style"]')  # benefits-qa has its own buttons
+    stable = hr.locator('td[data-field="stable"]')
     expect(stable).to_have_text("1")
-    page.get_by_role("button", name="Promote 2 to stable").click()
+    hr.get_by_role("button", name="Promote 2 to stable").click()
     shot(page, "adapters-confirm-promote")
     _confirm(page, [["stable", "1", "2"]])
     expect(stable).to_have_text("2")
     assert served_adapter(console) == "hr-style@2"
     shot(page, "adapters-promoted")
 
-    page.get_by_role("button", name="Roll back stable").click()
+    hr.get_by_role("button", name="Roll back stable").click()
     _confirm(page, [["stable", "2", "1"]])
     expect(stable).to_have_text("1")
     assert served_adapter(console) == "hr-style@1"
 
-    page.get_by_label("Canary version").select_option("2")
-    page.get_by_label("Weight (%)").fill("25")
-    page.get_by_role("button", name="Set canary split").click()
+    hr.get_by_label("Canary version").select_option("2")
+    hr.get_by_label("Weight (%)").fill("25")
+    hr.get_by_role("button", name="Set canary split").click()
     _confirm(page, [["canary", "—", "2"], ["canary_weight", "0", "25"]])
     expect(page.locator('section[data-adapter="hr-style"] td[data-field="canary_weight"]')).to_have_text("25 %")
     shot(page, "adapters")
@@ -222,15 +226,20 @@ def test_every_page_passes_axe_and_works_from_the_keyboard(console, browser):
     context = browser.new_context(base_url=console.url, bypass_csp=True)  # axe is injected as an inline script
     page = context.new_page()
     page.goto("/console/login")
-    page.keyboard.press("Tab")  # the skip link first, then the key field: sign in without a mouse
+    page.keyboard.press("Tab")  # the skip link, the IdP sign-in, then the key field: sign in without a mouse
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Sign in with your company account")).to_be_focused()
     page.keyboard.press("Tab")
     expect(page.get_by_label("API key")).to_be_focused()
     page.keyboard.type(console.keys["root"])
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile("/console/adapters$"))
     found = {}
-    for path in ("/console/login", "/console/adapters", "/console/index", f"/console/audit?doc={SALARY}&since=1d"):
+    pages = ["/console/login", "/console/adapters", "/console/index", f"/console/audit?doc={SALARY}&since=1d"]
+    pages += ["/console/keys", "/console/guards?since=1d", "/console/tuning?name=benefits-qa&a=1&b=2"]
+    pages += ["/console/activity?since=1h"]
+    for path in pages:
         page.goto(path)
         page.add_script_tag(path=str(AXE))
         result = page.evaluate("() => axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']})")

@@ -90,3 +90,104 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 });
+
+// Keys page: create a key (its clear value is shown once), revoke one, set a budget.
+function formObject(form) {
+  const data = new FormData(form);
+  const out = {};
+  for (const [name, value] of data.entries()) {
+    if (name === "roles") (out.roles = out.roles || []).push(value);
+    else if (value !== "") out[name] = value;
+  }
+  for (const name of ["rpm", "tpm", "max_tokens"]) if (name in out) out[name] = Number(out[name]);
+  if ("groups" in out) out.groups = out.groups.split(",").map((g) => g.trim()).filter(Boolean);
+  return out;
+}
+
+function onSubmit(id, handler) {
+  const form = document.getElementById(id);
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = document.getElementById(`${id}-result`);
+    try {
+      await handler(form, result);
+    } catch (e) {
+      result.textContent = e.message;
+      result.className = "error";
+    }
+  });
+}
+
+function keysPage() {
+  onSubmit("new-key", async (form, result) => {
+    const made = await postJson("/console/api/keys", formObject(form));
+    result.className = "";
+    result.replaceChildren(`Key for ${made.user} (shown once, copy it now): `);
+    const code = document.createElement("code");
+    code.id = "new-key-value";
+    code.textContent = made.key;
+    result.append(code, " ");
+    const again = document.createElement("a");
+    again.href = "/console/keys";
+    again.textContent = "Reload the list";
+    result.append(again);
+  });
+  onSubmit("new-budget", async (form, result) => {
+    const rule = await postJson("/console/api/budgets", formObject(form));
+    result.className = "";
+    result.textContent = `Budget set: ${rule.scope}, ${rule.max_tokens} tokens per ${rule.window}.`;
+    window.location.reload();
+  });
+  for (const button of document.querySelectorAll("button[data-revoke]")) {
+    button.addEventListener("click", async () => {
+      const id = button.dataset.revoke;
+      if (!window.confirm(`Revoke key ${id}? Requests with it are refused from now on.`)) return;
+      try {
+        await postJson(`/console/api/keys/${encodeURIComponent(id)}/revoke`, {});
+        window.location.reload();
+      } catch (e) {
+        button.after(` ${e.message}`);
+      }
+    });
+  }
+}
+
+// Guards page: run the policy's checks on a text and show each verdict.
+function verdictTable(result) {
+  const table = document.createElement("table");
+  table.className = "verdicts";
+  const caption = table.createCaption();
+  caption.textContent = `Each check of the ${result.policy} policy (${result.stage})`;
+  const head = table.createTHead().insertRow();
+  for (const name of ["check", "action", "category", "score", "reason"]) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = name;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const v of result.verdicts) {
+    const row = body.insertRow();
+    for (const cell of [v.check, v.action, v.category, v.score, v.reason]) row.insertCell().textContent = String(cell);
+  }
+  return table;
+}
+
+function guardsPage() {
+  onSubmit("guard-test", async (form, result) => {
+    result.textContent = "Testing…";
+    const verdict = await postJson("/console/api/guards/test", formObject(form));
+    result.className = "";
+    const line = document.createElement("p");
+    line.id = "guard-outcome";
+    line.textContent = verdict.outcome === "block" ? `Blocked by ${verdict.blocked_by}.`
+      : verdict.outcome === "redact" ? `Redacted: ${verdict.text}` : "Allowed.";
+    result.replaceChildren(line, verdictTable(verdict));
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  keysPage();
+  guardsPage();
+});
