@@ -39,15 +39,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crash_lab import DOCS, NARROW, WIDE, Lab, Ledger, write_adapter, write_doc  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+from crash_lab import DOCS, NARROW, WIDE, Lab, Ledger, write_adapter, write_doc
 
 FAULTS = ("restart_failed", "lost_promote", "lost_key", "lost_revocation", "registry_mismatch", "acl_violation")
 
 
 class Crasher:
-    def __init__(self, lab: Lab, ledger: Ledger, rng: random.Random, p_kill: float) -> None:
-        self.lab, self.ledger, self.rng, self.p_kill = lab, ledger, rng, p_kill
+    def __init__(self, lab: Lab, ledger: Ledger, seed: int, p_kill: float) -> None:
+        self.lab, self.ledger, self.p_kill = lab, ledger, p_kill
+        self.rng = random.Random(seed)  # the writers' choices (their order depends on timing)
+        self.kills = random.Random(seed)  # the kill decisions: the same for a seed
         self.stop = threading.Event()
         self.tick = 0  # ACL edits, in order
         self.changed: dict[int, int] = {}  # document -> tick of its last edit
@@ -215,8 +217,8 @@ class Crasher:
             start = self.tick
         sync = threading.Thread(target=self._cli_sync, args=(start,))
         sync.start()
-        if self.rng.random() < self.p_kill:
-            time.sleep(self.rng.uniform(0.5, 4.0))
+        if self.kills.random() < self.p_kill:
+            time.sleep(self.kills.uniform(0.5, 4.0))
             if lab.kill_a_cli(self.rng, "sync"):
                 led.count("kills: CLI sync")
         sync.join()
@@ -241,11 +243,11 @@ class Crasher:
         end = time.monotonic() + duration
         while time.monotonic() < end:
             time.sleep(interval)
-            if self.rng.random() < self.p_kill:
+            if self.kills.random() < self.p_kill:
                 killed = self.lab.kill_a_cli(self.rng)
                 if killed:
                     self.ledger.count(f"kills: CLI {killed}")
-            if self.rng.random() < self.p_kill:
+            if self.kills.random() < self.p_kill:
                 self.restart()
         self.stop.set()
         for t in threads:
@@ -281,8 +283,10 @@ def setup(lab: Lab, ledger: Ledger) -> None:
     ledger.acl.update({n: WIDE for n in range(DOCS)})
 
 
-def report(ledger: Ledger, seconds: float) -> int:
+def report(ledger: Ledger, seconds: float, json_out: Path | None) -> int:
     figures = {**{f: 0 for f in FAULTS}, **ledger.figures}
+    if json_out is not None:
+        json_out.write_text(json.dumps({"seconds": seconds, "figures": figures, "problems": ledger.problems}))
     print(f"\nCarafe crash test: {seconds:.0f} s")
     print(f"{'figure':<48}{'count':>8}")
     for name in sorted(figures, key=lambda k: (k in FAULTS, k)):
@@ -297,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=300, help="seconds of writes and kills (default 300)")
     ap.add_argument("--interval", type=float, default=5, help="seconds between kill decisions (default 5)")
     ap.add_argument("--p-kill", type=float, default=0.3, help="probability of each kill per interval (default 0.3)")
-    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None, help="the same seed makes the same kill decisions")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here as JSON")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the run's files here (default: a temp folder)")
     default_models = os.environ.get("CARAFE_TEST_MODELS", ".carafe/models")
     ap.add_argument("--models", type=Path, default=Path(default_models), help="the converted base model cache")
@@ -306,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed {seed}", flush=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="carafe-crash-"))
     lab, ledger = Lab(workdir.resolve(), args.models.resolve()), Ledger()
-    crasher = Crasher(lab, ledger, random.Random(seed), args.p_kill)
+    crasher = Crasher(lab, ledger, seed, args.p_kill)
     began = time.monotonic()
     try:
         setup(lab, ledger)
@@ -323,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         for pid in list(lab.cli_running):
             os.kill(pid, 9)
     print(f"files: {workdir}")
-    return report(ledger, time.monotonic() - began)
+    return report(ledger, time.monotonic() - began, args.json_out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+REPO = Path(__file__).resolve().parent.parent  # the CLI and gateway run this checkout's code
 BASE_ID = "SmolLM2-135M-Instruct"
 GROUPS = ("team-a", "team-b")
 WIDE, NARROW = list(GROUPS), ["team-a"]  # team-b's user (bob) loses access when a document narrows
@@ -107,7 +108,8 @@ class Lab:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.cli_running: dict[int, subprocess.Popen[str]] = {}
         self._cli_lock = threading.Lock()
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self.keys: dict[str, str] = {}
         self.ready = False
 

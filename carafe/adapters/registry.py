@@ -168,6 +168,9 @@ class Registry:
             self._lock.acquire(timeout=60 if blocking else 0)
         except Timeout:
             return []
+        except OSError as exc:  # a read-only registry (a reader without write access): nothing to repair from here
+            log.debug("cannot lock %s to repair it: %s", self.root, exc)
+            return []
         try:
             done = [f"removed {p.name}" for p in remove_temp_files(self.root)] + self._remove_dead_staging()
             for name in self.names():
