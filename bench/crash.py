@@ -39,7 +39,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # carafe from this checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from crash_lab import DOCS, NARROW, WIDE, Lab, Ledger, write_adapter, write_doc
 
 FAULTS = ("restart_failed", "lost_promote", "lost_key", "lost_revocation", "registry_mismatch", "acl_violation")
