@@ -241,14 +241,17 @@ class Crasher:
         threads = [threading.Thread(target=_guarded(w, self.ledger), daemon=True) for w in workers]
         for t in threads:
             t.start()
-        end = time.monotonic() + duration
-        while time.monotonic() < end:
+        writing = 0.0  # seconds of writes with the gateway up; restarts do not count
+        while writing < duration:
+            began = time.monotonic()
             time.sleep(interval)
             if self.kills.random() < self.p_kill:
                 killed = self.lab.kill_a_cli(self.rng)
                 if killed:
                     self.ledger.count(f"kills: CLI {killed}")
+            writing += time.monotonic() - began
             if self.kills.random() < self.p_kill:
+                print(f"  {writing:.0f} s of writes so far", flush=True)
                 self.restart()
         self.stop.set()
         for t in threads:
@@ -299,7 +302,9 @@ def report(ledger: Ledger, seconds: float, json_out: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=300, help="seconds of writes and kills (default 300)")
+    ap.add_argument(
+        "--duration", type=float, default=300, help="seconds of writes and kills, restarts not counted (default 300)"
+    )
     ap.add_argument("--interval", type=float, default=5, help="seconds between kill decisions (default 5)")
     ap.add_argument("--p-kill", type=float, default=0.3, help="probability of each kill per interval (default 0.3)")
     ap.add_argument("--seed", type=int, default=None, help="the same seed makes the same kill decisions")
