@@ -19,7 +19,7 @@ restart and at the end it checks:
   acknowledged sync has run since the change ("violations"); servings in the window
   before such a sync (an edit not yet synced, a sync killed) are counted apart.
 
-    nice python bench/crash.py                       # 5 minutes, p=0.3 every 5 s
+    nice python bench/crash.py                       # 5 minutes of writes, p=0.3 every 5 s
     python bench/crash.py --duration 45 --seed 1     # a short run (the slow test's)
 
 Prints a table of figures; exits 1 when a restart failed, a write was lost or a
@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -236,13 +237,14 @@ class Crasher:
             self.synced(start)
             self.ledger.count("syncs acknowledged (CLI)")
 
-    def run(self, duration: float, interval: float) -> None:
+    def run(self, duration: float, interval: float, max_wall: float | None = None) -> None:
         workers = [self.promote_writer, self.key_writer, self.acl_writer, self.chatter]
         threads = [threading.Thread(target=_guarded(w, self.ledger), daemon=True) for w in workers]
         for t in threads:
             t.start()
         writing = 0.0  # seconds of writes with the gateway up; restarts do not count
-        while writing < duration:
+        deadline = time.monotonic() + (max_wall or float("inf"))
+        while writing < duration and time.monotonic() < deadline and not self.stop.is_set():
             began = time.monotonic()
             time.sleep(interval)
             if self.kills.random() < self.p_kill:
@@ -307,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--interval", type=float, default=5, help="seconds between kill decisions (default 5)")
     ap.add_argument("--p-kill", type=float, default=0.3, help="probability of each kill per interval (default 0.3)")
+    ap.add_argument(
+        "--max-wall", type=float, default=None, help="stop writing after this many seconds, restarts included"
+    )
     ap.add_argument("--seed", type=int, default=None, help="the same seed makes the same kill decisions")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here as JSON")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the run's files here (default: a temp folder)")
@@ -322,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         setup(lab, ledger)
         print(f"  set up in {time.monotonic() - began:.0f} s; writes and kills for {args.duration:.0f} s", flush=True)
-        crasher.run(args.duration, args.interval)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stop early, still check and report
+            signal.signal(sig, lambda *_: crasher.stop.set())
+        crasher.run(args.duration, args.interval, args.max_wall)
+        crasher.stop.set()
         if not lab.up and not lab.start_gateway():
             ledger.problem("restart_failed", "the final start")
         lab.http("POST", "/admin/index/sync", lab.keys["admin"], json={})
