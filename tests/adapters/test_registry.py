@@ -317,3 +317,26 @@ def test_add_checks_the_source_before_copying_anything(registry, lora_src, tmp_p
     assert copies == [] and not list(registry.root.glob(".staging-*"))
     registry.add(lora_src, actor="a")
     assert len(copies) == 1
+
+
+def test_rank_pattern_and_bf16_weights_are_read_as_peft_writes_them(registry, lora_src, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = copy_of(lora_src, tmp_path / "mixed")
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    for key in [k for k in tensors if ".v_proj.lora_" in k]:  # v_proj at rank 4, the rest at r=8
+        t = tensors[key]
+        tensors[key] = t[:4].clone() if ".lora_A." in key else t[:, :4].clone()
+    tensors = {k: v.to(torch.bfloat16) for k, v in tensors.items()}
+    save_file(tensors, str(src / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InvalidAdapter, match="declares r=8 for .*v_proj"):
+        registry.add(src, actor="a", name="mixed")
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    (src / "adapter_config.json").write_text(json.dumps({**cfg, "rank_pattern": {"v_proj": 4}}))
+    assert registry.add(src, actor="a", name="mixed").manifest.rank == 8
+    key = sorted(k for k in tensors if ".lora_B." in k)[-1]
+    tensors[key][0, 0] = float("-inf")
+    save_file(tensors, str(src / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InvalidAdapter, match=r"0 NaN and 1 Inf"):
+        registry.add(src, actor="a", name="mixed")
