@@ -182,22 +182,24 @@ class Router:
                 param="model",
                 code="model_not_found",
             )
-        ref = await self._select(name, int(pinned) if pinned.isdigit() else None, principal)
+        version = int(pinned) if pinned.isdigit() else None
+        ref = await self._select(name, version, principal, config_pin=True)  # the config's pin: an admin's
         return RouteDecision(alias, ref, ref, alias, retrieval, spec.guard_policy, spec.record_content)
 
-    async def _select(self, name: str, pinned: int | None, principal: Principal) -> str:
-        """The resident engine name of the version ``principal`` gets for ``name``."""
+    async def _select(self, name: str, pinned: int | None, principal: Principal, *, config_pin: bool = False) -> str:
+        """The resident engine name of the version ``principal`` gets for ``name`` (``config_pin``: an
+        alias's ``name@version`` from the config, which admins wrote, so pinnable off a channel)."""
         if pinned is not None:
             self.registry.get(name, pinned)  # 404 for a missing version
             on_channel = pinned in self.registry.channels(name).referenced()
-            if not on_channel and not principal.is_admin:
+            if not on_channel and not principal.is_admin and not config_pin:
                 raise Forbidden(
                     f"{name}@{pinned} is on no channel of {name!r}; only versions on a channel (stable, canary "
                     f"or a named one) may be pinned: use {name!r} or ask an admin to promote it",
                     param="model",
                     code="version_not_pinnable",
                 )
-            return await self._ensure_served(name, pinned, evict=on_channel)
+            return await self._ensure_served(name, pinned, evict=on_channel or config_pin)
         ch = self.registry.channels(name)
         if ch.stable is None:
             raise AdapterNotFound(f"adapter {name!r} has no stable version yet", param="model", code="model_not_found")

@@ -110,6 +110,14 @@ async def test_an_admin_pin_of_a_version_on_no_channel_never_evicts(router):
     assert (await router.resolve("hr-style@2", ADMIN)).adapter == "hr-style@2"
 
 
+async def test_an_alias_pinned_in_the_config_serves_users_off_a_channel(router):
+    from carafe.gateway.routing.config import RouteAlias
+
+    router.config.aliases["hr-v2"] = RouteAlias(adapter="hr-style@2")  # written by an admin
+    assert 2 not in router.registry.channels("hr-style").referenced()
+    assert (await router.resolve("hr-v2", HR_ONLY)).adapter == "hr-style@2"
+
+
 @pytest.mark.parametrize("model", ["nope", "hr-style@9", "hr-style@x", "@1", ""])
 async def test_unknown_models_and_versions_are_404(router, model):
     with pytest.raises(AdapterNotFound):
