@@ -100,6 +100,7 @@ class Crasher:
                 self.check_key(rec["key_id"], "at once")
             else:
                 key_id = self.rng.choice(live)
+                led.keys[key_id]["revoking"] = True  # in flight: either answer is right until it is acknowledged
                 if lab.carafe("keys", "revoke", key_id).returncode != 0:
                     led.count("key writes not acknowledged")
                     continue
@@ -162,7 +163,7 @@ class Crasher:
                 status = lab.http("GET", "/v1/models", rec["key"]).status_code
             except Exception:
                 return  # killed meanwhile: checked again after the restart
-            if (status == 401) == rec["revoked"]:
+            if (status == 401) == rec["revoked"] or (rec.get("revoking") and not rec["revoked"]):
                 return
             time.sleep(0.3)
         kind = "lost_revocation" if rec["revoked"] else "lost_key"
@@ -187,6 +188,8 @@ class Crasher:
 
     def check_registry(self, when: str) -> None:
         lab, led = self.lab, self.ledger
+        with led.lock:  # what was acknowledged before we look: later promotes may land while we read
+            before = [tuple(p) for p in led.promotes]
         r = lab.carafe("adapters", "show", "style", "--history", "100000", "--json")
         if r.returncode != 0:
             led.problem("registry_mismatch", f"`carafe adapters show` failed {when}: {r.stderr[-300:]}")
@@ -197,7 +200,7 @@ class Crasher:
             led.problem("registry_mismatch", f"stable {detail['stable']} but history says {snapshots[-1]} {when}")
         with led.lock:
             promotes = [tuple(p) for p in led.promotes]
-        acked = [i for i, (_, ok) in enumerate(promotes) if ok]
+        acked = [i for i, (_, ok) in enumerate(before) if ok]
         if acked:
             possible = {promotes[acked[-1]][0], *(v for v, _ in promotes[acked[-1] + 1 :])}
             if detail["stable"] not in possible:
