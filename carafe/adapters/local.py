@@ -33,14 +33,14 @@ from carafe.adapters.errors import (
     ModelNotAvailable,
 )
 from carafe.adapters.lora_set import LoraWeights, read_lora
-from carafe.adapters.peft_check import WEIGHTS_FILE, check_peft_dir, read_safetensors_header
+from carafe.adapters.peft_check import check_peft_dir
 from carafe.adapters.row_scheduler import RowScheduler
 from carafe.adapters.sampling import RowSampler
 from carafe.adapters.scheduler import Request, Scheduler
 from carafe.adapters.structured import GrammarCompiler
 from carafe.adapters.textstream import TextStream
 from carafe.adapters.weights import TensorFiles
-from carafe.errors import InvalidInput, TooLarge
+from carafe.errors import CarafeError, InvalidInput, TooLarge
 
 log = logging.getLogger("carafe.adapters.local")
 
@@ -337,29 +337,8 @@ class LocalEngine:
         return [r.info for r in self._adapters.values()]
 
     def _check_fits(self, folder: Path) -> int:
-        """PEFT checks plus: every LoRA weight targets a base module of matching shape."""
-        rank = check_peft_dir(folder, max_rank=self.config.max_lora_rank)
-        modules = self._linears
-        for key, meta in read_safetensors_header(folder / WEIGHTS_FILE).items():
-            for part, dim in (("lora_A", 1), ("lora_B", 0)):
-                if f".{part}." not in key:
-                    continue
-                name = key.split(f".{part}.")[0].removeprefix("base_model.model.")
-                module = modules.get(name)
-                if module is None:
-                    raise InvalidAdapter(
-                        f"{folder} targets {name!r}, which the base model {self.model_id} does not "
-                        "have: the adapter was trained for another model",
-                        param="path",
-                    )
-                want = module[0] if part == "lora_A" else module[1]
-                if int(meta["shape"][dim]) != want:
-                    raise InvalidAdapter(
-                        f"{folder}: {key} has shape {meta['shape']}, which does not fit {name} of "
-                        f"{self.model_id}; the adapter was trained for another model",
-                        param="path",
-                    )
-        return rank
+        """PEFT checks (A/B ranks, finite weights) plus: every LoRA weight fits a base module."""
+        return check_peft_dir(folder, max_rank=self.config.max_lora_rank, linears=self._linears, base=self.model_id)
 
     def _attach(self, internal: str, folder: Path, weights: LoraWeights | None) -> None:
         """Worker thread: add the adapter to the model (wrapping it on first use)."""
@@ -425,7 +404,12 @@ class LocalEngine:
             weights = await asyncio.to_thread(read_lora, folder) if self._decoder is not None else None
             self._serial += 1
             internal = f"carafe_{self._serial}"
-            await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder, weights)))
+            try:
+                await asyncio.wrap_future(scheduler.call(lambda: self._attach(internal, folder, weights)))
+            except CarafeError:
+                raise
+            except Exception as exc:  # e.g. a RuntimeError from the native add_adapter: the adapter's fault
+                raise InvalidAdapter(f"{folder} cannot be loaded: {type(exc).__name__}: {exc}", param="path") from exc
             info = AdapterInfo(name=name, path=str(path), rank=rank)
             self._adapters[name] = _Resident(info, internal, folder.resolve())
             log.info("loaded adapter %s from %s (rank %s)", name, path, rank)

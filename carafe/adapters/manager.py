@@ -12,6 +12,11 @@ registry.
   channels point at (desired state) and drops versions no channel needs (after an
   engine restart, after another replica promoted, ...). :meth:`start` runs it
   every ``reconcile_interval_s``.
+- A version the engine refuses (bad weights, shapes it cannot serve: an
+  :class:`InvalidAdapter`, or any error that is not a Carafe one) is *broken*: it is
+  logged once, listed in :attr:`AdapterManager.broken` (the admin view shows it),
+  never retried by the loop, and requests for it get a 503 at once; the rest keep
+  serving. An admin retries it with a promote or ``POST /admin/adapters/sync``.
 
 Engine adapter names are ``<name>@<version>``; adapters loaded under other names
 (e.g. through ``/v1/load_lora_adapter``) are left alone.
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carafe.adapters.engine import AdapterInfo, ChatMessage, Engine, GenerationChunk, SamplingParams
-from carafe.adapters.errors import EngineUnavailable
+from carafe.adapters.errors import EngineUnavailable, InvalidAdapter
 from carafe.adapters.registry import STABLE, Channels, Registry
 from carafe.errors import CarafeError, NotFound
 
@@ -49,7 +54,12 @@ class ReconcileReport:
     loaded: list[str] = field(default_factory=list)
     unloaded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # broken versions, not retried
     resident: list[str] = field(default_factory=list)
+
+
+class AdapterUnavailable(EngineUnavailable):
+    """A registry version that cannot be served now (broken, or no slot for an off-channel pin)."""
 
 
 class AdapterManager:
@@ -75,6 +85,7 @@ class AdapterManager:
         self.retry_failed_s = retry_failed_s
         self.warm_rollback = warm_rollback
         self.failed: dict[str, tuple[float, str]] = {}  # ref -> (when, why): not retried for a while
+        self.broken: dict[str, str] = {}  # ref -> why: refused by the engine, not retried unless asked
         self._locks: dict[str, asyncio.Lock] = {}
         self._evict_lock = asyncio.Lock()
         self._in_flight: Counter[str] = Counter()
@@ -119,8 +130,18 @@ class AdapterManager:
         task.add_done_callback(self._background.discard)
 
     # loading ---------------------------------------------------------------
-    async def ensure(self, name: str, version: int) -> str:
-        """Make ``name@version`` resident (loading it on demand); returns the engine name."""
+    def unusable(self, ref: str) -> str | None:
+        """Why ``ref`` is not loaded on demand now (broken, or failed moments ago); None if it may be."""
+        if ref in self.broken:
+            return self.broken[ref]
+        failure = self.failed.get(ref)
+        return failure[1] if failure and time.monotonic() - failure[0] < self.retry_failed_s else None
+
+    async def ensure(self, name: str, version: int, *, retry: bool = False, evict: bool = True) -> str:
+        """Make ``name@version`` resident (loading it on demand); returns the engine name.
+
+        A broken version fails at once with :class:`AdapterUnavailable` unless ``retry``
+        (an admin's promote or sync); without ``evict`` it loads only into a free slot."""
         ref = f"{name}@{version}"
         if ref in self.resident():
             self._retiring.discard(ref)
@@ -131,27 +152,52 @@ class AdapterManager:
                 self._retiring.discard(ref)
                 self.touch(ref)
                 return ref
+            if ref in self.broken and not retry:
+                raise AdapterUnavailable(f"{ref} cannot be served: {self.broken[ref]}", param="model")
             failure = self.failed.get(ref)
-            if failure and time.monotonic() - failure[0] < self.retry_failed_s:
+            if failure and time.monotonic() - failure[0] < self.retry_failed_s and not retry:
                 raise EngineUnavailable(f"{ref} failed to load recently: {failure[1]}", param="model")
-            av = await asyncio.to_thread(self.registry.verify, name, version)
-            await self._make_room()
-            try:
-                await self.raw_engine.load_adapter(ref, str(av.path))
-            except EngineUnavailable:
-                raise
-            except CarafeError as exc:
-                self.failed[ref] = (time.monotonic(), exc.message)
-                log.warning("loading %s failed: %s", ref, exc.message)
-                raise
+            await self._load(ref, name, version, evict)
             self.failed.pop(ref, None)
+            self.broken.pop(ref, None)
             self._retiring.discard(ref)
             self.touch(ref)
             return ref
 
-    async def _make_room(self, timeout: float = 30.0) -> None:
-        """Evict least-recently-used idle versions until one more fits."""
+    async def _load(self, ref: str, name: str, version: int, evict: bool) -> None:
+        """Load one version; a refusal of its files marks it broken (logged once), others fail for a while."""
+        try:
+            av = await asyncio.to_thread(self.registry.verify, name, version)
+            await self._make_room(evict=evict, ref=ref)
+            await self.raw_engine.load_adapter(ref, str(av.path))
+        except EngineUnavailable:
+            raise
+        except InvalidAdapter as exc:
+            self._mark_broken(ref, exc.message)
+            raise
+        except CarafeError as exc:
+            self.failed[ref] = (time.monotonic(), exc.message)
+            log.warning("loading %s failed: %s", ref, exc.message)
+            raise
+        except Exception as exc:  # an engine error that is not a Carafe one: the adapter is at fault, not the request
+            why = f"the engine refused its weights ({type(exc).__name__}: {exc})"
+            self._mark_broken(ref, why)
+            raise InvalidAdapter(f"{ref} cannot be loaded: {why}", param="model") from exc
+
+    def _mark_broken(self, ref: str, why: str) -> None:
+        if self.broken.get(ref) != why:
+            log.warning("skipping adapter %s: %s (fix or remove it; a promote or sync retries it)", ref, why)
+        self.broken[ref] = why
+
+    async def _make_room(self, timeout: float = 30.0, *, evict: bool = True, ref: str = "") -> None:
+        """Evict least-recently-used idle versions until one more fits (without ``evict``: a free slot or 503)."""
         deadline = time.monotonic() + timeout
+        if not evict and len(self.raw_engine.adapters()) >= self.max_resident:
+            raise AdapterUnavailable(
+                f"no free adapter slot for {ref}, which is on no channel: pinning such a version never "
+                "evicts another; retry later, or promote it to a channel",
+                param="model",
+            )
         async with self._evict_lock:
             # Every adapter counts against the engine's slots; only registry versions are evicted.
             while len(self.raw_engine.adapters()) >= self.max_resident:
@@ -206,7 +252,7 @@ class AdapterManager:
     async def promote(self, name: str, version: int, *, actor: str, channel: str = STABLE) -> Channels:
         """Load ``version`` first (a broken one fails here and nothing changes), then
         move the channel; the replaced version retires when idle."""
-        await self.ensure(name, version)
+        await self.ensure(name, version, retry=True)
         async with self._lock(name):
             before = self.registry.channels(name)
             after = await asyncio.to_thread(self.registry.promote, name, version, actor=actor, channel=channel)
@@ -216,7 +262,7 @@ class AdapterManager:
     async def rollback(self, name: str, *, actor: str) -> Channels:
         before = self.registry.channels(name)
         if before.previous:
-            await self.ensure(name, before.previous[-1])
+            await self.ensure(name, before.previous[-1], retry=True)
         async with self._lock(name):
             after = await asyncio.to_thread(self.registry.rollback, name, actor=actor)
         self._retire_unreferenced(name, before, after)
@@ -224,7 +270,7 @@ class AdapterManager:
 
     async def split(self, name: str, version: int, weight: int, *, actor: str) -> Channels:
         if weight > 0:
-            await self.ensure(name, version)
+            await self.ensure(name, version, retry=True)
         async with self._lock(name):
             before = self.registry.channels(name)
             after = await asyncio.to_thread(self.registry.split, name, version, weight, actor=actor)
@@ -253,7 +299,8 @@ class AdapterManager:
         for name in self.registry.names():
             try:
                 ch = self.registry.channels(name)
-            except CarafeError:
+            except Exception as exc:  # a damaged channels.json stops this adapter, not the gateway
+                self._mark_broken(f"{name}@?", f"its channels cannot be read ({exc})")
                 continue
             if ch.stable is not None:
                 first.append(f"{name}@{ch.stable}")
@@ -264,23 +311,28 @@ class AdapterManager:
                 warm.append(f"{name}@{target}")
         return list(dict.fromkeys(first + rest + warm))[: self.max_resident]
 
-    async def reconcile(self) -> ReconcileReport:
-        """Bring the engine to the desired state; returns what changed."""
+    async def reconcile(self, *, retry: bool = False) -> ReconcileReport:
+        """Bring the engine to the desired state; returns what changed. Broken versions
+        are skipped (kept in ``report.skipped``) unless ``retry``."""
         report = ReconcileReport()
+        await asyncio.to_thread(self.registry.recover, blocking=False)  # a CLI writer may have been killed
         await self.raw_engine.refresh()  # a remote engine (vLLM) may have restarted since we last looked
         desired = self.desired()
         for ref in desired:
             if ref in self.resident():
                 continue
+            if ref in self.broken and not retry:
+                report.skipped[ref] = self.broken[ref]
+                continue
             name, version = parse_ref(ref)  # type: ignore[misc]
             try:
-                await self.ensure(name, version)
+                await self.ensure(name, version, retry=retry)
                 report.loaded.append(ref)
             except CarafeError as exc:
                 report.failed[ref] = exc.message
         wanted = set(desired)
         names = set(self.registry.names())
-        failed_names = {parse_ref(r)[0] for r in report.failed}  # type: ignore[index]
+        failed_names = {parse_ref(r)[0] for r in [*report.failed, *report.skipped]}  # type: ignore[index]
         stale_before = time.monotonic() - max(self.reconcile_interval_s, self.retire_grace_s)
         for ref in self.resident():
             name, _ = parse_ref(ref)  # type: ignore[misc]
@@ -301,8 +353,10 @@ class AdapterManager:
 
     async def start(self) -> None:
         """Reconcile once now, then every ``reconcile_interval_s`` (0: never again)."""
-        with contextlib.suppress(CarafeError):
+        try:
             await self.reconcile()
+        except Exception as exc:  # the gateway starts whatever the registry holds; the loop tries again
+            log.warning("first reconcile failed: %s", getattr(exc, "message", exc))
         if self.reconcile_interval_s > 0 and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 

@@ -10,25 +10,33 @@ Layout of a registry folder::
 
 Writers (CLI, admin HTTP, tuning's publish) take one file lock per registry and
 write with temp file + rename, so concurrent writers and readers never see half a
-change. Readers need no lock.
+change. Readers need no lock. A change that moves a channel is committed by its
+history entry, which carries the channels after it (:mod:`carafe.adapters.journal`);
+opening a registry repairs what a writer killed mid-change left (temp files,
+staging folders, a channels file one step behind its history).
+
+A source folder is checked (size, links, PEFT files, safetensors header, A/B ranks
+against the config and the base model's shapes, finite weights) before anything is
+copied, and the copy is checked again, so the registry never holds an adapter that
+would fail at load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import logging
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, Field
 
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, InvalidAdapter
+from carafe.adapters.journal import TRASH_PREFIX, Journal, remove_temp_files, write_atomic
 from carafe.adapters.manifest import (
     MANIFEST_FILE,
     AdapterKind,
@@ -38,9 +46,18 @@ from carafe.adapters.manifest import (
     content_digest,
     read_manifest,
 )
-from carafe.adapters.peft_check import check_peft_dir, copy_tree_inside
+from carafe.adapters.peft_check import (
+    MAX_ADAPTER_BYTES,
+    Linears,
+    check_peft_dir,
+    copy_tree_inside,
+    linear_shapes,
+    scan_source,
+)
 
+log = logging.getLogger("carafe.adapters")
 BASE_FILE = "base.json"
+STAGING_PREFIX = ".staging-"
 STABLE = "stable"
 CANARY = "canary"
 
@@ -78,46 +95,120 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class ServedBase(BaseModelRef):
+    """``base.json``: the served base model, and its module shapes when the engine knows them."""
+
+    linears: Linears | None = None
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Registry:
     """Adapter versions and channels in a folder.
 
     ``base`` is the served base model (id + digest); :meth:`add` refuses versions
-    trained on another base. ``max_rank`` is the engine's LoRA rank limit.
+    trained on another base, and (when ``base.json`` has them) versions whose LoRA
+    shapes do not fit its modules. ``max_rank`` is the engine's LoRA rank limit;
+    ``max_bytes`` caps an adapter folder.
     """
 
-    def __init__(self, root: Path, *, base: BaseModelRef | None = None, max_rank: int = 64) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        base: BaseModelRef | None = None,
+        max_rank: int = 64,
+        max_bytes: int = MAX_ADAPTER_BYTES,
+    ) -> None:
         self.root = Path(root)
-        self.base = base or self._recorded_base()
+        recorded = self._recorded_base()
+        self.base: BaseModelRef | None = base or (
+            BaseModelRef(id=recorded.id, digest=recorded.digest) if recorded else None
+        )
+        self.linears = recorded.linears if recorded and self.base and recorded.digest == self.base.digest else None
         self.max_rank = max_rank
+        self.max_bytes = max_bytes
         self._lock = FileLock(str(self.root / ".lock"), timeout=60)
         self._channels_cache: dict[str, tuple[tuple[int, int], Channels]] = {}
         self._manifest_cache: dict[tuple[str, int], tuple[tuple[int, int], Manifest]] = {}
+        self.recover(blocking=False)
 
     # the served base model -------------------------------------------------
-    def _recorded_base(self) -> BaseModelRef | None:
+    def _recorded_base(self) -> ServedBase | None:
         path = self.root / BASE_FILE
-        return BaseModelRef.model_validate_json(path.read_text()) if path.is_file() else None
+        return ServedBase.model_validate_json(path.read_text()) if path.is_file() else None
 
-    def record_base(self, base: BaseModelRef) -> None:
+    def record_base(self, base: BaseModelRef, model_folder: Path | None = None) -> None:
         """Remember the served base (the gateway does at start), so the CLI can check
-        ``add`` against it without loading the model."""
-        self.base = base
-        if self._recorded_base() != base:
+        ``add`` against it without loading the model; ``model_folder`` (its safetensors)
+        gives the module shapes adapters must fit."""
+        self.base = BaseModelRef(id=base.id, digest=base.digest)
+        self.linears = linear_shapes(model_folder) if model_folder is not None else None
+        served = ServedBase(id=base.id, digest=base.digest, linears=self.linears or None)
+        if self._recorded_base() != served:
             self.root.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.root / BASE_FILE, base.model_dump_json(indent=2))
+            with self._lock:
+                write_atomic(self.root / BASE_FILE, served.model_dump_json(indent=2))
+
+    # crash repair ----------------------------------------------------------
+    def recover(self, *, blocking: bool = True) -> list[str]:
+        """Repair what writers killed mid-change left (see :mod:`carafe.adapters.journal`);
+        without ``blocking``, skipped while another writer holds the lock."""
+        if not self.root.is_dir():
+            return []
+        try:
+            self._lock.acquire(timeout=60 if blocking else 0)
+        except Timeout:
+            return []
+        except OSError as exc:  # a read-only registry (a reader without write access): nothing to repair from here
+            log.debug("cannot lock %s to repair it: %s", self.root, exc)
+            return []
+        try:
+            done = [f"removed {p.name}" for p in remove_temp_files(self.root)] + self._remove_dead_staging()
+            for name in self.names():
+                done += [f"{name}: {what}" for what in self._recover(name)]
+        finally:
+            self._lock.release()
+        if done:
+            log.warning("registry %s repaired after a crash: %s", self.root, "; ".join(done))
+        return done
+
+    def _remove_dead_staging(self) -> list[str]:
+        done = []
+        for staging in self.root.glob(STAGING_PREFIX + "*"):
+            pid = staging.name.removeprefix(STAGING_PREFIX).split("-")[0]
+            if not pid.isdigit() or not _pid_alive(int(pid)):
+                shutil.rmtree(staging, ignore_errors=True)
+                done.append(f"removed {staging.name}")
+        return done
+
+    def _recover(self, name: str) -> list[str]:
+        """Under the lock: repair one adapter, finishing a whole-adapter removal its history records."""
+        journal = Journal(self.root / name)
+        done = journal.recover()
+        entries = journal.entries()
+        if entries and entries[-1].get("action") == "remove" and entries[-1].get("version") is None:
+            self._bury(name)
+            return [*done, "finished its removal"]
+        added = {e.get("version") for e in entries if e.get("action") == "add"}
+        for v in (int(p.name) for p in (self.root / name / "versions").iterdir() if p.name.isdigit()):
+            if v not in added:  # renamed in, killed before its history entry
+                journal.append([self._entry(name, "recovery", "add", version=v, note="history entry lost in a crash")])
+                done.append(f"recorded the add of version {v}")
+        self._channels_cache.pop(name, None)
+        return done
+
+    def consistent(self, name: str) -> bool:
+        """Whether ``name``'s channels are what its history says they are."""
+        return Journal(self._require(name)).matches()
 
     # reading ---------------------------------------------------------------
     def names(self) -> list[str]:
@@ -192,11 +283,7 @@ class Registry:
         return self.get(name, ch.stable)
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
-        path = self._require(name) / "history.jsonl"
-        if not path.is_file():
-            return []
-        lines = path.read_text().splitlines()
-        entries = [json.loads(line) for line in lines if line.strip()]
+        entries = Journal(self._require(name)).entries()
         return entries[-limit:] if limit else entries
 
     def verify(self, name: str, version: int) -> AdapterVersion:
@@ -212,15 +299,23 @@ class Registry:
         return av
 
     # writing ---------------------------------------------------------------
-    def _record(self, name: str, actor: str, action: str, **details: Any) -> None:
-        entry = {"at": _now(), "actor": actor, "action": action, "name": name, **details}
-        with (self.root / name / "history.jsonl").open("a") as fh:
-            fh.write(json.dumps(entry, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    @staticmethod
+    def _entry(name: str, actor: str, action: str, **details: Any) -> dict[str, Any]:
+        return {"at": _now(), "actor": actor, "action": action, "name": name, **details}
 
-    def _save_channels(self, name: str, channels: Channels) -> None:
-        _write_atomic(self.root / name / "channels.json", channels.model_dump_json(indent=2))
+    def _record(self, name: str, actor: str, action: str, **details: Any) -> None:
+        Journal(self.root / name).append([self._entry(name, actor, action, **details)])
+
+    def _commit(self, name: str, entries: list[dict[str, Any]], channels: Channels) -> Channels:
+        """Record ``entries`` with the channels after them, then move the channels (history first)."""
+        Journal(self.root / name).append(entries, channels.model_dump(mode="json"))
+        self._channels_cache.pop(name, None)
+        return channels
+
+    def _begin(self, name: str) -> None:
+        """Under the lock, before a change: repair what a killed writer left for ``name``."""
+        if (self.root / name / "versions").is_dir():
+            self._recover(name)
 
     def add(
         self,
@@ -241,24 +336,38 @@ class Registry:
         source = Path(source)
         if not source.is_dir():
             raise InvalidAdapter(f"{source} is not a directory (expected a PEFT adapter folder)", param="path")
+        # The source is checked before a byte is copied, and the copy again (the source may change meanwhile).
+        scan_source(source, max_bytes=self.max_bytes)
+        self.check(source)
         self.root.mkdir(parents=True, exist_ok=True)
-        # Checks run on the copy, so the source cannot change between check and use.
-        staging = self.root / f".staging-{uuid.uuid4().hex}"
+        staging = self.root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            copy_tree_inside(source, staging)
-            rank = check_peft_dir(staging, max_rank=self.max_rank)
+            copy_tree_inside(source, staging, max_bytes=self.max_bytes)
+            rank = self.check(staging)
             manifest = read_manifest(staging)
             name = check_name(name or (manifest.name if manifest else source.resolve().name.lower()))
             self._check_base(manifest, source)
             with self._lock:
+                self._begin(name)
                 final = self._commit_version(staging, name, version, manifest, rank, kind, description)
-                self._record(name, actor, "add", version=final.version, digest=final.adapter_digest, source=str(source))
-                if self.channels(name).stable is None:
-                    self._save_channels(name, self.channels(name).model_copy(update={"stable": final.version}))
-                    self._record(name, actor, "promote", version=final.version, channel=STABLE, previous=None)
+                self._record_add(name, actor, final, source)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.get(name, final.version)
+
+    def check(self, folder: Path) -> int:
+        """Check ``folder`` as :meth:`add` would (PEFT files, ranks, base shapes, finite weights); its rank."""
+        base = self.base.id if self.base else "the base model"
+        return check_peft_dir(folder, max_rank=self.max_rank, linears=self.linears, base=base)
+
+    def _record_add(self, name: str, actor: str, final: Manifest, source: Path) -> None:
+        add = self._entry(name, actor, "add", version=final.version, digest=final.adapter_digest, source=str(source))
+        ch = self.channels(name)
+        if ch.stable is not None:
+            Journal(self.root / name).append([add])
+            return
+        promote = self._entry(name, actor, "promote", version=final.version, channel=STABLE, previous=None)
+        self._commit(name, [add, promote], ch.model_copy(update={"stable": final.version}))
 
     def _commit_version(
         self,
@@ -288,7 +397,7 @@ class Registry:
         if description is not None:
             data["description"] = description
         final = Manifest.model_validate(data)
-        _write_atomic(staging / MANIFEST_FILE, final.model_dump_json(indent=2))
+        write_atomic(staging / MANIFEST_FILE, final.model_dump_json(indent=2))
         os.rename(staging, versions / str(version))
         return final
 
@@ -306,6 +415,7 @@ class Registry:
     def promote(self, name: str, version: int, *, actor: str, channel: str = STABLE) -> Channels:
         """Point ``channel`` at ``version`` (stable keeps the old one for rollback)."""
         with self._lock:
+            self._begin(name)
             self.verify(name, version)  # 404 for a missing version, nothing changes
             ch = self.channels(name)
             before = ch.model_dump()
@@ -327,50 +437,52 @@ class Registry:
             else:
                 check_name(channel)
                 ch = ch.model_copy(update={"named": {**ch.named, channel: version}})
-            self._save_channels(name, ch)
-            self._record(name, actor, "promote", version=version, channel=channel, before=before)
-            return ch
+            entry = self._entry(name, actor, "promote", version=version, channel=channel, before=before)
+            return self._commit(name, [entry], ch)
 
     def rollback(self, name: str, *, actor: str) -> Channels:
         """Make the previous stable version stable again."""
         with self._lock:
+            self._begin(name)
             ch = self.channels(name)
             if not ch.previous:
                 raise AdapterConflict(f"adapter {name!r} has no previous stable version to roll back to", param="name")
             *rest, target = ch.previous
             new = ch.model_copy(update={"stable": target, "previous": rest})
-            self._save_channels(name, new)
-            self._record(name, actor, "rollback", version=target, replaced=ch.stable)
-            return new
+            return self._commit(name, [self._entry(name, actor, "rollback", version=target, replaced=ch.stable)], new)
 
     def split(self, name: str, version: int, weight: int, *, actor: str) -> Channels:
         """Send ``weight`` percent of users (sticky) to ``version`` as the canary."""
         if not 0 <= weight <= 100:
             raise InvalidAdapter("the canary weight is a percentage from 0 to 100", param="weight")
         with self._lock:
+            self._begin(name)
             self.verify(name, version)
             ch = self.channels(name).model_copy(update={"canary": version, "canary_weight": weight})
-            self._save_channels(name, ch)
-            self._record(name, actor, "split", version=version, weight=weight)
-            return ch
+            return self._commit(name, [self._entry(name, actor, "split", version=version, weight=weight)], ch)
 
     def remove(self, name: str, *, actor: str, version: int | None = None) -> None:
         """Remove one version no channel points at, or the whole adapter (kept under .removed/)."""
         with self._lock:
-            folder = self._require(name)
+            self._require(name)
+            self._begin(name)
             if version is None:
-                self._record(name, actor, "remove")
-                graveyard = self.root / ".removed"
-                graveyard.mkdir(exist_ok=True)
-                os.rename(folder, graveyard / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}")
-                self._channels_cache.pop(name, None)
+                self._record(name, actor, "remove")  # committed: a crash before the move is finished by recover
+                self._bury(name)
                 return
             av = self.get(name, version)
             ch = self.channels(name)
             if version in ch.referenced():
                 raise AdapterConflict(f"{av.ref} is on a channel; promote another version first", param="version")
-            if version in ch.previous:
-                self._save_channels(name, ch.model_copy(update={"previous": [v for v in ch.previous if v != version]}))
-            shutil.rmtree(av.path)
+            trash = av.path.parent / f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex}"
+            os.rename(av.path, trash)  # gone at once; a crash mid-delete leaves trash that recover removes
+            entry = self._entry(name, actor, "remove", version=version)
+            self._commit(name, [entry], ch.model_copy(update={"previous": [v for v in ch.previous if v != version]}))
+            shutil.rmtree(trash, ignore_errors=True)
             self._manifest_cache.pop((name, version), None)
-            self._record(name, actor, "remove", version=version)
+
+    def _bury(self, name: str) -> None:
+        graveyard = self.root / ".removed"
+        graveyard.mkdir(exist_ok=True)
+        os.rename(self.root / name, graveyard / f"{name}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}")
+        self._channels_cache.pop(name, None)

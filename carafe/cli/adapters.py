@@ -74,7 +74,8 @@ def _learn_base(reg: Registry, cfg: CarafeConfig) -> None:
 
     with console.status("Reading the base model's digest (converting it once if needed)..."):
         engine = LocalEngine(cfg.adapters.engine, models_dir=cfg.models_dir)
-        reg.record_base(BaseModelRef(id=engine.model_id, digest=engine.model_digest))
+        digest = engine.model_digest  # prepares the base model's files, whose shapes adapters must fit
+        reg.record_base(BaseModelRef(id=engine.model_id, digest=digest), engine.files.folder if engine.files else None)
 
 
 @app.command("list")

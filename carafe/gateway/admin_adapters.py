@@ -97,6 +97,7 @@ def adapter_summary(registry: Registry, manager: AdapterManager | None, name: st
         "previous": ch.previous,
         "versions": registry.versions(name),
         "resident": sorted(r for r in resident if r.partition("@")[0] == name),
+        "skipped": {r: why for r, why in (manager.broken if manager else {}).items() if r.partition("@")[0] == name},
     }
 
 
@@ -187,10 +188,10 @@ async def remove_adapter(
 
 @router.post("/admin/adapters/sync")
 async def sync_adapters(request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    """Reconcile the engine with the registry now (what the loop does periodically)."""
+    """Reconcile the engine with the registry now (what the loop does periodically), retrying broken versions."""
     _, manager = _parts(request)
     with _admin_span("sync", principal):
-        return asdict(await manager.reconcile())
+        return asdict(await manager.reconcile(retry=True))
 
 
 # vLLM-compatible runtime LoRA endpoints --------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import carafe.adapters.registry as registry_module
 from carafe.adapters.errors import AdapterConflict, AdapterNotFound, InvalidAdapter
 from carafe.adapters.manifest import BaseModelRef, Manifest, content_digest
 from carafe.adapters.registry import Registry
@@ -221,3 +222,121 @@ def test_concurrent_writers_never_lose_a_version(tmp_path, lora_src):
     reg = Registry(root, base=BASE)
     assert reg.versions("hr-style") == [1, 2, 3, 4]
     assert sorted(e["version"] for e in reg.history("hr-style") if e["action"] == "add") == [1, 2, 3, 4]
+
+
+# what a diverged or hand-edited training run leaves (issue 29: H1, H2) ----------------------
+def poisoned(src: Path, dst: Path, value: float = float("nan")) -> Path:
+    """A copy of ``src`` with one lora_B weight set to ``value`` (NaN: a diverged run)."""
+    from safetensors.torch import load_file, save_file
+
+    bad = copy_of(src, dst)
+    tensors = load_file(str(bad / "adapter_model.safetensors"))
+    key = sorted(k for k in tensors if ".lora_B." in k)[0]
+    tensors[key][0, 0] = value
+    save_file(tensors, str(bad / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return bad
+
+
+def rank_mismatched(src: Path, dst: Path) -> tuple[Path, str]:
+    """A copy of ``src`` whose first lora_B has rank r+2 while its lora_A keeps r; the B key."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    bad = copy_of(src, dst)
+    tensors = load_file(str(bad / "adapter_model.safetensors"))
+    key = sorted(k for k in tensors if ".lora_B." in k)[0]
+    out, rank = tensors[key].shape
+    tensors[key] = torch.zeros(out, rank + 2)
+    save_file(tensors, str(bad / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return bad, key
+
+
+@pytest.mark.parametrize("value, what", [(float("nan"), "1 NaN"), (float("inf"), "1 Inf")])
+def test_add_refuses_non_finite_weights_naming_file_and_tensor(registry, lora_src, tmp_path, value, what):
+    bad = poisoned(lora_src, tmp_path / "diverged", value)
+    with pytest.raises(InvalidAdapter, match=rf"adapter_model.safetensors: tensor .*lora_B.* holds .*{what}") as err:
+        registry.add(bad, actor="a", name="diverged")
+    assert err.value.code == "non_finite_weights" and str(bad) in err.value.message
+    assert registry.names() == []  # never added, so never stable
+
+
+def test_add_refuses_a_lora_b_whose_rank_is_not_lora_a_s(registry, lora_src, tmp_path):
+    bad, key = rank_mismatched(lora_src, tmp_path / "mismatch")
+    with pytest.raises(InvalidAdapter, match="rank") as err:
+        registry.add(bad, actor="a", name="mismatch")
+    assert err.value.code == "rank_mismatch" and key in err.value.message and str(bad) in err.value.message
+    assert registry.names() == []
+
+
+def test_add_refuses_ranks_that_disagree_with_adapter_config(registry, lora_src, tmp_path):
+    bad = copy_of(lora_src, tmp_path / "config-lies")
+    cfg = json.loads((bad / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps({**cfg, "r": 4}))
+    with pytest.raises(InvalidAdapter, match="declares r=4"):
+        registry.add(bad, actor="a", name="lies")
+
+
+def test_add_refuses_shapes_the_base_model_does_not_have(tmp_path, lora_src, base_model_dir):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    reg = Registry(tmp_path / "r", base=BASE, max_rank=16)
+    reg.record_base(BASE, base_model_dir)  # what the gateway does at start: shapes from the base's safetensors
+    bad = copy_of(lora_src, tmp_path / "other-model")
+    tensors = load_file(str(bad / "adapter_model.safetensors"))
+    key = sorted(k for k in tensors if ".lora_A." in k)[0]
+    tensors[key] = torch.zeros(tensors[key].shape[0], 100)  # in-features 100: trained for another model
+    save_file(tensors, str(bad / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InvalidAdapter, match=r"do not fit .* of SmolLM2-135M-Instruct \(576 in"):
+        reg.add(bad, actor="a", name="other")
+    assert Registry(tmp_path / "r").linears == reg.linears  # the CLI reads them back from base.json
+    assert reg.add(lora_src, actor="a").version == 1
+
+
+def test_add_checks_the_source_before_copying_anything(registry, lora_src, tmp_path, monkeypatch):
+    copies: list[Path] = []
+    real_copy = registry_module.copy_tree_inside
+    monkeypatch.setattr(
+        registry_module, "copy_tree_inside", lambda s, t, **kw: copies.append(s) or real_copy(s, t, **kw)
+    )
+    with pytest.raises(InvalidAdapter, match="NaN"):
+        registry.add(poisoned(lora_src, tmp_path / "nan"), actor="a", name="nan")
+    with pytest.raises(InvalidAdapter, match="rank"):
+        registry.add(rank_mismatched(lora_src, tmp_path / "mm")[0], actor="a", name="mm")
+    big = copy_of(lora_src, tmp_path / "home")
+    for i in range(70):  # a home folder, not an adapter folder
+        (big / f"file{i}.txt").write_text("x")
+    with pytest.raises(InvalidAdapter, match="over the limits") as err:
+        registry.add(big, actor="a", name="home")
+    assert err.value.code == "adapter_too_large"
+    huge = copy_of(lora_src, tmp_path / "huge")
+    with (huge / "blob.bin").open("wb") as fh:
+        fh.truncate(3 * 1024**3)  # sparse: costs nothing here, 3 GB in a registry
+    with pytest.raises(InvalidAdapter, match="over the limits"):
+        registry.add(huge, actor="a", name="huge")
+    assert copies == [] and not list(registry.root.glob(".staging-*"))
+    registry.add(lora_src, actor="a")
+    assert len(copies) == 1
+
+
+def test_rank_pattern_and_bf16_weights_are_read_as_peft_writes_them(registry, lora_src, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src = copy_of(lora_src, tmp_path / "mixed")
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    for key in [k for k in tensors if ".v_proj.lora_" in k]:  # v_proj at rank 4, the rest at r=8
+        t = tensors[key]
+        tensors[key] = t[:4].clone() if ".lora_A." in key else t[:, :4].clone()
+    tensors = {k: v.to(torch.bfloat16) for k, v in tensors.items()}
+    save_file(tensors, str(src / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InvalidAdapter, match="declares r=8 for .*v_proj"):
+        registry.add(src, actor="a", name="mixed")
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    (src / "adapter_config.json").write_text(json.dumps({**cfg, "rank_pattern": {"v_proj": 4}}))
+    assert registry.add(src, actor="a", name="mixed").manifest.rank == 8
+    key = sorted(k for k in tensors if ".lora_B." in k)[-1]
+    tensors[key][0, 0] = float("-inf")
+    save_file(tensors, str(src / "adapter_model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(InvalidAdapter, match=r"0 NaN and 1 Inf"):
+        registry.add(src, actor="a", name="mixed")

@@ -1,7 +1,10 @@
 """From a request's ``model`` to an adapter version plus policies.
 
 ``model`` may be the base model id, an adapter name (its stable version, or its
-canary for a sticky share of users), ``name@version`` (pinned), a route alias from
+canary for a sticky share of users), ``name@version`` (pinned: for non-admin keys
+only a version some channel points at, so a rolled-back or never-promoted version
+stays out of reach; an admin's pin of another version loads only into a free slot
+and never evicts one that serves a channel), a route alias from
 the config, or ``auto`` (the adapter whose manifest description best matches the
 query, above a threshold; else the base model). The chosen version is made
 resident in the engine before :meth:`Router.resolve` returns.
@@ -19,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from carafe.adapters.engine import Engine
-from carafe.adapters.errors import AdapterNotFound, EngineUnavailable
-from carafe.adapters.manager import AdapterManager, parse_ref
+from carafe.adapters.errors import AdapterNotFound, EngineUnavailable, InvalidAdapter
+from carafe.adapters.manager import AdapterManager, AdapterUnavailable, parse_ref
 from carafe.adapters.manifest import BaseModelRef
 from carafe.adapters.registry import Registry
 from carafe.errors import CarafeError, Forbidden, NotFound
@@ -67,6 +70,16 @@ def _not_found(model: str) -> NotFound:
     )
 
 
+def _unservable(ref: str) -> AdapterUnavailable:
+    """A 503 for a broken version that names no host path (the admin view says why)."""
+    return AdapterUnavailable(
+        f"adapter {ref} cannot be served: it failed its checks when loaded; an admin can see why in "
+        "GET /admin/adapters and fix or remove it",
+        param="model",
+        code="adapter_unavailable",
+    )
+
+
 def _forbidden(model: str) -> Forbidden:
     return Forbidden(f"this key may not use model {model!r}", param="model", code="model_not_allowed")
 
@@ -103,8 +116,13 @@ class Router:
         return self.engine.model_id
 
     def record_base(self) -> None:
-        """Tell the registry which base the (started) engine serves: adapters are checked against it."""
-        self.registry.record_base(BaseModelRef(id=self.engine.model_id, digest=self.engine.model_digest))
+        """Tell the registry which base the (started) engine serves, and its module shapes when the
+        engine's weights are local: adapters are checked against them at add."""
+        files = getattr(self.manager.raw_engine, "files", None)  # LocalEngine: the base model's folder
+        self.registry.record_base(
+            BaseModelRef(id=self.engine.model_id, digest=self.engine.model_digest),
+            getattr(files, "folder", None),
+        )
 
     async def start(self) -> None:
         """Record the served base, then reconcile the resident set (and keep doing so)."""
@@ -164,14 +182,24 @@ class Router:
                 param="model",
                 code="model_not_found",
             )
-        ref = await self._select(name, int(pinned) if pinned.isdigit() else None, principal)
+        version = int(pinned) if pinned.isdigit() else None
+        ref = await self._select(name, version, principal, config_pin=True)  # the config's pin: an admin's
         return RouteDecision(alias, ref, ref, alias, retrieval, spec.guard_policy, spec.record_content)
 
-    async def _select(self, name: str, pinned: int | None, principal: Principal) -> str:
-        """The resident engine name of the version ``principal`` gets for ``name``."""
+    async def _select(self, name: str, pinned: int | None, principal: Principal, *, config_pin: bool = False) -> str:
+        """The resident engine name of the version ``principal`` gets for ``name`` (``config_pin``: an
+        alias's ``name@version`` from the config, which admins wrote, so pinnable off a channel)."""
         if pinned is not None:
             self.registry.get(name, pinned)  # 404 for a missing version
-            return await self.manager.ensure(name, pinned)
+            on_channel = pinned in self.registry.channels(name).referenced()
+            if not on_channel and not principal.is_admin and not config_pin:
+                raise Forbidden(
+                    f"{name}@{pinned} is on no channel of {name!r}; only versions on a channel (stable, canary "
+                    f"or a named one) may be pinned: use {name!r} or ask an admin to promote it",
+                    param="model",
+                    code="version_not_pinnable",
+                )
+            return await self._ensure_served(name, pinned, evict=on_channel or config_pin)
         ch = self.registry.channels(name)
         if ch.stable is None:
             raise AdapterNotFound(f"adapter {name!r} has no stable version yet", param="model", code="model_not_found")
@@ -181,7 +209,20 @@ class Router:
             if bucket < ch.canary_weight:
                 version = ch.canary
         fallbacks = [v for v in (ch.stable, *reversed(ch.previous)) if v != version]
-        return await self._ensure_or_fall_back(name, version, fallbacks)
+        try:
+            return await self._ensure_or_fall_back(name, version, fallbacks)
+        except (AdapterUnavailable, InvalidAdapter) as exc:
+            raise _unservable(f"{name}@{version}") from exc
+
+    async def _ensure_served(self, name: str, version: int, *, evict: bool) -> str:
+        try:
+            return await self.manager.ensure(name, version, evict=evict)
+        except InvalidAdapter as exc:
+            raise _unservable(f"{name}@{version}") from exc
+        except AdapterUnavailable as exc:
+            if f"{name}@{version}" in self.manager.broken:
+                raise _unservable(f"{name}@{version}") from exc
+            raise
 
     async def _ensure_or_fall_back(self, name: str, version: int, fallbacks: list[int]) -> str:
         """Load ``version``; if it cannot load (corrupted, refused), keep serving the
@@ -190,7 +231,7 @@ class Router:
             return await self.manager.ensure(name, version)
         except (NotFound, EngineUnavailable) as exc:
             error: CarafeError = exc
-            if isinstance(exc, EngineUnavailable) and f"{name}@{version}" not in self.manager.failed:
+            if isinstance(exc, EngineUnavailable) and self.manager.unusable(f"{name}@{version}") is None:
                 raise
         except CarafeError as exc:
             error = exc

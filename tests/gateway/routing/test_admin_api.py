@@ -95,7 +95,7 @@ def _lifecycle(gateway, user, src):
         assert [e["actor"] for e in detail["history"]] == ["root"] * len(detail["history"])
         assert [a["name"] for a in c.get("/admin/adapters").json()["data"]] == ["legal"]
         report = c.post("/admin/adapters/sync").json()
-        assert set(report) == {"loaded", "unloaded", "failed", "resident"}
+        assert set(report) == {"loaded", "unloaded", "failed", "skipped", "resident"}
         cards = {m["id"]: m for m in c.get("/v1/models", headers={"Authorization": f"Bearer {user}"}).json()["data"]}
         assert cards["legal"]["parent"] == BASE_ID and cards["legal"]["version"] == 1
         assert c.delete("/admin/adapters/legal").json()["removed"] is True
@@ -118,6 +118,26 @@ async def test_admin_api_errors(gateway, tmp_path):
         assert c.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/tmp"}).status_code == 403
     with httpx.Client(base_url=gateway[0].url) as anon:
         assert anon.get("/admin/adapters").status_code == 401
+
+
+async def test_adapters_with_nan_or_disagreeing_ranks_are_refused_at_add(gateway, tmp_path):
+    """Issue 29 H1/H2: both were accepted with 201 (and the NaN one became stable)."""
+    from tests.adapters.test_registry import poisoned, rank_mismatched
+
+    src = gateway[3]
+    nan = poisoned(src, tmp_path / "diverged")
+    mismatch, key = rank_mismatched(src, tmp_path / "mismatch")
+    with client(gateway) as c:
+        r = c.post("/admin/adapters", json={"path": str(nan), "name": "diverged"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "non_finite_weights" and str(nan / "adapter_model.safetensors") in error["message"]
+        assert "NaN" in error["message"]
+        r = c.post("/admin/adapters", json={"path": str(mismatch), "name": "mismatch"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "rank_mismatch"
+        assert key in r.json()["error"]["message"]
+        names = [a["name"] for a in c.get("/admin/adapters").json()["data"]]
+        assert "diverged" not in names and "mismatch" not in names
 
 
 async def test_vllm_lora_endpoints_behave_like_vllm(gateway):

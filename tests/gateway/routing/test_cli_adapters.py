@@ -94,6 +94,17 @@ def test_failures_name_the_problem(cfg_file, lora_src, tmp_path):
     assert code == 1 and "no adapter named 'nope'" in out
 
 
+def test_add_refuses_nan_weights_and_rank_mismatch(cfg_file, lora_src, tmp_path):
+    from tests.adapters.test_registry import poisoned, rank_mismatched
+
+    code, out = cli(cfg_file, "add", str(poisoned(lora_src, tmp_path / "nan")), "--name", "nan")
+    assert code == 1 and "adapter_model.safetensors:tensor" in "".join(out.split()) and "1 NaN" in flat(out)
+    bad, key = rank_mismatched(lora_src, tmp_path / "mm")
+    code, out = cli(cfg_file, "add", str(bad), "--name", "mm")
+    assert code == 1 and "rank_mismatch" not in out and key in "".join(out.split())
+    assert cli(cfg_file, "list", "--json")[1].strip() == "[]"
+
+
 def test_add_needs_a_known_base(tmp_path, lora_src):
     cfg = tmp_path / "c.yaml"  # a vLLM backend: only a running gateway can tell the base's digest
     cfg.write_text(f"data_dir: {tmp_path / 'fresh'}\nadapters: {{engine: {{backend: vllm}}}}\n")

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from carafe.adapters.errors import AdapterNotFound
+from carafe.adapters.manager import AdapterUnavailable
 from carafe.config import load_config
 from carafe.errors import Forbidden
 from carafe.gateway.auth import Principal
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ALICE = Principal(user="alice", groups=("hr",))
 HR_ONLY = Principal(user="bob", models=("hr-style", "hr-assistant"))
+ADMIN = Principal(user="ops", roles=("admin",))
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,45 @@ async def test_base_model_and_adapter_names(router):
 
 
 async def test_pinning_a_version(router):
+    router.registry.promote("hr-style", 2, actor="ops", channel="beta")  # users pin versions on a channel
     d = await router.resolve("hr-style@2", ALICE)
     assert d.adapter == "hr-style@2" and "hr-style@2" in router.manager.resident()
+
+
+async def test_a_rolled_back_version_cannot_be_pinned_by_users(router):
+    """Issue 29 L1: `hr-style@2` after its rollback was still served to any key allowed hr-style."""
+    reg = router.registry
+    reg.promote("hr-style", 2, actor="ops")
+    reg.rollback("hr-style", actor="ops")  # 2 is on no channel now
+    for who in (HR_ONLY, ALICE):
+        with pytest.raises(Forbidden, match="on no channel") as err:
+            await router.resolve("hr-style@2", who)
+        assert err.value.code == "version_not_pinnable"
+    assert "hr-style@2" not in router.manager.resident()
+    assert (await router.resolve("hr-style@1", HR_ONLY)).adapter == "hr-style@1"  # the stable one is
+    reg.split("hr-style", 2, 0, actor="ops")  # on the canary channel (even at weight 0): pinnable again
+    assert (await router.resolve("hr-style@2", HR_ONLY)).adapter == "hr-style@2"
+
+
+async def test_an_admin_pin_of_a_version_on_no_channel_never_evicts(router):
+    await router.resolve("hr-style", ALICE)
+    await router.resolve("code-review", ALICE)
+    manager = router.manager
+    manager.max_resident = len(manager.raw_engine.adapters())  # every slot taken by a channel's version
+    before = set(manager.resident())
+    with pytest.raises(AdapterUnavailable, match="never evicts"):
+        await router.resolve("hr-style@2", ADMIN)
+    assert set(manager.resident()) == before
+    manager.max_resident += 1
+    assert (await router.resolve("hr-style@2", ADMIN)).adapter == "hr-style@2"
+
+
+async def test_an_alias_pinned_in_the_config_serves_users_off_a_channel(router):
+    from carafe.gateway.routing.config import RouteAlias
+
+    router.config.aliases["hr-v2"] = RouteAlias(adapter="hr-style@2")  # written by an admin
+    assert 2 not in router.registry.channels("hr-style").referenced()
+    assert (await router.resolve("hr-v2", HR_ONLY)).adapter == "hr-style@2"
 
 
 @pytest.mark.parametrize("model", ["nope", "hr-style@9", "hr-style@x", "@1", ""])
