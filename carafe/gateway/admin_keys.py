@@ -16,6 +16,7 @@ from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.telemetry import attributes as attr
 from carafe.gateway.telemetry.attributes import admin_span
 from carafe.state import BudgetRule
+from carafe.state.budgets import MAX_BUDGET_COST, MAX_BUDGET_TOKENS
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
 
@@ -37,8 +38,8 @@ class BudgetSet(BaseModel):
 
     scope: str = Field(..., min_length=5, max_length=300, description="key:<key id>, user:<name> or team:<name>")
     window: Literal["day", "month"] = "day"
-    max_tokens: int | None = Field(None, ge=1)
-    max_cost: float | None = Field(None, gt=0, description="in the currency of state.prices")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_BUDGET_TOKENS)
+    max_cost: float | None = Field(None, gt=0, le=MAX_BUDGET_COST, description="in the currency of state.prices")
 
 
 @router.put("/budgets")

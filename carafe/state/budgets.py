@@ -26,6 +26,8 @@ from carafe.state.schema import Budget, Spend
 Window = Literal["day", "month"]
 WINDOWS: tuple[Window, ...] = ("day", "month")
 MICROS = 1_000_000  # cost is counted in millionths of the currency unit
+MAX_BUDGET_TOKENS = 10**15  # well inside Redis's and the database's 64-bit integers
+MAX_BUDGET_COST = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,10 @@ class Budgets:
             raise InvalidInput(f"a budget window is day or month, not {window!r}", param="window")
         if max_tokens is None and max_cost is None:
             raise InvalidInput("a budget needs max_tokens or max_cost", param="max_cost")
-        if (max_tokens is not None and max_tokens < 1) or (max_cost is not None and not max_cost > 0):
-            raise InvalidInput("a budget needs max_tokens >= 1 and max_cost > 0", param="max_cost")
+        if max_tokens is not None and not 1 <= max_tokens <= MAX_BUDGET_TOKENS:
+            raise InvalidInput(f"max_tokens is between 1 and {MAX_BUDGET_TOKENS}", param="max_tokens")
+        if max_cost is not None and not 0 < max_cost <= MAX_BUDGET_COST:
+            raise InvalidInput(f"max_cost is above 0 and at most {MAX_BUDGET_COST:g}", param="max_cost")
         with self.db.transaction() as s:
             row = s.scalar(select(Budget).where(Budget.scope == scope, Budget.window == window))
             if row is None:

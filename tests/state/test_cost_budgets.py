@@ -97,3 +97,14 @@ async def test_three_replicas_hold_a_cost_budget_and_share_refunds(redis, tmp_pa
     assert Budgets(db).usage("user:ada", "day").cost_micros == round(1.0 * MICROS)
     for r in replicas:
         await r.aclose()
+
+
+@pytest.mark.parametrize(
+    "bad", [{}, {"max_cost": 0.0}, {"max_cost": float("nan")}, {"max_cost": 1e300}, {"max_tokens": 0}]
+)
+async def test_a_budget_out_of_range_is_refused_with_its_field(tmp_path, bad: dict) -> None:  # type: ignore[type-arg]
+    from carafe.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        Budgets(Database.open(f"sqlite:///{tmp_path / 'state.db'}")).set("key:k", "day", **bad)
+    assert refused.value.param in ("max_cost", "max_tokens")
