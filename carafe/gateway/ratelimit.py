@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 import math
 import time
@@ -67,6 +68,7 @@ class Reservation:
     prompt_tokens: int
     max_completion: int
     asks: list[Ask]
+    at: dt.datetime  # the day and month the reservation was charged to
     settled: bool = False
 
     @property
@@ -171,7 +173,9 @@ class Limits:
         key, left = minute_key(principal, "rpm", self._clock())
         await self._take([Ask(key, 1, principal.rpm, left, "requests per minute")])
 
-    async def charge(self, principal: Principal, tokens: int, cost: int = 0) -> list[Ask]:
+    async def charge(
+        self, principal: Principal, tokens: int, cost: int = 0, *, at: dt.datetime | None = None
+    ) -> list[Ask]:
         """Charge ``tokens`` (prompt + max completion) and ``cost`` (millionths) against
         tpm and every budget covering the key, its user or its team — all or nothing
         (429 beyond). Returns the counters charged."""
@@ -184,7 +188,7 @@ class Limits:
         if asks:
             await self._take(asks)
         if self.ledger is not None:
-            self.ledger.charge(scopes(principal), tokens, cost)
+            self.ledger.charge(scopes(principal), tokens, cost, at=at)
         return asks
 
     async def reserve(self, principal: Principal, model: str, prompt_tokens: int, max_completion: int) -> Reservation:
@@ -192,8 +196,9 @@ class Limits:
         at ``model``'s price, before generating; :meth:`settle` gives back the rest."""
         price = self.prices(model)
         tokens = prompt_tokens + max_completion
-        asks = await self.charge(principal, tokens, cost_micros(price, prompt_tokens, max_completion))
-        return Reservation(principal, price, prompt_tokens, max_completion, asks)
+        at = dt.datetime.now(dt.UTC)
+        asks = await self.charge(principal, tokens, cost_micros(price, prompt_tokens, max_completion), at=at)
+        return Reservation(principal, price, prompt_tokens, max_completion, asks, at)
 
     async def settle(self, reservation: Reservation, completion_tokens: int) -> None:
         """Give back what was reserved but not generated (once; also when the client left)."""
@@ -208,7 +213,7 @@ class Limits:
         if refunds:
             await self.counters.give(refunds)
         if self.ledger is not None and (tokens or cost):
-            self.ledger.charge(scopes(reservation.principal), -tokens, -cost)
+            self.ledger.charge(scopes(reservation.principal), -tokens, -cost, at=reservation.at)
 
     async def health(self) -> tuple[bool, str]:
         return await self.counters.health()

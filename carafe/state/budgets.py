@@ -141,11 +141,13 @@ class SpendLedger:
         self._pending: dict[tuple[str, str], tuple[int, int]] = {}
         self._lock = threading.Lock()
 
-    def charge(self, scopes: list[str], tokens: int, cost_micros: int = 0) -> None:
+    def charge(self, scopes: list[str], tokens: int, cost_micros: int = 0, *, at: dt.datetime | None = None) -> None:
+        """Add to the periods that contain ``at`` (default now): a refund goes back to
+        the day and month its reservation was charged to, even after midnight."""
         with self._lock:
             for scope in scopes:
                 for window in WINDOWS:
-                    k = (scope, period(window))
+                    k = (scope, period(window, at))
                     t, c = self._pending.get(k, (0, 0))
                     self._pending[k] = (t + tokens, c + cost_micros)
 

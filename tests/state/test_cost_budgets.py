@@ -108,3 +108,19 @@ async def test_a_budget_out_of_range_is_refused_with_its_field(tmp_path, bad: di
     with pytest.raises(InvalidInput) as refused:
         Budgets(Database.open(f"sqlite:///{tmp_path / 'state.db'}")).set("key:k", "day", **bad)
     assert refused.value.param in ("max_cost", "max_tokens")
+
+
+async def test_a_refund_after_midnight_goes_back_to_the_day_it_was_charged_to(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from carafe.state.schema import Spend
+
+    db = Database.open(f"sqlite:///{tmp_path / 'state.db'}")
+    gw = limits(db, None)
+    res = await gw.reserve(Principal("app", key_id="k-midnight"), "big", 0, 1000)
+    res.at = dt.datetime(2026, 12, 5, 23, 59, 59, tzinfo=dt.UTC)  # reserved before midnight
+    await gw.settle(res, 0)
+    assert gw.ledger is not None and gw.ledger.flush() > 0
+    with db.transaction() as s:
+        refunded = s.get(Spend, ("key:k-midnight", "2026-12-05"))
+        assert refunded is not None and refunded.cost_micros == -30_000  # not taken off today's spend
