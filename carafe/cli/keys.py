@@ -58,7 +58,7 @@ def create(
     ),
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (default: auth.default_rpm)"),
     tpm: int | None = typer.Option(
-        None, "--tpm", help="Tokens per minute, prompt + max completion (default: auth.default_tpm)"
+        None, "--tpm", help="Tokens per minute, prompt + generated (default: auth.default_tpm)"
     ),
     team: str | None = typer.Option(None, "--team", help="Team the key's spend counts against"),
     config: Path | None = ConfigOption,
