@@ -3,7 +3,8 @@
 1. Auth + limit check per request: what ``get_principal`` and the token charge do
    for every request — resolve the bearer key (off the event loop, through the
    replica's short cache; a database read when it expired), count the request
-   against rpm and charge its tokens against tpm and budgets — on
+   against rpm, reserve its tokens and cost against tpm and budgets, and give back
+   the unused part when the generation ends (the refund) — on
 
      sqlite            the embedded default (SQLite under data_dir, counters in-process)
      postgres          PostgreSQL (state.database_url), counters in-process
@@ -56,14 +57,15 @@ def gateway_state(data: Path, database_url: str | None, redis_url: str | None, t
 
 
 async def per_request(state: AppState, key: str, n: int) -> list[float]:
-    """Milliseconds per request for what every request pays: resolve + rpm + token charge."""
+    """Milliseconds per request for what every request pays: resolve + rpm + reservation + refund."""
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
         principal = await asyncio.to_thread(resolve, state, key)
         assert principal is not None
         await state.limits.admit(principal)
-        await state.limits.charge(principal, 120)
+        reservation = await state.limits.reserve(principal, "bench", 20, 100)
+        await state.limits.settle(reservation, 30)
         out.append((time.perf_counter() - t0) * 1000)
     return out
 

@@ -1,4 +1,4 @@
-"""`carafe keys`: create, list and revoke API keys, and set token budgets — all in
+"""`carafe keys`: create, list and revoke API keys, and set token or cost budgets — all in
 the state database the gateways read (SQLite under data_dir, or state.database_url)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def create(
     ),
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (default: auth.default_rpm)"),
     tpm: int | None = typer.Option(
-        None, "--tpm", help="Tokens per minute, prompt + max completion (default: auth.default_tpm)"
+        None, "--tpm", help="Tokens per minute, prompt + generated (default: auth.default_tpm)"
     ),
     team: str | None = typer.Option(None, "--team", help="Team the key's spend counts against"),
     config: Path | None = ConfigOption,
@@ -137,15 +137,18 @@ def revoke(
 @app.command("budget")
 def budget(
     scope: str = typer.Argument(..., help="key:<key id>, user:<name> or team:<name>"),
-    max_tokens: int = typer.Option(..., "--max-tokens", help="Tokens (prompt + max completion) allowed per window"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Tokens (prompt + generated) allowed per window"),
+    max_cost: float | None = typer.Option(
+        None, "--max-cost", help="Cost allowed per window, at state.prices (prompt and generated tokens)"
+    ),
     window: str = typer.Option("day", "--window", help="day or month (UTC calendar)"),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Set a token budget; every gateway enforces it within a few seconds."""
+    """Set a token and/or cost budget (a part not given is kept); every gateway enforces it within a few seconds."""
     cfg = config_or_exit(config)
     state = open_state(cfg.state, cfg.data_dir)
     try:
-        rule = Budgets(state.db).set(scope, window, max_tokens, actor="cli")  # type: ignore[arg-type]
+        rule = Budgets(state.db).set(scope, window, max_tokens, max_cost=max_cost, actor="cli")  # type: ignore[arg-type]
     except CarafeError as exc:
         fail(exc.message)
-    console.print(f"Budget for {rule.scope}: {rule.max_tokens} tokens per {rule.window}")
+    console.print(f"Budget for {rule.scope}: {rule.describe()}")

@@ -1,9 +1,12 @@
-"""Admin API for API keys: ``/admin/keys`` (admin role required)."""
+"""Admin API for API keys and their budgets: ``/admin/keys`` (admin role required).
+
+A budget (tokens and/or cost per day or month) is set per key, user or team with
+``PUT /admin/keys/budgets``; every replica enforces it within a few seconds."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +15,8 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.deps import get_state, require_admin
 from carafe.gateway.telemetry import attributes as attr
 from carafe.gateway.telemetry.attributes import admin_span
+from carafe.state import BudgetRule
+from carafe.state.budgets import MAX_BUDGET_COST, MAX_BUDGET_TOKENS
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
 
@@ -26,6 +31,36 @@ class KeyCreate(BaseModel):
     rpm: int | None = Field(None, ge=1, le=1_000_000)
     tpm: int | None = Field(None, ge=1, le=1_000_000_000)
     team: str | None = Field(None, min_length=1, max_length=256)
+
+
+class BudgetSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str = Field(..., min_length=5, max_length=300, description="key:<key id>, user:<name> or team:<name>")
+    window: Literal["day", "month"] = "day"
+    max_tokens: int | None = Field(None, ge=1, le=MAX_BUDGET_TOKENS)
+    max_cost: float | None = Field(None, gt=0, le=MAX_BUDGET_COST, description="in the currency of state.prices")
+
+
+@router.put("/budgets")
+async def set_budget(body: BudgetSet, request: Request, admin: Principal = Depends(require_admin)) -> dict[str, Any]:
+    """Set a token and/or cost budget; a part left out keeps its current value."""
+    budgets = get_state(request).store.budgets
+    with admin_span("carafe.admin.budgets.set", admin.user, **{"carafe.budget.scope": body.scope}):
+        rule = await asyncio.to_thread(
+            lambda: budgets.set(body.scope, body.window, body.max_tokens, max_cost=body.max_cost, actor=admin.user)
+        )
+    return _budget(rule)
+
+
+@router.get("/budgets")
+async def list_budgets(request: Request, _: Principal = Depends(require_admin)) -> dict[str, Any]:
+    rules = await asyncio.to_thread(get_state(request).store.budgets.rules)
+    return {"object": "list", "data": [_budget(r) for r in rules]}
+
+
+def _budget(rule: BudgetRule) -> dict[str, Any]:
+    return {"scope": rule.scope, "window": rule.window, "max_tokens": rule.max_tokens, "max_cost": rule.max_cost}
 
 
 @router.post("")

@@ -33,7 +33,7 @@ class Principal:
     models: tuple[str, ...] | None = None  # adapters/models it may use; None = all
     rpm: int = 600
     key_id: str = ""  # the credential: an API key id, "oidc:<sub>" or "bootstrap"
-    tpm: int | None = None  # tokens (prompt + max completion) per minute; None = no limit
+    tpm: int | None = None  # tokens (prompt + generated, max completion reserved) per minute; None = no limit
     team: str | None = None
 
     @property

@@ -124,7 +124,10 @@ class AuthConfig(BaseModel):
     )
     default_rpm: int = Field(600, ge=1, description="Requests per minute for keys created without --rpm")
     default_tpm: int | None = Field(
-        None, ge=1, description="Tokens (prompt + max completion) per minute for keys created without --tpm"
+        None,
+        ge=1,
+        description="Tokens (prompt + generated; max completion reserved while generating) per minute for keys "
+        "created without --tpm",
     )
     admin_bootstrap_key: SecretStr | None = Field(
         None, description="A key accepted as admin without a keys file entry (for first set-up; keep secret)"

@@ -6,6 +6,8 @@ the limit. Redis down or paused never makes a request wait past
 ``state.redis_timeout_s``: then ``state.on_redis_error`` applies — ``fail_open``
 counts in this process (each replica holds the limit on its own), ``fail_closed``
 refuses with 503 — and, for one second, requests skip Redis without waiting.
+A refund (the unused part of a reservation) decrements the counters that still
+exist, never below zero, in one script too.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ end
 return {0, 0}
 """
 
+# KEYS: the counters; ARGV: the amount to give back to each. A counter gone (expired) stays gone.
+GIVE = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('DECRBY', KEYS[i], ARGV[i]) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  end
+end
+return 0
+"""
+
 
 class RedisCounters:
     def __init__(
@@ -56,6 +68,7 @@ class RedisCounters:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
         self._script: Any = self._redis.register_script(TAKE)
+        self._give: Any = self._redis.register_script(GIVE)
         self._fallback = LocalCounters()
         self._down_until = 0.0
         self.last_error: str | None = None
@@ -78,6 +91,18 @@ class RedisCounters:
             return None
         ask = asks[int(index) - 1]
         return Refusal(ask, max(0.001, int(pttl) / 1000.0 if int(pttl) > 0 else ask.ttl_s))
+
+    async def give(self, asks: list[Ask]) -> None:
+        if time.monotonic() < self._down_until:
+            self._fallback.give_now(asks)
+            return
+        try:
+            await asyncio.wait_for(
+                self._give(keys=[a.key for a in asks], args=[a.amount for a in asks]), timeout=self.timeout_s
+            )
+        except (TimeoutError, aioredis.RedisError, OSError) as exc:
+            self._trip(exc)  # a lost refund only over-counts: never lets more through
+            self._fallback.give_now(asks)
 
     def _trip(self, exc: BaseException) -> None:
         self._down_until = time.monotonic() + BREAKER_S

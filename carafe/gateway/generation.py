@@ -35,6 +35,7 @@ from carafe.errors import TooLarge
 from carafe.gateway.admission import Lease
 from carafe.gateway.errors import ClientGone
 from carafe.gateway.pipeline import Prepared
+from carafe.gateway.ratelimit import Reservation
 from carafe.gateway.serving_common import GenerationMeter, caller_texts
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import guarded
@@ -117,6 +118,7 @@ class GenerationRun:
         self.streams: list[AsyncIterator[GenerationChunk]] = []
         self.tallies: list[Tally] = []
         self.handed_over = False  # a streaming response closes the run
+        self.reservation: Reservation | None = None  # what the limits charged up front
         self._recorded = self._closed = False
 
     def start(
@@ -160,7 +162,8 @@ class GenerationRun:
         self.meter.record(self.state, self.prep, prompt, max(completion_tokens, produced), reasons, text)
 
     async def close(self) -> None:
-        """Close every engine stream (the engine frees their rows), give the slots back, meter."""
+        """Close every engine stream (the engine frees their rows), give the slots back, meter,
+        and refund the unused part of the request's token/cost reservation."""
         if self._closed:
             return
         self._closed = True
@@ -172,6 +175,8 @@ class GenerationRun:
             self.lease.release()
             self.meter.done()
             self.record(0, 0, [None] * len(self.streams), "")
+            if self.reservation is not None:  # give back what was reserved but not generated
+                await self.state.limits.settle(self.reservation, sum(t.completion_tokens for t in self.tallies))
 
     def response(self, body: AsyncIterator[str], headers: dict[str, str]) -> StreamingResponse:
         """The SSE response; from now on it closes the run."""

@@ -1,5 +1,5 @@
 """Limits that hold across replicas: requests and tokens per minute per key, and
-token budgets per key, user and team over a day or a month.
+budgets in tokens or cost per key, user and team over a day or a month.
 
 A request asks for several counters at once (its rpm, then its tpm and every
 budget that covers it); the :class:`Counters` grant all of them or none, so a
@@ -7,22 +7,30 @@ refused request is never charged. :class:`LocalCounters` count in this process
 (the embedded default); :mod:`carafe.gateway.counters_redis` counts in Redis with
 one Lua script per request, so N replicas together let through exactly the limit.
 Tokens are weighted the way they cost: prompt tokens plus the most the request
-may generate (``max_tokens`` × choices), charged before generation starts.
+may generate (``max_tokens`` × choices) are *reserved* before generation starts,
+so concurrent requests cannot overspend; cost is those tokens at the model's
+price (``state.prices``). When the generation ends — finished, stopped or the
+client gone — :meth:`Limits.settle` gives back what was reserved but not
+generated, so tpm, budgets and the spend ledger show what was really used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from carafe.errors import RateLimited
 from carafe.gateway.auth import Principal
 from carafe.state import BudgetRule, Budgets, SpendLedger
-from carafe.state.budgets import period, seconds_left
+from carafe.state.budgets import MICROS, Spent, period, seconds_left
+from carafe.state.config import Price
 
 log = logging.getLogger("carafe.gateway.limits")
 
@@ -40,6 +48,32 @@ class Ask:
     ttl_s: float
     what: str  # for the 429 message: "requests per minute", "tokens per day for team:x"
     seed: int = 0  # a counter not seen yet starts here (spend already in the ledger)
+    unit: Literal["requests", "tokens", "cost"] = "requests"  # cost: millionths of the currency unit
+
+    def shown(self, amount: int) -> str:
+        return f"{amount / MICROS:.6g}" if self.unit == "cost" else str(amount)
+
+
+def cost_micros(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
+    """What tokens cost at ``price``, in millionths of the currency unit (rounded up)."""
+    return math.ceil((prompt_tokens * price.input_per_1k + completion_tokens * price.output_per_1k) * MICROS / 1000)
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What a request was charged before generating, kept to give back the unused part."""
+
+    principal: Principal
+    price: Price
+    prompt_tokens: int
+    max_completion: int
+    asks: list[Ask]
+    at: dt.datetime  # the day and month the reservation was charged to
+    settled: bool = False
+
+    @property
+    def cost_micros(self) -> int:
+        return cost_micros(self.price, self.prompt_tokens, self.max_completion)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +86,10 @@ class Counters(Protocol):
     """Where counts live. ``take`` grants every ask or none (then says which refused)."""
 
     async def take(self, asks: list[Ask]) -> Refusal | None: ...
+
+    async def give(self, asks: list[Ask]) -> None:
+        """Give ``amount`` back to each counter that still exists (a refund)."""
+        ...
 
     async def health(self) -> tuple[bool, str]: ...
 
@@ -79,6 +117,16 @@ class LocalCounters:
         if len(self._counts) > 100_000:
             self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
         return None
+
+    async def give(self, asks: list[Ask]) -> None:
+        self.give_now(asks)
+
+    def give_now(self, asks: list[Ask]) -> None:
+        now = self._clock()
+        for ask in asks:
+            hit = self._counts.get(ask.key)
+            if hit is not None and hit[0] > now:
+                self._counts[ask.key] = (hit[0], max(0, hit[1] - ask.amount))
 
     def _current(self, ask: Ask, now: float) -> tuple[float, int]:
         hit = self._counts.get(ask.key)
@@ -108,13 +156,15 @@ class Limits:
         *,
         budgets: Budgets | None = None,
         ledger: SpendLedger | None = None,
+        prices: Callable[[str], Price] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.counters = counters
         self.budgets = budgets
         self.ledger = ledger
+        self.prices = prices or (lambda _name: Price())
         self._clock = clock
-        self._rules: list[tuple[BudgetRule, int]] = []
+        self._rules: list[tuple[BudgetRule, Spent]] = []
         self._rules_at = float("-inf")
         self._loading: asyncio.Future[None] | None = None
 
@@ -123,18 +173,47 @@ class Limits:
         key, left = minute_key(principal, "rpm", self._clock())
         await self._take([Ask(key, 1, principal.rpm, left, "requests per minute")])
 
-    async def charge(self, principal: Principal, tokens: int) -> None:
-        """Charge ``tokens`` (prompt + max completion) against tpm and every budget
-        covering the key, its user or its team — all or nothing (429 beyond)."""
+    async def charge(
+        self, principal: Principal, tokens: int, cost: int = 0, *, at: dt.datetime | None = None
+    ) -> list[Ask]:
+        """Charge ``tokens`` (prompt + max completion) and ``cost`` (millionths) against
+        tpm and every budget covering the key, its user or its team — all or nothing
+        (429 beyond). Returns the counters charged."""
         asks = []
         if principal.tpm is not None:
             key, left = minute_key(principal, "tpm", self._clock())
-            asks.append(Ask(key, tokens, principal.tpm, left, "tokens per minute"))
-        asks += [self._budget_ask(rule, spent, tokens) for rule, spent in await self._rules_for(principal)]
+            asks.append(Ask(key, tokens, principal.tpm, left, "tokens per minute", unit="tokens"))
+        for rule, spent in await self._rules_for(principal):
+            asks += self._budget_asks(rule, spent, tokens, cost)
         if asks:
             await self._take(asks)
         if self.ledger is not None:
-            self.ledger.charge(scopes(principal), tokens)
+            self.ledger.charge(scopes(principal), tokens, cost, at=at)
+        return asks
+
+    async def reserve(self, principal: Principal, model: str, prompt_tokens: int, max_completion: int) -> Reservation:
+        """Charge the most a request may use (its prompt and every choice's max_tokens)
+        at ``model``'s price, before generating; :meth:`settle` gives back the rest."""
+        price = self.prices(model)
+        tokens = prompt_tokens + max_completion
+        at = dt.datetime.now(dt.UTC)
+        asks = await self.charge(principal, tokens, cost_micros(price, prompt_tokens, max_completion), at=at)
+        return Reservation(principal, price, prompt_tokens, max_completion, asks, at)
+
+    async def settle(self, reservation: Reservation, completion_tokens: int) -> None:
+        """Give back what was reserved but not generated (once; also when the client left)."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        used = min(max(0, completion_tokens), reservation.max_completion)
+        tokens = reservation.max_completion - used
+        cost = reservation.cost_micros - cost_micros(reservation.price, reservation.prompt_tokens, used)
+        refunds = [dataclasses.replace(a, amount=cost if a.unit == "cost" else tokens) for a in reservation.asks]
+        refunds = [a for a in refunds if a.amount > 0]
+        if refunds:
+            await self.counters.give(refunds)
+        if self.ledger is not None and (tokens or cost):
+            self.ledger.charge(scopes(reservation.principal), -tokens, -cost, at=reservation.at)
 
     async def health(self) -> tuple[bool, str]:
         return await self.counters.health()
@@ -148,18 +227,27 @@ class Limits:
             return
         a = refusal.ask
         raise RateLimited(
-            f"limit of {a.limit} {a.what} exceeded for this key (this request needs {a.amount}); "
+            f"limit of {a.shown(a.limit)} {a.what} exceeded for this key (this request needs {a.shown(a.amount)}); "
             f"retry in {refusal.retry_after:.1f}s",
             retry_after=refusal.retry_after,
             code="rate_limit_exceeded",
         )
 
-    def _budget_ask(self, rule: BudgetRule, spent: int, tokens: int) -> Ask:
-        key = f"carafe:budget:{rule.scope}:{period(rule.window)}"
-        what = f"tokens per {rule.window} for {rule.scope}"
-        return Ask(key, tokens, rule.max_tokens, seconds_left(rule.window) + 60, what, seed=spent)
+    def _budget_asks(self, rule: BudgetRule, spent: Spent, tokens: int, cost: int) -> list[Ask]:
+        per, ttl = period(rule.window), seconds_left(rule.window) + 60
+        asks = []
+        if rule.max_tokens is not None:
+            what = f"tokens per {rule.window} for {rule.scope}"
+            key = f"carafe:budget:{rule.scope}:{per}"
+            asks.append(Ask(key, tokens, rule.max_tokens, ttl, what, seed=spent.tokens, unit="tokens"))
+        if rule.max_cost is not None:
+            what = f"cost per {rule.window} for {rule.scope} (budget)"
+            key = f"carafe:budget-cost:{rule.scope}:{per}"
+            limit = round(rule.max_cost * MICROS)
+            asks.append(Ask(key, cost, limit, ttl, what, seed=spent.cost_micros, unit="cost"))
+        return asks
 
-    async def _rules_for(self, principal: Principal) -> list[tuple[BudgetRule, int]]:
+    async def _rules_for(self, principal: Principal) -> list[tuple[BudgetRule, Spent]]:
         if self.budgets is None:
             return []
         if self._clock() - self._rules_at > RULES_REFRESH_S:
@@ -177,11 +265,11 @@ class Limits:
         finally:
             self._rules_at, self._loading = self._clock(), None
 
-    def _load_rules(self) -> list[tuple[BudgetRule, int]]:
+    def _load_rules(self) -> list[tuple[BudgetRule, Spent]]:
         assert self.budgets is not None
         if self.ledger is not None:
             self.ledger.flush()
-        return [(r, self.budgets.spent(r.scope, r.window)) for r in self.budgets.rules()]
+        return [(r, self.budgets.usage(r.scope, r.window)) for r in self.budgets.rules()]
 
 
 def scopes(principal: Principal) -> list[str]:
@@ -193,11 +281,16 @@ def scopes(principal: Principal) -> list[str]:
 
 
 async def charge_work(
-    limits: Limits, principal: Principal, count: Callable[[str], int], prompts: list[str], max_tokens: list[int]
-) -> int:
-    """Charge what a request may cost — every prompt's tokens (counted off the event
-    loop) plus the most every choice may generate — before any generation starts."""
+    limits: Limits,
+    principal: Principal,
+    count: Callable[[str], int],
+    prompts: list[str],
+    max_tokens: list[int],
+    *,
+    model: str = "",
+) -> Reservation:
+    """Reserve what a request may cost — every prompt's tokens (counted off the event
+    loop) plus the most every choice may generate, at ``model``'s price — before any
+    generation starts. The caller settles it when the generation ends."""
     prompt_tokens = await asyncio.to_thread(lambda: sum(count(p) for p in prompts))
-    tokens = prompt_tokens + sum(max_tokens)
-    await limits.charge(principal, tokens)
-    return tokens
+    return await limits.reserve(principal, model, prompt_tokens, sum(max_tokens))

@@ -71,7 +71,9 @@ async def _complete(
     ]
     want_logprobs = logprobs_count(body) is not None
     work = ([p for p, _ in jobs], [sp.max_tokens for _, sp in jobs])
-    await charge_work(state.limits, principal, state.engine.count_tokens, *work)
+    run.reservation = await charge_work(
+        state.limits, principal, state.engine.count_tokens, *work, model=decision.served_model
+    )
     meter = run.meter
     streams = []
     for prompt, params in jobs:

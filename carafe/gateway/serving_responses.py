@@ -91,7 +91,9 @@ async def _respond(
     engine = state.engine
     await check_prompt_fits(state, lambda: engine.count_tokens(engine.chat_prompt(prep.messages)), param="input")
     prompt = "\n".join(m.content for m in prep.messages)
-    await charge_work(state.limits, principal, engine.count_tokens, [prompt], [params.max_tokens])
+    run.reservation = await charge_work(
+        state.limits, principal, engine.count_tokens, [prompt], [params.max_tokens], model=prep.decision.served_model
+    )
     meter = run.meter
     streams = run.start(prep, [params], lambda p: engine.chat(prep.messages, p, adapter=prep.decision.adapter))
     firsts = await run.first_chunks(request)

@@ -207,7 +207,7 @@ def build_state(
         router=Router.from_config(config, raw),
         store=store,
         keys=KeyStore(store.keys, store.directory, cache_ttl_s=config.state.cache_ttl_s),
-        limits=Limits(_counters(config), budgets=store.budgets, ledger=store.ledger),
+        limits=Limits(_counters(config), budgets=store.budgets, ledger=store.ledger, prices=config.state.price),
         oidc=_oidc(config),
         owns_engine=engine is None,
         responses=ResponseStore(conversations),

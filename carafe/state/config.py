@@ -8,6 +8,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+DEFAULT_PRICE = "default"
+
+
+class Price(BaseModel):
+    """What 1000 tokens of one model or adapter cost, in whatever currency budgets are set in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_1k: float = Field(0.0, ge=0, description="Cost of 1000 prompt tokens")
+    output_per_1k: float = Field(0.0, ge=0, description="Cost of 1000 generated tokens")
+
 
 class StateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,3 +49,13 @@ class StateConfig(BaseModel):
         "refused here within this time)",
     )
     pool_size: int = Field(5, ge=1, le=100, description="Database connections per process (PostgreSQL)")
+    prices: dict[str, Price] = Field(
+        default_factory=dict,
+        description="Price per model or adapter name (the served name), for cost budgets: "
+        "{name: {input_per_1k, output_per_1k}}; the entry 'default' prices every other name "
+        "(without it, unlisted names cost nothing)",
+    )
+
+    def price(self, name: str) -> Price:
+        """The price of ``name``, else the ``default`` entry, else free."""
+        return self.prices.get(name) or self.prices.get(DEFAULT_PRICE) or Price()

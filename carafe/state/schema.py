@@ -77,7 +77,8 @@ class GroupMember(Base):
 
 
 class Budget(Base):
-    """At most ``max_tokens`` for a scope (``key:<id>``, ``user:<name>``, ``team:<name>``) per day or month."""
+    """At most ``max_tokens`` and/or ``max_cost`` (price-table currency) for a scope
+    (``key:<id>``, ``user:<name>``, ``team:<name>``) per day or month."""
 
     __tablename__ = "budgets"
     __table_args__ = (UniqueConstraint("scope", "window"),)
@@ -85,17 +86,20 @@ class Budget(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     scope: Mapped[str] = mapped_column(String(300))
     window: Mapped[str] = mapped_column(String(8))  # "day" | "month"
-    max_tokens: Mapped[int] = mapped_column(BigInteger)
+    max_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Spend(Base):
-    """Tokens a scope was charged in one period (``2026-12-06`` or ``2026-12``), flushed by each replica."""
+    """Tokens and cost (millionths of the currency unit) a scope was charged in one period
+    (``2026-12-06`` or ``2026-12``), flushed by each replica."""
 
     __tablename__ = "spend"
 
     scope: Mapped[str] = mapped_column(String(300), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class StoredResponse(Base):

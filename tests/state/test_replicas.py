@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import redis as redis_client
 from sqlalchemy import select
 
 from carafe.state import Database
@@ -170,21 +171,31 @@ def test_a_limit_per_minute_holds_across_both_replicas(cluster) -> None:  # type
     assert codes[:6] == [200] * 6 and codes[6:] == [429] * 6  # no false 429, no overshoot
 
 
-def test_tokens_per_minute_count_the_work_across_replicas(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_per_minute_count_the_work_across_replicas(cluster, redis: Redis) -> None:  # type: ignore[no-untyped-def]
+    """A's request reserves prompt + max_tokens, then gives back what it did not generate;
+    B sees what A really used: one token more than the rest is refused, the rest is not."""
     a, b, _ = cluster
-    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 200}
+    counters = redis_client.Redis.from_url(redis.url)
     for _ in range(3):  # a run straddling a minute boundary counts two windows: run it again
-        key = str(_new_key(a, "app", tpm=300)["key"])
-        minute = int(time.time() // 60)
-        assert a.client(key).chat.completions.create(**ask).choices  # prompt + 200 fits in 300
-        try:  # on B: the 200 already charged on A count
-            b.client(key).chat.completions.create(**ask)
+        made = _new_key(a, "app", tpm=300)
+        key, minute = str(made["key"]), int(time.time() // 60)
+        ask = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+        reply = a.client(key).chat.completions.create(**ask, max_tokens=200)
+        assert reply.usage is not None
+        used = int(counters.get(f"carafe:tpm:{made['key_id']}:{minute}") or 0)
+        prompt = used - reply.usage.completion_tokens  # what A's reservation counted for the prompt
+        assert prompt > 0 and used < prompt + 200  # A was charged what it generated, not its max_tokens
+        room = 300 - used - prompt  # max_tokens B may still ask for in this minute
+        try:
+            b.client(key).chat.completions.create(**ask, max_tokens=room + 1)
             refused = None
         except openai.RateLimitError as exc:
             refused = exc
+        admitted = b.client(key).chat.completions.create(**ask, max_tokens=room).choices  # no false 429
         if int(time.time() // 60) == minute:
             break
     assert refused is not None and "tokens per minute" in str(refused)
+    assert admitted
 
 
 def test_a_paused_redis_makes_no_request_hang(cluster, redis: Redis) -> None:  # type: ignore[no-untyped-def]
