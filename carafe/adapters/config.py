@@ -81,13 +81,14 @@ class EngineConfig(BaseModel):
     threads: int | None = Field(
         None,
         ge=1,
-        description="Embedded engine: compute threads (default: the cores the process may use, less one left to "
-        "the event loop that streams the tokens; at least 1)",
+        description="Embedded engine: compute threads (default: every core the process may use, from its "
+        "affinity; `carafe serve` lets OpenMP's workers sleep between passes, so the event loop is not starved)",
     )
     pin_threads: bool = Field(
         False,
         description="Embedded engine: pin the engine's threads to its cores (the last `threads` of the process's "
-        "affinity), keeping the event loop off them; for a machine the gateway has to itself",
+        "affinity), keeping the event loop on the others; for a machine the gateway has to itself (on a shared, "
+        "loaded machine pinning slowed it down)",
     )
     # vLLM backend
     vllm_url: str = Field("http://127.0.0.1:8001", description="Base URL of the vLLM OpenAI server (backend: vllm)")
