@@ -190,3 +190,42 @@ async def test_a_dead_worker_makes_the_engine_not_ready_and_every_request_unavai
     with pytest.raises(EngineUnavailable, match="restart"):
         await asyncio.wait_for(collect(ask(doomed, STORY, max_tokens=4)), 120)
     await asyncio.wait_for(doomed.close(), 120)  # shutting down a dead engine returns
+
+
+SHUTDOWN_SCRIPT = """
+import asyncio, sys, threading
+from carafe.adapters.config import EngineConfig
+from carafe.adapters.engine import ChatMessage, SamplingParams
+from carafe.adapters.local import LocalEngine
+
+async def main():
+    engine = LocalEngine(EngineConfig(device="cpu", quantize="int4", kernels="native", stall_timeout_s=1.0),
+                         models_dir=sys.argv[1])
+    await engine.start()
+    engine._decoder.forward_rows = lambda *a, **k: threading.Event().wait()  # stuck for good
+    stream = engine.chat([ChatMessage("user", "Hi.")], SamplingParams(max_tokens=4))
+    try:
+        async for _ in stream:
+            pass
+    except Exception as exc:
+        print("request:", type(exc).__name__, flush=True)
+    print("ready:", engine.ready, flush=True)
+    await engine.close()
+    print("closed", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_with_a_stuck_engine_still_shuts_down(base_model_dir):
+    """No engine thread holds the process: the request fails, close returns and the interpreter exits."""
+    import subprocess
+    import sys
+
+    from tests.conftest import MODELS_CACHE
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SHUTDOWN_SCRIPT, str(MODELS_CACHE)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["request: EngineUnavailable", "ready: False", "closed"]
