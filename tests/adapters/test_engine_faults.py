@@ -146,6 +146,27 @@ async def test_a_text_too_long_for_any_tokenization_is_refused_before_tokenizing
     assert info.value.param == "prompt"
 
 
+async def test_tokenizing_a_long_prompt_leaves_the_event_loop_free(engine, monkeypatch):
+    """Issue 29 M6: templating and tokenizing ran on the event loop and froze every client while they ran."""
+    real = engine._tokenizer.encode
+    started, release = threading.Event(), threading.Event()
+
+    def slow(text, *args, **kw):
+        if "MARKER" in text:
+            started.set()
+            release.wait(120)
+        return real(text, *args, **kw)
+
+    monkeypatch.setattr(engine._tokenizer, "encode", slow)
+    long = asyncio.ensure_future(collect(ask(engine, "MARKER " + "word " * 300, temperature=0, max_tokens=2)))
+    await _until(started.is_set, "the long prompt's tokenizing began")
+    text, _ = await asyncio.wait_for(collect(ask(engine, STORY, temperature=0, max_tokens=2)), 120)
+    assert text and not long.done()  # another request went all the way while the first was still tokenized
+    release.set()
+    _, chunks = await asyncio.wait_for(long, 120)
+    assert chunks[-1].finish_reason is not None
+
+
 def _params():
     from carafe.adapters.engine import SamplingParams
 
