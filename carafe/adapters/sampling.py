@@ -123,6 +123,8 @@ def _no_token(s: RowSampler) -> CarafeError:
 def _row_faults(logits: torch.Tensor, samplers: list[RowSampler]) -> dict[int, CarafeError]:
     """Rows no token can be drawn from: scores that are not numbers (NaN, +inf), or every token banned."""
     finite = torch.isfinite(logits)
+    if bool(finite.all()):  # the common case: one pass over the scores
+        return {}
     broken = (~finite & ~torch.isneginf(logits)).any(dim=-1).tolist()
     alive = finite.any(dim=-1).tolist()
     faults: dict[int, CarafeError] = {}

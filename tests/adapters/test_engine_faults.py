@@ -121,6 +121,28 @@ async def test_a_pass_that_fails_for_one_row_fails_that_row_only(engine, monkeyp
     assert first.text + rest == alone
 
 
+async def test_torch_path_a_decode_pass_that_breaks_on_one_row_fails_that_row_only(engine, monkeypatch):
+    """fp32 (padded batch): the pass fails whenever one row is in it; each row is run alone to find it."""
+    if engine._decoder is not None:
+        pytest.skip("the padded-batch scheduler only (the native rows: the test above)")
+    scheduler = engine._scheduler
+    real = scheduler._forward
+
+    def picky(rows, **kw):
+        if any(r.sampler.params.seed == 666 and r.sampler.output_ids for r in rows):  # after its first token
+            raise RuntimeError("this row breaks the kernel")
+        return real(rows, **kw)
+
+    alone, _ = await collect(ask(engine, STORY, temperature=0, max_tokens=16, ignore_eos=True))
+    monkeypatch.setattr(scheduler, "_forward", picky)
+    running = ask(engine, STORY, temperature=0, max_tokens=16, ignore_eos=True)
+    first = await anext(running)
+    with pytest.raises(EngineUnavailable, match="breaks the kernel"):
+        await asyncio.wait_for(collect(ask(engine, "Hi.", seed=666, max_tokens=8, ignore_eos=True)), 120)
+    rest, _ = await asyncio.wait_for(collect(running), 120)
+    assert first.text + rest == alone
+
+
 async def test_a_full_waiting_line_refuses_at_once(engine, monkeypatch):
     monkeypatch.setattr(engine._scheduler, "_max_batch", 1)
     monkeypatch.setattr(engine._scheduler, "_max_waiting", 1)
