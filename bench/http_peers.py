@@ -161,7 +161,8 @@ async def measure(
         out: dict[str, Any] = {}
         for label, conversations in plan:
             runs = [await http_load(url, headers, model, conversations, tokens) for _ in range(repeats)]
-            out[label] = median_run(runs) if "short" in label else runs[0]
+            out[label] = r = median_run(runs) if "short" in label else runs[0]
+            print(f"  {name} {label}: {r['tok_s']:.1f} tok/s, TTFT p50 {r['ttft_p50']:.3f}s", flush=True)
         out["peak_rss_mb"] = peak_rss_mb(proc.pid)
         return out
     except Exception as exc:

@@ -250,7 +250,8 @@ async def over_http(args: argparse.Namespace, tokenizer, folder: Path) -> None:
     from bench import http_peers as H
 
     plan = [(f"{n} short", short_chats(n)) for n in (1, 4, 8)]
-    plan += [(f"{n} RAG", rag_chats(tokenizer, n)) for n in ((1, 4) if args.quick else (1, 4, 8))]
+    if not args.short_only:
+        plan += [(f"{n} RAG", rag_chats(tokenizer, n)) for n in ((1, 4) if args.quick else (1, 4, 8))]
     servers = {
         "carafe-bare": lambda: H.start_gateway(demo=False, threads=None),
         "carafe-demo": lambda: H.start_gateway(demo=True, threads=None),
@@ -261,7 +262,7 @@ async def over_http(args: argparse.Namespace, tokenizer, folder: Path) -> None:
     for name in args.servers.split(","):
         print(f"over HTTP: {name} ...", flush=True)
         startup = 1800 if name == "llama-server" else 600
-        results[name] = await H.measure(name, servers[name](), plan, args.tokens, REPEATS, startup)
+        results[name] = await H.measure(name, servers[name](), plan, args.tokens, args.repeats, startup)
     H.report(results, [label for label, _ in plan])
 
 
@@ -372,6 +373,8 @@ async def main() -> None:
         help="Carafe options measured in process (quantize; int4-torch: int4 on torch's kernel; empty: none; "
         "--quick: none,int8,int4)",
     )
+    ap.add_argument("--short-only", action="store_true", help="over HTTP: short chats only (no RAG loads)")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each short load (the median is kept)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--engine-json", help=argparse.SUPPRESS)
     ap.add_argument("--scenarios", action="store_true", help=argparse.SUPPRESS)
