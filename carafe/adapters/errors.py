@@ -23,5 +23,9 @@ class EngineUnavailable(Unavailable, AdapterError):
     """The engine is not ready, or its backend (vLLM) cannot be reached."""
 
 
+class EngineOverloaded(EngineUnavailable):
+    """The engine's waiting line is full (``adapters.engine.max_waiting``): retry shortly."""
+
+
 class ModelNotAvailable(Unavailable, AdapterError):
     """The base model's weights cannot be found locally."""

@@ -23,6 +23,7 @@ import torch
 from carafe.adapters import gathered
 from carafe.adapters.base_model import BaseModelFiles, pick_device, prepare_base_model, resolve_source
 from carafe.adapters.config import EngineConfig
+from carafe.adapters.cores import claim, compute_cores
 from carafe.adapters.decoder import LlamaDecoder
 from carafe.adapters.engine import AdapterInfo, ChatMessage, GenerationChunk, SamplingParams
 from carafe.adapters.errors import (
@@ -34,10 +35,12 @@ from carafe.adapters.errors import (
 )
 from carafe.adapters.lora_set import LoraWeights, read_lora
 from carafe.adapters.peft_check import check_peft_dir
+from carafe.adapters.request import Request
 from carafe.adapters.row_scheduler import RowScheduler
 from carafe.adapters.sampling import RowSampler
-from carafe.adapters.scheduler import Request, Scheduler
+from carafe.adapters.scheduler import Scheduler
 from carafe.adapters.structured import GrammarCompiler
+from carafe.adapters.supervisor import Supervisor
 from carafe.adapters.textstream import TextStream
 from carafe.adapters.weights import TensorFiles
 from carafe.errors import CarafeError, InvalidInput, TooLarge
@@ -74,6 +77,9 @@ class LocalEngine:
         self._peft: Any = None
         self._decoder: LlamaDecoder | None = None  # the fast path (adapters.engine.quantize != none)
         self._scheduler: Scheduler | None = None
+        self._supervisor: Supervisor | None = None
+        self._token_chars = 1  # the longest token's length in characters: a cheap bound on a text's tokens
+        self._vocab = 0  # the model's logits per token
         self._grammars: GrammarCompiler | None = None
         self._eos: frozenset[int] = frozenset()
         self._max_len = self.config.max_model_len
@@ -103,7 +109,8 @@ class LocalEngine:
 
     @property
     def ready(self) -> bool:
-        return self._scheduler is not None
+        """Loaded, and its worker alive and making progress (see :mod:`carafe.adapters.supervisor`)."""
+        return self._scheduler is not None and self._scheduler.failure is None
 
     @property
     def files(self) -> BaseModelFiles | None:
@@ -129,7 +136,9 @@ class LocalEngine:
                 loaded.set_exception(exc)
                 return
             self._scheduler = scheduler
+            self._supervisor = Supervisor(scheduler, self.config.stall_timeout_s)
             loaded.set_result(None)
+            self._supervisor.start()
             scheduler.run()
 
         threading.Thread(target=engine_thread, name="carafe-engine", daemon=True).start()
@@ -138,8 +147,7 @@ class LocalEngine:
     def _load(self) -> Scheduler:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        claim(compute_cores(self.config.threads), pin=self.config.pin_threads)
         files = prepare_base_model(self.config.model, self.models_dir, self.config.model_id)
         tokenizer = AutoTokenizer.from_pretrained(files.folder)
         model: Any
@@ -176,6 +184,8 @@ class LocalEngine:
         limit = getattr(model.config, "max_position_embeddings", None) or self.config.max_model_len
         self._max_len = min(self.config.max_model_len, int(limit))
         self._files, self._tokenizer = files, tokenizer
+        self._token_chars = max(len(t) for t in tokenizer.get_vocab())
+        self._vocab = int(model.config.vocab_size)
         self._grammars = GrammarCompiler(tokenizer)
         # the native decoder: every row its own KV, one pass per step (else a padded batch cache)
         kind = RowScheduler if getattr(model, "row_kv", False) else Scheduler
@@ -188,6 +198,7 @@ class LocalEngine:
             batch_wait_s=self.config.batch_wait_ms / 1000,
             prefill_chunk=self.config.prefill_chunk,
             prefix_cache_tokens=self.config.prefix_cache_tokens,
+            max_waiting=self.config.max_waiting,
         )
         kernels = f" ({self._decoder.kernels} kernels)" if self._decoder is not None else ""
         log.info(
@@ -202,8 +213,11 @@ class LocalEngine:
 
     async def close(self) -> None:
         scheduler, self._scheduler = self._scheduler, None
+        if self._supervisor is not None:
+            self._supervisor.stop()
         if scheduler is not None:
-            await asyncio.to_thread(scheduler.stop)
+            scheduler.stop(timeout=0)  # fails what is pending; the worker ends after its current pass
+            await asyncio.to_thread(scheduler.join, 5.0)
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: queue_depth, active_rows, steps, prefills, tokens_generated..."""
@@ -228,6 +242,8 @@ class LocalEngine:
     def _require_ready(self) -> Scheduler:
         if self._scheduler is None:
             raise EngineUnavailable("the model is not loaded yet; retry shortly")
+        if self._scheduler.failure is not None:
+            raise EngineUnavailable(self._scheduler.failure)
         return self._scheduler
 
     def count_tokens(self, text: str) -> int:
@@ -249,15 +265,20 @@ class LocalEngine:
         request_id: str | None = None,
     ) -> AsyncIterator[GenerationChunk]:
         return self._generate(
-            lambda: self._tokenizer.encode(self.chat_prompt(messages), add_special_tokens=False), params, adapter
+            lambda: self._tokenizer.encode(self.chat_prompt(messages), add_special_tokens=False),
+            (sum(len(m.content) for m in messages), "messages"),
+            params,
+            adapter,
         )
 
     def complete(
         self, prompt: str, params: SamplingParams, *, adapter: str | None = None, request_id: str | None = None
     ) -> AsyncIterator[GenerationChunk]:
-        return self._generate(lambda: self._tokenizer.encode(prompt, add_special_tokens=True), params, adapter)
+        return self._generate(
+            lambda: self._tokenizer.encode(prompt, add_special_tokens=True), (len(prompt), "prompt"), params, adapter
+        )
 
-    def _check_params(self, params: SamplingParams, prompt_len: int) -> None:
+    def _check_params(self, params: SamplingParams) -> None:
         if params.max_tokens < 1:
             raise InvalidInput("max_tokens must be at least 1", param="max_tokens")
         if params.temperature < 0 or not 0 < params.top_p <= 1 or not 0 <= params.min_p <= 1:
@@ -267,6 +288,16 @@ class LocalEngine:
         vocab = len(self._tokenizer)
         if any(not 0 <= t < vocab for t in params.stop_token_ids):
             raise InvalidInput(f"stop_token_ids must be token ids below {vocab}", param="stop_token_ids")
+        ends = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self._eos))
+        if params.min_tokens > 0 and len(ends) >= self._vocab:
+            raise InvalidInput(
+                f"stop_token_ids and the end-of-sequence tokens cover the whole vocabulary, so with min_tokens "
+                f"{params.min_tokens} no token may be generated; list fewer stop_token_ids",
+                param="stop_token_ids",
+                code="no_allowed_token",
+            )
+
+    def _check_length(self, params: SamplingParams, prompt_len: int) -> None:
         if prompt_len + params.max_tokens > self._max_len:
             raise TooLarge(
                 f"the prompt has {prompt_len} tokens and max_tokens is {params.max_tokens}: together "
@@ -276,8 +307,20 @@ class LocalEngine:
                 code="context_length_exceeded",
             )
 
+    def _check_size(self, size: tuple[int, str]) -> None:
+        """Refuse a text that cannot fit before tokenizing it: each token covers at most ``_token_chars``.
+        ``size`` is the text's characters and the request field it came from."""
+        chars, field = size
+        if chars > self._max_len * self._token_chars:
+            raise TooLarge(
+                f"the prompt has {chars} characters, more than {self._max_len} tokens (the model's limit) can "
+                "hold; shorten it",
+                param=field,
+                code="context_length_exceeded",
+            )
+
     async def _generate(
-        self, encode: Any, params: SamplingParams, adapter: str | None
+        self, encode: Any, size: tuple[int, str], params: SamplingParams, adapter: str | None
     ) -> AsyncIterator[GenerationChunk]:
         scheduler = self._require_ready()
         internal = None
@@ -286,8 +329,10 @@ class LocalEngine:
             if resident is None:
                 raise AdapterNotFound(f"adapter {adapter!r} is not loaded", param="model")
             internal = resident.internal
-        prompt_ids = encode()
-        self._check_params(params, len(prompt_ids))
+        self._check_params(params)
+        self._check_size(size)
+        prompt_ids = await asyncio.to_thread(encode)  # templating and tokenizing a long text: off the event loop
+        self._check_length(params, len(prompt_ids))
         sampler = RowSampler(params, prompt_ids, self._eos, device=self.device)
         grammars = self._grammars
         assert grammars is not None

@@ -18,10 +18,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from carafe.adapters.errors import EngineUnavailable
 from carafe.adapters.kv_rows import RowKV
+from carafe.adapters.request import BASE, Request
 from carafe.adapters.sampling import sample_next
-from carafe.adapters.scheduler import BASE, Request, Scheduler
+from carafe.adapters.scheduler import Scheduler
 
 log = logging.getLogger("carafe.adapters.scheduler")
 ANSWER_ROOM = 256  # answer tokens a new row has room for before its KV buffer grows
@@ -46,7 +49,7 @@ class RowScheduler(Scheduler):
         """Waiting requests take free rows, starting from a stored prefix of their prompt if one fits."""
         while self._waiting and len(self._rows) + len(self._prefilling) < self._max_batch:
             r = self._waiting.popleft()
-            if r.cancelled:
+            if r.cancelled or r.done:
                 continue
             hit = self.prefixes.lookup(r.adapter, r.prompt_ids) if self.prefixes is not None else None
             # room for the prompt and the answer's first tokens, so that most rows never grow
@@ -78,14 +81,12 @@ class RowScheduler(Scheduler):
         tokens = [[r.last_token] for r in decoding] + [piece for _, piece in pieces]
         try:
             logits = self.model.forward_rows(tokens, [r.kv for r in batch], [r.adapter or BASE for r in batch])
-        except Exception as exc:  # a failed pass fails its requests, not the engine
+        except Exception as exc:  # a failed pass fails the rows at fault, not the engine
             log.exception("engine step failed")
-            self._fail(batch, EngineUnavailable(f"generation failed: {exc}"))
-            for r in batch:
-                r.kv = None
-            self._rows = [r for r in self._rows if not r.done]
-            self._prefilling = [r for r in self._prefilling if not r.done]
-            return
+            batch, logits = self._alone(batch, tokens, exc)
+            decoding = [r for r in decoding if r in batch]
+            if not batch:
+                return
         if decoding:
             self.counters["steps"] += 1
         if pieces:
@@ -101,6 +102,29 @@ class RowScheduler(Scheduler):
                 self.prefixes.store(r.adapter, r.prompt_ids, r.kv.snapshot(len(r.prompt_ids)))
         rows = [batch[i] for i in ready]
         self._accept(rows, sample_next(logits[ready], [r.sampler for r in rows]))
+
+    def _alone(self, batch: list[Request], tokens: list[list[int]], exc: Exception) -> tuple[list[Request], Any]:
+        """A pass failed: each row runs alone (a row's KV grows only when its pass succeeds, so a retry redoes
+        the same columns). The rows that fail alone fail; the others go on with their logits from the retry."""
+        if len(batch) == 1:
+            self._fail(batch, EngineUnavailable(f"generation failed: {exc}"))
+            return [], None
+        kept: list[Request] = []
+        logits = []
+        for r, piece in zip(batch, tokens):
+            try:
+                logits.append(self.model.forward_rows([piece], [r.kv], [r.adapter or BASE]))
+            except Exception as row_exc:
+                log.warning("a row failed alone: %s", row_exc)
+                r.fail(EngineUnavailable(f"generation failed: {row_exc}"))
+                continue
+            kept.append(r)
+        return kept, torch.cat(logits) if logits else None
+
+    def _clear_batch(self) -> None:
+        for r in self._in_flight():
+            r.kv = None
+        self._rows, self._prefilling = [], []
 
     def _drop_done(self) -> None:
         """Finished and cancelled rows leave at once; their KV goes with them."""

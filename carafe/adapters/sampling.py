@@ -8,6 +8,7 @@ alone or shares the batch with others.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ from dataclasses import dataclass, field
 import torch
 
 from carafe.adapters.engine import SamplingParams
+from carafe.adapters.errors import EngineUnavailable
+from carafe.errors import CarafeError, InvalidInput
+
+log = logging.getLogger("carafe.adapters.sampling")
 
 _NEG_INF = float("-inf")
 
@@ -86,32 +91,89 @@ def _filter(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     return logits
 
 
-def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int]:
-    """The next token of each row; ``logits`` is ``(rows, vocab)``."""
-    logits = logits.float()
+def _prepare_row(row: torch.Tensor, s: RowSampler) -> None:
+    """Penalties, banned tokens and the output constraint, in place on one row's logits."""
+    p = s.params
+    if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+        _apply_penalties(row, s)
+    banned = s.banned_now
+    if banned:
+        row[banned] = _NEG_INF
+    if s.logits_processor is not None:
+        s.logits_processor(s.output_ids, row)
+
+
+def _no_token(s: RowSampler) -> CarafeError:
+    """The error of a row whose every token is banned: by the caller's stop tokens and min_tokens, or by its
+    output constraint."""
+    if s.logits_processor is not None and not s.banned_now:
+        return InvalidInput(
+            f"no token can follow the {len(s.output_ids)} generated so far under the output constraint",
+            param=s.params.constraint.param if s.params.constraint is not None else "response_format",
+            code="no_allowed_token",
+        )
+    return InvalidInput(
+        f"no token may be generated: stop_token_ids, the end-of-sequence tokens and min_tokens "
+        f"({s.params.min_tokens}) together ban every token of the vocabulary",
+        param="stop_token_ids",
+        code="no_allowed_token",
+    )
+
+
+def _row_faults(logits: torch.Tensor, samplers: list[RowSampler]) -> dict[int, CarafeError]:
+    """Rows no token can be drawn from: scores that are not numbers (NaN, +inf), or every token banned."""
+    finite = torch.isfinite(logits)
+    if bool(finite.all()):  # the common case: one pass over the scores
+        return {}
+    broken = (~finite & ~torch.isneginf(logits)).any(dim=-1).tolist()
+    alive = finite.any(dim=-1).tolist()
+    faults: dict[int, CarafeError] = {}
     for i, s in enumerate(samplers):
-        p = s.params
-        if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-            _apply_penalties(logits[i], s)
-        banned = s.banned_now
-        if banned:
-            logits[i, banned] = _NEG_INF
-        if s.logits_processor is not None:
-            s.logits_processor(s.output_ids, logits[i])
-    wants_logprobs = [i for i, s in enumerate(samplers) if s.params.logprobs is not None]
-    logprobs = logits[wants_logprobs].log_softmax(dim=-1) if wants_logprobs else None
-    temps = [s.params.temperature for s in samplers]
-    choice = logits.argmax(dim=-1)
-    hot = [i for i, t in enumerate(temps) if t > 0]
+        if broken[i]:
+            faults[i] = EngineUnavailable(
+                "generation failed: the model's scores for this request are not numbers (NaN or infinite); "
+                "the adapter it uses may be broken"
+            )
+        elif not alive[i]:
+            faults[i] = _no_token(s)
+    return faults
+
+
+def sample_next(logits: torch.Tensor, samplers: list[RowSampler]) -> list[int | CarafeError]:
+    """The next token of each row (``logits`` is ``(rows, vocab)``), or why that row cannot go on.
+
+    A row fails alone: its error takes its place in the list and the other rows are sampled as usual.
+    """
+    logits = logits.float()
+    failed: dict[int, CarafeError] = {}
+    for i, s in enumerate(samplers):
+        try:
+            _prepare_row(logits[i], s)
+        except Exception as exc:  # a bad penalty or constraint is this row's fault alone
+            log.exception("sampling a row failed")
+            failed[i] = EngineUnavailable(f"generation failed: {exc}")
+    faults = {**_row_faults(logits, samplers), **failed}
+    if faults:
+        logits[list(faults)] = 0.0  # keep the vectorised steps below finite
+    good = [i for i in range(len(samplers)) if i not in faults]
+    tokens: list[int | CarafeError] = logits.argmax(dim=-1).tolist()
+    hot = [i for i in good if samplers[i].params.temperature > 0]
     if hot:
         idx = torch.tensor(hot, device=logits.device)
-        t = torch.tensor([temps[i] for i in hot], device=logits.device, dtype=logits.dtype).unsqueeze(1)
-        probs = _filter(logits[idx] / t, [samplers[i] for i in hot]).softmax(dim=-1)
+        t = torch.tensor([samplers[i].params.temperature for i in hot], device=logits.device, dtype=logits.dtype)
+        probs = _filter(logits[idx] / t.unsqueeze(1), [samplers[i] for i in hot]).softmax(dim=-1)
         for j, i in enumerate(hot):
-            choice[i] = torch.multinomial(probs[j], 1, generator=samplers[i].generator)[0]
-    tokens = choice.tolist()
-    if logprobs is not None:
-        _record_logprobs(logprobs, [samplers[i] for i in wants_logprobs], [tokens[i] for i in wants_logprobs])
+            try:
+                tokens[i] = int(torch.multinomial(probs[j], 1, generator=samplers[i].generator)[0])
+            except RuntimeError as exc:  # e.g. an underflowed distribution: this row only
+                log.exception("drawing a token failed")
+                tokens[i] = EngineUnavailable(f"generation failed: {exc}")
+    for i, fault in faults.items():
+        tokens[i] = fault
+    wants = [(i, tok) for i in good if isinstance(tok := tokens[i], int) and samplers[i].params.logprobs is not None]
+    if wants:
+        logprobs = logits[[i for i, _ in wants]].log_softmax(dim=-1)
+        _record_logprobs(logprobs, [samplers[i] for i, _ in wants], [tok for _, tok in wants])
     return tokens
 
 

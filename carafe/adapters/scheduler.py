@@ -25,38 +25,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import DynamicCache
 
-from carafe.adapters.engine import GenerationChunk, SamplingParams
-from carafe.adapters.errors import EngineUnavailable
+from carafe.adapters.errors import EngineOverloaded, EngineUnavailable
 from carafe.adapters.prefix_cache import PrefixCache, PrefixHit
-from carafe.adapters.sampling import RowSampler, sample_next
-from carafe.adapters.textstream import TextStream
+from carafe.adapters.request import BASE, Request
+from carafe.adapters.sampling import sample_next
+from carafe.errors import CarafeError
 
 log = logging.getLogger("carafe.adapters.scheduler")
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-
-
-@dataclass(eq=False)
-class Request:
-    """One generation: its prompt, sampling state, text stream and where chunks go."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    sampler: RowSampler
-    stream: TextStream
-    emit: Callable[[GenerationChunk | BaseException], None]  # thread-safe hand-back
-    adapter: str | None = None  # PEFT adapter name inside the model; None = base
-    max_len: int = 2048
-    cancelled: bool = False  # set from the event loop when the client goes away
-    done: bool = False
-    last_token: int = 0
-    pending_ids: list[int] = field(default_factory=list)
-    kv: Any = None  # the request's own KV (a native row, :class:`~carafe.adapters.kv_rows.RowKV`)
 
 
 @dataclass(eq=False)
@@ -92,6 +73,7 @@ class Scheduler:
         batch_wait_s: float,
         prefill_chunk: int = 0,
         prefix_cache_tokens: int = 0,
+        max_waiting: int = 0,
     ) -> None:
         self.model = model  # swapped (base <-> PeftModel) by control calls on this thread
         self.peft = False
@@ -103,6 +85,7 @@ class Scheduler:
         self._pad_id = pad_id
         self._max_batch = max_batch_size
         self._batch_wait_s = batch_wait_s
+        self._max_waiting = max_waiting  # requests queued beyond the running batch (0: no limit)
         self._chunk = prefill_chunk
         self._filling: _Fill | None = None
         # the fast decoder's cache can be seeded with stored KV; transformers' cache is left alone
@@ -117,6 +100,8 @@ class Scheduler:
         self._retiring: dict[str, tuple[Callable[[], None], Future[Any]]] = {}
         self._thread: threading.Thread | None = None
         self._closing = False
+        self.heartbeat = time.monotonic()  # the worker loop's last turn (the supervisor watches it)
+        self.failure: str | None = None  # why the engine cannot serve (set when it died or stalls)
         self.counters = {
             "steps": 0,
             "prefills": 0,
@@ -139,17 +124,53 @@ class Scheduler:
         self._thread = threading.current_thread()
         self._run()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the worker loop; requests still waiting or running fail at once (a stuck pass is not waited for
+        beyond ``timeout``: the worker is a daemon thread and never holds the process)."""
         self._closing = True
         self._inbox.put(None)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self._thread = None
+        self.fail_all(EngineUnavailable("the engine was shut down"))
+        self.join(timeout)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a stopped worker to end its current pass."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def submit(self, request: Request) -> None:
         if self._closing:
             raise EngineUnavailable("the engine is shutting down")
+        if self.failure is not None:
+            raise EngineUnavailable(self.failure)
+        if self._max_waiting and self.queued() >= self._max_waiting:
+            raise EngineOverloaded(
+                f"the engine has {self.queued()} requests waiting, its limit (adapters.engine.max_waiting); "
+                "retry shortly",
+                code="engine_queue_full",
+            )
         self._inbox.put(request)
+        if self.failure is not None:  # it died or stalled meanwhile: nobody may take the request
+            request.fail(EngineUnavailable(self.failure))
+
+    def queued(self) -> int:
+        """Requests waiting for a row (not yet prefilling)."""
+        return len(self._waiting) + self._inbox.qsize()
+
+    def pending(self) -> list[Request]:
+        """Every request not finished: running, being prefilled, waiting, or still in the inbox."""
+        with self._inbox.mutex:
+            inbox = [item for item in self._inbox.queue if isinstance(item, Request)]
+        return [*self._in_flight(), *self._waiting, *inbox]
+
+    def fail_all(self, exc: CarafeError) -> None:
+        """Any thread: end every pending request with ``exc`` (the worker drops them at its next turn)."""
+        for r in self.pending():
+            r.fail(exc)
 
     def call(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run ``fn`` on the worker thread between two steps."""
@@ -167,7 +188,7 @@ class Scheduler:
         return {
             **self.counters,
             "active_rows": len(self._in_flight()),
-            "queue_depth": len(self._waiting) + self._inbox.qsize(),
+            "queue_depth": self.queued(),
         }
 
     def forget_prefixes(self, adapter: str | None) -> None:
@@ -177,33 +198,62 @@ class Scheduler:
 
     # ---- worker thread ---------------------------------------------------
     def _run(self) -> None:
-        with torch.inference_mode():
-            while not self._closing:
-                self._pull(block=not self._in_flight() and not self._waiting)
-                if self._closing:
-                    break
-                self._drop_done()
-                self._step()
-                self._drop_done()
-                self._finish_retirements()
-        self._fail([*self._in_flight(), *self._waiting], EngineUnavailable("the engine was shut down"))
+        try:
+            with torch.inference_mode():
+                self._loop()
+        except BaseException as exc:  # the loop itself broke: no request may wait for it
+            log.exception("the engine's worker loop died")
+            self.failure = f"the engine stopped ({type(exc).__name__}: {exc}); the gateway needs a restart"
+            self.fail_all(EngineUnavailable(self.failure))
+            self._end_control_calls(EngineUnavailable(self.failure))
+            return
+        self.fail_all(EngineUnavailable("the engine was shut down"))
+        self._end_control_calls(EngineUnavailable("the engine was shut down"))
         for fut in (f for _, f in self._retiring.values()):
             fut.set_result(None)
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self.heartbeat = time.monotonic()
+            self._pull(block=not self._in_flight() and not self._waiting)
+            if self._closing:
+                break
+            self._drop_done()
+            self._guarded_step()
+            self._drop_done()
+            self._finish_retirements()
+
+    def _end_control_calls(self, exc: BaseException) -> None:
+        """Control calls still in the inbox get ``exc`` instead of waiting forever."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, tuple) and not item[1].done():
+                item[1].set_exception(exc)
 
     def _in_flight(self) -> list[Request]:
         """Requests holding model state: decoding, or being prefilled."""
         return [*self._rows, *(self._filling.rows if self._filling is not None else [])]
 
+    def _guarded_step(self) -> None:
+        """One step; one that fails in a way no row was blamed for fails the requests in flight, not the engine."""
+        try:
+            self._step()
+        except Exception as exc:
+            log.exception("engine step failed")
+            self._fail(self._in_flight(), EngineUnavailable(f"generation failed: {exc}"))
+            self._clear_batch()
+
+    def _clear_batch(self) -> None:
+        self._rows, self._cache, self._mask, self._filling = [], None, None, None
+
     def _step(self) -> None:
         """One prefill pass (or chunk of one), then one decode step of the running batch."""
-        try:
-            self._admit()
-            if self._rows:
-                self._decode()
-        except Exception as exc:  # a failed step fails its requests, not the engine
-            log.exception("engine step failed")
-            self._fail(self._rows, EngineUnavailable(f"generation failed: {exc}"))
-            self._rows, self._cache, self._mask = [], None, None
+        self._admit()
+        if self._rows:
+            self._decode()
 
     def _pull(self, *, block: bool) -> None:
         """Move everything from the inbox: requests to the wait line, control calls run now."""
@@ -229,9 +279,7 @@ class Scheduler:
 
     def _fail(self, requests: list[Request], exc: BaseException) -> None:
         for r in requests:
-            if not r.cancelled and not r.done:
-                r.done = True
-                r.emit(exc)
+            r.fail(exc)
 
     def _forward(self, rows: list[Request], **kw: Any) -> torch.Tensor:
         names = {r.adapter for r in rows}
@@ -255,10 +303,10 @@ class Scheduler:
         new: list[Request] = []
         while self._waiting and len(new) < room:
             r = self._waiting.popleft()
-            if r.cancelled:
+            if r.cancelled or r.done:
                 continue
             hit = self.prefixes.lookup(r.adapter, r.prompt_ids) if self.prefixes is not None else None
-            if hit is None:
+            if hit is None and not r.solo:
                 new.append(r)
             elif new:  # it starts its own prefill next
                 self._waiting.appendleft(r)
@@ -286,7 +334,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         """One prefill pass: a chunk of the requests being prefilled (starting them if none are)."""
-        if self._filling is not None and all(r.cancelled for r in self._filling.rows):
+        if self._filling is not None and all(r.cancelled or r.done for r in self._filling.rows):
             self._filling = None
         if self._filling is None:
             new, hit = self._take_new()
@@ -311,7 +359,7 @@ class Scheduler:
         except Exception as exc:  # the new requests fail; the running batch goes on untouched
             log.exception("prefill failed")
             self._filling = None
-            self._fail(fill.rows, EngineUnavailable(f"generation failed: {exc}"))
+            self._retry_alone(fill.rows, exc)
             return
         self.counters["prefill_chunks"] += 1
         fill.done = end
@@ -352,56 +400,77 @@ class Scheduler:
         self._mask = torch.cat([_pad_left(self._mask, width - old_len, 1), _pad_left(mask, width - new_len, 1)])
         self._rows.extend(new)
 
+    def _retry_alone(self, rows: list[Request], exc: Exception) -> None:
+        """A prefill of several requests failed: each is tried again alone, so only the one at fault fails."""
+        if len(rows) == 1:
+            self._fail(rows, EngineUnavailable(f"generation failed: {exc}"))
+            return
+        for r in reversed(rows):
+            r.solo = True
+            self._waiting.appendleft(r)
+
     def _decode(self) -> None:
         assert self._mask is not None
         rows = self._rows
         ids = torch.tensor([[r.last_token] for r in rows], dtype=torch.long, device=self._device)
-        self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
-        logits = self._forward(
-            rows,
-            input_ids=ids,
-            attention_mask=self._mask,
-            position_ids=self._mask.sum(-1, keepdim=True) - 1,
-            use_cache=True,
-            **{self._cache_arg: self._cache},
-        )
+        mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
+        try:
+            logits = self._forward(
+                rows,
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=mask.sum(-1, keepdim=True) - 1,
+                use_cache=True,
+                **{self._cache_arg: self._cache},
+            )
+        except Exception as exc:
+            log.exception("decode step failed")
+            self._rewind(self._mask.shape[1])
+            self._blame(rows, exc)
+            return
+        self._mask = mask
         self.counters["steps"] += 1
         self._accept(rows, sample_next(logits[:, -1, :], [r.sampler for r in rows]))
 
-    def _accept(self, rows: list[Request], tokens: list[int]) -> None:
-        """Record each row's new token, stream its text, and mark finished rows."""
-        self.counters["tokens_generated"] += len(tokens)
-        for r, token in zip(rows, tokens):
-            if r.cancelled or r.done:
-                continue
-            r.sampler.output_ids.append(token)
-            r.pending_ids.append(token)
-            r.last_token = token
-            n = len(r.sampler.output_ids)
-            finish = None
-            if r.sampler.is_stop_token(token):
-                finish, text = "stop", r.stream.finish()
-            else:
-                text = r.stream.push([token])
-                if r.stream.stopped:
-                    finish = "stop"
-                elif n >= r.params.max_tokens or len(r.prompt_ids) + n >= r.max_len:
-                    finish = "length"
-                    text += r.stream.finish()
-            if not text and finish is None:
-                continue
-            r.emit(
-                GenerationChunk(
-                    text=text,
-                    token_ids=r.pending_ids,
-                    finish_reason=finish,  # type: ignore[arg-type]  # torch/transformers typing
-                    prompt_tokens=len(r.prompt_ids),
-                    completion_tokens=n,
-                )
+    def _rewind(self, width: int) -> None:
+        """The batch cache back to ``width`` columns: a failed pass may have appended to some layers."""
+        assert self._cache is not None
+        layer: Any
+        for layer in self._cache.layers:
+            if layer.keys is not None and layer.keys.shape[-2] > width:
+                layer.keys = layer.keys[:, :, :width]
+            if layer.values is not None and layer.values.shape[-2] > width:
+                layer.values = layer.values[:, :, :width]
+
+    def _blame(self, rows: list[Request], exc: Exception) -> None:
+        """A decode pass failed: run each row's text alone to find the rows at fault; they fail and the others
+        decode this step again next turn. If no row fails alone, the pass failed as a whole: all of them fail."""
+        faulty = [r for r in rows if len(rows) > 1 and self._fails_alone(r)]
+        self._fail(faulty or rows, EngineUnavailable(f"generation failed: {exc}"))
+
+    def _fails_alone(self, r: Request) -> bool:
+        ids = torch.tensor([r.prompt_ids + r.sampler.output_ids], dtype=torch.long, device=self._device)
+        cache = self.model.new_cache() if self._lean else DynamicCache(config=self._config)
+        try:
+            self._forward(
+                [r],
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                position_ids=torch.arange(ids.shape[1], device=self._device).unsqueeze(0),
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_arg: cache},
             )
-            r.pending_ids = []
-            if finish is not None:
-                r.done = True
+        except Exception:
+            return True
+        return False
+
+    def _accept(self, rows: list[Request], tokens: list[int | CarafeError]) -> None:
+        """Record each row's new token, stream its text, and mark finished rows (a row whose token could not be
+        drawn fails alone)."""
+        self.counters["tokens_generated"] += sum(isinstance(t, int) for t in tokens)
+        for r, token in zip(rows, tokens):
+            if r.advance(token):
                 self.counters["requests_finished"] += 1
 
     def _drop_done(self) -> None:

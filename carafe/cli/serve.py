@@ -28,6 +28,9 @@ def run_server(cfg, *, host: str | None, port: int | None, log_level: str = "inf
     """Configure telemetry (this process is the entry point) and run uvicorn."""
     import uvicorn
 
+    from carafe.adapters.cores import quiet_openmp
+
+    quiet_openmp()  # before torch loads: the engine's OpenMP workers must not spin on the event loop's core
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     telemetry = None
     try:
