@@ -134,6 +134,24 @@ def revoke(
     console.print(f"Revoked key {key_id} (in {where(cfg)})")
 
 
+@app.command("limits")
+def limits(
+    key_id: str = typer.Argument(..., help="The key id shown by `carafe keys list`"),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute"),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens (prompt + generated) per minute"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Change a key's rate limits (a limit not given is kept); every gateway applies it within state.cache_ttl_s."""
+    cfg = config_or_exit(config)
+    store = open_key_store(cfg)
+    with admin_span(cfg, "carafe.admin.keys.limits", **{"carafe.key.id": key_id}):
+        try:
+            rec = store.set_limits(key_id, rpm=rpm, tpm=tpm, actor="cli")
+        except CarafeError as exc:
+            fail(exc.message)
+    console.print(f"Key {key_id}: rpm {rec.rpm}, tpm {rec.tpm or 'no limit'}")
+
+
 @app.command("budget")
 def budget(
     scope: str = typer.Argument(..., help="key:<key id>, user:<name> or team:<name>"),

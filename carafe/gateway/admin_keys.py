@@ -33,6 +33,13 @@ class KeyCreate(BaseModel):
     team: str | None = Field(None, min_length=1, max_length=256)
 
 
+class KeyLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, ge=1, le=1_000_000)
+    tpm: int | None = Field(None, ge=1, le=1_000_000_000)
+
+
 class BudgetSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,3 +102,14 @@ async def revoke_key(key_id: str, request: Request, admin: Principal = Depends(r
     with admin_span("carafe.admin.keys.revoke", admin.user, **{"carafe.key.id": key_id}):
         await asyncio.to_thread(get_state(request).keys.revoke, key_id, actor=admin.user)
     return {"id": key_id, "revoked": True}
+
+
+@router.patch("/{key_id}")
+async def set_limits(
+    key_id: str, body: KeyLimits, request: Request, admin: Principal = Depends(require_admin)
+) -> dict[str, Any]:
+    """Change a key's rpm and/or tpm (a limit left out is kept); every replica applies it within state.cache_ttl_s."""
+    keys = get_state(request).keys
+    with admin_span("carafe.admin.keys.limits", admin.user, **{"carafe.key.id": key_id}):
+        rec = await asyncio.to_thread(lambda: keys.set_limits(key_id, rpm=body.rpm, tpm=body.tpm, actor=admin.user))
+    return rec.public()

@@ -142,6 +142,13 @@ class KeyStore:
         self.keys.revoke(key_id, actor=actor)
         self._records.forget(key_id)
 
+    def set_limits(
+        self, key_id: str, *, rpm: int | None = None, tpm: int | None = None, actor: str = "cli"
+    ) -> KeyRecord:
+        rec = self.keys.set_limits(key_id, rpm=rpm, tpm=tpm, actor=actor)
+        self._records.forget(key_id)
+        return rec
+
     def authenticate(self, key: str) -> Principal | None:
         """The principal for a clear key, or None (unknown, malformed, revoked, deprovisioned)."""
         parts = split_key(key)

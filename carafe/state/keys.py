@@ -178,6 +178,23 @@ class Keys:
                 raise NotFound(f"no key with id {key_id!r}", param="key_id")
             records.record(s, actor, "key.revoke", key_id)
 
+    def set_limits(
+        self, key_id: str, *, rpm: int | None = None, tpm: int | None = None, actor: str = "cli"
+    ) -> KeyRecord:
+        """Change a live key's requests and tokens per minute (a limit not given is kept)."""
+        if rpm is not None and not 1 <= rpm <= MAX_RATE:
+            raise InvalidInput(f"rpm must be between 1 and {MAX_RATE}", param="rpm")
+        if tpm is not None and not 1 <= tpm <= MAX_RATE:
+            raise InvalidInput(f"tpm must be between 1 and {MAX_RATE}", param="tpm")
+        with self.db.transaction() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                raise NotFound(f"no live key with id {key_id!r}", param="key_id")
+            row.rpm = rpm if rpm is not None else row.rpm
+            row.tpm = tpm if tpm is not None else row.tpm
+            records.record(s, actor, "key.limits", key_id, rpm=row.rpm, tpm=row.tpm)
+            return _record(row)
+
     def import_json(self, path: Path) -> ImportReport | None:
         """Import a legacy ``keys.json`` once (None when there is no such file)."""
         if not path.is_file():

@@ -175,3 +175,31 @@ def test_state_and_auth_sections_refuse_unknown_keys_and_the_bootstrap_key_compa
     assert bootstrap_matches("s3cret-bootstrap", "s3cret-bootstrap")
     assert not bootstrap_matches("s3cret-bootstrax", "s3cret-bootstrap")
     assert not bootstrap_matches("s3cret", "s3cret-bootstrap") and not bootstrap_matches("anything", None)
+
+
+def test_a_keys_limits_change_in_place_and_every_store_sees_them(database_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from carafe.cli.main import app
+    from carafe.errors import InvalidInput, NotFound
+
+    state = open_state(StateConfig(database_url=database_url), tmp_path)
+    here = KeyStore(state.keys, state.directory, cache_ttl_s=0.2)
+    key, rec = Keys(Database(database_url)).create("lee", rpm=10)
+    assert here.authenticate(key).rpm == 10  # type: ignore[union-attr]
+    cfg = tmp_path / "carafe.yaml"
+    cfg.write_text(
+        f"data_dir: {tmp_path / 'data'}\nstate:\n  database_url: {database_url}\ntelemetry:\n  exporter: none\n"
+    )
+    ok = CliRunner().invoke(app, ["keys", "limits", rec.key_id, "--rpm", "3", "--tpm", "900", "--config", str(cfg)])
+    assert ok.exit_code == 0 and "rpm 3, tpm 900" in ok.output, ok.output
+    deadline = time.monotonic() + 5
+    while (p := here.authenticate(key)) is None or (p.rpm, p.tpm) != (3, 900):
+        assert time.monotonic() < deadline, "the new limits were never seen"
+        time.sleep(0.05)
+    assert records.recent(state.db)[0].action == "key.limits"
+    with pytest.raises(InvalidInput):
+        here.set_limits(rec.key_id, rpm=0)
+    here.revoke(rec.key_id)
+    with pytest.raises(NotFound):
+        here.set_limits(rec.key_id, rpm=5)  # a revoked key is not brought back by a limit change

@@ -39,6 +39,14 @@ class NewKey(BaseModel):
     tpm: int | None = Field(None, ge=1, le=1_000_000_000)
 
 
+class KeyLimits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(..., min_length=1, max_length=64)
+    rpm: int | None = Field(None, ge=1, le=1_000_000)
+    tpm: int | None = Field(None, ge=1, le=1_000_000_000)
+
+
 class NewBudget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -118,6 +126,17 @@ async def revoke_json(key_id: str, request: Request) -> dict[str, Any]:
     with admin_span("carafe.admin.keys.revoke", who.user, **{"carafe.key.id": key_id, "carafe.console": True}):
         await asyncio.to_thread(get_state(request).keys.revoke, key_id, actor=who.user)
     return {"id": key_id, "revoked": True}
+
+
+@router.post("/console/api/limits")
+async def limits_json(body: KeyLimits, request: Request) -> dict[str, Any]:
+    who = require(request, "keys", change=True).principal
+    keys = get_state(request).keys
+    with admin_span("carafe.admin.keys.limits", who.user, **{"carafe.key.id": body.key_id, "carafe.console": True}):
+        rec = await asyncio.to_thread(
+            lambda: keys.set_limits(body.key_id.strip(), rpm=body.rpm, tpm=body.tpm, actor=who.user)
+        )
+    return rec.public()
 
 
 @router.post("/console/api/budgets")

@@ -120,6 +120,11 @@ def test_a_key_created_in_the_browser_works_until_it_is_revoked_there(console, c
     assert chat(console, key).choices[0].message is not None  # works over the API at once
     key_id = key.split("_")[1]
 
+    page.get_by_label("Key id to change").fill(key_id)
+    page.get_by_label("rpm (requests/minute)").fill("77")
+    page.get_by_role("button", name="Set limits").click()
+    expect(page.locator(f'tr[data-key="{key_id}"]').get_by_role("cell").nth(4)).to_have_text("77")
+
     page.get_by_label("For a").select_option("team")
     page.get_by_label("Key id, user or team").fill("payroll")
     page.get_by_label("Most tokens").fill("100000")

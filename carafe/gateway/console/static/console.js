@@ -133,6 +133,12 @@ function keysPage() {
     again.textContent = "Reload the list";
     result.append(again);
   });
+  onSubmit("key-limits", async (form, result) => {
+    const key = await postJson("/console/api/limits", formObject(form));
+    result.className = "";
+    result.textContent = `Key ${key.key_id}: ${key.rpm} requests and ${key.tpm ?? "unlimited"} tokens per minute.`;
+    window.location.reload();
+  });
   onSubmit("new-budget", async (form, result) => {
     const rule = await postJson("/console/api/budgets", formObject(form));
     result.className = "";
