@@ -45,7 +45,12 @@ def _workspace(config: Path | None, taxonomy: Path | None, teacher: str | None):
     if "base_model" not in tuning.training.model_fields_set:
         tuning.training.base_model = cfg.adapters.engine.model  # train on the base the gateway serves
     return Workspace(
-        tuning, taxonomy or tuning.taxonomy, tuning.out_dir(cfg.data_dir), cfg.models_dir, cfg.registry_dir
+        tuning,
+        taxonomy or tuning.taxonomy,
+        tuning.out_dir(cfg.data_dir),
+        cfg.models_dir,
+        cfg.registry_dir,
+        cfg.adapters.engine.max_lora_rank,
     )
 
 
@@ -81,11 +86,11 @@ def near_dup_encoder(ws):
     return Embedder().encode
 
 
-def _generate(ws, force: bool, quiet: bool) -> dict:
+def _generate(ws, force: bool, quiet: bool, recipes: list | None = None) -> dict:
     from carafe.tuning.generate import estimate
     from carafe.tuning.pipeline import generate_stage
 
-    recipes = ws.recipes()
+    recipes = recipes if recipes is not None else ws.recipes()
     rows = estimate(recipes, ws.cfg, ws.documents())
     if not quiet:
         table = Table("leaf", "kind", "teacher calls", "samples (est.)", "size (est.)", title="generation estimate")
@@ -245,7 +250,8 @@ def run(
     ws = _workspace(config, taxonomy, teacher)
 
     def stages() -> dict:
-        out = {"generate": _generate(ws, force, as_json), "train": _train(ws, force, as_json)}
+        recipes = ws.preflight(name)  # what publish needs, checked before minutes of work
+        out = {"generate": _generate(ws, force, as_json, recipes), "train": _train(ws, force, as_json)}
         out["eval"] = _eval(ws, force, as_json)
         out["publish"] = _publish(ws, name, False, as_json)
         return out

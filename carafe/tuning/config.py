@@ -136,7 +136,17 @@ class TuningConfig(BaseModel):
         default_factory=dict,
         description="Local copies of knowledge recipes' remote document repos, {URL: path} "
         "(a git clone, read at the recipe's commit, or a plain folder); an unmirrored URL is cloned into "
-        "<output_dir>/documents when reachable",
+        "<output_dir>/documents only from a host in document_hosts",
+    )
+    document_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts an unmirrored document repo may be cloned from (e.g. github.com); empty: none, every "
+        "remote repo must be mirrored (a recipe never makes the host fetch a URL of its choosing)",
+    )
+    document_roots: list[Path] = Field(
+        default_factory=list,
+        description="Local folders, besides the taxonomy itself, that knowledge recipes may read documents from; "
+        "a recipe's local document path must resolve inside one of them",
     )
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

@@ -45,6 +45,7 @@ class Workspace:
     out: Path
     models_dir: Path
     registry_dir: Path
+    max_rank: int = 64  # adapters.engine.max_lora_rank: the registry refuses higher ranks
 
     def stamp(self, stage: str) -> dict[str, Any] | None:
         path = self.out / stage / "stamp.json"
@@ -56,16 +57,33 @@ class Workspace:
 
     def documents(self) -> DocumentSource:
         """Remote knowledge documents: the configured mirrors, else clones under the output folder."""
-        return DocumentSource(self.cfg.document_mirrors, self.out / "documents")
+        c = self.cfg
+        return DocumentSource(c.document_mirrors, self.out / "documents", c.document_roots, c.document_hosts)
 
     def recipes(self) -> list[Recipe]:
-        report = validate_taxonomy(self.taxonomy)
+        report = validate_taxonomy(self.taxonomy, docs=self.documents())
         if not report.ok:
             errors = [str(i) for i in report.issues if i.severity == "error"]
             raise RecipeInvalid(
                 f"the taxonomy {self.taxonomy} has {len(errors)} error(s): " + "; ".join(errors[:5]), report.issues
             )
         return report.recipes
+
+    def preflight(self, name: str | None = None) -> list[Recipe]:
+        """The valid recipes, after checking all that publish will need (name, sidecars, base, rank)."""
+        from carafe.tuning.preflight import base_issues, sidecar_issues
+
+        recipes = self.recipes()
+        t = self.cfg.training
+        issues = sidecar_issues(self.taxonomy, recipes, name)
+        issues += base_issues(t.base_model, self.registry_dir, max(t.knowledge.rank, t.skills.rank), self.max_rank)
+        if issues:
+            raise RecipeInvalid(
+                f"{len(issues)} problem(s) would stop publish after the work; fixed before it starts: "
+                + "; ".join(str(i) for i in issues[:5]),
+                issues,
+            )
+        return recipes
 
 
 def generate_stage(
