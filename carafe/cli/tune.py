@@ -28,7 +28,11 @@ console = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="carafe.yaml")]
 TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy folder (default: tuning.taxonomy)")]
 TeacherOpt = Annotated[
-    str | None, typer.Option("--teacher", help="Teacher endpoint URL, `template` (rule-based stand-in) or `local`")
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="Teacher endpoint URL, `offline` (the built-in generator, default), `template` or `local` (base model)",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if its inputs are unchanged")]
@@ -41,7 +45,7 @@ def _workspace(config: Path | None, taxonomy: Path | None, teacher: str | None):
     cfg = load_config(config)
     tuning = cfg.tuning.model_copy(deep=True)
     if teacher is not None:
-        tuning.teacher.endpoint = None if teacher == "local" else teacher
+        tuning.teacher.endpoint = None if teacher == "offline" else teacher
     if "base_model" not in tuning.training.model_fields_set:
         tuning.training.base_model = cfg.adapters.engine.model  # train on the base the gateway serves
     return Workspace(

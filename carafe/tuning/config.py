@@ -12,8 +12,9 @@ class TeacherConfig(BaseModel):
 
     endpoint: str | None = Field(
         None,
-        description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1; "
-        "None uses the embedded base model (slow, for local tries)",
+        description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1 "
+        "(the production path: a large teacher); None or `offline`: the built-in offline generator (facts, "
+        "question forms, paraphrases, RAFT; no model); `local`: the embedded base model (slow, weak)",
     )
     model: str = Field("teacher", description="Model name sent to the endpoint")
     api_key: str | None = Field(None, description="Bearer key for the endpoint (secret)")
@@ -31,7 +32,11 @@ class GenerationConfig(BaseModel):
     qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
     instructions_per_seed: int = Field(10, ge=1, description="New instructions asked per skill seed example")
     raft_share: float = Field(
-        0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)"
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of knowledge samples that also get a RAFT copy: the question with numbered passages "
+        "(gold + distractors) in the gateway's prompt format",
     )
     raft_distractors: int = Field(1, ge=0, le=8, description="Distractor passages beside the gold one")
     raft_no_answer_share: float = Field(

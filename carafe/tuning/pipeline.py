@@ -185,7 +185,7 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
         raise StageMissing(f"no trained adapter in {adapter}: run `carafe tune train` first")
     judge = (
         make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model)
-        if ws.cfg.eval_judge and ws.cfg.teacher.endpoint
+        if ws.cfg.eval_judge and ws.cfg.teacher.endpoint not in (None, "offline", "local")
         else None
     )
     key = _hash(
