@@ -144,7 +144,18 @@ def _train(ws, force: bool, quiet: bool) -> dict:
 
         summary = train_stage(ws, force=force, on_step=on_step)
     if not quiet:
-        table = Table("phase", "own", "replay", "general", "steps", "tokens/s", "final loss", title="training")
+        table = Table(
+            "phase",
+            "own",
+            "replay",
+            "general",
+            "steps",
+            "tokens",
+            "seconds",
+            "tokens/s",
+            "final loss",
+            title="training",
+        )
         for p in summary["phases"]:
             table.add_row(
                 p["name"],
@@ -152,6 +163,8 @@ def _train(ws, force: bool, quiet: bool) -> dict:
                 str(p["samples"]["replay"]),
                 str(p["samples"]["general"]),
                 str(p["steps"]),
+                str(p["tokens"]),
+                str(p.get("seconds", "-")),
                 str(p["tokens_per_s"]),
                 str(p["final_loss"]),
             )
@@ -171,6 +184,16 @@ def _eval(ws, force: bool, quiet: bool) -> dict:
         for k in base:
             table.add_row(k, f"{base[k]:.4g}", f"{ad.get(k, float('nan')):.4g}")
         console.print(table)
+        cells = summary["metrics"].get("cells")
+        if cells:
+            table = Table("questions", "n", "base", "adapter", "base + RAG", "adapter + RAG", title="key-fact accuracy")
+            for label, row in [("all", cells), ("seed", cells.get("seed")), ("document-only", cells.get("document"))]:
+                if row:
+                    n = row.get("questions", 0)
+                    table.add_row(
+                        label, str(n), *(f"{row[c]:.0%}" for c in ("base", "adapter", "base+rag", "adapter+rag"))
+                    )
+            console.print(table)
         gate = summary["gate"]
         console.print(
             "[green]gate passed[/]" if gate["passed"] else "[red]gate failed:[/] " + "; ".join(gate["failed"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -109,6 +110,11 @@ class TrainingConfig(BaseModel):
     seed: int = Field(42, description="Seed of torch, shuffling and LoRA init")
     save_every_steps: int = Field(20, ge=1, description="Checkpoint interval (resumable)")
     device: str = Field("auto", description="`auto` (cuda when present), `cpu`, `cuda`")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Training compute precision: `auto` = bf16 autocast where the CPU has AVX512-BF16/AMX (or a "
+        "bf16 GPU), else fp32; LoRA weights and optimiser state stay fp32",
+    )
     threads: int | None = Field(None, description="torch intra-op threads on CPU")
 
 
@@ -126,6 +132,14 @@ class GateConfig(BaseModel):
         None,
         description="With eval_judge: adapter's mean judge score (1-5) minus base's must be at least this; None: "
         "reported only",
+    )
+    min_rag_gain: float = Field(
+        0.0,
+        description="Knowledge: adapter + RAG key-fact accuracy minus base + RAG must be at least this (0.15: "
+        "15 points); the adapter must not make retrieval worse",
+    )
+    min_adapter_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Knowledge: the adapter alone's key-fact accuracy must be at least this"
     )
     enforce: bool = Field(True, description="False: report the gate but publish anyway")
 
@@ -159,6 +173,7 @@ class TuningConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     eval_max_new_tokens: int = Field(64, ge=8, description="Answer length during evaluation")
+    eval_rag_top_k: int = Field(4, ge=1, le=20, description="Passages the RAG cells of the evaluation retrieve")
     eval_judge: bool = Field(
         True,
         description="Let the teacher grade base and adapter answers on held-out questions "

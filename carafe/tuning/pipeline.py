@@ -164,6 +164,7 @@ def train_stage(
                 "samples": s.samples,
                 "steps": s.steps,
                 "tokens": s.tokens,
+                "seconds": round(s.seconds, 1),
                 "tokens_per_s": round(s.tokens_per_s, 1),
                 "final_loss": round(s.final_loss, 4),
                 "hyperparameters": s.hyperparameters,
@@ -178,7 +179,10 @@ def train_stage(
 def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, folder: str = "train") -> dict[str, Any]:
     from carafe.adapters.manifest import content_digest
     from carafe.tuning.base_model import pick_device
-    from carafe.tuning.evaluate import apply_gate, evaluate
+    from carafe.tuning.cells import HELDOUT_FILE
+    from carafe.tuning.documents import chunk_documents
+    from carafe.tuning.evaluate import KnowledgeEval, apply_gate, evaluate
+    from carafe.tuning.recipe import file_sha256
 
     adapter = ws.out / folder / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
@@ -195,6 +199,8 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
             ws.cfg.eval_max_new_tokens,
             ws.cfg.generation.holdout_seeds,
             judge.name if judge else None,
+            ws.cfg.eval_rag_top_k,
+            [file_sha256(p) for r in recipes if (p := r.path.parent / HELDOUT_FILE).is_file()],
         ]
     )
     path = ws.out / "eval" / f"{folder}.json"
@@ -213,6 +219,12 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
         base_model=ws.cfg.training.base_model,
         judge=judge,
         judge_concurrency=ws.cfg.teacher.concurrency,
+        knowledge=KnowledgeEval.of(
+            recipes,
+            ws.cfg.generation.holdout_seeds,
+            lambda r: chunk_documents(ws.documents().read(r), ws.cfg.generation.chunk_words),
+            ws.cfg.eval_rag_top_k,
+        ),
     )
     summary = {
         "input": key,

@@ -219,7 +219,11 @@ def find_recipe_files(taxonomy: Path) -> list[Path]:
     for top in TAXONOMY_ROOTS:
         folder = taxonomy / top
         if folder.is_dir():
-            files += [p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.name != SIDECAR_FILE]
+            files += [
+                p
+                for p in folder.rglob("*")
+                if p.suffix in (".yaml", ".yml") and p.name not in (SIDECAR_FILE, "carafe.heldout.yaml")
+            ]
     return sorted(files)
 
 
