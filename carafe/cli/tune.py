@@ -233,11 +233,42 @@ def generate(
 
 @app.command()
 def train(
-    config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Train on this JSONL instead: an sdg_hub flow's output or messages rows (training_hub)"
+        ),
+    ] = None,
+    phase: Annotated[str, typer.Option(help="Phase of --data rows that name none: knowledge or skills")] = "knowledge",
 ) -> None:
     """Train the LoRA adapter in phases (knowledge, then skills with replay); resumes from checkpoints."""
+    from carafe.tuning.pipeline import import_dataset
+
     ws = _workspace(config, taxonomy, None)
+    if data is not None:
+        imported = _guard(lambda: import_dataset(ws, data, phase=phase))
+        if not as_json:
+            console.print(f"{imported['samples']} samples from {data} → {ws.out / 'data' / 'train.jsonl'}")
     _emit(as_json, _guard(lambda: _train(ws, force, as_json)))
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write")],
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+) -> None:
+    """Export the generated training data as training_hub reads it (messages + metadata per line)."""
+    from carafe.tuning.formats import export_training_hub
+    from carafe.tuning.pipeline import load_dataset
+
+    ws = _workspace(config, taxonomy, None)
+    n = _guard(lambda: export_training_hub(load_dataset(ws)[0], out))
+    console.print(f"{n} samples → {out} (training_hub `messages` format)")
 
 
 @app.command("eval")

@@ -128,6 +128,30 @@ def generate_stage(
     return {**summary, "reused": False}
 
 
+def import_dataset(ws: Workspace, path: Path, *, phase: str = "knowledge") -> dict[str, Any]:
+    """Make an sdg_hub flow's JSONL (or a messages JSONL) the workspace's training data."""
+    from carafe.tuning.formats import read_external
+
+    samples = read_external(path, phase=phase)
+    out = ws.out / "data" / "train.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = ("\n".join(json.dumps(s, sort_keys=True) for s in samples) + "\n").encode()
+    out.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    summary = {
+        "input": f"import:{sha}",
+        "data_sha256": sha,
+        "samples": len(samples),
+        "bytes": len(data),
+        "teacher": f"external:{path.name}",
+        "seconds": 0.0,
+        "reports": [],
+        "by_phase": {p: sum(s["phase"] == p for s in samples) for p in ("knowledge", "skills")},
+    }
+    ws.write_stamp("data", summary)
+    return summary
+
+
 def load_dataset(ws: Workspace) -> tuple[list[dict], dict[str, Any]]:
     stamp = ws.stamp("data")
     path = ws.out / "data" / "train.jsonl"
