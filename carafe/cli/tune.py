@@ -114,14 +114,16 @@ def _generate(ws, force: bool, quiet: bool, recipes: list | None = None) -> dict
 
         summary = generate_stage(ws, recipes, force=force, advance=advance, encode=near_dup_encoder(ws))
     if not quiet:
-        table = Table("leaf", "generated", "format failures", "dropped", "kept", title="drop report")
+        table = Table("leaf", "generated", "format failures", "dropped", "kept", "per fact", title="drop report")
         for r in summary["reports"]:
+            per_fact = f"{r['samples_per_fact_min']}-{r['samples_per_fact_mean']}" if r.get("facts") else "-"
             table.add_row(
                 r["leaf"],
                 str(r["generated"]),
                 str(r["format_failures"]),
                 ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-",
                 str(r["kept"]),
+                per_fact + (f" ({r['facts']} facts)" if r.get("facts") else ""),
             )
         console.print(table)
         console.print(

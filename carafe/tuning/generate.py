@@ -82,7 +82,13 @@ def estimate(recipes: list[Recipe], cfg: TuningConfig, docs: DocumentSource | No
     g, rows, docs = cfg.generation, [], docs or DocumentSource(cfg.document_mirrors)
     for r in recipes:
         seeds, _ = r.split_seeds(g.holdout_seeds)
-        if r.is_knowledge:
+        if r.is_knowledge and cfg.teacher.endpoint in (None, "offline"):  # no calls: ~25 forms a fact
+            from carafe.tuning.facts import extract_facts
+
+            chunked = chunk_documents(docs.read(r), g.chunk_words)
+            samples = round(len(extract_facts(chunked)) * 25 * (1 + g.raft_share))
+            calls = len(chunked) + (samples if cfg.filters.judge else 0)
+        elif r.is_knowledge:
             chunks = len(chunk_documents(docs.read(r), g.chunk_words))
             samples = chunks * g.qa_per_chunk
             calls = chunks + (samples if cfg.filters.judge else 0)
