@@ -70,7 +70,7 @@ def run(recipe: Path, args: argparse.Namespace) -> dict[str, Any]:
     recipes = _timed("validate", times, ws.preflight)
     gen = _timed("generate", times, lambda: generate_stage(ws, recipes, force=True, encode=Embedder().encode))
     tr = _timed("train", times, lambda: train_stage(ws, force=True))
-    ev = _timed("eval", times, lambda: eval_stage(ws, recipes, force=True))
+    ev = _timed("eval", times, lambda: eval_stage(ws, recipes, force=True, encode=Embedder().encode))
     pub = _timed("publish", times, lambda: publish_stage(ws, recipes, force=True))
     print(f"  {'total':<10} {sum(times.values()):8.1f} s (goal <= 900 s)")
     [report] = gen["reports"]

@@ -179,7 +179,9 @@ def _eval(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.pipeline import eval_stage
 
     with console.status("evaluating base vs adapter"):
-        summary = eval_stage(ws, ws.recipes(), force=force)
+        from carafe.indexer.embedding import Embedder
+
+        summary = eval_stage(ws, ws.recipes(), force=force, encode=Embedder().encode)
     if not quiet:
         base, ad = summary["metrics"]["base"], summary["metrics"]["adapter"]
         table = Table("metric", "base", "adapter", title="evaluation (held-out recipe questions, forgetting)")

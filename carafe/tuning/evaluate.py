@@ -24,6 +24,7 @@ from carafe.tuning import prompts
 from carafe.tuning.cells import CellItem, Question, cell_metrics, items_dict, read_heldout, run_cells, seed_key_facts
 from carafe.tuning.config import GateConfig
 from carafe.tuning.documents import Chunk
+from carafe.tuning.filters import Encoder
 from carafe.tuning.recipe import Recipe, SeedExample
 
 if TYPE_CHECKING:
@@ -370,10 +371,16 @@ class KnowledgeEval:
     questions: list[Question]
     chunks: list[tuple[str, Chunk]]  # (document title, chunk)
     top_k: int = 4
+    encode: Encoder | None = None  # the sentence encoder (MiniLM, given by the CLI); None: word overlap
 
     @classmethod
     def of(
-        cls, recipes: list[Recipe], holdout_seeds: int, read: Callable[[Recipe], list[Chunk]], top_k: int = 4
+        cls,
+        recipes: list[Recipe],
+        holdout_seeds: int,
+        read: Callable[[Recipe], list[Chunk]],
+        top_k: int = 4,
+        encode: Encoder | None = None,
     ) -> KnowledgeEval:
         questions: list[Question] = []
         chunks: list[tuple[str, Chunk]] = []
@@ -382,18 +389,25 @@ class KnowledgeEval:
                 questions.append(Question(r.leaf, s.question, s.answer, seed_key_facts(s.question, s.answer), "seed"))
             questions += read_heldout(r.leaf, r.path.parent)
             chunks += [(r.domain or r.leaf, c) for c in read(r)]
-        return cls([q for q in questions if q.key_facts], chunks, top_k)
+        return cls([q for q in questions if q.key_facts], chunks, top_k, encode)
+
+    def _scorer(self) -> Callable[[str], list[float]]:
+        """Question -> a score per chunk: cosine with the encoder, else shared words."""
+        if self.encode is None:
+            words = [set(tokens(c.text)) for _, c in self.chunks]
+            return lambda q: [float(len(set(tokens(q)) & w)) for w in words]
+        encode = self.encode
+        vectors = encode([c.text for _, c in self.chunks])
+        return lambda q: [float(x) for x in vectors @ encode([q])[0]]
 
     def run(self, ev: Evaluator, max_new_tokens: int) -> list[CellItem]:
-        from carafe.indexer.embedding import Embedder
         from carafe.indexer.prompt import Passage, rag_system_prompt
 
-        embed = Embedder().encode
-        vectors = embed([c.text for _, c in self.chunks])
+        score = self._scorer()
         titles = {c.id: t for t, c in self.chunks}
 
         def retrieve(question: str) -> list[Chunk]:
-            scores = vectors @ embed([question])[0]
+            scores = score(question)
             best = sorted(range(len(self.chunks)), key=lambda i: -float(scores[i]))[: self.top_k]
             return [self.chunks[i][1] for i in best]
 

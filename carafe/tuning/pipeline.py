@@ -200,7 +200,10 @@ def train_stage(
     return {**summary, "reused": False}
 
 
-def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, folder: str = "train") -> dict[str, Any]:
+def eval_stage(
+    ws: Workspace, recipes: list[Recipe], *, force: bool = False, folder: str = "train", encode: Callable | None = None
+) -> dict[str, Any]:
+    """Base vs adapter, forgetting, the four cells (``encode``: the RAG cells' retriever), the gate."""
     from carafe.adapters.manifest import content_digest
     from carafe.tuning.base_model import pick_device
     from carafe.tuning.cells import HELDOUT_FILE
@@ -224,6 +227,7 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
             ws.cfg.generation.holdout_seeds,
             judge.name if judge else None,
             ws.cfg.eval_rag_top_k,
+            encode is not None,
             [file_sha256(p) for r in recipes if (p := r.path.parent / HELDOUT_FILE).is_file()],
         ]
     )
@@ -248,6 +252,7 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
             ws.cfg.generation.holdout_seeds,
             lambda r: chunk_documents(ws.documents().read(r), ws.cfg.generation.chunk_words),
             ws.cfg.eval_rag_top_k,
+            encode,
         ),
     )
     summary = {

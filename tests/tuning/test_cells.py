@@ -68,3 +68,18 @@ def test_held_out_files_are_read_and_never_taken_for_recipes(tmp_path):
     assert report.ok and len(report.recipes) == 2  # carafe.heldout.yaml is not a recipe file
     questions = read_heldout("knowledge/acme/benefits", taxonomy / "knowledge/acme/benefits")
     assert len(questions) >= 12 and all(q.key_facts and q.source == "document" for q in questions)
+
+
+def test_the_rag_cells_questions_and_retrieval_come_from_the_recipe(tmp_path):
+    from carafe.tuning.documents import DocumentSource, chunk_documents
+    from carafe.tuning.evaluate import KnowledgeEval
+
+    taxonomy = copy_example(tmp_path)
+    recipes = validate_taxonomy(taxonomy).recipes
+    k = KnowledgeEval.of(recipes, 3, lambda r: chunk_documents(DocumentSource().read(r), 60))
+    sources = {q.source for q in k.questions}
+    assert sources == {"seed", "document"} and all(q.key_facts for q in k.questions)
+    assert not any(q.leaf.startswith("compositional_skills") for q in k.questions)
+    scores = k._scorer()("Which room is the HR desk in?")  # no encoder given: shared words
+    best = k.chunks[max(range(len(scores)), key=scores.__getitem__)][1]
+    assert "B-214" in best.text
