@@ -30,16 +30,38 @@ def _taxonomy_path(path: Path | None, config: Path | None) -> Path:
     return load_config(config).tuning.taxonomy
 
 
-@app.command()
-def validate(path: PathArg = None, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
-    """Validate every recipe (schema, yamllint rules, file names, documents). Exit 1 on errors."""
+def _report(taxonomy: Path, config: Path | None, name: str | None):
+    """Recipes and issues, plus (for a whole taxonomy) what publish will need: name, sidecars, base."""
+    from carafe.config import load_config
+    from carafe.tuning.documents import DocumentSource
+    from carafe.tuning.preflight import base_issues, sidecar_issues
     from carafe.tuning.validate import validate_taxonomy
 
+    cfg = load_config(config)
+    t = cfg.tuning
+    report = validate_taxonomy(taxonomy, docs=DocumentSource(roots=t.document_roots, clone_hosts=t.document_hosts))
+    if taxonomy.is_dir() and report.ok:
+        base = t.training.base_model if "base_model" in t.training.model_fields_set else cfg.adapters.engine.model
+        rank = max(t.training.knowledge.rank, t.training.skills.rank)
+        report.issues += sidecar_issues(taxonomy, report.recipes, name)
+        report.issues += base_issues(base, cfg.registry_dir, rank, cfg.adapters.engine.max_lora_rank)
+    return report
+
+
+@app.command()
+def validate(
+    path: PathArg = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name `tune run --name` will use")] = None,
+) -> None:
+    """Validate every recipe (schema, yamllint rules, file names, documents) and what publish needs (adapter
+    name, sidecar keys, base model). Exit 1 on errors."""
     taxonomy = _taxonomy_path(path, config)
     if not taxonomy.exists():
         err_console.print(f"[red]error:[/] {taxonomy} does not exist")
         raise typer.Exit(2)
-    report = validate_taxonomy(taxonomy)
+    report = _report(taxonomy, config, name)
     if as_json:
         print(
             json.dumps(

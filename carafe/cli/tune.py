@@ -29,7 +29,11 @@ console = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="carafe.yaml")]
 TaxonomyOpt = Annotated[Path | None, typer.Option("--taxonomy", help="Taxonomy folder (default: tuning.taxonomy)")]
 TeacherOpt = Annotated[
-    str | None, typer.Option("--teacher", help="Teacher endpoint URL, `template` (rule-based stand-in) or `local`")
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="Teacher endpoint URL, `offline` (the built-in generator, default), `template` or `local` (base model)",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if its inputs are unchanged")]
@@ -42,11 +46,16 @@ def _workspace(config: Path | None, taxonomy: Path | None, teacher: str | None):
     cfg = load_config(config)
     tuning = cfg.tuning.model_copy(deep=True)
     if teacher is not None:
-        tuning.teacher.endpoint = None if teacher == "local" else teacher
+        tuning.teacher.endpoint = None if teacher == "offline" else teacher
     if "base_model" not in tuning.training.model_fields_set:
         tuning.training.base_model = cfg.adapters.engine.model  # train on the base the gateway serves
     return Workspace(
-        tuning, taxonomy or tuning.taxonomy, tuning.out_dir(cfg.data_dir), cfg.models_dir, cfg.registry_dir
+        tuning,
+        taxonomy or tuning.taxonomy,
+        tuning.out_dir(cfg.data_dir),
+        cfg.models_dir,
+        cfg.registry_dir,
+        cfg.adapters.engine.max_lora_rank,
     )
 
 
@@ -82,11 +91,11 @@ def near_dup_encoder(ws):
     return Embedder().encode
 
 
-def _generate(ws, force: bool, quiet: bool) -> dict:
+def _generate(ws, force: bool, quiet: bool, recipes: list | None = None) -> dict:
     from carafe.tuning.generate import estimate
     from carafe.tuning.pipeline import generate_stage
 
-    recipes = ws.recipes()
+    recipes = recipes if recipes is not None else ws.recipes()
     rows = estimate(recipes, ws.cfg, ws.documents())
     if not quiet:
         table = Table("leaf", "kind", "teacher calls", "samples (est.)", "size (est.)", title="generation estimate")
@@ -107,14 +116,16 @@ def _generate(ws, force: bool, quiet: bool) -> dict:
 
         summary = generate_stage(ws, recipes, force=force, advance=advance, encode=near_dup_encoder(ws))
     if not quiet:
-        table = Table("leaf", "generated", "format failures", "dropped", "kept", title="drop report")
+        table = Table("leaf", "generated", "format failures", "dropped", "kept", "per fact", title="drop report")
         for r in summary["reports"]:
+            per_fact = f"{r['samples_per_fact_min']}-{r['samples_per_fact_mean']}" if r.get("facts") else "-"
             table.add_row(
                 r["leaf"],
                 str(r["generated"]),
                 str(r["format_failures"]),
                 ", ".join(f"{k}: {v}" for k, v in r["dropped"].items()) or "-",
                 str(r["kept"]),
+                per_fact + (f" ({r['facts']} facts)" if r.get("facts") else ""),
             )
         console.print(table)
         console.print(
@@ -138,7 +149,18 @@ def _train(ws, force: bool, quiet: bool) -> dict:
 
         summary = train_stage(ws, force=force, on_step=on_step)
     if not quiet:
-        table = Table("phase", "own", "replay", "general", "steps", "tokens/s", "final loss", title="training")
+        table = Table(
+            "phase",
+            "own",
+            "replay",
+            "general",
+            "steps",
+            "tokens",
+            "seconds",
+            "tokens/s",
+            "final loss",
+            title="training",
+        )
         for p in summary["phases"]:
             table.add_row(
                 p["name"],
@@ -146,6 +168,8 @@ def _train(ws, force: bool, quiet: bool) -> dict:
                 str(p["samples"]["replay"]),
                 str(p["samples"]["general"]),
                 str(p["steps"]),
+                str(p["tokens"]),
+                str(p.get("seconds", "-")),
                 str(p["tokens_per_s"]),
                 str(p["final_loss"]),
             )
@@ -158,13 +182,25 @@ def _eval(ws, force: bool, quiet: bool) -> dict:
     from carafe.tuning.pipeline import eval_stage
 
     with console.status("evaluating base vs adapter"), RunProgress(ws.out, "eval"):
-        summary = eval_stage(ws, ws.recipes(), force=force)
+        from carafe.indexer.embedding import Embedder
+
+        summary = eval_stage(ws, ws.recipes(), force=force, encode=Embedder().encode)
     if not quiet:
         base, ad = summary["metrics"]["base"], summary["metrics"]["adapter"]
         table = Table("metric", "base", "adapter", title="evaluation (held-out recipe questions, forgetting)")
         for k in base:
             table.add_row(k, f"{base[k]:.4g}", f"{ad.get(k, float('nan')):.4g}")
         console.print(table)
+        cells = summary["metrics"].get("cells")
+        if cells:
+            table = Table("questions", "n", "base", "adapter", "base + RAG", "adapter + RAG", title="key-fact accuracy")
+            for label, row in [("all", cells), ("seed", cells.get("seed")), ("document-only", cells.get("document"))]:
+                if row:
+                    n = row.get("questions", 0)
+                    table.add_row(
+                        label, str(n), *(f"{row[c]:.0%}" for c in ("base", "adapter", "base+rag", "adapter+rag"))
+                    )
+            console.print(table)
         gate = summary["gate"]
         console.print(
             "[green]gate passed[/]" if gate["passed"] else "[red]gate failed:[/] " + "; ".join(gate["failed"])
@@ -204,11 +240,42 @@ def generate(
 
 @app.command()
 def train(
-    config: ConfigOpt = None, taxonomy: TaxonomyOpt = None, force: ForceOpt = False, as_json: JsonOpt = False
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Train on this JSONL instead: an sdg_hub flow's output or messages rows (training_hub)"
+        ),
+    ] = None,
+    phase: Annotated[str, typer.Option(help="Phase of --data rows that name none: knowledge or skills")] = "knowledge",
 ) -> None:
     """Train the LoRA adapter in phases (knowledge, then skills with replay); resumes from checkpoints."""
+    from carafe.tuning.pipeline import import_dataset
+
     ws = _workspace(config, taxonomy, None)
+    if data is not None:
+        imported = _guard(lambda: import_dataset(ws, data, phase=phase))
+        if not as_json:
+            console.print(f"{imported['samples']} samples from {data} → {ws.out / 'data' / 'train.jsonl'}")
     _emit(as_json, _guard(lambda: _train(ws, force, as_json)))
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Argument(help="JSONL file to write")],
+    config: ConfigOpt = None,
+    taxonomy: TaxonomyOpt = None,
+) -> None:
+    """Export the generated training data as training_hub reads it (messages + metadata per line)."""
+    from carafe.tuning.formats import export_training_hub
+    from carafe.tuning.pipeline import load_dataset
+
+    ws = _workspace(config, taxonomy, None)
+    n = _guard(lambda: export_training_hub(load_dataset(ws)[0], out))
+    console.print(f"{n} samples → {out} (training_hub `messages` format)")
 
 
 @app.command("eval")
@@ -248,7 +315,8 @@ def run(
     ws = _workspace(config, taxonomy, teacher)
 
     def stages() -> dict:
-        out = {"generate": _generate(ws, force, as_json), "train": _train(ws, force, as_json)}
+        recipes = ws.preflight(name)  # what publish needs, checked before minutes of work
+        out = {"generate": _generate(ws, force, as_json, recipes), "train": _train(ws, force, as_json)}
         out["eval"] = _eval(ws, force, as_json)
         out["publish"] = _publish(ws, name, False, as_json)
         return out

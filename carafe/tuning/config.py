@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,8 +15,9 @@ class TeacherConfig(BaseModel):
 
     endpoint: str | None = Field(
         None,
-        description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1; "
-        "None uses the embedded base model (slow, for local tries)",
+        description="Base URL of an OpenAI-compatible server (vLLM, a Carafe gateway), e.g. http://host:8000/v1 "
+        "(the production path: a large teacher); None or `offline`: the built-in offline generator (facts, "
+        "question forms, paraphrases, RAFT; no model); `local`: the embedded base model (slow, weak)",
     )
     model: str = Field("teacher", description="Model name sent to the endpoint")
     api_key: str | None = Field(None, description="Bearer key for the endpoint (secret)")
@@ -35,7 +37,11 @@ class GenerationConfig(BaseModel):
     qa_per_chunk: int = Field(6, ge=1, description="Question/answer pairs asked per knowledge chunk")
     instructions_per_seed: int = Field(10, ge=1, description="New instructions asked per skill seed example")
     raft_share: float = Field(
-        0.3, ge=0, le=1, description="Share of knowledge samples rendered with retrieved context (RAFT)"
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of knowledge samples that also get a RAFT copy: the question with numbered passages "
+        "(gold + distractors) in the gateway's prompt format",
     )
     raft_distractors: int = Field(1, ge=0, le=8, description="Distractor passages beside the gold one")
     raft_no_answer_share: float = Field(
@@ -114,6 +120,11 @@ class TrainingConfig(BaseModel):
     seed: int = Field(42, description="Seed of torch, shuffling and LoRA init")
     save_every_steps: int = Field(20, ge=1, description="Checkpoint interval (resumable)")
     device: str = Field("auto", description="`auto` (cuda when present), `cpu`, `cuda`")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Training compute precision: `auto` = bf16 autocast where the CPU has AVX512-BF16/AMX (or a "
+        "bf16 GPU), else fp32; LoRA weights and optimiser state stay fp32",
+    )
     threads: int | None = Field(None, description="torch intra-op threads on CPU")
 
 
@@ -134,6 +145,14 @@ class GateConfig(BaseModel):
         description="With eval_judge: adapter's mean judge score (1-5) minus base's must be at least this; None: "
         "reported only",
     )
+    min_rag_gain: float = Field(
+        0.0,
+        description="Knowledge: adapter + RAG key-fact accuracy minus base + RAG must be at least this (0.15: "
+        "15 points); the adapter must not make retrieval worse",
+    )
+    min_adapter_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Knowledge: the adapter alone's key-fact accuracy must be at least this"
+    )
     enforce: bool = Field(True, description="False: report the gate but publish anyway")
 
 
@@ -150,7 +169,17 @@ class TuningConfig(BaseModel):
         default_factory=dict,
         description="Local copies of knowledge recipes' remote document repos, {URL: path} "
         "(a git clone, read at the recipe's commit, or a plain folder); an unmirrored URL is cloned into "
-        "<output_dir>/documents when reachable",
+        "<output_dir>/documents only from a host in document_hosts",
+    )
+    document_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts an unmirrored document repo may be cloned from (e.g. github.com); empty: none, every "
+        "remote repo must be mirrored (a recipe never makes the host fetch a URL of its choosing)",
+    )
+    document_roots: list[Path] = Field(
+        default_factory=list,
+        description="Local folders, besides the taxonomy itself, that knowledge recipes may read documents from; "
+        "a recipe's local document path must resolve inside one of them",
     )
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -158,6 +187,7 @@ class TuningConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     eval_max_new_tokens: int = Field(64, ge=8, description="Answer length during evaluation")
+    eval_rag_top_k: int = Field(4, ge=1, le=20, description="Passages the RAG cells of the evaluation retrieve")
     eval_judge: bool = Field(
         True,
         description="Let the teacher grade base and adapter answers on held-out questions "

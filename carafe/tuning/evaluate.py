@@ -14,13 +14,17 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from carafe.tuning import prompts
+from carafe.tuning.cells import CellItem, Question, cell_metrics, items_dict, read_heldout, run_cells, seed_key_facts
 from carafe.tuning.config import GateConfig
+from carafe.tuning.documents import Chunk
+from carafe.tuning.filters import Encoder
 from carafe.tuning.recipe import Recipe, SeedExample
 
 if TYPE_CHECKING:
@@ -127,11 +131,17 @@ class EvalItem:
 @dataclass
 class EvalReport:
     items: list[EvalItem]
-    metrics: dict[str, dict[str, float]]  # {"base": {...}, "adapter": {...}}
+    metrics: dict[str, Any]  # {"base": {...}, "adapter": {...}, "cells": {...}}
     gate: dict[str, Any] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "gate": self.gate, "items": [asdict(i) for i in self.items]}
+        return {
+            "metrics": self.metrics,
+            "gate": self.gate,
+            "items": [asdict(i) for i in self.items],
+            "cells": self.cells,
+        }
 
 
 def general_questions() -> list[dict[str, str]]:
@@ -218,11 +228,28 @@ def apply_gate(metrics: dict[str, dict[str, float]], gate: GateConfig) -> dict[s
         gain = ad["judge"] - base.get("judge", 0.0)
         if gain < gate.min_judge_gain:
             failed.append(f"judge score gain {gain:+.2f} < {gate.min_judge_gain:+.2f} on held-out recipe questions")
+    failed += _cell_failures(metrics.get("cells"), gate)
     if "perplexity" in ad and base.get("perplexity"):
         increase = ad["perplexity"] / base["perplexity"] - 1
         if increase > gate.max_perplexity_increase:
             failed.append(f"general-text perplexity +{increase:.1%} > +{gate.max_perplexity_increase:.0%} (forgetting)")
     return {"passed": not failed, "failed": failed, "enforced": gate.enforce}
+
+
+def _cell_failures(cells: dict[str, Any] | None, gate: GateConfig) -> list[str]:
+    """The four cells' checks: adapter + RAG against base + RAG, and the adapter alone."""
+    if not cells or not cells.get("questions"):
+        return []
+    failed = []
+    gain = cells["adapter+rag"] - cells["base+rag"]
+    if gain < gate.min_rag_gain:
+        failed.append(
+            f"adapter + RAG key-fact accuracy {cells['adapter+rag']:.0%} is {gain * 100:+.0f} points from base + RAG "
+            f"{cells['base+rag']:.0%} (needs {gate.min_rag_gain * 100:+.0f})"
+        )
+    if gate.min_adapter_accuracy is not None and cells["adapter"] < gate.min_adapter_accuracy:
+        failed.append(f"adapter key-fact accuracy {cells['adapter']:.0%} < {gate.min_adapter_accuracy:.0%}")
+    return failed
 
 
 class Evaluator:
@@ -238,17 +265,29 @@ class Evaluator:
         self.model.eval()
         self.device = device
 
-    def answers(self, questions: list[str], max_new_tokens: int, *, adapter: bool, batch: int = 8) -> list[str]:
+    def answers(
+        self,
+        questions: list[str],
+        max_new_tokens: int,
+        *,
+        adapter: bool,
+        batch: int = 8,
+        systems: list[str | None] | None = None,
+    ) -> list[str]:
+        """Greedy answers; ``systems`` gives each question a system message (the RAG prompt)."""
         import torch
 
         self.tok.padding_side = "left"
+        sys_msgs = systems or [None] * len(questions)
+        chats = [
+            ([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": q}]
+            for q, s in zip(questions, sys_msgs)
+        ]
         out: list[str] = []
         for i in range(0, len(questions), batch):
             prompts = [
-                self.tok.apply_chat_template(
-                    [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
-                )
-                for q in questions[i : i + batch]
+                self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+                for chat in chats[i : i + batch]
             ]
             enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.no_grad():
@@ -294,8 +333,10 @@ def evaluate(
     base_model: str = "smollm2",
     judge: Teacher | None = None,
     judge_concurrency: int = 4,
+    knowledge: KnowledgeEval | None = None,
 ) -> EvalReport:
-    """Score base vs adapter (and let ``judge`` grade both when given), then apply the gate."""
+    """Score base vs adapter (and let ``judge`` grade both when given), the four cells on knowledge
+    questions when ``knowledge`` is given, then apply the gate."""
     ev = Evaluator(models_dir, adapter_dir, device, base_model)
     qs: list[tuple[str, str, str, str]] = [
         (r.leaf, r.kind, s.question if not s.context or r.is_knowledge else f"{s.context}\n\n{s.question}", s.answer)
@@ -314,4 +355,68 @@ def evaluate(
     if judge is not None:
         for side, values in judge_scores(judge, items, concurrency=judge_concurrency).items():
             metrics[side].update(values)
-    return EvalReport(items, metrics, apply_gate(metrics, gate))
+    report = EvalReport(items, metrics)
+    if knowledge is not None and knowledge.questions:
+        cells = knowledge.run(ev, max_new_tokens)
+        metrics["cells"] = cell_metrics(cells)
+        report.cells = items_dict(cells)
+    report.gate = apply_gate(metrics, gate)
+    return report
+
+
+@dataclass
+class KnowledgeEval:
+    """The knowledge questions of the four cells and the chunks their RAG cells retrieve from."""
+
+    questions: list[Question]
+    chunks: list[tuple[str, Chunk]]  # (document title, chunk)
+    top_k: int = 4
+    encode: Encoder | None = None  # the sentence encoder (MiniLM, given by the CLI); None: word overlap
+
+    @classmethod
+    def of(
+        cls,
+        recipes: list[Recipe],
+        holdout_seeds: int,
+        read: Callable[[Recipe], list[Chunk]],
+        top_k: int = 4,
+        encode: Encoder | None = None,
+    ) -> KnowledgeEval:
+        questions: list[Question] = []
+        chunks: list[tuple[str, Chunk]] = []
+        for r in (r for r in recipes if r.is_knowledge):
+            for s in r.split_seeds(holdout_seeds)[1]:
+                questions.append(Question(r.leaf, s.question, s.answer, seed_key_facts(s.question, s.answer), "seed"))
+            questions += read_heldout(r.leaf, r.path.parent)
+            chunks += [(r.domain or r.leaf, c) for c in read(r)]
+        return cls([q for q in questions if q.key_facts], chunks, top_k, encode)
+
+    def _scorer(self) -> Callable[[str], list[float]]:
+        """Question -> a score per chunk: cosine with the encoder, else shared words."""
+        if self.encode is None:
+            words = [set(tokens(c.text)) for _, c in self.chunks]
+            return lambda q: [float(len(set(tokens(q)) & w)) for w in words]
+        encode = self.encode
+        vectors = encode([c.text for _, c in self.chunks])
+        return lambda q: [float(x) for x in vectors @ encode([q])[0]]
+
+    def run(self, ev: Evaluator, max_new_tokens: int) -> list[CellItem]:
+        from carafe.indexer.prompt import Passage, rag_system_prompt
+
+        score = self._scorer()
+        titles = {c.id: t for t, c in self.chunks}
+
+        def retrieve(question: str) -> list[Chunk]:
+            scores = score(question)
+            best = sorted(range(len(self.chunks)), key=lambda i: -float(scores[i]))[: self.top_k]
+            return [self.chunks[i][1] for i in best]
+
+        def system(found: list[Chunk]) -> str:
+            return rag_system_prompt(
+                [Passage(c.id.split("#")[0], titles[c.id], "1", int(c.id.rsplit("#", 1)[1]), c.text) for c in found]
+            )
+
+        def answer(questions: list[str], systems: list[str | None], adapter: bool) -> list[str]:
+            return ev.answers(questions, max_new_tokens, adapter=adapter, systems=systems)
+
+        return run_cells(self.questions, answer, retrieve, system)

@@ -20,6 +20,7 @@ class Candidate:
     source: str | None = None  # the chunk or context the answer must be faithful to
     chunk: str | None = None  # chunk id
     context: str | None = None  # grounded-skill context shown to the model
+    facts: tuple[str, ...] = ()  # the facts the answer states (offline generator), for per-fact coverage
     scores: dict[str, float] = field(default_factory=dict)
 
     def key(self) -> str:
@@ -36,6 +37,7 @@ class DropReport:
     dropped: Counter = field(default_factory=Counter)
     reasons: dict[str, list[str]] = field(default_factory=dict)
     kept: int = 0
+    per_fact: Counter = field(default_factory=Counter)  # samples stating each fact, RAFT copies included
 
     def drop(self, stage: str, why: str) -> None:
         self.dropped[stage] += 1
@@ -51,6 +53,9 @@ class DropReport:
             "dropped": dict(self.dropped),
             "reasons": self.reasons,
             "kept": self.kept,
+            "facts": len(self.per_fact),
+            "samples_per_fact_min": min(self.per_fact.values(), default=0),
+            "samples_per_fact_mean": round(sum(self.per_fact.values()) / max(len(self.per_fact), 1), 1),
         }
 
     def emptied_by(self) -> str:
@@ -62,7 +67,13 @@ class DropReport:
                 else "generation (the teacher produced nothing)"
             )
         last = next(
-            reversed([s for s in ("length", "exact_duplicate", "near_duplicate", "judge") if self.dropped.get(s)]),
+            reversed(
+                [
+                    s
+                    for s in ("length", "unfaithful", "exact_duplicate", "near_duplicate", "judge")
+                    if self.dropped.get(s)
+                ]
+            ),
             "filters",
         )
         return last
@@ -77,6 +88,20 @@ def length_filter(cands: list[Candidate], cfg: FilterConfig, report: DropReport)
             report.drop(
                 "length", f"answer of {len(c.answer)} chars outside [{cfg.min_answer_chars}, {cfg.max_answer_chars}]"
             )
+        else:
+            kept.append(c)
+    return kept
+
+
+def faithful_filter(cands: list[Candidate], report: DropReport) -> list[Candidate]:
+    """Drop a knowledge answer naming a number or name its source chunk does not contain."""
+    from carafe.tuning.facts import unsupported
+
+    kept = []
+    for c in cands:
+        missing = unsupported(c.answer, c.source) if c.source and c.chunk else []
+        if missing:
+            report.drop("unfaithful", f"{', '.join(missing[:3])} not in {c.chunk}: {c.answer!r}")
         else:
             kept.append(c)
     return kept

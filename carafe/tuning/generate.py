@@ -19,10 +19,19 @@ from carafe.tuning import prompts
 from carafe.tuning.config import TuningConfig
 from carafe.tuning.documents import DocumentSource, chunk_documents
 from carafe.tuning.errors import EmptyLeaf, TeacherUnavailable
-from carafe.tuning.filters import Candidate, DropReport, Encoder, exact_dedup, judge_filter, length_filter, near_dedup
+from carafe.tuning.filters import (
+    Candidate,
+    DropReport,
+    Encoder,
+    exact_dedup,
+    faithful_filter,
+    judge_filter,
+    length_filter,
+    near_dedup,
+)
 from carafe.tuning.raft import raft_available, raft_messages
 from carafe.tuning.recipe import Recipe, SeedExample
-from carafe.tuning.teacher import Teacher
+from carafe.tuning.teacher import Amplifier, Teacher
 
 Advance = Callable[[str, int], None]  # (stage, how many units finished)
 
@@ -73,7 +82,13 @@ def estimate(recipes: list[Recipe], cfg: TuningConfig, docs: DocumentSource | No
     g, rows, docs = cfg.generation, [], docs or DocumentSource(cfg.document_mirrors)
     for r in recipes:
         seeds, _ = r.split_seeds(g.holdout_seeds)
-        if r.is_knowledge:
+        if r.is_knowledge and cfg.teacher.endpoint in (None, "offline"):  # no calls: ~25 forms a fact
+            from carafe.tuning.facts import extract_facts
+
+            chunked = chunk_documents(docs.read(r), g.chunk_words)
+            samples = round(len(extract_facts(chunked)) * 25 * (1 + g.raft_share))
+            calls = len(chunked) + (samples if cfg.filters.judge else 0)
+        elif r.is_knowledge:
             chunks = len(chunk_documents(docs.read(r), g.chunk_words))
             samples = chunks * g.qa_per_chunk
             calls = chunks + (samples if cfg.filters.judge else 0)
@@ -143,6 +158,9 @@ class LeafGenerator:
     async def _knowledge(self) -> tuple[list[Candidate], dict[str, str]]:
         g = self.cfg.generation
         chunks = chunk_documents(self.docs.read(self.r), g.chunk_words)
+        if isinstance(self.teacher, Amplifier):  # the offline generator: candidates straight from the text
+            self.advance("generate", len(chunks))
+            return await asyncio.to_thread(self.teacher.amplify, self.r, chunks), {c.id: c.text for c in chunks}
         answers = await asyncio.gather(
             *(
                 self.ask(
@@ -224,6 +242,7 @@ class LeafGenerator:
     def _filter(self, cands: list[Candidate]) -> list[Candidate]:
         f = self.cfg.filters
         cands = length_filter(cands, f, self.report)
+        cands = faithful_filter(cands, self.report)
         cands = exact_dedup(cands, self.report)
         return near_dedup(cands, f, self.report, self.encode)
 
@@ -267,16 +286,21 @@ class LeafGenerator:
             )
         self.report.kept = len(cands)
         samples = self._seed_samples() + self._render(cands, chunks)
+        for s in samples:  # a gold-removed RAFT sample does not state its fact
+            if s["provenance"]["stage"] != "raft_no_answer":
+                self.report.per_fact.update(s["provenance"].get("facts", []))
         return LeafResult(self.r.leaf, "knowledge" if self.r.is_knowledge else "skills", samples, self.report)
 
     def _render(self, cands: list[Candidate], chunks: dict[str, str]) -> list[dict[str, Any]]:
+        """Each candidate as a plain sample; a `raft_share` of knowledge ones also with retrieved passages."""
         g = self.cfg.generation
         rng = random.Random(f"{g.seed}/{self.r.leaf}")
         use_raft = self.r.is_knowledge and g.raft_share > 0 and len(chunks) > 1 and raft_available()
         out = []
         for c in cands:
-            extra = {"chunk": c.chunk, "scores": c.scores}
-            if use_raft and rng.random() < g.raft_share:
+            extra = {"chunk": c.chunk, "scores": c.scores, **({"facts": list(c.facts)} if c.facts else {})}
+            out.append(self._sample(_plain(c.question, c.answer, c.context), c.stage, extra))
+            if use_raft and c.chunk and rng.random() < g.raft_share:
                 no_answer = rng.random() < g.raft_no_answer_share
                 msgs = raft_messages(
                     c,
@@ -287,8 +311,6 @@ class LeafGenerator:
                     title=self.r.domain or self.r.leaf,
                 )
                 out.append(self._sample(msgs, "raft_no_answer" if no_answer else "raft", extra))
-            else:
-                out.append(self._sample(_plain(c.question, c.answer, c.context), c.stage, extra))
         return out
 
 

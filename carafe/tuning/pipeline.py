@@ -45,6 +45,7 @@ class Workspace:
     out: Path
     models_dir: Path
     registry_dir: Path
+    max_rank: int = 64  # adapters.engine.max_lora_rank: the registry refuses higher ranks
 
     def stamp(self, stage: str) -> dict[str, Any] | None:
         path = self.out / stage / "stamp.json"
@@ -56,16 +57,33 @@ class Workspace:
 
     def documents(self) -> DocumentSource:
         """Remote knowledge documents: the configured mirrors, else clones under the output folder."""
-        return DocumentSource(self.cfg.document_mirrors, self.out / "documents")
+        c = self.cfg
+        return DocumentSource(c.document_mirrors, self.out / "documents", c.document_roots, c.document_hosts)
 
     def recipes(self) -> list[Recipe]:
-        report = validate_taxonomy(self.taxonomy)
+        report = validate_taxonomy(self.taxonomy, docs=self.documents())
         if not report.ok:
             errors = [str(i) for i in report.issues if i.severity == "error"]
             raise RecipeInvalid(
                 f"the taxonomy {self.taxonomy} has {len(errors)} error(s): " + "; ".join(errors[:5]), report.issues
             )
         return report.recipes
+
+    def preflight(self, name: str | None = None) -> list[Recipe]:
+        """The valid recipes, after checking all that publish will need (name, sidecars, base, rank)."""
+        from carafe.tuning.preflight import base_issues, sidecar_issues
+
+        recipes = self.recipes()
+        t = self.cfg.training
+        issues = sidecar_issues(self.taxonomy, recipes, name)
+        issues += base_issues(t.base_model, self.registry_dir, max(t.knowledge.rank, t.skills.rank), self.max_rank)
+        if issues:
+            raise RecipeInvalid(
+                f"{len(issues)} problem(s) would stop publish after the work; fixed before it starts: "
+                + "; ".join(str(i) for i in issues[:5]),
+                issues,
+            )
+        return recipes
 
 
 def generate_stage(
@@ -110,6 +128,30 @@ def generate_stage(
     return {**summary, "reused": False}
 
 
+def import_dataset(ws: Workspace, path: Path, *, phase: str = "knowledge") -> dict[str, Any]:
+    """Make an sdg_hub flow's JSONL (or a messages JSONL) the workspace's training data."""
+    from carafe.tuning.formats import read_external
+
+    samples = read_external(path, phase=phase)
+    out = ws.out / "data" / "train.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = ("\n".join(json.dumps(s, sort_keys=True) for s in samples) + "\n").encode()
+    out.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    summary = {
+        "input": f"import:{sha}",
+        "data_sha256": sha,
+        "samples": len(samples),
+        "bytes": len(data),
+        "teacher": f"external:{path.name}",
+        "seconds": 0.0,
+        "reports": [],
+        "by_phase": {p: sum(s["phase"] == p for s in samples) for p in ("knowledge", "skills")},
+    }
+    ws.write_stamp("data", summary)
+    return summary
+
+
 def load_dataset(ws: Workspace) -> tuple[list[dict], dict[str, Any]]:
     stamp = ws.stamp("data")
     path = ws.out / "data" / "train.jsonl"
@@ -146,6 +188,7 @@ def train_stage(
                 "samples": s.samples,
                 "steps": s.steps,
                 "tokens": s.tokens,
+                "seconds": round(s.seconds, 1),
                 "tokens_per_s": round(s.tokens_per_s, 1),
                 "final_loss": round(s.final_loss, 4),
                 "hyperparameters": s.hyperparameters,
@@ -157,17 +200,23 @@ def train_stage(
     return {**summary, "reused": False}
 
 
-def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, folder: str = "train") -> dict[str, Any]:
+def eval_stage(
+    ws: Workspace, recipes: list[Recipe], *, force: bool = False, folder: str = "train", encode: Callable | None = None
+) -> dict[str, Any]:
+    """Base vs adapter, forgetting, the four cells (``encode``: the RAG cells' retriever), the gate."""
     from carafe.adapters.manifest import content_digest
     from carafe.tuning.base_model import pick_device
-    from carafe.tuning.evaluate import apply_gate, evaluate
+    from carafe.tuning.cells import HELDOUT_FILE
+    from carafe.tuning.documents import chunk_documents
+    from carafe.tuning.evaluate import KnowledgeEval, apply_gate, evaluate
+    from carafe.tuning.recipe import file_sha256
 
     adapter = ws.out / folder / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         raise StageMissing(f"no trained adapter in {adapter}: run `carafe tune train` first")
     judge = (
         make_teacher(ws.cfg.teacher, ws.models_dir, ws.cfg.training.base_model)
-        if ws.cfg.eval_judge and ws.cfg.teacher.endpoint
+        if ws.cfg.eval_judge and ws.cfg.teacher.endpoint not in (None, "offline", "local")
         else None
     )
     key = _hash(
@@ -177,6 +226,9 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
             ws.cfg.eval_max_new_tokens,
             ws.cfg.generation.holdout_seeds,
             judge.name if judge else None,
+            ws.cfg.eval_rag_top_k,
+            encode is not None,
+            [file_sha256(p) for r in recipes if (p := r.path.parent / HELDOUT_FILE).is_file()],
         ]
     )
     path = ws.out / "eval" / f"{folder}.json"
@@ -195,6 +247,13 @@ def eval_stage(ws: Workspace, recipes: list[Recipe], *, force: bool = False, fol
         base_model=ws.cfg.training.base_model,
         judge=judge,
         judge_concurrency=ws.cfg.teacher.concurrency,
+        knowledge=KnowledgeEval.of(
+            recipes,
+            ws.cfg.generation.holdout_seeds,
+            lambda r: chunk_documents(ws.documents().read(r), ws.cfg.generation.chunk_words),
+            ws.cfg.eval_rag_top_k,
+            encode,
+        ),
     )
     summary = {
         "input": key,

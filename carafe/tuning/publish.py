@@ -19,18 +19,14 @@ from carafe.tuning.recipe import Recipe, Sidecar
 def adapter_identity(root: Sidecar | None, recipes: list[Recipe], name: str | None) -> tuple[str, str, str]:
     """(name, kind, description) from --name, the taxonomy's root sidecar, then the leaves."""
     from carafe.tuning.errors import RecipeInvalid
+    from carafe.tuning.preflight import identity
 
-    name = name or (root.adapter if root else None)
-    if not name:
+    found = identity(root, recipes, name)
+    if found is None:
         raise RecipeInvalid(
             "the adapter has no name: put `adapter: <name>` in the taxonomy's carafe.adapter.yaml or pass --name"
         )
-    kinds = {r.kind for r in recipes}
-    kind = (root.kind if root and root.kind else None) or (kinds.pop() if len(kinds) == 1 else "skill")
-    description = (root.description if root and root.description else None) or "; ".join(
-        r.sidecar.description or r.task_description for r in recipes
-    )
-    return name, kind, description
+    return found.name, found.kind, found.description
 
 
 def build_manifest(

@@ -10,7 +10,7 @@ import random
 
 from carafe.tuning.filters import Candidate
 
-NO_ANSWER = "The provided context does not contain the answer to this question."
+NO_ANSWER = "The provided passages do not contain the answer to this question."
 
 
 def raft_available() -> bool:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from carafe.tuning.config import TeacherConfig
 from carafe.tuning.errors import TeacherUnavailable
 from carafe.tuning.prompts import Messages
+
+if TYPE_CHECKING:
+    from carafe.tuning.documents import Chunk
+    from carafe.tuning.filters import Candidate
+    from carafe.tuning.recipe import Recipe
 
 
 class Teacher(Protocol):
@@ -17,6 +22,13 @@ class Teacher(Protocol):
     name: str
 
     async def complete(self, messages: Messages) -> str: ...
+
+
+@runtime_checkable
+class Amplifier(Protocol):
+    """A teacher that writes a knowledge recipe's candidates itself, without chat calls (the offline one)."""
+
+    def amplify(self, recipe: Recipe, chunks: list[Chunk]) -> list[Candidate]: ...
 
 
 class OpenAITeacher:
@@ -87,11 +99,16 @@ class LocalTeacher:
 
 
 def make_teacher(cfg: TeacherConfig, models_dir: Path, base_model: str = "smollm2") -> Teacher:
-    """`endpoint`: an URL → OpenAITeacher; `template` → the rule-based stand-in; None → the base model."""
+    """`endpoint`: an URL → OpenAITeacher; None or `offline` → the offline generator; `template` → the
+    rule-based stand-in; `local` → the base model."""
+    if cfg.endpoint in (None, "offline"):
+        from carafe.tuning.amplify import OfflineTeacher
+
+        return OfflineTeacher()
+    if cfg.endpoint == "local":
+        return LocalTeacher(cfg, models_dir, base_model)
     if cfg.endpoint == "template":
         from carafe.tuning.template_teacher import TemplateTeacher
 
         return TemplateTeacher()
-    if cfg.endpoint:
-        return OpenAITeacher(cfg)
-    return LocalTeacher(cfg, models_dir, base_model)
+    return OpenAITeacher(cfg)

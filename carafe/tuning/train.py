@@ -109,6 +109,21 @@ def _batches(lengths: list[int], size: int, seed: int, epoch: int) -> list[list[
     return batches
 
 
+def use_bf16(precision: str, device: Any) -> bool:
+    """bf16 autocast: asked for, or `auto` on a CPU with native bf16 (AVX512-BF16, AMX) or a bf16 GPU."""
+    import torch
+
+    if precision != "auto":
+        return precision == "bf16"
+    if str(device).startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def _run_key(samples: list[dict], cfg: TrainingConfig, replay: bool) -> str:
     blob = json.dumps([samples, cfg.model_dump(mode="json"), replay], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -144,6 +159,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
+    bf16 = use_bf16(cfg.precision, device)
     model, tok, _ = load_base(models_dir, device, cfg.base_model)
     lora = LoraConfig(
         r=first.rank,
@@ -167,7 +183,7 @@ def train(
         st = PhaseStats(
             name,
             {src: sum(s["source"] == src for s in mix) for src in ("own", "replay", "general")},
-            hyperparameters=pc.model_dump(mode="json"),
+            hyperparameters={**pc.model_dump(mode="json"), "precision": "bf16" if bf16 else "fp32"},
         )
         encoded = [encode(s, tok, pc.max_seq_len) for s in mix]
         epochs = max(1, round(pc.epochs))
@@ -197,7 +213,7 @@ def train(
                 _save_state(model, opt, ckpt, _resume_state(key, name, i, st, sched, stats))
                 break
             t0 = time.perf_counter()
-            loss, ntok = _step(model, [encoded[j] for j in plan[i]], tok.pad_token_id, device)
+            loss, ntok = _step(model, [encoded[j] for j in plan[i]], tok.pad_token_id, device, bf16)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -273,7 +289,9 @@ def _resume_state(
     }
 
 
-def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, device: Any) -> tuple[float, int]:
+def _step(
+    model: Any, batch: list[tuple[list[int], list[int]]], pad: int, device: Any, bf16: bool = False
+) -> tuple[float, int]:
     import torch
 
     width = max(len(ids) for ids, _ in batch)
@@ -284,7 +302,9 @@ def _step(model: Any, batch: list[tuple[list[int], list[int]]], pad: int, device
         ids[r, : len(x)] = torch.tensor(x)
         labels[r, : len(y)] = torch.tensor(y)
         mask[r, : len(x)] = 1
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
     out.loss.backward()
     return float(out.loss.detach()), int(mask.sum())
 

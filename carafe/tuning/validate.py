@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT202012
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from carafe.tuning.documents import DocumentNotFound, is_remote, resolve_documents
+from carafe.tuning.documents import DocumentNotFound, DocumentSource, check_document_fields, is_remote
 from carafe.tuning.recipe import QNA_FILE, SIDECAR_FILE, TAXONOMY_ROOTS, Recipe, read_sidecar, recipe_from_contents
 
 # InstructLab's default ("relaxed", no line length) with the rules Carafe enforces raised to errors.
@@ -121,7 +121,9 @@ def read_version(contents: dict) -> int:
         return 1
 
 
-def validate_file(path: Path, leaf: str, display: str) -> tuple[Recipe | None, list[Issue]]:
+def validate_file(
+    path: Path, leaf: str, display: str, docs: DocumentSource | None = None
+) -> tuple[Recipe | None, list[Issue]]:
     """Validate one recipe file; return the Recipe when it has no errors (and is not empty)."""
     issues: list[Issue] = []
 
@@ -200,9 +202,11 @@ def validate_file(path: Path, leaf: str, display: str) -> tuple[Recipe | None, l
         return None, issues
     recipe = recipe_from_contents(leaf, path, contents, sidecar, version)
     # A remote document is fetched at generation (a mirror, a clone); validation never needs the network.
-    if recipe.document is not None and not is_remote(str(recipe.document.get("repo", ""))):
+    if recipe.document is not None:
         try:
-            resolve_documents(recipe)
+            check_document_fields(recipe)
+            if not is_remote(str(recipe.document.get("repo", ""))):
+                (docs or DocumentSource()).read(recipe)
         except DocumentNotFound as exc:
             err(_line_of(root, ["document", exc.param or "repo"]), "document", exc.message)
             return None, issues
@@ -215,12 +219,18 @@ def find_recipe_files(taxonomy: Path) -> list[Path]:
     for top in TAXONOMY_ROOTS:
         folder = taxonomy / top
         if folder.is_dir():
-            files += [p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml") and p.name != SIDECAR_FILE]
+            files += [
+                p
+                for p in folder.rglob("*")
+                if p.suffix in (".yaml", ".yml") and p.name not in (SIDECAR_FILE, "carafe.heldout.yaml")
+            ]
     return sorted(files)
 
 
-def validate_taxonomy(taxonomy: Path, only: list[Path] | None = None) -> ValidationReport:
-    """Validate every recipe under `taxonomy` (or only the given files)."""
+def validate_taxonomy(
+    taxonomy: Path, only: list[Path] | None = None, docs: DocumentSource | None = None
+) -> ValidationReport:
+    """Validate every recipe under `taxonomy` (or only the given files); `docs` says where documents may be."""
     taxonomy = Path(taxonomy)
     if taxonomy.is_file():
         files, taxonomy = [taxonomy], _taxonomy_root_of(taxonomy)
@@ -239,7 +249,7 @@ def validate_taxonomy(taxonomy: Path, only: list[Path] | None = None) -> Validat
             )
         )
     for f in files:
-        recipe, found = validate_file(f, leaf_of(f, taxonomy), str(f))
+        recipe, found = validate_file(f, leaf_of(f, taxonomy), str(f), docs)
         issues += found
         if recipe is not None:
             recipes.append(recipe)

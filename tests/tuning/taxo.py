@@ -8,13 +8,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "taxonomy"
-EXAMPLE_DOCS = REPO / "examples" / "taxonomy_docs"
 
 
 def copy_example(dest: Path) -> Path:
-    """A copy of the example taxonomy and its documents (same relative layout)."""
+    """A copy of the example taxonomy (its documents live inside it, in documents/)."""
     shutil.copytree(EXAMPLE, dest / "taxonomy")
-    shutil.copytree(EXAMPLE_DOCS, dest / "taxonomy_docs")
     return dest / "taxonomy"
 
 

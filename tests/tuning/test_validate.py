@@ -70,7 +70,7 @@ def test_wrong_file_name(tmp_path):
 def test_missing_document_path(tmp_path):
     taxonomy = copy_example(tmp_path)
     qna = taxonomy / "knowledge/acme/benefits/qna.yaml"
-    qna.write_text(qna.read_text().replace("../../../../taxonomy_docs", "../../../../no_such_docs"))
+    qna.write_text(qna.read_text().replace("../../../documents", "../../../no_such_docs"))
     issues = _only_issue(taxonomy)
     assert [i.rule for i in issues] == ["document"]
     assert "knowledge/acme/benefits" in issues[0].message and "no_such_docs" in issues[0].message
@@ -79,13 +79,13 @@ def test_missing_document_path(tmp_path):
 
 def test_document_commit_not_in_repo(tmp_path):
     taxonomy = copy_example(tmp_path)
-    docs = tmp_path / "taxonomy_docs"
+    docs = taxonomy / "documents"
     git(docs, "init", "-q")
     git(docs, "add", ".")
     git(docs, "commit", "-qm", "docs")
     head = git(docs, "rev-parse", "HEAD")
     qna = taxonomy / "knowledge/acme/benefits/qna.yaml"
-    qna.write_text(qna.read_text().replace("local-folder", f"'{head}'"))
+    qna.write_text(qna.read_text().replace("e383d65cea9bb76ae05d7f81bb10168789522872", f"'{head}'"))
     assert validate_taxonomy(taxonomy).ok
     qna.write_text(qna.read_text().replace(head, "0" * 40))
     issues = _only_issue(taxonomy)
