@@ -193,19 +193,22 @@ class Index:
         }
 
     def documents(self) -> list[dict[str, Any]]:
-        """Every indexed document as stored: id, title, version, ACL, sensitivity, chunks (for admins)."""
+        """Every indexed document as stored: id, title, version, ACL, sensitivity, chunks and the
+        injection flags found in them at index time (for admins)."""
         docs = self.store.doc_points()
         first = {d: point_id(d, 0) if point_id(d, 0) in ids else min(ids) for d, ids in docs.items()}
-        payloads = self.store.payloads(sorted(first.values()))
+        payloads = self.store.payloads(sorted(pid for ids in docs.values() for pid in ids))
         out = []
         for doc_id, pid in sorted(first.items()):
             p = payloads.get(pid, {})
+            flags = sorted({str(f) for i in docs[doc_id] if (f := payloads.get(i, {}).get("injection_flag"))})
             out.append(
                 {
                     "doc_id": doc_id,
                     "title": str(p.get("title", "")),
                     "version": str(p.get("version", "")),
                     "chunks": len(docs[doc_id]),
+                    "injection_flags": flags,  # what the index-time content check found in its chunks
                     **Acl.of_payload(p).payload(),
                 }
             )

@@ -6,6 +6,7 @@ Every test runs on the fp32 transformers + PEFT engine and on the int4 native en
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from carafe.adapters.errors import EngineOverloaded, EngineUnavailable
+from carafe.adapters.errors import EngineOverloaded, EngineUnavailable, InvalidAdapter
 from carafe.adapters.local import LocalEngine
 from carafe.errors import InvalidInput, TooLarge
 from tests.adapters.conftest import ask, collect, running_engine
@@ -82,7 +83,16 @@ def _nan_lora(make_lora, folder: Path) -> Path:
     return out
 
 
-async def test_an_adapter_with_nan_weights_fails_its_own_requests_only(engine, make_lora, tmp_path):
+async def test_an_adapter_with_nan_weights_is_refused_at_load_naming_the_tensor(engine, make_lora, tmp_path):
+    with pytest.raises(InvalidAdapter, match=r"lora_A\.weight holds \d+ NaN"):
+        await engine.load_adapter("diverged", str(_nan_lora(make_lora, tmp_path)))
+    assert engine.ready and "diverged" not in {a.name for a in engine.adapters()}
+
+
+async def test_an_adapter_with_nan_weights_fails_its_own_requests_only(engine, make_lora, tmp_path, monkeypatch):
+    """Defence in depth: should NaN weights get past the load check, only their own requests fail."""
+    rank_of = lambda self, folder: json.loads((folder / "adapter_config.json").read_text())["r"]  # noqa: E731
+    monkeypatch.setattr(LocalEngine, "_check_fits", rank_of)
     await engine.load_adapter("diverged", str(_nan_lora(make_lora, tmp_path)))
     try:
         alone, _ = await collect(ask(engine, STORY, temperature=0, max_tokens=16, ignore_eos=True))

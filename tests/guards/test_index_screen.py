@@ -41,6 +41,8 @@ def test_an_injected_passage_is_flagged_at_index_time_and_marked_in_the_prompt(t
         report = index.sync()
         assert [f["doc_id"] for f in report.flagged] == ["policies:travel.md"]
         assert index.last_report()["flagged"][0]["doc_id"] == "policies:travel.md"  # what `carafe index` prints
+        flags = {d["doc_id"]: d["injection_flags"] for d in index.documents()}  # what the console lists
+        assert flags["policies:leave.md"] == [] and flags["policies:travel.md"] == [report.flagged[0]["family"]]
         scope = AccessScope.of("ana", ["everyone"])
         passages = {p.doc_id: p for p in index.search("travel policy hotels leave days", scope, top_k=5)}
         assert passages["policies:travel.md"].flag and not passages["policies:leave.md"].flag

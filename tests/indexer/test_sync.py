@@ -154,6 +154,7 @@ def test_documents_lists_each_document_as_stored_with_its_acl(store_kind, make_i
         "title": "Memo",
         "version": docs["s:memo.md"]["version"],
         "chunks": 1,
+        "injection_flags": [],
         "acl_groups": ["finance"],
         "acl_users": ["ann"],
         "sensitivity": "restricted",

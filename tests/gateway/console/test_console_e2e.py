@@ -176,7 +176,8 @@ def test_admin_promotes_and_rolls_back_and_the_served_version_follows(console, s
 def test_admin_sees_documents_with_their_acl_and_sensitivity(signed_in):
     page = signed_in("root", "/console/index")
     row = page.get_by_role("row").filter(has_text=SALARY)
-    expect(row.get_by_role("cell")).to_have_text(["Salary Bands 2026", "2026.1", "hr", "—", "restricted", "1"])
+    expect(row.get_by_role("cell")).to_have_text(["Salary Bands 2026", "2026.1", "hr", "—", "restricted", "1", "—"])
+    expect(page.locator("#flagged-h + p")).to_have_text("No indexed document carries instructions to the model.")
     public = page.get_by_role("row").filter(has_text="policies:public/company-overview.md")
     expect(public.get_by_role("cell").nth(2)).to_have_text("everyone")
     expect(page.locator('td[data-count="added"]')).to_have_text("2")
