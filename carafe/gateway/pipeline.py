@@ -120,6 +120,7 @@ async def guard_messages(
     if state.guards is None or not messages:
         return messages, []
     with tracer.start_as_current_span("carafe.guard.input") as span:
+        span.set_attribute(attr.CARAFE_PRINCIPAL, principal.user)  # a blocked request is audited with its user
         results = await state.guards.check_messages(
             [(m.role, client_text(m)) for m in messages], policy=decision.guard_policy, principal=principal
         )

@@ -51,7 +51,7 @@ def test_config_show_hides_headers_url_credentials_and_salt(tmp_path: Path) -> N
     ("yaml_text", "path"),
     [
         ("server:\n  prot: 9000\n", "server.prot"),
-        ("auth:\n  oidc: {issuer: https://idp}\n", "auth.oidc"),
+        ("auth:\n  oidc: {isuer: https://idp}\n", "auth.oidc.isuer"),
         ("adapters:\n  engine:\n    quantise: int4\n", "adapters.engine.quantise"),
         ("indexer:\n  sources:\n    - {name: a, path: /tmp, acl: public}\n", "indexer.sources.0.acl"),
         ("guards:\n  policies:\n    strict:\n      input:\n        pii: {action: block, treshold: 0.2}\n", "treshold"),

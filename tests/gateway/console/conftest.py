@@ -158,7 +158,7 @@ def _publish_tuned(admin: httpx.Client, root: Path) -> None:
         assert r.status_code == 201, r.text
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def console(tmp_path_factory) -> Iterator[Console]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (make test does)")
@@ -202,7 +202,7 @@ def _serve(gw: Console, root: Path, config: Path) -> Iterator[Console]:
             proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 
