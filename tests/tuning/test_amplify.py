@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from carafe.indexer.prompt import RAG_INSTRUCTIONS
+from carafe.indexer.prompt import DATA_OPEN, RAG_INSTRUCTIONS
 from carafe.tuning.amplify import OfflineTeacher, amplify
 from carafe.tuning.config import TeacherConfig, TuningConfig
 from carafe.tuning.documents import DocumentSource, chunk_documents
@@ -120,9 +120,8 @@ def test_raft_samples_have_gold_and_distractors_or_say_the_passages_lack_it(leaf
         gold_in = texts[s["provenance"]["chunk"]] in system
         if s["provenance"]["stage"] == "raft":
             n = int(re.search(r"\[(\d+)\]$", answer).group(1))
-            assert gold_in and system.split(f"\n[{n}] ", 1)[1].split("\n", 1)[1].startswith(
-                texts[s["provenance"]["chunk"]].strip()[:40]
-            )
+            cited = system.split(f"\n[{n}] ", 1)[1].split("\n", 1)[1].removeprefix(DATA_OPEN + "\n")
+            assert gold_in and cited.startswith(texts[s["provenance"]["chunk"]].strip()[:40])
         else:
             assert not gold_in and answer == NO_ANSWER
 

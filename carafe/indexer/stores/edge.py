@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -21,6 +23,13 @@ def _sparse(vector: Any) -> qe.SparseVector:
     return qe.SparseVector(list(vector.indices), [float(v) for v in vector.values])
 
 
+def _busy(path: Path) -> StoreBusy:
+    return StoreBusy(
+        f"the index at {path} is open in another process (a running gateway or sync); "
+        "stop it, or use its admin API (POST /admin/index/sync)"
+    )
+
+
 class EdgeStore:
     """A Qdrant Edge shard at ``path`` (one process at a time; the WAL makes writes durable).
 
@@ -34,6 +43,7 @@ class EdgeStore:
             vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
+        self._lock_fd = self._lock()
         try:
             make_private(self.path)
             if (self.path / "wal").exists():
@@ -44,12 +54,25 @@ class EdgeStore:
                     self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
         except Exception as exc:  # the binding raises plain Exceptions
             if "WouldBlock" in str(exc):
-                raise StoreBusy(
-                    f"the index at {self.path} is open in another process (a running gateway or sync); "
-                    "stop it, or use its admin API (POST /admin/index/sync)"
-                ) from exc
+                raise _busy(self.path) from exc
             raise StoreUnavailable(f"cannot open the Qdrant Edge index at {self.path}: {exc}") from exc
+        finally:
+            if not hasattr(self, "_shard"):
+                os.close(self._lock_fd)
         make_private(self.path)  # what opening created (a fresh WAL segment)
+
+    def _lock(self) -> int:
+        """Hold ``<index>.lock`` before the engine touches a file: a second process (or a second
+        opener here) is refused without loading the shard, which could rewrite the files of the
+        one serving it (its payload-index journals)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _busy(self.path) from None
+        return fd
 
     def upsert(self, chunks: Sequence[StoredChunk]) -> None:
         if not chunks:
@@ -158,3 +181,4 @@ class EdgeStore:
             self._shard.close()
             self._shard = None  # type: ignore[assignment]
             make_private(self.path)
+            os.close(self._lock_fd)  # releases the lock
