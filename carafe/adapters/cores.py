@@ -23,7 +23,7 @@ log = logging.getLogger("carafe.adapters.cores")
 def quiet_openmp() -> None:
     """For an entry point, before torch is imported: OpenMP workers sleep between parallel regions instead of
     spinning (an explicit ``OMP_WAIT_POLICY`` is kept)."""
-    if "torch" in sys.modules:
+    if "torch" in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
         log.warning("torch is already loaded: OMP_WAIT_POLICY can no longer change")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

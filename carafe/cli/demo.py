@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
         no_serve: bool = typer.Option(False, "--no-serve", help="Prepare keys and data, do not start the server"),
     ) -> None:
         """Create fresh demo keys, index the example documents, and start the gateway."""
+        from carafe.adapters.cores import quiet_openmp
+
+        quiet_openmp()  # before indexing loads torch: the engine's idle OpenMP workers must not spin
         cfg = config_or_exit(config)
         store = open_key_store(cfg)
         demo_names = {u for u, _, _ in DEMO_USERS}
