@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -107,6 +108,19 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     if gone:  # (a cancelled gather() ends with a CancelledError, not as cancelled: hence the flag)
         raise ClientGone("the client closed the connection")
     return task.result()
+
+
+async def within_run(
+    state: AppState, request: Request, lease: Lease, work: Callable[[GenerationRun], Awaitable[T]]
+) -> T:
+    """Run one request's ``work`` on a new :class:`GenerationRun` holding ``lease``, and close the
+    run afterwards unless a streaming response took it over (it closes the run when it ends)."""
+    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
+    try:
+        return await work(run)
+    finally:
+        if not run.handed_over:
+            await run.close()
 
 
 class GenerationRun:

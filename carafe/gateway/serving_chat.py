@@ -17,7 +17,7 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected, within_run
 from carafe.gateway.pipeline import Prepared, prepare_chat
 from carafe.gateway.protocol import (
     ChatChoice,
@@ -32,7 +32,6 @@ from carafe.gateway.protocol import (
 from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
-    GenerationMeter,
     caller_content,
     record_request,
     record_tool_calls,
@@ -55,12 +54,7 @@ async def create_chat_completion(
     server = state.config.server
     check_messages(body.messages, server)  # before any templating or tokenizing
     lease = state.slots.acquire(principal.key_id, check_generations(1, body.n, server))
-    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
-    try:
-        return await _complete(state, body, request, principal, run)
-    finally:
-        if not run.handed_over:
-            await run.close()
+    return await within_run(state, request, lease, lambda run: _complete(state, body, request, principal, run))
 
 
 async def _complete(

@@ -14,7 +14,7 @@ from carafe.gateway.admission import check_chars, check_generations
 from carafe.gateway.auth import Principal
 from carafe.gateway.constraints import request_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected, within_run
 from carafe.gateway.pipeline import Prepared, guard_input, resolve_route
 from carafe.gateway.protocol import (
     CompletionChoice,
@@ -27,7 +27,7 @@ from carafe.gateway.protocol import (
 )
 from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.sampling import logprobs_count, sampling_params
-from carafe.gateway.serving_common import GenerationMeter, replay, response_headers
+from carafe.gateway.serving_common import replay, response_headers
 from carafe.gateway.state import AppState
 from carafe.gateway.streams import SSE_DONE, sse
 
@@ -43,12 +43,7 @@ async def create_completion(
     prompts = body.prompts()
     check_chars(prompts, param="prompt", server=server)  # before any tokenizing
     lease = state.slots.acquire(principal.key_id, check_generations(len(prompts), body.n, server))
-    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
-    try:
-        return await _complete(state, body, request, principal, run)
-    finally:
-        if not run.handed_over:
-            await run.close()
+    return await within_run(state, request, lease, lambda run: _complete(state, body, request, principal, run))
 
 
 async def _complete(

@@ -10,7 +10,6 @@ traces. Streaming sends the typed events (``response.created`` ...
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from carafe.gateway.auth import Principal
 from carafe.gateway.chat_output import ChoiceOutput
 from carafe.gateway.constraints import response_format_constraint
 from carafe.gateway.deps import get_principal, get_state
-from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected
+from carafe.gateway.generation import GenerationRun, check_prompt_fits, until_disconnected, within_run
 from carafe.gateway.pipeline import prepare_chat
 from carafe.gateway.protocol import ChatMessageIn
 from carafe.gateway.protocol_responses import (
@@ -39,7 +38,6 @@ from carafe.gateway.ratelimit import charge_work
 from carafe.gateway.response_store import ResponseStore
 from carafe.gateway.sampling import sampling_params
 from carafe.gateway.serving_common import (
-    GenerationMeter,
     caller_content,
     record_request,
     record_tool_calls,
@@ -64,12 +62,7 @@ async def create_response(
         check_messages(body.input, server, param="input")
     check_chars([body.input, body.instructions, body.tools], param="input", server=server)  # before templating
     lease = state.slots.acquire(principal.key_id, 1)
-    run = GenerationRun(state, GenerationMeter(request.scope.get("carafe.t0", time.perf_counter())), lease)
-    try:
-        return await _respond(state, body, request, principal, run)
-    finally:
-        if not run.handed_over:
-            await run.close()
+    return await within_run(state, request, lease, lambda run: _respond(state, body, request, principal, run))
 
 
 async def _respond(
