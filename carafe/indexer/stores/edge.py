@@ -45,21 +45,26 @@ class EdgeStore:
         )
         self._lock_fd = self._lock()
         try:
+            self._shard = self._open(config)
+        except BaseException:
+            os.close(self._lock_fd)  # releases the lock
+            raise
+        make_private(self.path)  # what opening created (a fresh WAL segment)
+
+    def _open(self, config: qe.EdgeConfig) -> qe.EdgeShard:
+        """Load the shard at ``path``, or create it with its keyword indexes."""
+        try:
             make_private(self.path)
             if (self.path / "wal").exists():
-                self._shard = qe.EdgeShard.load(str(self.path))
-            else:
-                self._shard = qe.EdgeShard.create(str(self.path), config)
-                for name in KEYWORD_FIELDS:
-                    self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+                return qe.EdgeShard.load(str(self.path))
+            shard = qe.EdgeShard.create(str(self.path), config)
+            for name in KEYWORD_FIELDS:
+                shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
+            return shard
         except Exception as exc:  # the binding raises plain Exceptions
-            if "WouldBlock" in str(exc):
+            if "WouldBlock" in str(exc):  # a process that opened it without the lock file
                 raise _busy(self.path) from exc
             raise StoreUnavailable(f"cannot open the Qdrant Edge index at {self.path}: {exc}") from exc
-        finally:
-            if not hasattr(self, "_shard"):
-                os.close(self._lock_fd)
-        make_private(self.path)  # what opening created (a fresh WAL segment)
 
     def _lock(self) -> int:
         """Hold ``<index>.lock`` before the engine touches a file: a second process (or a second
