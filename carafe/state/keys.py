@@ -107,6 +107,13 @@ def _record(row: ApiKey) -> KeyRecord:
     )
 
 
+def _check_rates(rpm: int | None, tpm: int | None) -> None:
+    """Requests and tokens per minute, where given, between 1 and MAX_RATE (400 naming the field)."""
+    for name, value in (("rpm", rpm), ("tpm", tpm)):
+        if value is not None and not 1 <= value <= MAX_RATE:
+            raise InvalidInput(f"{name} must be between 1 and {MAX_RATE}", param=name)
+
+
 class Keys:
     """Create, find, list and revoke keys; every change leaves an admin-action record."""
 
@@ -128,10 +135,7 @@ class Keys:
         """Create a key; returns ``(clear key, record)``. The clear key is not stored."""
         if not user or not user.strip():
             raise InvalidInput("a key needs a user", param="user")
-        if not 1 <= rpm <= MAX_RATE:
-            raise InvalidInput(f"rpm must be between 1 and {MAX_RATE}", param="rpm")
-        if tpm is not None and not 1 <= tpm <= MAX_RATE:
-            raise InvalidInput(f"tpm must be between 1 and {MAX_RATE}", param="tpm")
+        _check_rates(rpm, tpm)
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         row = ApiKey(
             key_id=key_id,
@@ -182,10 +186,7 @@ class Keys:
         self, key_id: str, *, rpm: int | None = None, tpm: int | None = None, actor: str = "cli"
     ) -> KeyRecord:
         """Change a live key's requests and tokens per minute (a limit not given is kept)."""
-        if rpm is not None and not 1 <= rpm <= MAX_RATE:
-            raise InvalidInput(f"rpm must be between 1 and {MAX_RATE}", param="rpm")
-        if tpm is not None and not 1 <= tpm <= MAX_RATE:
-            raise InvalidInput(f"tpm must be between 1 and {MAX_RATE}", param="tpm")
+        _check_rates(rpm, tpm)
         with self.db.transaction() as s:
             row = s.get(ApiKey, key_id)
             if row is None or row.revoked_at is not None:
